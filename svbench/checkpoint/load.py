@@ -1,0 +1,117 @@
+"""Load a checkpoint safely and find its conv layers.
+
+``torch.load(..., weights_only=True)`` only rebuilds tensors and plain containers. A file that needs to run code
+(a pickled module or custom class) is refused unless the user opts in with ``trust=True``
+(``--trust-checkpoint``).
+"""
+
+from __future__ import annotations
+
+import pickle
+import pickletools
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from svbench.errors import UserError
+
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "weights")
+
+
+def load_state_dict(path: str | Path, *, trust: bool = False) -> dict[str, Tensor]:
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"checkpoint not found: {p}")
+    if p.is_dir():
+        raise UserError(f"{p} is a folder; pass a checkpoint file (.pt/.pth)")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not _is_wellformed(p):
+            raise UserError(f"cannot read checkpoint {p}: not a PyTorch checkpoint or corrupt") from None
+        if not trust:
+            raise UserError(
+                f"{p} is not a plain state dict: loading it would run code from the file ({_first_line(e)}); "
+                f"if you trust it, pass --trust-checkpoint"
+            ) from None
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=False)
+        except Exception as e2:  # noqa: BLE001 - any failure of an untrusted file is a user error
+            raise UserError(f"cannot load checkpoint {p}: {_first_line(e2)}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise UserError(f"cannot read checkpoint {p}: not a PyTorch checkpoint or corrupt ({_first_line(e)})") from None
+    return _unwrap(obj, p)
+
+
+def _is_wellformed(p: Path) -> bool:
+    """True for a torch zip archive or a pickle stream that parses (without executing anything)."""
+    if zipfile.is_zipfile(p):
+        return True
+    try:
+        with open(p, "rb") as f:
+            for _ in pickletools.genops(f):
+                pass
+        return True
+    except Exception:  # noqa: BLE001 - any parse failure means "not a pickle"
+        return False
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+def _unwrap(obj: Any, p: Path) -> dict[str, Tensor]:
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, dict):
+        for key in _WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, nn.Module):
+                inner = inner.state_dict()
+            if isinstance(inner, dict) and any(isinstance(v, Tensor) for v in inner.values()):
+                obj = inner
+                break
+        tensors = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
+        if tensors:
+            return {re.sub(r"^module\.", "", k): v for k, v in tensors.items()}
+    raise UserError(f"{p} holds no tensors (expected a state dict, or a dict with a 'state_dict' entry)")
+
+
+@dataclass(frozen=True)
+class ConvEntry:
+    """One conv layer of a checkpoint: its full kernel, or TT cores folded to an exact core (Theorem 1)."""
+
+    name: str
+    kernel: Tensor  # (c_out, c_in, k, k); for TT layers the folded middle core (r2, r1, k, k)
+    c_out: int
+    c_in: int
+    kind: str  # "conv" or "tt"
+    tt_factors: tuple[Tensor, Tensor] | None = None  # (K1, K3) of a TT layer, for orthogonality checks
+
+
+def find_convs(state: dict[str, Tensor]) -> list[ConvEntry]:
+    """Every 4-D ``*.weight`` tensor (a conv kernel) and every TT layer (``*.k1``, ``*.k2``, ``*.k3``)."""
+    out: list[ConvEntry] = []
+    tt_prefixes = {k[: -len(".k2")] for k in state if k.endswith(".k2")}
+    for key, t in state.items():
+        if key.endswith(".weight") and t.dim() == 4 and t.is_floating_point():
+            out.append(ConvEntry(key[: -len(".weight")], t, t.shape[0], t.shape[1], "conv"))
+    for prefix in sorted(tt_prefixes):
+        from svbench.functional.tt import fold_cores
+
+        k1, k2, k3 = state.get(f"{prefix}.k1"), state[f"{prefix}.k2"], state.get(f"{prefix}.k3")
+        core, q1, q3 = fold_cores(k1, k2, k3)
+        c_in = k1.shape[0] if k1 is not None else k2.shape[1]
+        c_out = k3.shape[1] if k3 is not None else k2.shape[0]
+        out.append(ConvEntry(prefix, core, c_out, c_in, "tt", (q1, q3)))
+    order = {k: i for i, k in enumerate(state)}
+    out.sort(key=lambda e: order.get(e.name + ".weight", order.get(e.name + ".k2", 0)))
+    if not out:
+        raise UserError("the checkpoint has no conv weights (no 4-D '*.weight' tensors and no TT cores)")
+    return out

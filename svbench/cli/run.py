@@ -1,0 +1,42 @@
+"""``svbench run [SUITE] [--methods all|a,b] [--device cpu|cuda|auto] [--out DIR] [--resume RUN_DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("run", help="run a suite and print the comparison table")
+    p.add_argument("suite", nargs="?", default="default", help="suite YAML file or bundled name (default: default)")
+    p.add_argument("--methods", default=None, help="'all' or a comma-separated list (default: the suite's)")
+    p.add_argument("--device", default=None, help="cpu, cuda or auto (default: the suite's)")
+    p.add_argument("--out", default="reports/runs", help="root folder of run folders (default: reports/runs)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run, skipping finished cells")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the suite's, usually 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    from svbench.suite.runner import run_suite
+
+    if args.threads is not None and args.threads < 1:
+        from svbench.errors import UserError
+
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    res = run_suite(
+        args.suite, methods=args.methods, device=args.device, out_root=args.out, resume=args.resume,
+        threads=args.threads, progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    print(res.table_md)
+    print(f"results: {res.run_dir}/results.jsonl ({len(res.records)} records; tables: table.md, table.csv)")
+    if res.cells_skipped_resume:
+        print(f"resumed: {res.cells_skipped_resume} finished cells kept, {res.cells_done} run now")
+    if res.interrupted:
+        sys.stderr.write(
+            f"svbench: interrupted after {res.cells_done} cells; finished cells are saved. "
+            f"Resume with: svbench run {args.suite} --resume {res.run_dir}\n"
+        )
+        return 130
+    return 0

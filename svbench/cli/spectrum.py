@@ -1,0 +1,49 @@
+"""``svbench spectrum CKPT --input-size N [--method sedghi] [--model NAME --input-shape C,H,W] [--out DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from svbench.errors import UserError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("spectrum", help="all SVs of a checkpoint's conv layers (CSV + markdown)")
+    p.add_argument("checkpoint", help="a state-dict file (.pt/.pth)")
+    p.add_argument("--input-size", type=int, default=None, help="input size n for every conv (stride 1 assumed)")
+    p.add_argument("--model", default=None, help="registered model name: real per-layer sizes and strides")
+    p.add_argument("--input-shape", default=None, help="C,H,W of the model input, e.g. 3,32,32 (with --model)")
+    p.add_argument("--method", default="sedghi", help="an all-SVs method (default: sedghi)")
+    p.add_argument("--out", default=None, help="output folder (default: reports/spectrum/<checkpoint name>)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow a checkpoint that needs to run code when loaded (only for files you trust)")
+    return p
+
+
+def _parse_shape(text: str | None) -> tuple[int, int, int] | None:
+    if text is None:
+        return None
+    try:
+        parts = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or min(parts) < 1 or parts[1] != parts[2]:
+        raise UserError(f"--input-shape must be C,H,W with H == W, e.g. 3,32,32; got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def main(args: argparse.Namespace) -> int:
+    from svbench.checkpoint.spectrum import checkpoint_spectrum, spectrum_markdown, write_spectrum
+
+    if args.input_size is not None and args.input_size < 1:
+        raise UserError(f"--input-size must be a positive integer, got {args.input_size}")
+    spectra = checkpoint_spectrum(
+        args.checkpoint, input_size=args.input_size, model=args.model, input_shape=_parse_shape(args.input_shape),
+        method=args.method, trust=args.trust_checkpoint,
+    )
+    out = Path(args.out) if args.out else Path("reports/spectrum") / Path(args.checkpoint).stem
+    csv_path, md_path = write_spectrum(spectra, out)
+    print(spectrum_markdown(spectra))
+    print(f"wrote {csv_path} and {md_path}")
+    return 0

@@ -1,0 +1,111 @@
+"""Per-frequency transfer matrices of a 2-D convolution with circular padding.
+
+Sedghi, Gupta & Long, "The Singular Values of Convolutional Layers", ICLR 2019 (arXiv:1805.10408): a circular conv
+on an n x n grid is block-diagonalised by the 2-D DFT, so its singular values are the union over frequencies of
+the singular values of the c_out x c_in matrices W_hat(w) = sum_{u,v} W[:, :, u, v] exp(-2 pi i (w1 u + w2 v) / n).
+These results are EXACT for circular padding only (see methods.md section 1.2 for zero padding).
+
+Stride s (s | n) uses the polyphase reshape: the stride-s conv on n equals a stride-1 conv on m = n / s applied to
+the c_in * s^2 polyphase inputs, so each frequency has a c_out x (c_in * s^2) matrix. The phases go with the INPUT
+channels; grouping them with the outputs (as the public TT code does for its cores) gives wrong values.
+
+Kernels larger than the grid (k > n) are folded: taps are summed modulo n, which is the circular operator the
+layer really applies. ``fft2(W, s=(n, n))`` would trim them instead, which is wrong.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from svbench.errors import UserError
+
+
+def fold_kernel(weight: Tensor, n: int) -> Tensor:
+    """Zero-pad a (c_out, c_in, kh, kw) kernel to (c_out, c_in, n, n), summing taps modulo n when k > n."""
+    c_out, c_in, kh, kw = weight.shape
+    if kh <= n and kw <= n:
+        return torch.nn.functional.pad(weight, (0, n - kw, 0, n - kh))
+    out = weight.new_zeros(c_out, c_in, n, n)
+    rows = torch.arange(kh, device=weight.device) % n
+    cols = torch.arange(kw, device=weight.device) % n
+    # index_add over rows then columns sums the taps that land on the same grid point.
+    tmp = weight.new_zeros(c_out, c_in, n, kw).index_add_(2, rows, weight)
+    return out.index_add_(3, cols, tmp)
+
+
+def check_circular_geometry(kernel_size: int, n: int, stride: int) -> None:
+    """Raise a UserError if a circular conv of this geometry is not defined."""
+    if n < 1:
+        raise UserError(f"input size must be positive, got {n}")
+    if stride < 1:
+        raise UserError(f"stride must be >= 1, got {stride}")
+    if n % stride:
+        raise UserError(
+            f"stride {stride} does not divide the input size {n}; circular padding needs stride | n "
+            f"(use n = {stride * -(-n // stride)} or zero padding)"
+        )
+
+
+def polyphase_kernel(weight: Tensor, n: int, stride: int) -> Tensor:
+    """(c_out, c_in, k, k) -> (c_out, c_in * s^2, n/s, n/s): stride-s conv on n == stride-1 conv on n/s.
+
+    K'[o, (c, a, b), u', v'] = W_pad[o, c, s u' + a, s v' + b] with the phase (a, b) grouped with the input
+    channel c (methods.md section 2).
+    """
+    check_circular_geometry(weight.shape[-1], n, stride)
+    w = fold_kernel(weight, n)
+    if stride == 1:
+        return w
+    c_out, c_in = w.shape[:2]
+    m = n // stride
+    # w[o, c, s*u + a, s*v + b] -> [o, c, a, b, u, v]
+    w = w.reshape(c_out, c_in, m, stride, m, stride).permute(0, 1, 3, 5, 2, 4)
+    return w.reshape(c_out, c_in * stride * stride, m, m)
+
+
+def unpolyphase_kernel(kp: Tensor, c_in: int, stride: int) -> Tensor:
+    """Inverse of :func:`polyphase_kernel` (without the folding): (c_out, c_in s^2, m, m) -> (c_out, c_in, n, n)."""
+    if stride == 1:
+        return kp
+    c_out, _, m, _ = kp.shape
+    w = kp.reshape(c_out, c_in, stride, stride, m, m).permute(0, 1, 4, 2, 5, 3)
+    return w.reshape(c_out, c_in, m * stride, m * stride)
+
+
+def transfer_matrices(weight: Tensor, n: int, stride: int = 1, *, real_fft: bool = True) -> Tensor:
+    """Transfer matrices of the circular conv on an n x n input.
+
+    Returns a complex tensor of shape (m, m_f, c_out, c_in * s^2) with m = n / s and m_f = m // 2 + 1 when
+    ``real_fft`` (only the non-redundant half: W_hat(-w) = conj W_hat(w)) or m_f = m for the full FFT.
+    """
+    if weight.dim() != 4:
+        raise UserError(f"expected a 4-D conv kernel (out, in, kh, kw), got shape {tuple(weight.shape)}")
+    kp = polyphase_kernel(weight, n, stride)
+    m = kp.shape[-1]
+    spec = torch.fft.rfft2(kp, s=(m, m)) if real_fft else torch.fft.fft2(kp, s=(m, m))
+    return spec.permute(2, 3, 0, 1)
+
+
+def rfft_multiplicity(m: int, device: torch.device | str | None = None) -> Tensor:
+    """How often each rfft column stands for itself in the full spectrum: 1 for w2 = 0 (and w2 = m/2, m even), else 2."""
+    mf = m // 2 + 1
+    mult = torch.full((mf,), 2, dtype=torch.long, device=device)
+    mult[0] = 1
+    if m % 2 == 0:
+        mult[-1] = 1
+    return mult
+
+
+def num_singular_values(c_in: int, c_out: int, n: int, stride: int) -> int:
+    """Number of SVs of the circular operator, zeros included: (n/s)^2 * min(c_out, c_in s^2)."""
+    m = n // stride
+    return m * m * min(c_out, c_in * stride * stride)
+
+
+def from_transfer_matrices(spec: Tensor, c_in: int, stride: int, n: int, *, real_fft: bool = True) -> Tensor:
+    """Inverse FFT of transfer matrices (m, m_f, c_out, c_in s^2) back to an n x n real kernel (c_out, c_in, n, n)."""
+    m = n // stride
+    kp_hat = spec.permute(2, 3, 0, 1)
+    kp = torch.fft.irfft2(kp_hat, s=(m, m)) if real_fft else torch.fft.ifft2(kp_hat, s=(m, m)).real
+    return unpolyphase_kernel(kp, c_in, stride)

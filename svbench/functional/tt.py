@@ -1,0 +1,71 @@
+"""Tensor-train (TT) conv core algebra.
+
+Senderovich, Bulatova, Obukhov & Rakhuba, "Towards Practical Control of Singular Values of Convolutional Layers",
+NeurIPS 2022 (arXiv:2211.13771). A TT conv has cores K1 (c_in x r1), K2 (r2 x r1 x k x k, (out, in, k, k) order)
+and K3 (r2 x c_out); the full kernel is W[o, i, u, v] = sum_{a, b} K3[b, o] K2[b, a, u, v] K1[i, a].
+
+Theorem 1: if K1^T K1 = I and K3 K3^T = I, the nonzero SVs of the layer are EXACTLY those of the K2 conv (any
+padding, stride, dilation), and all other SVs are 0. ``fold_cores`` makes that true without changing the layer:
+K1 = Q1 R1 and K3^T = Q3 R3 (reduced QR), K2' = R3 K2 R1^T, K1 <- Q1, K3 <- Q3^T.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def compose_kernel(k1: Tensor | None, k2: Tensor, k3: Tensor | None) -> Tensor:
+    """Full (c_out, c_in, k, k) kernel from the cores (a missing K1/K3 is the identity)."""
+    w = k2
+    if k1 is not None:
+        w = torch.einsum("bauv,ia->biuv", w, k1)
+    if k3 is not None:
+        w = torch.einsum("bo,biuv->oiuv", k3, w)
+    return w
+
+
+def fold_cores(k1: Tensor | None, k2: Tensor, k3: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """QR fold: returns (K2', Q1, Q3^T) with orthonormal outer cores and the same full kernel."""
+    core = k2
+    q1 = q3t = None
+    if k1 is not None:
+        q1, r1 = torch.linalg.qr(k1)
+        core = torch.einsum("bauv,ca->bcuv", core, r1)
+    if k3 is not None:
+        q3, r3 = torch.linalg.qr(k3.T)
+        core = torch.einsum("db,bauv->dauv", r3, core)
+        q3t = q3.T
+    return core, q1, q3t
+
+
+def orthogonality_defect(k1: Tensor | None, k3: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(||K1^T K1 - I||_F^2, ||K3 K3^T - I||_F^2); zero terms for missing cores."""
+    zero = torch.zeros((), dtype=k1.dtype if k1 is not None else (k3.dtype if k3 is not None else torch.float32))
+    d1 = zero if k1 is None else (k1.T @ k1 - torch.eye(k1.shape[1], dtype=k1.dtype, device=k1.device)).square().sum()
+    d3 = zero if k3 is None else (k3 @ k3.T - torch.eye(k3.shape[0], dtype=k3.dtype, device=k3.device)).square().sum()
+    return d1, d3
+
+
+def tt_svd(weight: Tensor, r1: int, r2: int) -> tuple[Tensor, Tensor, Tensor, float]:
+    """TT-SVD of a full kernel (c_out, c_in, k, k) into K1 (c_in x r1), K2 (r2 x r1 x k x k), K3 (r2 x c_out).
+
+    Sequential truncated SVDs: first over the input-channel mode, then over the output-channel mode. The cores
+    come out with orthonormal K1 and K3. Returns the cores and the relative Frobenius error of the approximation
+    (0 when the kernel has exact TT ranks <= (r1, r2)).
+    """
+    c_out, c_in, kh, kw = weight.shape
+    w = weight.detach()
+    # input mode: unfold (c_in) x (c_out k k)
+    mat_in = w.permute(1, 0, 2, 3).reshape(c_in, -1)
+    u1, _, _ = torch.linalg.svd(mat_in, full_matrices=False)
+    k1 = u1[:, :r1]
+    # project: (c_out, r1, k, k)
+    g = torch.einsum("oiuv,ia->oauv", w, k1)
+    mat_out = g.reshape(c_out, -1)
+    u3, _, _ = torch.linalg.svd(mat_out, full_matrices=False)
+    k3 = u3[:, :r2].T  # (r2, c_out)
+    k2 = torch.einsum("bo,oauv->bauv", k3, g)
+    approx = compose_kernel(k1, k2, k3)
+    err = float((approx - w).norm() / w.norm().clamp_min(1e-30))
+    return k1.contiguous(), k2.contiguous(), k3.contiguous(), err

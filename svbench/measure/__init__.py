@@ -1,0 +1,7 @@
+"""Timing, peak memory and the environment stamp every record carries."""
+
+from svbench.measure.env import environment
+from svbench.measure.memory import PeakMemory, peak_memory
+from svbench.measure.timing import Timing, time_callable
+
+__all__ = ["PeakMemory", "Timing", "environment", "peak_memory", "time_callable"]

@@ -1,0 +1,71 @@
+"""Peak memory of one call.
+
+- CUDA: ``reset_peak_memory_stats`` then ``max_memory_allocated`` minus the allocation before the call (tensor
+  memory through PyTorch's caching allocator; cuFFT/cuSOLVER workspaces outside it are not counted).
+- CPU (Linux): the process's resident-set high-water mark (VmHWM, reset through /proc/self/clear_refs) minus the
+  resident set before the call. glibc would keep freed blocks and hide later allocations, so before measuring
+  its mmap threshold is fixed at 64 KiB (``mallopt``): large blocks then go back to the OS when freed. This
+  counts everything the call touches (tensors, LAPACK workspaces, Python objects), at page granularity.
+- Elsewhere: not measured (None), and the record says so.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+@dataclass(frozen=True)
+class PeakMemory:
+    bytes: int | None
+    how: str
+
+
+def _read_status() -> dict[str, int]:
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, val = line.split(":")
+                out[key] = int(val.split()[0]) * 1024
+    return out
+
+
+def _fix_glibc_thresholds() -> bool:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 65536)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 65536))
+    except (OSError, AttributeError):
+        return False
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device | str = "cpu") -> PeakMemory:
+    """Peak extra memory while ``fn`` runs (see the module docstring for what is measured where)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return PeakMemory(int(torch.cuda.max_memory_allocated(device) - base), "cuda_max_memory_allocated")
+    if sys.platform.startswith("linux") and _fix_glibc_thresholds():
+        try:
+            gc.collect()
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            base = _read_status()["VmRSS"]
+            fn()
+            return PeakMemory(max(0, _read_status()["VmHWM"] - base), "cpu_rss_high_water")
+        except OSError:
+            pass
+    fn()
+    return PeakMemory(None, "not_measured")

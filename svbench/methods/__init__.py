@@ -1,0 +1,15 @@
+"""Registered methods. Adding a method = one file here + one import below; the contract tests pick it up."""
+
+from svbench.methods import none, sedghi  # noqa: F401  (registration side effect)
+from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, seeded_conv
+
+__all__ = ["METHODS", "Capabilities", "LayerSpec", "Method", "seeded_conv", "create_method", "list_methods"]
+
+
+def create_method(name: str, **options) -> Method:
+    """Instantiate a registered method with validated config options (unknown name/key -> UserError)."""
+    return METHODS.get(name).from_options(options)
+
+
+def list_methods(pattern: str = "*") -> list[str]:
+    return METHODS.names(pattern)

@@ -1,0 +1,235 @@
+"""The method interface every registered method implements, and the layer shapes they are run on.
+
+A method is a thin class over pure functions in ``svbench.functional``. It declares what it provides
+(``all_svs``, ``upper_bound``, ``estimate``, ``orthogonal_layer`` or ``none``), which layer shapes it supports
+(the runner skips the others and says why) and a frozen, validated config dataclass.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from svbench._registry import Registry
+from svbench._validate import from_mapping, to_mapping
+from svbench.errors import UnsupportedShape, UserError
+
+Provides = Literal["all_svs", "upper_bound", "estimate", "orthogonal_layer", "none"]
+PROVIDES_HELP: dict[str, str] = {
+    "all_svs": "all singular values, exact",
+    "upper_bound": "a guaranteed upper bound on sigma_max",
+    "estimate": "an estimate of sigma_max (from below, not a certificate)",
+    "orthogonal_layer": "an orthogonal layer (all SVs 1 by construction)",
+    "none": "nothing: plain conv, the reference for overhead and accuracy",
+}
+Padding = Literal["circular", "zeros"]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One conv layer geometry: square n x n input, square k x k kernel, 'same' padding k // 2."""
+
+    c_in: int
+    c_out: int
+    k: int
+    n: int
+    stride: int = 1
+    padding: Padding = "circular"
+    groups: int = 1
+    dilation: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("c_in", "c_out", "k", "n", "stride", "groups", "dilation"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.k % 2 == 0:
+            raise ValueError(f"kernel size must be odd ('same' padding k // 2), got k={self.k}")
+        span = self.dilation * (self.k - 1) + 1
+        if span > self.n:
+            raise ValueError(
+                f"kernel {self.k}x{self.k} (dilation {self.dilation}) is larger than the {self.n}x{self.n} input; "
+                f"use n >= {span}"
+            )
+        if self.padding == "circular" and self.n % self.stride:
+            raise ValueError(
+                f"stride {self.stride} does not divide the input size {self.n} (circular padding needs stride | n)"
+            )
+        if self.c_in % self.groups or self.c_out % self.groups:
+            raise ValueError(f"groups={self.groups} must divide c_in={self.c_in} and c_out={self.c_out}")
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return (self.c_in, self.n, self.n)
+
+    @property
+    def out_size(self) -> int:
+        p = self.dilation * (self.k // 2)
+        return (self.n + 2 * p - self.dilation * (self.k - 1) - 1) // self.stride + 1
+
+    def num_svs(self) -> int:
+        """Number of SVs of the layer's operator, zeros included: min(c_out m^2, c_in n^2)."""
+        return min(self.c_out * self.out_size**2, self.c_in * self.n**2)
+
+    @property
+    def label(self) -> str:
+        pad = "circ" if self.padding == "circular" else "zero"
+        extra = (f" g{self.groups}" if self.groups > 1 else "") + (f" d{self.dilation}" if self.dilation > 1 else "")
+        return f"{self.c_in}->{self.c_out} k{self.k} n{self.n} s{self.stride} {pad}{extra}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a method can handle; ``why_not`` returns the reason a shape is skipped (None if supported)."""
+
+    strides: tuple[int, ...] | None = None  # None: any stride
+    paddings: tuple[str, ...] = ("circular", "zeros")
+    groups: bool = False
+    dilation: bool = False
+
+    def why_not(self, spec: LayerSpec) -> str | None:
+        if spec.padding not in self.paddings:
+            return f"{spec.padding} padding not supported (supports: {', '.join(self.paddings)})"
+        if self.strides is not None and spec.stride not in self.strides:
+            return f"stride {spec.stride} not supported (supports: {', '.join(map(str, self.strides))})"
+        if spec.groups > 1 and not self.groups:
+            return "grouped convolution not supported"
+        if spec.dilation > 1 and not self.dilation:
+            return "dilation not supported"
+        return None
+
+    def describe(self) -> str:
+        strides = "any" if self.strides is None else ",".join(map(str, self.strides))
+        return (
+            f"padding {'/'.join(self.paddings)}; stride {strides}; groups {'yes' if self.groups else 'no'}; "
+            f"dilation {'yes' if self.dilation else 'no'}"
+        )
+
+
+@dataclass(frozen=True)
+class NoConfig:
+    """A method without hyper-parameters."""
+
+
+def seeded_conv(
+    spec: LayerSpec, *, seed: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> nn.Conv2d:
+    """A plain conv of this geometry with a reproducible kernel W ~ N(0, 1) / (k sqrt(c_in / groups)) and bias."""
+    conv = nn.Conv2d(
+        spec.c_in, spec.c_out, spec.k, stride=spec.stride, padding=spec.dilation * (spec.k // 2),
+        dilation=spec.dilation, groups=spec.groups, bias=True, padding_mode=spec.padding,
+    )
+    gen = torch.Generator().manual_seed(seed)
+    fan = spec.k * (spec.c_in // spec.groups) ** 0.5
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen, dtype=torch.float64) / fan)
+        conv.bias.copy_(0.1 * torch.randn(conv.bias.shape, generator=gen, dtype=torch.float64))
+    return conv.to(device=device, dtype=dtype)
+
+
+def conv_geometry(layer: nn.Module) -> tuple[int, str, int, int]:
+    """(stride, padding mode, groups, dilation) of an nn.Conv2d-like layer; raises for anisotropic settings."""
+    stride = _square(getattr(layer, "stride", 1), "stride")
+    dilation = _square(getattr(layer, "dilation", 1), "dilation")
+    return stride, getattr(layer, "padding_mode", "zeros"), getattr(layer, "groups", 1), dilation
+
+
+def _square(value: Any, what: str) -> int:
+    if isinstance(value, int):
+        return value
+    if len(set(value)) != 1:
+        raise UnsupportedShape(f"non-square {what} {tuple(value)} is not supported")
+    return int(value[0])
+
+
+class Method(abc.ABC):
+    """Base class of every method. Subclasses set the ClassVars and implement ``layer_svs``."""
+
+    name: ClassVar[str]
+    provides: ClassVar[str]
+    supports: ClassVar[Capabilities] = Capabilities()
+    Config: ClassVar[type] = NoConfig
+    summary: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+
+    def __init__(self, config: Any = None) -> None:
+        if config is None:
+            config = self.Config()
+        if not isinstance(config, self.Config):
+            raise TypeError(f"{self.name}: config must be a {self.Config.__name__}, got {type(config).__name__}")
+        self.config = config
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any] | None = None, where: str | None = None) -> Method:
+        """Build from a plain mapping (suite file, CLI), with one-line errors on bad keys or values."""
+        return cls(from_mapping(cls.Config, options or {}, where or f"method {cls.name!r} config"))
+
+    @property
+    def label(self) -> str:
+        """Name plus the non-default config entries, e.g. ``tt(rank_fraction=0.5)``."""
+        default = to_mapping(self.Config())
+        mine = to_mapping(self.config)
+        diff = [f"{k}={v}" for k, v in mine.items() if default.get(k) != v]
+        return f"{self.name}({', '.join(diff)})" if diff else self.name
+
+    def config_dict(self) -> dict[str, Any]:
+        return to_mapping(self.config)
+
+    # ---- the SV task -------------------------------------------------------------------------------------
+    def make_layer(
+        self, spec: LayerSpec, *, seed: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+    ) -> nn.Module:
+        """The layer this method implements for ``spec`` (default: a seeded plain conv)."""
+        return seeded_conv(spec, seed=seed, dtype=dtype, device=device)
+
+    @abc.abstractmethod
+    def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
+        """What this method computes for one layer on an ``input_hw`` x ``input_hw`` input, descending 1-D.
+
+        ``all_svs`` / ``orthogonal_layer``: every SV of the implemented operator (zeros included);
+        ``upper_bound`` / ``estimate``: a single value for sigma_max; ``none``: an empty tensor.
+        """
+
+    def expected_count(self, spec: LayerSpec) -> int:
+        if self.provides in ("all_svs", "orthogonal_layer"):
+            return spec.num_svs()
+        if self.provides in ("upper_bound", "estimate"):
+            return 1
+        return 0
+
+    def layer_key(self) -> str:
+        """Identifies the layer ``make_layer`` builds, so runs on the same layer share one oracle."""
+        return "conv"
+
+    def dense_kernel(self, layer: nn.Module) -> Tensor | None:
+        """The full (c_out, c_in, k, k) kernel the layer applies, if it is a plain conv operator (else None)."""
+        weight = getattr(layer, "weight", None)
+        return weight if isinstance(layer, nn.Conv2d) and isinstance(weight, Tensor) else None
+
+    def backend(self) -> str:
+        """The numerical route used (recorded with every result)."""
+        return getattr(self.config, "backend", "n/a")
+
+    # ---- training hooks ---------------------------------------------------------------------------------
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """Swap or parametrize the model's convs for this method (default: unchanged)."""
+        return model
+
+    def after_step(self, model: nn.Module, step: int) -> list[dict[str, Any]]:
+        """Control step after ``optimizer.step()`` (clip, rescale, ...); returns one report per layer touched."""
+        return []
+
+    def penalty(self, model: nn.Module) -> Tensor | None:
+        """A loss term added to the training loss (e.g. TT orthogonality), or None."""
+        return None
+
+
+METHODS: Registry[type[Method]] = Registry("method")

@@ -1,0 +1,42 @@
+"""Recording the input size each conv of a model really sees (forward hooks), for per-layer control steps."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+
+from torch import nn
+
+
+class InputSizes:
+    """Forward pre-hooks that remember the spatial input size of every ``nn.Conv2d`` in a model.
+
+    Sizes are keyed by module identity (weak references), so nothing leaks and no global state is kept.
+    """
+
+    def __init__(self) -> None:
+        self._sizes: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
+        self._handles: list = []
+
+    def attach(self, model: nn.Module) -> None:
+        for _, conv in self.convs(model):
+            self._handles.append(conv.register_forward_pre_hook(self._hook))
+
+    def _hook(self, module: nn.Module, args: tuple) -> None:
+        x = args[0]
+        h, w = x.shape[-2:]
+        self._sizes[module] = int(h) if h == w else int(max(h, w))
+
+    def size_of(self, module: nn.Module) -> int | None:
+        return self._sizes.get(module)
+
+    @staticmethod
+    def convs(model: nn.Module) -> Iterator[tuple[str, nn.Conv2d]]:
+        for name, mod in model.named_modules():
+            if isinstance(mod, nn.Conv2d):
+                yield name, mod
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()

@@ -1,0 +1,71 @@
+"""The results schema: one JSON record per (cell, metric) in ``results.jsonl``.
+
+Numbers are numbers, fractions stay in [0, 1], units are in metric names. Every record carries the method and
+its config, the shape or model, the seed, the device and versions, the thread count and the git SHA.
+
+Record fields (all present in every record; ``null`` where not applicable):
+
+=================  ==========================================================================================
+schema_version     integer, this file's SCHEMA_VERSION
+run_id             the run folder name, e.g. ``20261126-184500-1a2b``
+suite              suite name
+task               task name inside the suite; ``task_kind`` is ``sv`` or ``train``
+cell_id            stable id of the (task, shape/model, method variant, seed) cell; used by ``--resume``
+method             registered method name; ``method_label`` adds non-default config (``tt(rank_fraction=0.5)``)
+method_config      the method's full config as a mapping
+provides           all_svs | upper_bound | estimate | orthogonal_layer | none
+backend            numerical route (svdvals, eigh, eigh64, gram_iteration, power_iteration, ...)
+shape              layer geometry mapping (c_in, c_out, k, n, stride, padding, groups, dilation) or null
+seed               integer seed of the cell
+metric             metric name (see METRICS); null for a record that only reports a status
+value              number or null
+unit               unit of value (ms, bytes, ratio, fraction, 1)
+higher_is_better   bool
+status             ok | skipped | oom | error | nonfinite
+reason             why a cell was skipped or failed (one line), else null
+iqr                interquartile range of value over repeats (timings), else null
+repeats            number of timed repeats, else null
+dtype              float32 | float64
+oracle             how the reference SVs were obtained: dense_float64 | fft_float64 | none
+extra              mapping of further details (peak-memory method, timing clock, ...)
+timestamp          ISO 8601 UTC time the cell finished
+device             cpu | cuda;  device_name: CPU model or GPU name
+torch_version, cuda_version, python_version, svbench_version, git_sha
+num_threads        torch intra-op threads during the run
+tf32_matmul, tf32_cudnn   TF32 flags (matter for conv-based estimators on Ampere/Hopper)
+=================  ==========================================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    unit: str
+    higher_is_better: bool
+    description: str
+
+
+METRICS: dict[str, MetricInfo] = {
+    "sv_time_ms": MetricInfo("ms", False, "median wall time of the method's SV computation for one layer"),
+    "sv_peak_mem_bytes": MetricInfo(
+        "bytes", False, "peak extra memory of the SV computation (CUDA allocator; CPU: RSS high-water)"
+    ),
+    "sigma_max": MetricInfo("1", False, "sigma_max the method reports (exact, bound or estimate)"),
+    "oracle_sigma_max": MetricInfo("1", False, "exact sigma_max of the implemented operator (oracle)"),
+    "sigma_max_rel_err": MetricInfo(
+        "ratio", False, "(method sigma_max - exact) / exact; >= 0 for bounds, <= 0 for estimates"
+    ),
+    "sv_max_abs_err_rel": MetricInfo(
+        "ratio", False, "max over all SVs of |method - oracle| / oracle sigma_max (all-SV methods)"
+    ),
+    "forward_time_ms": MetricInfo("ms", False, "median wall time of the layer's forward at the task's batch"),
+}
+
+
+def metric_info(name: str) -> MetricInfo:
+    return METRICS.get(name, MetricInfo("1", True, name))

@@ -1,0 +1,116 @@
+"""Comparison tables generated from records only (never typed by hand)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from svbench.methods.base import LayerSpec
+
+SV_COLUMNS = [
+    ("sv_time_ms", "time_ms"),
+    ("sv_time_ms#iqr", "time_iqr_ms"),
+    ("sv_peak_mem_bytes", "peak_mem_bytes"),
+    ("sigma_max", "sigma_max"),
+    ("oracle_sigma_max", "oracle_sigma_max"),
+    ("sigma_max_rel_err", "sigma_max_rel_err"),
+    ("sv_max_abs_err_rel", "max_abs_err_rel"),
+    ("forward_time_ms", "forward_ms"),
+]
+
+
+def shape_label(shape: dict[str, Any] | None) -> str:
+    if not shape:
+        return "-"
+    try:
+        return LayerSpec(**shape).label
+    except (TypeError, ValueError):
+        return str(shape)
+
+
+def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per record with a readable ``shape_label``."""
+    if not records:
+        return pd.DataFrame()
+    df = pd.DataFrame.from_records(records)
+    df["shape_label"] = [shape_label(s) for s in df.get("shape", [None] * len(df))]
+    return df
+
+
+def _shape_order(df: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(df["shape_label"]))
+
+
+def sv_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows (task, shape, method variant); numeric columns averaged over seeds; a status/reason column."""
+    df = records_frame([r for r in records if r.get("task_kind") == "sv"])
+    if df.empty:
+        return pd.DataFrame()
+    keys = ["task", "shape_label", "method_label"]
+    rows = []
+    for (task, shape, label), g in df.groupby(keys, sort=False):
+        row: dict[str, Any] = {"task": task, "shape": shape, "method": label}
+        first = g.iloc[0]
+        row["provides"] = first.get("provides")
+        row["backend"] = first.get("backend")
+        row["oracle"] = next((o for o in g.get("oracle", []) if isinstance(o, str) and o != "none"), "none")
+        for metric, col in SV_COLUMNS:
+            if metric.endswith("#iqr"):
+                sub = g[(g["metric"] == metric[:-4]) & (g["status"] == "ok")]
+                vals = pd.to_numeric(sub["iqr"], errors="coerce")
+            else:
+                sub = g[(g["metric"] == metric) & (g["status"] == "ok")]
+                vals = pd.to_numeric(sub["value"], errors="coerce")
+            row[col] = float(vals.mean()) if len(vals) and vals.notna().any() else np.nan
+        bad = g[g["status"] != "ok"]
+        row["status"] = "ok" if bad.empty else str(bad.iloc[0]["status"])
+        row["reason"] = "" if bad.empty else str(bad.iloc[0].get("reason") or "")
+        row["seeds"] = int(g["seed"].nunique())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fmt(x: Any, kind: str) -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "—"
+    if kind == "mem":
+        return f"{x / 2**20:.2f}"
+    if kind == "err":
+        return f"{x:+.1e}" if x != 0 else "0"
+    if kind == "abs":
+        return f"{x:.1e}"
+    if kind == "ms":
+        return f"{x:.3g}"
+    return f"{x:.5g}"
+
+
+def sv_markdown(table: pd.DataFrame) -> str:
+    """Markdown rendering of :func:`sv_table` (skipped cells say why)."""
+    if table.empty:
+        return "_no SV results_\n"
+    out = []
+    for task, tg in table.groupby("task", sort=False):
+        out.append(f"### SV task `{task}`\n")
+        header = (
+            "| shape | method | provides | backend | time ms (IQR) | peak MiB | sigma_max | rel. err sigma_max "
+            "| max abs err / sigma_max | forward ms | oracle |"
+        )
+        out += [header, "|" + "---|" * 11]
+        for _, r in tg.iterrows():
+            if r["status"] != "ok":
+                out.append(
+                    f"| {r['shape']} | {r['method']} | {r['provides']} | {r['backend']} | {r['status']}: "
+                    f"{r['reason']} | | | | | | |"
+                )
+                continue
+            t = f"{_fmt(r['time_ms'], 'ms')} ({_fmt(r['time_iqr_ms'], 'ms')})"
+            out.append(
+                f"| {r['shape']} | {r['method']} | {r['provides']} | {r['backend']} | {t} | "
+                f"{_fmt(r['peak_mem_bytes'], 'mem')} | {_fmt(r['sigma_max'], 'num')} | "
+                f"{_fmt(r['sigma_max_rel_err'], 'err')} | {_fmt(r['max_abs_err_rel'], 'abs')} | "
+                f"{_fmt(r['forward_ms'], 'ms')} | {r['oracle']} |"
+            )
+        out.append("")
+    return "\n".join(out) + "\n"

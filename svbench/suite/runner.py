@@ -1,0 +1,395 @@
+"""The suite runner: every (method variant x shape x seed) cell, records written as each cell finishes.
+
+Cells are independent. A cell a method cannot handle is recorded as ``skipped`` with the reason; CUDA out of
+memory is recorded as ``oom``; non-finite output as ``nonfinite``; the suite goes on. ``resume`` skips cells
+already in the run folder's results. Ctrl-C stops after the current cell and says how to resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import secrets
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from svbench._validate import to_mapping
+from svbench.errors import UnsupportedShape, UserError
+from svbench.functional.oracle import oracle_singular_values
+from svbench.functional.spectrum import conv_singular_values
+from svbench.measure import environment, peak_memory, time_callable
+from svbench.methods import METHODS, Method
+from svbench.methods.base import LayerSpec
+from svbench.results.io import RESULTS_FILE, ResultsWriter, load_results
+from svbench.results.schema import SCHEMA_VERSION, metric_info
+from svbench.results.tables import sv_markdown, sv_table
+from svbench.suite.loader import load_suite, select_methods
+from svbench.suite.schema import Suite, SVTask
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    records: list[dict[str, Any]]
+    cells_done: int
+    cells_skipped_resume: int
+    interrupted: bool = False
+    table_md: str = ""
+
+
+@dataclass
+class Cell:
+    task: Any
+    method: Method
+    seed: int
+    spec: LayerSpec | None = None
+
+    @property
+    def cell_id(self) -> str:
+        what = self.spec.label if self.spec is not None else "-"
+        return f"{self.task.name}|{what}|{self.method.label}|seed={self.seed}"
+
+
+@dataclass
+class _Ctx:
+    suite: Suite
+    run_id: str
+    device: torch.device
+    dtype: torch.dtype
+    env: dict[str, Any]
+    oracle_cache: dict[tuple, tuple[Tensor | None, str]] = field(default_factory=dict)
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("CUDA was requested but no GPU is available; use --device cpu")
+    if requested.split(":")[0] not in ("cpu", "cuda"):
+        raise UserError(f"unknown device {requested!r}; use cpu, cuda or auto")
+    return torch.device(requested)
+
+
+def new_run_id() -> str:
+    return _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def _method_variants(task: Any, names: list[str]) -> list[Method]:
+    out = []
+    for name in names:
+        cls = METHODS.get(name)
+        configs = task.variants.get(name) or [{}]
+        for j, cfg in enumerate(configs):
+            out.append(cls.from_options(cfg, f"task {task.name!r} variants.{name}[{j}]"))
+    return out
+
+
+def plan_cells(suite: Suite, methods: str | list[str] | None = None) -> list[Cell]:
+    cells: list[Cell] = []
+    for task in suite.tasks:
+        variants = _method_variants(task, select_methods(methods, task.methods))
+        for seed in suite.seeds:
+            if isinstance(task, SVTask):
+                for spec in task.shapes:
+                    cells += [Cell(task, m, seed, spec) for m in variants]
+    return cells
+
+
+class _StopFlag:
+    """SIGINT handler that lets the current cell finish (a second Ctrl-C aborts at once)."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self._old: Any = None
+
+    def __enter__(self) -> _StopFlag:
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.stop:
+            raise KeyboardInterrupt
+        self.stop = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def run_suite(
+    suite: Suite | str,
+    *,
+    methods: str | list[str] | None = None,
+    device: str | None = None,
+    out_root: str | Path = "reports/runs",
+    resume: str | Path | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+    on_cell: Callable[[Cell, list[dict[str, Any]]], None] | None = None,
+) -> RunResult:
+    """Run a suite (object, file or bundled name); returns the run folder and all its records."""
+    if isinstance(suite, str):
+        suite = load_suite(suite)
+    dev = resolve_device(device or suite.device)
+    dtype = DTYPES[suite.dtype]
+    cells = plan_cells(suite, methods)
+
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / RESULTS_FILE).exists() and not (run_dir / "meta.json").exists():
+            raise UserError(f"--resume {run_dir}: not a run folder (no {RESULTS_FILE} or meta.json there)")
+        run_id = run_dir.name
+    else:
+        run_id = new_run_id()
+        run_dir = Path(out_root) / suite.name / run_id
+    writer = ResultsWriter(run_dir)
+    done_ids = set()
+    if (run_dir / RESULTS_FILE).exists():
+        done_ids = {r.get("cell_id") for r in load_results(run_dir)}
+
+    old_threads = torch.get_num_threads()
+    n_threads = threads or suite.threads
+    if dev.type == "cpu":
+        torch.set_num_threads(n_threads)
+    try:
+        ctx = _Ctx(suite, run_id, dev, dtype, environment(dev))
+        _write_meta(run_dir, suite, ctx, methods)
+        todo = [c for c in cells if c.cell_id not in done_ids]
+        n_done = 0
+        interrupted = False
+        with _StopFlag() as flag, _progress(progress, len(todo)) as advance:
+            for cell in todo:
+                records = run_cell(cell, ctx)
+                writer.append_cell(records)
+                n_done += 1
+                if on_cell is not None:
+                    on_cell(cell, records)
+                advance(cell)
+                if flag.stop:
+                    interrupted = True
+                    break
+    finally:
+        torch.set_num_threads(old_threads)
+    records = load_results(run_dir) if (run_dir / RESULTS_FILE).exists() else []
+    table_md = write_tables(run_dir, records)
+    return RunResult(run_dir, records, n_done, len(cells) - len(todo), interrupted, table_md)
+
+
+def write_tables(run_dir: Path, records: list[dict[str, Any]]) -> str:
+    table = sv_table(records)
+    md = sv_markdown(table)
+    try:
+        (run_dir / "table.md").write_text(md)
+        table.to_csv(run_dir / "table.csv", index=False)
+    except OSError as e:
+        raise UserError(f"cannot write tables into {run_dir}: {e.strerror}; results.jsonl is intact") from None
+    return md
+
+
+def _write_meta(run_dir: Path, suite: Suite, ctx: _Ctx, methods: Any) -> None:
+    meta_path = run_dir / "meta.json"
+    if meta_path.exists():
+        return
+    meta = {
+        "run_id": ctx.run_id,
+        "suite": to_mapping(suite),
+        "methods": methods,
+        "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "environment": ctx.env,
+    }
+    meta_path.write_text(json.dumps(meta, indent=2, default=str))
+
+
+class _NullProgress:
+    def __enter__(self) -> Callable[[Cell], None]:
+        return lambda cell: None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+class _RichProgress:
+    def __init__(self, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.p = Progress(
+            TextColumn("[bold]svbench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.description}"), transient=True,
+        )
+        self.total = total
+
+    def __enter__(self) -> Callable[[Cell], None]:
+        self.p.__enter__()
+        tid = self.p.add_task("", total=self.total)
+        return lambda cell: self.p.update(tid, advance=1, description=cell.cell_id)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.p.__exit__(*exc)
+
+
+def _progress(enabled: bool, total: int) -> Any:
+    return _RichProgress(total) if enabled else _NullProgress()
+
+
+# ---- one SV cell ---------------------------------------------------------------------------------------------
+
+
+def _base_record(cell: Cell, ctx: _Ctx) -> dict[str, Any]:
+    m = cell.method
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": ctx.run_id,
+        "suite": ctx.suite.name,
+        "task": cell.task.name,
+        "task_kind": cell.task.kind,
+        "cell_id": cell.cell_id,
+        "method": m.name,
+        "method_label": m.label,
+        "method_config": m.config_dict(),
+        "provides": m.provides,
+        "backend": m.backend(),
+        "shape": cell.spec.as_dict() if cell.spec is not None else None,
+        "seed": cell.seed,
+        "metric": None,
+        "value": None,
+        "unit": None,
+        "higher_is_better": None,
+        "status": "ok",
+        "reason": None,
+        "iqr": None,
+        "repeats": None,
+        "dtype": str(ctx.dtype).removeprefix("torch."),
+        "oracle": "none",
+        "extra": {},
+        "timestamp": None,
+        **ctx.env,
+    }
+
+
+def _records(base: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    stamp = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    out = []
+    for it in items:
+        rec = dict(base, timestamp=stamp)
+        rec.update(it)
+        if rec.get("metric"):
+            info = metric_info(rec["metric"])
+            rec["unit"] = info.unit
+            rec["higher_is_better"] = info.higher_is_better
+        out.append(rec)
+    return out
+
+
+def _status_record(base: dict[str, Any], status: str, reason: str) -> list[dict[str, Any]]:
+    return _records(base, [{"status": status, "reason": reason}])
+
+
+def run_cell(cell: Cell, ctx: _Ctx) -> list[dict[str, Any]]:
+    base = _base_record(cell, ctx)
+    try:
+        if isinstance(cell.task, SVTask):
+            return _run_sv_cell(cell, ctx, base)
+        raise UserError(f"unknown task kind {cell.task.kind!r}")
+    except UnsupportedShape as e:
+        return _status_record(base, "skipped", str(e))
+    except torch.cuda.OutOfMemoryError:
+        if ctx.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return _status_record(base, "oom", "CUDA out of memory")
+    except MemoryError:
+        return _status_record(base, "oom", "host out of memory")
+
+
+def _oracle(cell: Cell, layer: torch.nn.Module, ctx: _Ctx) -> tuple[Tensor | None, str]:
+    """Exact SVs of the implemented operator: dense float64 if small, else float64 FFT for circular convs."""
+    spec, task = cell.spec, cell.task
+    key = (spec, cell.seed, cell.method.layer_key())
+    if key in ctx.oracle_cache:
+        return ctx.oracle_cache[key]
+    if spec.c_in * spec.n * spec.n <= task.oracle_max_dim:
+        res = (oracle_singular_values(layer, spec.in_shape, device=ctx.device).cpu(), "dense_float64")
+    else:
+        kernel = cell.method.dense_kernel(layer)
+        if spec.padding == "circular" and kernel is not None and spec.groups == 1 and spec.dilation == 1:
+            with torch.no_grad():
+                sv = conv_singular_values(kernel.detach().double(), spec.n, spec.stride, backend="svdvals64")
+            res = (sv.cpu(), "fft_float64")
+        else:
+            res = (None, "none")
+    ctx.oracle_cache[key] = res
+    return res
+
+
+def _run_sv_cell(cell: Cell, ctx: _Ctx, base: dict[str, Any]) -> list[dict[str, Any]]:
+    method, spec, task = cell.method, cell.spec, cell.task
+    reason = method.supports.why_not(spec)
+    if reason:
+        return _status_record(base, "skipped", f"{method.name}: {reason}")
+    layer = method.make_layer(spec, seed=cell.seed, dtype=ctx.dtype, device=ctx.device)
+    n = spec.n
+
+    def compute() -> Tensor:
+        return method.layer_svs(layer, n)
+
+    svs = compute()
+    expected = method.expected_count(spec)
+    if svs.numel() != expected:
+        return _status_record(
+            base, "error", f"{method.name} returned {svs.numel()} values, expected {expected} for {spec.label}"
+        )
+    if not torch.isfinite(svs).all():
+        return _status_record(base, "nonfinite", f"{method.name} returned non-finite values (NaN or Inf)")
+    t = time_callable(compute, ctx.device, **dataclasses.asdict(task.timing))
+    items: list[dict[str, Any]] = [
+        {"metric": "sv_time_ms", "value": t.median_ms, "iqr": t.iqr_ms, "repeats": t.repeats,
+         "extra": {"clock": t.clock, "warmup": t.warmup}},
+    ]
+    if task.measure_memory:
+        mem = peak_memory(compute, ctx.device)
+        items.append({"metric": "sv_peak_mem_bytes", "value": mem.bytes, "extra": {"how": mem.how}})
+
+    gen = torch.Generator().manual_seed(10_000 + cell.seed)
+    x = torch.randn(task.forward_batch, *spec.in_shape, generator=gen).to(ctx.device, ctx.dtype)
+    layer.eval()
+
+    def forward() -> Tensor:
+        with torch.no_grad():
+            return layer(x)
+
+    ft = time_callable(forward, ctx.device, warmup=1, min_repeats=5, max_repeats=50,
+                       budget_s=min(0.25, task.timing.budget_s))
+    items.append({"metric": "forward_time_ms", "value": ft.median_ms, "iqr": ft.iqr_ms, "repeats": ft.repeats,
+                  "extra": {"batch": task.forward_batch, "clock": ft.clock}})
+
+    oracle, how = _oracle(cell, layer, ctx) if svs.numel() else (None, "none")
+    base["oracle"] = how
+    svs = svs.detach().double().cpu()
+    if svs.numel():
+        items.append({"metric": "sigma_max", "value": float(svs[0])})
+    if oracle is not None:
+        s1 = float(oracle[0])
+        items.append({"metric": "oracle_sigma_max", "value": s1})
+        if svs.numel():
+            items.append({"metric": "sigma_max_rel_err", "value": (float(svs[0]) - s1) / s1})
+        if method.provides in ("all_svs", "orthogonal_layer") and svs.numel() == oracle.numel():
+            err = (svs - oracle).abs().max().item() / s1
+            items.append({"metric": "sv_max_abs_err_rel", "value": err})
+    return _records(base, items)
+
+
+def iter_records(records: list[dict[str, Any]], **match: Any) -> Iterator[dict[str, Any]]:
+    for r in records:
+        if all(r.get(k) == v for k, v in match.items()):
+            yield r

@@ -1,0 +1,235 @@
+"""CLI through the real entry points: one clear line, exit code 2, no traceback for every bad input."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from svbench.cli.main import main
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+
+
+def _cli(*args, cwd=None):
+    """Run ``python -m svbench`` in a subprocess (exactly like the ``svbench`` command)."""
+    return subprocess.run([sys.executable, "-m", "svbench", *args], capture_output=True, text=True,
+                          cwd=cwd, env=ENV, timeout=600)
+
+
+def _one_line_error(res, *needles):
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def _inproc(capsys, *args):
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+TINY = """
+name: tiny
+tasks:
+  - name: layers
+    kind: sv
+    timing: {warmup: 0, min_repeats: 1, max_repeats: 2, budget_s: 0.01}
+    shapes:
+      - {c_in: 2, c_out: 3, k: 3, n: 4, stride: 2}
+      - {c_in: 2, c_out: 2, k: 3, n: 4, padding: zeros}
+"""
+
+
+def test_console_script_and_module_run_the_smoke_suite(tmp_path):
+    res = _cli("run", _write(tmp_path, "tiny.yaml", TINY), "--methods", "all", "--out", str(tmp_path / "runs"))
+    assert res.returncode == 0, res.stderr
+    assert "sedghi" in res.stdout and "skipped" in res.stdout  # sedghi declines zero padding and says why
+    run_dirs = list((tmp_path / "runs" / "tiny").iterdir())
+    assert len(run_dirs) == 1
+    for f in ("results.jsonl", "table.md", "table.csv", "meta.json"):
+        assert (run_dirs[0] / f).exists()
+    exe = Path(sys.executable).parent / "svbench"
+    if exe.exists():
+        res2 = subprocess.run([str(exe), "ls", "methods"], capture_output=True, text=True, env=ENV)
+        assert res2.returncode == 0 and "all_svs" in res2.stdout
+
+
+def test_unknown_method_lists_available_and_closest():
+    res = _cli("run", "smoke", "--methods", "sedgi")
+    _one_line_error(res, "unknown method 'sedgi'", "Did you mean 'sedghi'", "none")
+
+
+def test_debug_shows_traceback():
+    res = _cli("--debug", "run", "smoke", "--methods", "sedgi")
+    assert res.returncode != 0 and "Traceback" in res.stderr
+
+
+def test_malformed_yaml(tmp_path, capsys):
+    code, _, err = _inproc(capsys, "run", _write(tmp_path, "bad.yaml", "name: x\ntasks: [\n  - {a: 1\n"))
+    assert code == 2 and "malformed YAML at line" in err and "bad.yaml" in err
+
+
+def test_unknown_suite_key(tmp_path, capsys):
+    text = TINY.replace("kind: sv", "kind: sv\n    methds: all")
+    code, _, err = _inproc(capsys, "run", _write(tmp_path, "k.yaml", text))
+    assert code == 2
+    assert "tasks[0]: unknown key 'methds'" in err and "did you mean 'methods'" in err and "allowed keys" in err
+
+
+def test_mistyped_suite_value(tmp_path, capsys):
+    text = TINY.replace("c_in: 2, c_out: 3", "c_in: two, c_out: 3")
+    code, _, err = _inproc(capsys, "validate", _write(tmp_path, "t.yaml", text))
+    assert code == 2 and "shapes[0].c_in: expected an integer, got 'two'" in err
+
+
+def test_kernel_larger_than_input(tmp_path, capsys):
+    text = TINY.replace("k: 3, n: 4, stride: 2", "k: 5, n: 4, stride: 2")
+    code, _, err = _inproc(capsys, "validate", _write(tmp_path, "t.yaml", text))
+    assert code == 2 and "larger than the 4x4 input" in err
+
+
+def test_stride_not_dividing_input(tmp_path, capsys):
+    text = TINY.replace("k: 3, n: 4, stride: 2", "k: 3, n: 5, stride: 2")
+    code, _, err = _inproc(capsys, "validate", _write(tmp_path, "t.yaml", text))
+    assert code == 2 and "stride 2 does not divide the input size 5" in err
+
+
+def test_unknown_suite_name_and_missing_file(capsys):
+    code, _, err = _inproc(capsys, "run", "no-such-suite")
+    assert code == 2 and "unknown suite 'no-such-suite'" in err and "smoke" in err
+    code, _, err = _inproc(capsys, "run", "missing/suite.yaml")
+    assert code == 2 and "suite file not found" in err
+
+
+def test_bad_method_config_in_suite(tmp_path, capsys):
+    text = TINY + "    variants:\n      sedghi: [{backend: fast}]\n"
+    code, _, err = _inproc(capsys, "validate", _write(tmp_path, "t.yaml", text))
+    assert code == 2 and "variants.sedghi[0].backend" in err
+
+
+def test_validate_ok(capsys):
+    code, out, _ = _inproc(capsys, "validate", "smoke", "default")
+    assert code == 0 and out.count("ok:") == 2
+
+
+def test_usage_error_is_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--threads", "x"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_ls_methods(capsys):
+    code, out, _ = _inproc(capsys, "ls", "methods")
+    assert code == 0
+    for word in ("sedghi", "none", "all_svs"):
+        assert word in out
+
+
+# ---- spectrum -----------------------------------------------------------------------------------------------
+
+
+def test_spectrum_with_input_size(tmp_path, capsys):
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    path = tmp_path / "c.pt"
+    torch.save({"state_dict": {"layer.weight": conv.weight.detach(), "layer.bias": conv.bias.detach()}}, path)
+    code, out, _ = _inproc(capsys, "spectrum", str(path), "--input-size", "6", "--out", str(tmp_path / "o"))
+    assert code == 0
+    csv_lines = (tmp_path / "o" / "spectrum.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + 6 * 6 * 3  # all SVs: n^2 min(c_out, c_in)
+    assert "| layer |" in (tmp_path / "o" / "spectrum.md").read_text()
+
+
+def test_spectrum_with_model_hooks(tmp_path, capsys):
+    from svbench.models import build_model
+
+    model = build_model("small_cnn", in_channels=1, image_size=28)
+    path = tmp_path / "m.pt"
+    torch.save(model.state_dict(), path)
+    code, out, _ = _inproc(capsys, "spectrum", str(path), "--model", "small_cnn", "--input-shape", "1,28,28",
+                           "--out", str(tmp_path / "o"))
+    assert code == 0
+    md = (tmp_path / "o" / "spectrum.md").read_text()
+    assert "features.2 | conv | (32, 16, 3, 3) | 28 | 2 (model hooks)" in md
+    assert "features.6 | conv | (64, 32, 3, 3) | 14 | 2 (model hooks)" in md
+
+
+def test_checkpoint_without_convs(tmp_path, capsys):
+    path = tmp_path / "lin.pt"
+    torch.save({"fc.weight": torch.zeros(3, 4)}, path)
+    code, _, err = _inproc(capsys, "spectrum", str(path), "--input-size", "8")
+    assert code == 2 and "no conv weights" in err
+
+
+def test_missing_checkpoint(tmp_path, capsys):
+    code, _, err = _inproc(capsys, "spectrum", str(tmp_path / "nope.pt"), "--input-size", "8")
+    assert code == 2 and "checkpoint not found" in err
+
+
+def test_corrupt_checkpoint(tmp_path, capsys):
+    path = tmp_path / "junk.pt"
+    path.write_bytes(b"not a checkpoint at all")
+    code, _, err = _inproc(capsys, "spectrum", str(path), "--input-size", "8")
+    assert code == 2 and "cannot read checkpoint" in err
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this code ran",))
+
+
+def test_pickle_needing_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"x": _Evil()}, path)
+    res = _cli("spectrum", str(path), "--input-size", "8")
+    _one_line_error(res, "--trust-checkpoint")
+    assert "this code ran" not in res.stdout
+
+
+def test_spectrum_bad_input_shape(tmp_path, capsys):
+    path = tmp_path / "c.pt"
+    torch.save({"l.weight": torch.zeros(2, 2, 3, 3)}, path)
+    code, _, err = _inproc(capsys, "spectrum", str(path), "--model", "small_cnn", "--input-shape", "1,28")
+    assert code == 2 and "--input-shape must be C,H,W" in err
+
+
+def test_spectrum_model_mismatch(tmp_path, capsys):
+    path = tmp_path / "c.pt"
+    torch.save({"l.weight": torch.zeros(2, 2, 3, 3)}, path)
+    code, _, err = _inproc(capsys, "spectrum", str(path), "--model", "small_cnn", "--input-shape", "1,28,28")
+    assert code == 2 and "does not match model 'small_cnn'" in err
+
+
+def test_spectrum_kernel_larger_than_input_is_folded(tmp_path, capsys):
+    path = tmp_path / "c.pt"
+    torch.save({"l.weight": torch.randn(2, 2, 3, 3)}, path)
+    code, out, _ = _inproc(capsys, "spectrum", str(path), "--input-size", "2", "--out", str(tmp_path / "o"))
+    assert code == 0  # VGG block 5: 3x3 on 2x2, folded modulo n (methods.md 1.3)
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    if os.geteuid() == 0:
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        out = blocker / "sub"  # a path under a regular file cannot be created, even by root
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        out = ro / "runs"
+    code, _, err = _inproc(capsys, "run", "smoke", "--methods", "none", "--out", str(out))
+    assert code == 2 and "output folder" in err
