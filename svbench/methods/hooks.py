@@ -9,12 +9,13 @@ from torch import nn
 
 
 class InputSizes:
-    """Forward pre-hooks that remember the spatial input size of every ``nn.Conv2d`` in a model.
+    """Forward pre-hooks that remember the spatial input size of every conv (``kind``) in a model.
 
     Sizes are keyed by module identity (weak references), so nothing leaks and no global state is kept.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, kind: type[nn.Module] = nn.Conv2d) -> None:
+        self.kind = kind
         self._sizes: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
         self._handles: list = []
 
@@ -30,10 +31,9 @@ class InputSizes:
     def size_of(self, module: nn.Module) -> int | None:
         return self._sizes.get(module)
 
-    @staticmethod
-    def convs(model: nn.Module) -> Iterator[tuple[str, nn.Conv2d]]:
+    def convs(self, model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
         for name, mod in model.named_modules():
-            if isinstance(mod, nn.Conv2d):
+            if isinstance(mod, self.kind):
                 yield name, mod
 
     def detach(self) -> None:

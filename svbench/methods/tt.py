@@ -1,0 +1,399 @@
+"""``tt``: the tensor-train conv with exact, stride-correct SV control.
+
+Senderovich, Bulatova, Obukhov & Rakhuba, "Towards Practical Control of Singular Values of Convolutional Layers",
+NeurIPS 2022 (arXiv:2211.13771); official code WhiteTeaDragon/practical_svd_conv.
+
+A TT conv is 1x1 (K1^T, c_in -> r1), then k x k (K2, r1 -> r2, carrying all stride, padding and dilation),
+then 1x1 (K3^T, r2 -> c_out), then the bias. Theorem 1: with orthonormal K1 and K3 the layer's nonzero SVs are
+EXACTLY the K2 conv's (any padding, stride, dilation); the rest are 0. svbench QR-folds the outer cores before
+EVERY SV computation and control step (``orthogonalize``: the layer's function is unchanged), so the control is
+exact even with the orthogonality penalty on (the public code skips the fold whenever the penalty is on), and
+uses the stride layout out x (in s^2) for the core (the public code groups the phases with the outputs).
+
+What is exact: ``layer_svs`` gives all SVs of the composed circular layer (exact). Control: clipping K2 then
+cropping has the overshoot of Sedghi clipping; division by sigma_max is exact for circular padding; for zero
+padding sigma is the guaranteed circular bound on n' = n + k - 1. Each control step reports the true sigma_max
+of the composed layer afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from svbench.errors import UnsupportedShape
+from svbench.functional.clip import sedghi_clip
+from svbench.functional.spectrum import conv_sigma_max, conv_singular_values, zero_padding_sigma_max_bound
+from svbench.functional.tt import compose_kernel, fold_cores, orthogonality_defect, tt_svd
+from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, seeded_conv
+from svbench.methods.hooks import InputSizes
+
+ForwardMode = Literal["auto", "factored", "full"]
+# A factored forward runs three kernels; on CPU and GPU alike its MACs cost more than the dense conv's.
+# Measured ratio (reports/tt-forward.md): prefer factored only when it needs < 0.6 x the full-conv MACs.
+_FACTORED_EFFICIENCY = 0.6
+
+
+def tt_ranks(c_in: int, c_out: int, rank: int | None, rank_scale: float | None) -> tuple[int, int]:
+    """(r1, r2): ``rank`` R gives min(c, R) per side; else ``rank_scale`` s gives ceil(s c) per side."""
+    if rank is not None:
+        return min(c_in, rank), min(c_out, rank)
+    scale = 1.0 if rank_scale is None else rank_scale
+    return min(c_in, max(1, math.ceil(scale * c_in))), min(c_out, max(1, math.ceil(scale * c_out)))
+
+
+class TTConv2d(nn.Module):
+    """TT conv with cores ``k1`` (c_in x r1), ``k2`` (r2 x r1 x k x k), ``k3`` (r2 x c_out) and ``bias``.
+
+    ``k1`` is absent when r1 == c_in and ``k3`` when r2 == c_out; with both absent the layer IS an ordinary conv
+    (``is_plain``) and says so in its repr. Cores are orthogonally initialised.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int | None = None,
+        dilation: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        r1: int | None = None,
+        r2: int | None = None,
+        forward_mode: ForwardMode = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if padding_mode not in ("zeros", "circular"):
+            raise ValueError(f"padding_mode must be 'zeros' or 'circular', got {padding_mode!r}")
+        r1 = in_channels if r1 is None else r1
+        r2 = out_channels if r2 is None else r2
+        if not (1 <= r1 <= in_channels and 1 <= r2 <= out_channels):
+            raise ValueError(f"ranks must satisfy 1 <= r1 <= c_in and 1 <= r2 <= c_out, got r1={r1}, r2={r2}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = (kernel_size, kernel_size)
+        self.stride = (stride, stride)
+        self.dilation = (dilation, dilation)
+        self.padding = (dilation * (kernel_size // 2),) * 2 if padding is None else (padding, padding)
+        self.padding_mode = padding_mode
+        self.groups = 1
+        self.r1, self.r2 = r1, r2
+        self.forward_mode = forward_mode
+        fk = {"device": device, "dtype": dtype}
+        self.k1 = nn.Parameter(torch.empty(in_channels, r1, **fk)) if r1 < in_channels else None
+        self.k2 = nn.Parameter(torch.empty(r2, r1, kernel_size, kernel_size, **fk))
+        self.k3 = nn.Parameter(torch.empty(r2, out_channels, **fk)) if r2 < out_channels else None
+        self.bias = nn.Parameter(torch.zeros(out_channels, **fk)) if bias else None
+        self.reset_parameters()
+
+    @property
+    def is_plain(self) -> bool:
+        return self.k1 is None and self.k3 is None
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Orthogonal init of K1, of K2 flattened to r1 x (k^2 r2), and of K3 (methods.md section 4)."""
+        with torch.no_grad():
+            for p in (self.k1, self.k3):
+                if p is not None:
+                    p.copy_(_orthogonal(p.shape, generator, p.dtype))
+            k = self.kernel_size[0]
+            flat = _orthogonal((self.r1, k * k * self.r2), generator, self.k2.dtype)
+            self.k2.copy_(flat.reshape(self.r1, self.r2, k, k).permute(1, 0, 2, 3))
+            if self.bias is not None:
+                self.bias.zero_()
+
+    def full_kernel(self) -> Tensor:
+        """The dense (c_out, c_in, k, k) kernel this layer applies."""
+        return compose_kernel(self.k1, self.k2, self.k3)
+
+    def _use_factored(self, x: Tensor) -> bool:
+        if self.is_plain or self.forward_mode == "full":
+            return False
+        if self.forward_mode == "factored":
+            return True
+        k, s = self.kernel_size[0], self.stride[0]
+        c_in, c_out, r1, r2 = self.in_channels, self.out_channels, self.r1, self.r2
+        out_px = x.shape[0] * (x.shape[-1] // s) * (x.shape[-2] // s)
+        factored = out_px * ((c_in * r1 * s * s if self.k1 is not None else 0) + k * k * r1 * r2
+                             + (r2 * c_out if self.k3 is not None else 0))
+        full = out_px * k * k * c_in * c_out + k * k * r2 * (r1 * c_in + c_in * c_out)
+        return factored < _FACTORED_EFFICIENCY * full
+
+    def _conv(self, x: Tensor, weight: Tensor) -> Tensor:
+        if self.padding_mode == "circular":
+            p = self.padding[0]
+            x = F.pad(x, (p, p, p, p), mode="circular")
+            return F.conv2d(x, weight, None, self.stride, 0, self.dilation)
+        return F.conv2d(x, weight, None, self.stride, self.padding, self.dilation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._use_factored(x):
+            if self.k1 is not None:
+                x = F.conv2d(x, self.k1.T[:, :, None, None])
+            x = self._conv(x, self.k2)
+            if self.k3 is not None:
+                x = F.conv2d(x, self.k3.T[:, :, None, None])
+        else:
+            x = self._conv(x, self.full_kernel())
+        if self.bias is not None:
+            x = x + self.bias.view(1, -1, 1, 1)
+        return x
+
+    @torch.no_grad()
+    def orthogonalize(self) -> None:
+        """QR fold in place: K1 <- Q1, K3 <- Q3^T, K2 <- R3 K2 R1^T. The layer's function is unchanged."""
+        core, q1, q3t = fold_cores(self.k1, self.k2, self.k3)
+        self.k2.copy_(core)
+        if q1 is not None:
+            self.k1.copy_(q1)
+        if q3t is not None:
+            self.k3.copy_(q3t)
+
+    def orthogonality_defect(self) -> tuple[Tensor, Tensor]:
+        return orthogonality_defect(self.k1, self.k3)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, r1: int, r2: int, init: str = "tt_svd",
+                  forward_mode: ForwardMode = "auto") -> tuple[TTConv2d, float | None]:
+        """A TT layer of the conv's geometry; ``tt_svd`` init reproduces its kernel as well as the ranks allow.
+
+        Returns the layer and the relative Frobenius error of the approximation (None for a fresh init).
+        """
+        k = conv.kernel_size[0]
+        layer = cls(conv.in_channels, conv.out_channels, k, conv.stride[0], conv.padding[0], conv.dilation[0],
+                    conv.bias is not None, conv.padding_mode, r1, r2, forward_mode,
+                    device=conv.weight.device, dtype=conv.weight.dtype)
+        err = None
+        with torch.no_grad():
+            if init == "tt_svd":
+                k1, k2, k3, _ = tt_svd(conv.weight.detach(), r1, r2)
+                if layer.k1 is None:  # r1 == c_in: K1 is a square orthogonal factor, folded into K2
+                    k2 = torch.einsum("bauv,ia->biuv", k2, k1)
+                else:
+                    layer.k1.copy_(k1)
+                if layer.k3 is None:  # r2 == c_out: likewise for K3
+                    k2 = torch.einsum("bo,biuv->oiuv", k3, k2)
+                else:
+                    layer.k3.copy_(k3)
+                layer.k2.copy_(k2)
+                err = float((layer.full_kernel() - conv.weight).norm() / conv.weight.norm().clamp_min(1e-30))
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias)
+        return layer, err
+
+    def extra_repr(self) -> str:
+        kind = "ordinary conv (ranks >= channels)" if self.is_plain else f"r1={self.r1}, r2={self.r2}"
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size[0]}, stride={self.stride[0]}, "
+                f"padding_mode={self.padding_mode}, {kind}, forward={self.forward_mode}")
+
+
+def _orthogonal(shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None, dtype: torch.dtype) -> Tensor:
+    rows, cols = shape
+    a = torch.randn(max(rows, cols), min(rows, cols), generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+    q = q if rows >= cols else q.T
+    return q.to(dtype)
+
+
+def tt_layer_singular_values(
+    layer: TTConv2d, n: int, *, backend: str = "svdvals", driver: str | None = None
+) -> Tensor:
+    """All SVs of the composed circular TT layer on n x n: folded-core SVs (Theorem 1) then zeros. Exact."""
+    if layer.padding_mode != "circular":
+        raise UnsupportedShape("tt: exact SVs need circular padding (zero-padded layers get the n' bound in control)")
+    s = layer.stride[0]
+    if layer.dilation[0] != 1:
+        raise UnsupportedShape("tt: dilation not supported for SV computation")
+    with torch.no_grad():
+        core, _, _ = fold_cores(layer.k1, layer.k2, layer.k3)
+        svs = conv_singular_values(core, n, s, backend=backend, driver=driver)
+    m = n // s
+    total = min(layer.out_channels * m * m, layer.in_channels * n * n)
+    return torch.cat([svs, svs.new_zeros(total - svs.numel())])
+
+
+@dataclass(frozen=True)
+class TTConfig:
+    rank: int | None = None  # R: r = min(c, R) per side
+    rank_scale: float | None = 0.5  # used when rank is None: r = ceil(scale * c) per side
+    forward_mode: Literal["auto", "factored", "full"] = "auto"
+    backend: Literal["svdvals", "eigh", "eigh64", "svdvals64"] = "svdvals"
+    driver: Literal["gesvd", "gesvdj", "gesvda"] | None = None
+    init: Literal["orthogonal", "tt_svd"] = "tt_svd"  # wrap(): fresh orthogonal cores or TT-SVD of the kernel
+    keep_first: bool = True  # wrap(): leave the first conv dense
+    control: Literal["none", "clip", "divide"] = "none"
+    target: float = 1.0  # sigma_max target of the control step
+    every: int = 100  # control every k optimizer steps (steps counted from 1)
+    clip_mode: Literal["clip", "assign"] = "clip"
+    penalty_lambda: float = 0.0  # lambda of the orthogonality penalty
+
+    def __post_init__(self) -> None:
+        if self.rank is not None and self.rank < 1:
+            raise ValueError(f"rank must be >= 1, got {self.rank}")
+        if self.rank_scale is not None and not 0 < self.rank_scale <= 1:
+            raise ValueError(f"rank_scale must be in (0, 1], got {self.rank_scale}")
+        if not self.target > 0:
+            raise ValueError(f"target must be > 0, got {self.target}")
+        if self.every < 1:
+            raise ValueError(f"every must be >= 1, got {self.every}")
+        if self.penalty_lambda < 0:
+            raise ValueError(f"penalty_lambda must be >= 0, got {self.penalty_lambda}")
+
+
+@METHODS.register("tt")
+class TTMethod(Method):
+    name = "tt"
+    provides = "all_svs"
+    supports = Capabilities(paddings=("circular",))
+    Config = TTConfig
+    summary = "tensor-train conv: exact SVs from the QR-folded core (Theorem 1); clip/divide control, penalty"
+    reference = "Senderovich, Bulatova, Obukhov & Rakhuba, NeurIPS 2022 (arXiv:2211.13771)"
+
+    def __init__(self, config: TTConfig | None = None) -> None:
+        super().__init__(config)
+        self._sizes = InputSizes(TTConv2d)
+        self.conversion: list[dict[str, Any]] = []
+
+    def ranks(self, c_in: int, c_out: int) -> tuple[int, int]:
+        return tt_ranks(c_in, c_out, self.config.rank, self.config.rank_scale)
+
+    def layer_key(self) -> str:
+        return self.label
+
+    def make_layer(self, spec: LayerSpec, *, seed: int, dtype: torch.dtype = torch.float32,
+                   device: torch.device | str = "cpu") -> nn.Module:
+        """TT-SVD of the seeded plain conv, then a random invertible mixing of K1/K2 and K2/K3.
+
+        The mixing keeps the layer's function but makes K1 and K3 non-orthonormal, as after training with the
+        penalty, so the QR fold is exercised and timed.
+        """
+        conv = seeded_conv(spec, seed=seed, dtype=torch.float64)
+        r1, r2 = self.ranks(spec.c_in, spec.c_out)
+        layer, _ = TTConv2d.from_conv(conv, r1, r2, "tt_svd", self.config.forward_mode)
+        gen = torch.Generator().manual_seed(20_000 + seed)
+        with torch.no_grad():
+            if layer.k1 is not None:
+                a = _mixing(r1, gen)
+                layer.k1.copy_(layer.k1 @ a)
+                layer.k2.copy_(torch.einsum("ca,bauv->bcuv", torch.linalg.inv(a), layer.k2))
+            if layer.k3 is not None:
+                b = _mixing(r2, gen)
+                layer.k3.copy_(torch.linalg.inv(b) @ layer.k3)
+                layer.k2.copy_(torch.einsum("db,bauv->dauv", b, layer.k2))
+        return layer.to(device=device, dtype=dtype)
+
+    def dense_kernel(self, layer: nn.Module) -> Tensor | None:
+        return layer.full_kernel() if isinstance(layer, TTConv2d) else super().dense_kernel(layer)
+
+    def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
+        if not isinstance(layer, TTConv2d):
+            raise UnsupportedShape(f"tt: expected a TTConv2d, got {type(layer).__name__} (use wrap() first)")
+        return tt_layer_singular_values(layer, int(input_hw), backend=self.config.backend, driver=self.config.driver)
+
+    # ---- training hooks ---------------------------------------------------------------------------------
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """Replace every supported nn.Conv2d by a TTConv2d; the report is in ``self.conversion``."""
+        self.conversion = []
+        first = True
+        for name, conv in list(_named_convs(model)):
+            row: dict[str, Any] = {"layer": name, "c_in": conv.in_channels, "c_out": conv.out_channels}
+            r1, r2 = self.ranks(conv.in_channels, conv.out_channels)
+            reason = None
+            if first and self.config.keep_first:
+                reason = "first conv kept dense (keep_first)"
+            elif conv.groups != 1:
+                reason = "grouped conv not supported: kept"
+            elif conv.dilation[0] != 1 or len(set(conv.kernel_size)) != 1 or len(set(conv.stride)) != 1:
+                reason = "dilated or non-square conv not supported: kept"
+            elif r1 == conv.in_channels and r2 == conv.out_channels:
+                reason = "rank >= both channel counts: an ordinary conv, kept"
+            elif conv.padding_mode not in ("zeros", "circular"):
+                reason = f"padding mode {conv.padding_mode} not supported: kept"
+            first = False
+            if reason:
+                row.update(converted=False, reason=reason)
+            else:
+                layer, err = TTConv2d.from_conv(conv, r1, r2, self.config.init, self.config.forward_mode)
+                _set_module(model, name, layer)
+                row.update(converted=True, r1=r1, r2=r2, init=self.config.init, rel_error=err)
+            self.conversion.append(row)
+        self._sizes.attach(model)
+        return model
+
+    def tt_layers(self, model: nn.Module) -> list[tuple[str, TTConv2d]]:
+        return [(n, m) for n, m in model.named_modules() if isinstance(m, TTConv2d)]
+
+    def penalty(self, model: nn.Module) -> Tensor | None:
+        """lambda / S * sum(||K1^T K1 - I||^2 + ||K3 K3^T - I||^2), S = sum over TT layers of 2 r2^2."""
+        lam = self.config.penalty_lambda
+        layers = [m for _, m in self.tt_layers(model) if not m.is_plain]
+        if lam == 0 or not layers:
+            return None
+        s = sum(2 * m.r2**2 for m in layers)
+        total = sum(sum(m.orthogonality_defect()) for m in layers)
+        return lam / s * total
+
+    def after_step(self, model: nn.Module, step: int) -> list[dict[str, Any]]:
+        c = self.config
+        if c.control == "none" or step % c.every:
+            return []
+        reports = []
+        for name, layer in self.tt_layers(model):
+            n = self._sizes.size_of(layer)
+            if n is None:
+                continue
+            t0 = time.perf_counter()
+            layer.orthogonalize()  # always fold first: the core's SVs are then the layer's (Theorem 1)
+            s = layer.stride[0]
+            pad = layer.padding_mode
+            k = layer.kernel_size[0]
+            with torch.no_grad():
+                if c.control == "clip" and k <= n:
+                    res = sedghi_clip(layer.k2.detach(), n, c.target, s, mode=c.clip_mode, padding=pad)
+                    layer.k2.copy_(res.weight)
+                    before = res.sigma_max_before
+                else:
+                    before = _core_sigma(layer.k2, n, s, pad)
+                    layer.k2.div_(max(1.0, before / c.target))
+                after = _core_sigma(layer.k2, n, s, pad)
+            reports.append({
+                "layer": name, "target": c.target, "sigma_max_before": before, "sigma_max_after": after,
+                "sigma_source": "circular_exact@n" if pad == "circular" else "circular_bound@n'",
+                "overshoot": after / c.target, "time_ms": (time.perf_counter() - t0) * 1e3,
+                "optimizer_state": "kept (not transformed by the QR fold)",
+            })
+        return reports
+
+
+def _mixing(r: int, gen: torch.Generator) -> Tensor:
+    """A well-conditioned random r x r matrix I + 0.3 G / sqrt(r)."""
+    return torch.eye(r, dtype=torch.float64) + 0.3 * torch.randn(r, r, generator=gen, dtype=torch.float64) / math.sqrt(r)
+
+
+def _core_sigma(core: Tensor, n: int, stride: int, padding: str) -> float:
+    if padding == "circular":
+        return float(conv_sigma_max(core.detach(), n, stride))
+    return float(zero_padding_sigma_max_bound(core.detach(), n, stride))
+
+
+def _named_convs(model: nn.Module):
+    for name, mod in model.named_modules():
+        if type(mod) is nn.Conv2d:
+            yield name, mod
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent = model
+    parts = name.split(".")
+    for p in parts[:-1]:
+        parent = getattr(parent, p)
+    setattr(parent, parts[-1], new)

@@ -1,0 +1,220 @@
+"""TT conv (Senderovich et al., NeurIPS 2022) against the float64 oracle of the COMPOSED layer."""
+
+import pytest
+import torch
+from torch import nn
+
+from svbench.functional.oracle import oracle_singular_values
+from svbench.functional.tt import compose_kernel, fold_cores, tt_svd
+from svbench.methods import create_method
+from svbench.methods.base import LayerSpec
+from svbench.methods.tt import TTConv2d, tt_layer_singular_values, tt_ranks
+
+
+def _random_tt(c_in, c_out, r1, r2, k=3, stride=1, padding_mode="circular", seed=0, forward_mode="factored"):
+    g = torch.Generator().manual_seed(seed)
+    layer = TTConv2d(c_in, c_out, k, stride, padding_mode=padding_mode, r1=r1, r2=r2, forward_mode=forward_mode,
+                     dtype=torch.float64)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))  # NOT orthonormal
+    return layer
+
+
+GEOMS = [
+    # c_in, c_out, r1, r2, stride
+    (6, 6, 3, 3, 1),
+    (7, 9, 4, 4, 1),
+    (9, 7, 4, 5, 2),
+    (5, 8, 5, 3, 2),  # r1 == c_in: no K1
+    (8, 5, 3, 5, 1),  # r2 == c_out: no K3
+]
+
+
+@pytest.mark.parametrize("c_in,c_out,r1,r2,s", GEOMS)
+@pytest.mark.parametrize("padding_mode", ["circular", "zeros"])
+def test_theorem1_composed_svs_equal_folded_core_svs(c_in, c_out, r1, r2, s, padding_mode):
+    n = 8
+    layer = _random_tt(c_in, c_out, r1, r2, stride=s, padding_mode=padding_mode)
+    composed = oracle_singular_values(layer, (c_in, n, n))
+    layer.orthogonalize()
+    core = nn.Conv2d(r1, r2, 3, s, padding=1, padding_mode=padding_mode, bias=False).double()
+    with torch.no_grad():
+        core.weight.copy_(layer.k2)
+    core_svs = oracle_singular_values(core, (r1, n, n))
+    top = composed[: core_svs.numel()]
+    assert (top - core_svs).abs().max() <= 1e-10 * composed[0]
+    rest = composed[core_svs.numel():]
+    assert rest.numel() == 0 or rest.abs().max() <= 1e-10 * composed[0]
+
+
+@pytest.mark.parametrize("c_in,c_out,r1,r2,s", GEOMS)
+def test_layer_svs_all_svs_of_composed_layer(c_in, c_out, r1, r2, s):
+    n = 8
+    layer = _random_tt(c_in, c_out, r1, r2, stride=s)
+    composed = oracle_singular_values(layer, (c_in, n, n))
+    got = tt_layer_singular_values(layer, n)  # folds functionally, without touching the layer
+    assert got.numel() == composed.numel()
+    assert (got - composed).abs().max() <= 1e-10 * composed[0]
+
+
+@pytest.mark.parametrize("mode", ["factored", "full"])
+def test_orthogonalize_keeps_the_function(mode):
+    layer = _random_tt(7, 9, 4, 4, stride=2, padding_mode="zeros", forward_mode=mode)
+    x = torch.randn(2, 7, 8, 8, dtype=torch.float64)
+    y0 = layer(x)
+    w0 = layer.full_kernel().detach().clone()
+    layer.orthogonalize()
+    assert (layer(x) - y0).abs().max() <= 1e-10 * y0.abs().max()
+    assert (layer.full_kernel() - w0).abs().max() <= 1e-12 * w0.abs().max()
+    d1, d3 = layer.orthogonality_defect()
+    assert d1 < 1e-24 and d3 < 1e-24
+
+
+def test_forward_modes_agree_and_auto_picks_one():
+    layer = _random_tt(16, 16, 4, 4, stride=1)
+    x = torch.randn(3, 16, 8, 8, dtype=torch.float64)
+    layer.forward_mode = "factored"
+    a = layer(x)
+    layer.forward_mode = "full"
+    b = layer(x)
+    layer.forward_mode = "auto"
+    c = layer(x)
+    assert torch.allclose(a, b, atol=1e-10) and torch.allclose(a, c, atol=1e-10)
+
+
+def test_plain_when_ranks_cover_channels():
+    layer = TTConv2d(4, 6, 3, r1=4, r2=6)
+    assert layer.is_plain and layer.k1 is None and layer.k3 is None
+    assert "ordinary conv" in repr(layer)
+    assert tt_ranks(4, 6, 8, None) == (4, 6)
+    assert tt_ranks(64, 32, None, 0.25) == (16, 8)
+
+
+def test_tt_svd_reconstructs_exact_tt_rank_kernel():
+    g = torch.Generator().manual_seed(5)
+    k1 = torch.randn(10, 3, generator=g, dtype=torch.float64)
+    k2 = torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64)
+    k3 = torch.randn(4, 12, generator=g, dtype=torch.float64)
+    w = compose_kernel(k1, k2, k3)
+    a1, a2, a3, err = tt_svd(w, 3, 4)
+    assert err < 1e-12
+    assert (compose_kernel(a1, a2, a3) - w).abs().max() < 1e-10 * w.abs().max()
+    _, q1, q3t = fold_cores(a1, a2, a3)
+    assert torch.allclose(q1.T @ q1, torch.eye(3, dtype=torch.float64), atol=1e-12)
+
+
+def test_gradients_reach_all_cores():
+    layer = TTConv2d(6, 8, 3, r1=3, r2=4, forward_mode="factored")
+    layer(torch.randn(2, 6, 8, 8)).square().sum().backward()
+    for name in ("k1", "k2", "k3", "bias"):
+        g = getattr(layer, name).grad
+        assert g is not None and g.abs().sum() > 0, name
+    layer.zero_grad()
+    layer.forward_mode = "full"
+    layer(torch.randn(2, 6, 8, 8)).square().sum().backward()
+    assert all(getattr(layer, n).grad.abs().sum() > 0 for n in ("k1", "k2", "k3"))
+
+
+def test_state_dict_round_trip():
+    a = _random_tt(7, 9, 4, 4, stride=2)
+    b = TTConv2d(7, 9, 3, 2, padding_mode="circular", r1=4, r2=4, dtype=torch.float64)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(1, 7, 8, 8, dtype=torch.float64)
+    assert torch.equal(a(x), b(x))
+    assert set(a.state_dict()) == {"k1", "k2", "k3", "bias"}
+
+
+def test_penalty_zero_for_orthonormal_cores_and_formula():
+    m = create_method("tt", rank=3, penalty_lambda=10.0, keep_first=False, init="orthogonal")
+    model = m.wrap(nn.Sequential(nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1)))
+    pen = m.penalty(model)
+    assert pen is not None and float(pen.detach()) < 1e-10
+    layers = [lay for _, lay in m.tt_layers(model)]
+    with torch.no_grad():
+        layers[0].k1.mul_(2.0)  # K1^T K1 = 4 I: defect 9 * r1
+    expected = 10.0 / (2 * 3**2 + 2 * 3**2) * (9 * 3)
+    assert float(m.penalty(model).detach()) == pytest.approx(expected, rel=1e-5)
+    assert create_method("tt", penalty_lambda=0.0).penalty(model) is None
+
+
+def test_penalty_guard_no_tt_layers():
+    m = create_method("tt", rank=64, penalty_lambda=1e5)
+    model = m.wrap(nn.Sequential(nn.Conv2d(3, 4, 3)))
+    assert m.penalty(model) is None  # S = 0 is guarded, not a division by zero
+
+
+def test_wrap_converts_reports_and_keeps_unsupported():
+    m = create_method("tt", rank=4, init="tt_svd")
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=4), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=2, dilation=2),
+    )
+    x = torch.randn(2, 3, 8, 8)
+    model = m.wrap(model)
+    rows = {r["layer"]: r for r in m.conversion}
+    assert not rows["0"]["converted"] and "first" in rows["0"]["reason"]
+    assert rows["2"]["converted"] and 0 <= rows["2"]["rel_error"] < 1
+    assert not rows["4"]["converted"] and "grouped" in rows["4"]["reason"]
+    assert not rows["6"]["converted"] and "dilated" in rows["6"]["reason"]
+    assert isinstance(model[2], TTConv2d)
+    model(x)
+
+
+def test_tt_svd_init_of_full_rank_is_exact():
+    conv = nn.Conv2d(6, 8, 3, padding=1).double()
+    layer, err = TTConv2d.from_conv(conv, 6, 8, "tt_svd")
+    assert err < 1e-12
+    x = torch.randn(2, 6, 8, 8, dtype=torch.float64)
+    assert torch.allclose(layer(x), conv(x), atol=1e-10)
+
+
+@pytest.mark.parametrize("control", ["clip", "divide"])
+@pytest.mark.parametrize("padding_mode,stride", [("circular", 1), ("circular", 2), ("zeros", 1)])
+def test_control_reports_true_sigma_of_composed_layer(control, padding_mode, stride):
+    torch.manual_seed(0)
+    m = create_method("tt", rank=3, keep_first=False, control=control, target=0.5, every=1, init="orthogonal")
+    conv = nn.Conv2d(6, 8, 3, stride, padding=1, padding_mode=padding_mode)
+    model = m.wrap(nn.Sequential(conv)).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))  # drift away from orthonormal, as training does
+    model(torch.zeros(1, 6, 8, 8, dtype=torch.float64))
+    (rep,) = m.after_step(model, 1)
+    layer = model[0]
+    oracle = float(oracle_singular_values(layer, (6, 8, 8))[0])
+    if padding_mode == "circular":
+        assert rep["sigma_max_after"] == pytest.approx(oracle, rel=1e-8)
+        if control == "divide":
+            assert rep["sigma_max_after"] <= 0.5 * (1 + 1e-8)
+    else:
+        assert rep["sigma_max_after"] >= oracle * (1 - 1e-10)  # a guaranteed bound for zero padding
+        if control == "divide":
+            assert oracle <= 0.5 * (1 + 1e-8)
+    assert rep["overshoot"] == pytest.approx(rep["sigma_max_after"] / 0.5)
+
+
+def test_make_layer_has_non_orthonormal_cores_and_same_function():
+    m = create_method("tt", rank_scale=0.5)
+    spec = LayerSpec(8, 8, 3, 8)
+    layer = m.make_layer(spec, seed=0, dtype=torch.float64)
+    d1, d3 = layer.orthogonality_defect()
+    assert d1 > 1e-3 and d3 > 1e-3
+    got = m.layer_svs(layer, 8)
+    assert (got - oracle_singular_values(layer, spec.in_shape)).abs().max() < 1e-10 * got[0]
+
+
+def test_spectrum_of_tt_checkpoint(tmp_path):
+    from svbench.checkpoint.spectrum import checkpoint_spectrum
+
+    layer = _random_tt(6, 8, 3, 4, stride=1).float()
+    model = nn.Sequential(layer)
+    path = tmp_path / "tt.pt"
+    torch.save(model.state_dict(), path)
+    (spec,) = checkpoint_spectrum(path, input_size=8)
+    assert spec.kind == "tt"
+    exact = oracle_singular_values(layer, (6, 8, 8))
+    assert spec.svs.numel() == exact.numel()
+    assert (spec.svs - exact).abs().max() <= 1e-5 * exact[0]
