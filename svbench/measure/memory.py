@@ -4,7 +4,8 @@
   memory through PyTorch's caching allocator; cuFFT/cuSOLVER workspaces outside it are not counted).
 - CPU (Linux): the process's resident-set high-water mark (VmHWM, reset through /proc/self/clear_refs) minus the
   resident set before the call. glibc would keep freed blocks and hide later allocations, so before measuring
-  its mmap threshold is fixed at 64 KiB (``mallopt``): large blocks then go back to the OS when freed. This
+  its mmap threshold is fixed at 64 KiB (``mallopt``) during the call, so large blocks go back to the OS when
+  freed, and raised to 32 MiB afterwards (where glibc's dynamic threshold settles). This
   counts everything the call touches (tensors, LAPACK workspaces, Python objects), at page granularity.
 - Elsewhere: not measured (None), and the record says so.
 """
@@ -39,10 +40,10 @@ def _read_status() -> dict[str, int]:
     return out
 
 
-def _fix_glibc_thresholds() -> bool:
+def _set_glibc_thresholds(mmap: int, trim: int) -> bool:
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 65536)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 65536))
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, trim))
     except (OSError, AttributeError):
         return False
 
@@ -57,7 +58,7 @@ def peak_memory(fn: Callable[[], object], device: torch.device | str = "cpu") ->
         fn()
         torch.cuda.synchronize(device)
         return PeakMemory(int(torch.cuda.max_memory_allocated(device) - base), "cuda_max_memory_allocated")
-    if sys.platform.startswith("linux") and _fix_glibc_thresholds():
+    if sys.platform.startswith("linux") and _set_glibc_thresholds(65536, 65536):
         try:
             gc.collect()
             with open("/proc/self/clear_refs", "w") as f:
@@ -67,5 +68,9 @@ def peak_memory(fn: Callable[[], object], device: torch.device | str = "cpu") ->
             return PeakMemory(max(0, _read_status()["VmHWM"] - base), "cpu_rss_high_water")
         except OSError:
             pass
+        finally:
+            # back to what glibc's dynamic threshold settles at, so later work (training) is not slowed by
+            # an mmap per allocation
+            _set_glibc_thresholds(32 * 2**20, 64 * 2**20)
     fn()
     return PeakMemory(None, "not_measured")

@@ -218,6 +218,10 @@ class Method(abc.ABC):
         """The numerical route used (recorded with every result)."""
         return getattr(self.config, "backend", "n/a")
 
+    def control_target(self) -> float | None:
+        """The sigma_max this method's control aims at (None: no control); used for overshoot reports."""
+        return None
+
     # ---- training hooks ---------------------------------------------------------------------------------
     def wrap(self, model: nn.Module) -> nn.Module:
         """Swap or parametrize the model's convs for this method (default: unchanged)."""

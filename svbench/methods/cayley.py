@@ -144,6 +144,9 @@ class CayleyMethod(Method):
             q = layer.transfer(n)
             return expand_rfft(matrix_singular_values(q), n)
 
+    def control_target(self) -> float | None:
+        return 1.0
+
     def wrap(self, model: nn.Module) -> nn.Module:
         self.conversion = []
         first = True

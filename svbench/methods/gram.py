@@ -96,6 +96,9 @@ class GramMethod(Method):
             b = self.bound(layer.weight.detach(), int(input_hw), stride, padding)
         return b.reshape(1).to(layer.weight.dtype)
 
+    def control_target(self) -> float | None:
+        return self.config.target
+
     # ---- training hooks ---------------------------------------------------------------------------------
     def wrap(self, model: nn.Module) -> nn.Module:
         self._sizes.attach(model)

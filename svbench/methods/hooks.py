@@ -14,7 +14,7 @@ class InputSizes:
     Sizes are keyed by module identity (weak references), so nothing leaks and no global state is kept.
     """
 
-    def __init__(self, kind: type[nn.Module] = nn.Conv2d) -> None:
+    def __init__(self, kind: type[nn.Module] | tuple[type[nn.Module], ...] = nn.Conv2d) -> None:
         self.kind = kind
         self._sizes: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
         self._handles: list = []

@@ -125,6 +125,9 @@ class PowerMethod(Method):
         with torch.no_grad():
             return self.estimate(layer, int(input_hw), self.config.iters).reshape(1)
 
+    def control_target(self) -> float | None:
+        return self.config.targets()[0]
+
     # ---- training hooks ---------------------------------------------------------------------------------
     def wrap(self, model: nn.Module) -> nn.Module:
         self._sizes.attach(model)

@@ -70,6 +70,9 @@ class SedghiMethod(Method):
                 layer.weight.detach(), int(input_hw), stride, backend=c.backend, real_fft=c.real_fft, driver=c.driver
             )
 
+    def control_target(self) -> float | None:
+        return self.config.clip_to
+
     # ---- training hooks ---------------------------------------------------------------------------------
     def wrap(self, model: nn.Module) -> nn.Module:
         self._sizes.attach(model)

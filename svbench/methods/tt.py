@@ -260,7 +260,7 @@ class TTMethod(Method):
 
     def __init__(self, config: TTConfig | None = None) -> None:
         super().__init__(config)
-        self._sizes = InputSizes(TTConv2d)
+        self._sizes = InputSizes((TTConv2d, nn.Conv2d))
         self.conversion: list[dict[str, Any]] = []
 
     def ranks(self, c_in: int, c_out: int) -> tuple[int, int]:
@@ -299,6 +299,9 @@ class TTMethod(Method):
             raise UnsupportedShape(f"tt: expected a TTConv2d, got {type(layer).__name__} (use wrap() first)")
         return tt_layer_singular_values(layer, int(input_hw), backend=self.config.backend, driver=self.config.driver)
 
+    def control_target(self) -> float | None:
+        return None if self.config.control == "none" else self.config.target
+
     # ---- training hooks ---------------------------------------------------------------------------------
     def wrap(self, model: nn.Module) -> nn.Module:
         """Replace every supported nn.Conv2d by a TTConv2d; the report is in ``self.conversion``."""
@@ -329,6 +332,16 @@ class TTMethod(Method):
         self._sizes.attach(model)
         return model
 
+    def _control_dense_convs(self, model: nn.Module) -> list[dict[str, Any]]:
+        out = []
+        for name, mod in model.named_modules():
+            if type(mod) is nn.Conv2d and (n := self._sizes.size_of(mod)) is not None:
+                rep = _dense_control(mod, n, self.config)
+                if rep is not None:
+                    rep["layer"] = name
+                    out.append(rep)
+        return out
+
     def tt_layers(self, model: nn.Module) -> list[tuple[str, TTConv2d]]:
         return [(n, m) for n, m in model.named_modules() if isinstance(m, TTConv2d)]
 
@@ -346,7 +359,7 @@ class TTMethod(Method):
         c = self.config
         if c.control == "none" or step % c.every:
             return []
-        reports = []
+        reports = self._control_dense_convs(model)
         for name, layer in self.tt_layers(model):
             n = self._sizes.size_of(layer)
             if n is None:
@@ -377,6 +390,26 @@ class TTMethod(Method):
 def _mixing(r: int, gen: torch.Generator) -> Tensor:
     """A well-conditioned random r x r matrix I + 0.3 G / sqrt(r)."""
     return torch.eye(r, dtype=torch.float64) + 0.3 * torch.randn(r, r, generator=gen, dtype=torch.float64) / math.sqrt(r)
+
+
+def _dense_control(conv: nn.Conv2d, n: int, cfg: TTConfig) -> dict[str, Any] | None:
+    """The convs wrap() kept dense (first conv, ranks >= channels) get the same control on their full kernel."""
+    if conv.groups != 1 or conv.dilation[0] != 1 or conv.kernel_size[0] > n:
+        return None
+    t0 = time.perf_counter()
+    s, pad = conv.stride[0], conv.padding_mode
+    with torch.no_grad():
+        if cfg.control == "clip":
+            res = sedghi_clip(conv.weight.detach(), n, cfg.target, s, mode=cfg.clip_mode, padding=pad)
+            conv.weight.copy_(res.weight)
+            before = res.sigma_max_before
+        else:
+            before = _core_sigma(conv.weight, n, s, pad)
+            conv.weight.div_(max(1.0, before / cfg.target))
+        after = _core_sigma(conv.weight, n, s, pad)
+    return {"layer": "dense conv", "target": cfg.target, "sigma_max_before": before, "sigma_max_after": after,
+            "sigma_source": "circular_exact@n" if pad == "circular" else "circular_bound@n'",
+            "overshoot": after / cfg.target, "time_ms": (time.perf_counter() - t0) * 1e3}
 
 
 def _core_sigma(core: Tensor, n: int, stride: int, padding: str) -> float:

@@ -12,9 +12,11 @@ from svbench.models.registry import MODELS
 
 @MODELS.register("small_cnn")
 class SmallCNN(nn.Module):
-    """conv(c->w, s1) - conv(w->2w, s2) - conv(2w->2w, s1) - conv(2w->4w, s2) - global avg-pool - linear.
+    is_chain = True  # a sequence of layers: certified bounds multiply
+    """conv(c->w, s1) - conv(w->2w, s2) - conv(2w->2w, s1) - conv(2w->4w, s2) - flatten - linear.
 
-    Every conv is 3x3 with 'same' zero padding and ReLU; no BatchNorm, so a layer's SVs are the layer's.
+    Every conv is 3x3 with 'same' zero padding and ReLU; no BatchNorm, so a layer's SVs are the layer's. A chain
+    (no residual sums), so certified bounds multiply.
     """
 
     def __init__(
@@ -37,10 +39,10 @@ class SmallCNN(nn.Module):
             nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU(),
             nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.ReLU(),
         )
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(4 * w, num_classes)
+        side = (image_size + 3) // 4
+        self.flatten = nn.Flatten()
+        self.classifier = nn.Linear(4 * w * side * side, num_classes)
         self.image_size = image_size
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.features(self.normalize(x))
-        return self.classifier(self.pool(x).flatten(1))
+        return self.classifier(self.flatten(self.features(self.normalize(x))))

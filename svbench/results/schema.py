@@ -64,8 +64,30 @@ METRICS: dict[str, MetricInfo] = {
         "ratio", False, "max over all SVs of |method - oracle| / oracle sigma_max (all-SV methods)"
     ),
     "forward_time_ms": MetricInfo("ms", False, "median wall time of the layer's forward at the task's batch"),
+    # train task
+    "test_accuracy": MetricInfo("fraction", True, "top-1 accuracy on the full test split, last epoch"),
+    "val_accuracy_best": MetricInfo("fraction", True, "best validation accuracy over epochs (selection only)"),
+    "ece": MetricInfo("fraction", False, "expected calibration error, 15 bins, torchmetrics on probabilities"),
+    "nll": MetricInfo("nats", False, "test negative log-likelihood"),
+    "brier": MetricInfo("1", False, "test Brier score (sum over classes, mean over points)"),
+    "robust_accuracy": MetricInfo("fraction", True, "AutoAttack robust accuracy on the first n_examples"
+                                  " (metric name robust_accuracy@NORM:EPS)"),
+    "robust_accuracy_pgd": MetricInfo("fraction", True, "foolbox PGD robust accuracy (cross-check)"),
+    "clean_accuracy_subset": MetricInfo("fraction", True, "clean accuracy on the attacked subset"),
+    "lipschitz_bound": MetricInfo("1", False, "product of guaranteed per-layer bounds (pixel units)"),
+    "certified_accuracy": MetricInfo("fraction", True, "fraction correct with margin/(sqrt(2) L) > eps"),
+    "layer_sigma_max": MetricInfo("1", False, "a conv's guaranteed sigma_max after the last control step"),
+    "sigma_max_after": MetricInfo("1", False, "largest guaranteed conv sigma_max after training"),
+    "overshoot_max": MetricInfo("ratio", False, "largest conv sigma_max / the method's target"),
+    "train_time_s": MetricInfo("s", False, "total training wall time"),
+    "epoch_time_s": MetricInfo("s", False, "mean wall time per epoch"),
+    "control_time_s": MetricInfo("s", False, "time inside the method's control steps (after_step)"),
+    "nonfinite_steps": MetricInfo("1", False, "steps skipped because the loss was NaN or Inf"),
+    "corruption_accuracy": MetricInfo("fraction", True, "mean accuracy over corruptions x 5 severities"),
+    "checkpoint": MetricInfo("1", True, "path of the saved state dict (extra.path)"),
 }
 
 
 def metric_info(name: str) -> MetricInfo:
-    return METRICS.get(name, MetricInfo("1", True, name))
+    """Info for a metric; ``certified_accuracy@36/255`` and friends share ``certified_accuracy``'s."""
+    return METRICS.get(name) or METRICS.get(name.split("@")[0], MetricInfo("1", True, name))

@@ -114,3 +114,78 @@ def sv_markdown(table: pd.DataFrame) -> str:
             )
         out.append("")
     return "\n".join(out) + "\n"
+
+
+TRAIN_COLUMNS = [
+    "test_accuracy", "ece", "nll", "lipschitz_bound", "sigma_max_after", "overshoot_max", "train_time_s",
+    "control_time_s", "val_accuracy_best",
+]
+
+
+def _eps_value(metric: str) -> float:
+    text = metric.split("@", 1)[1]
+    num, _, den = text.partition("/")
+    try:
+        return float(num) / float(den or 1)
+    except ValueError:
+        return float("inf")
+
+
+def train_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows (task, model@dataset, method variant); metrics averaged over seeds (with the seed count)."""
+    df = records_frame([r for r in records if r.get("task_kind") == "train"])
+    if df.empty:
+        return pd.DataFrame()
+    cert = sorted({m for m in df["metric"].dropna() if str(m).startswith("certified_accuracy@")}, key=_eps_value)
+    robust = sorted({m for m in df["metric"].dropna() if str(m).startswith(("robust_accuracy", "clean_accuracy_subset@"))})
+    rows = []
+    for (task, cell_what, label), g in df.groupby(
+        ["task", df["cell_id"].str.split("|").str[1], "method_label"], sort=False
+    ):
+        row: dict[str, Any] = {"task": task, "setting": cell_what, "method": label}
+        for metric in TRAIN_COLUMNS + robust + cert:
+            sub = g[(g["metric"] == metric) & (g["status"] == "ok")]
+            vals = pd.to_numeric(sub["value"], errors="coerce").dropna()
+            row[metric] = float(vals.mean()) if len(vals) else np.nan
+            if (metric == "test_accuracy" or metric.startswith("robust_accuracy")) and len(vals) > 1:
+                row[metric + "_ci95"] = float(1.96 * vals.std(ddof=1) / np.sqrt(len(vals)))
+        bad = g[g["status"] != "ok"]
+        row["status"] = "ok" if bad.empty else str(bad.iloc[0]["status"])
+        row["reason"] = "" if bad.empty else str(bad.iloc[0].get("reason") or "")
+        row["seeds"] = int(g["seed"].nunique())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def train_markdown(table: pd.DataFrame) -> str:
+    if table.empty:
+        return ""
+    cert = [c for c in table.columns if c.startswith("certified_accuracy@")]
+    robust = [c for c in table.columns if c.startswith("robust_accuracy") and not c.endswith("_ci95")]
+    cols = [("test_accuracy", "clean acc ↑", "pct"), ("ece", "ECE ↓", "pct")]
+    cols += [(c, c.replace("robust_accuracy_pgd@", "PGD ").replace("robust_accuracy@", "AA ") + " ↑", "pct")
+             for c in robust]
+    cols += [("sigma_max_after", "max σ after ↓", "num"), ("overshoot_max", "overshoot ↓", "num"),
+             ("lipschitz_bound", "L bound ↓", "num")]
+    cols += [(c, "CRA@" + c.split("@")[1] + " ↑", "pct") for c in cert]
+    cols += [("train_time_s", "train s", "num"), ("control_time_s", "control s", "num")]
+    out = []
+    for task, tg in table.groupby("task", sort=False):
+        out.append(f"### Train task `{task}` ({tg.iloc[0]['setting']})\n")
+        out.append("| method | " + " | ".join(c[1] for c in cols) + " | seeds | status |")
+        out.append("|" + "---|" * (len(cols) + 3))
+        for _, r in tg.iterrows():
+            cells = []
+            for key, _, kind in cols:
+                v = r.get(key)
+                if v is None or (isinstance(v, float) and not np.isfinite(v)):
+                    cells.append("—")
+                elif kind == "pct":
+                    ci = r.get(key + "_ci95")
+                    cells.append(f"{100 * v:.1f}" + (f" ± {100 * ci:.1f}" if isinstance(ci, float) and np.isfinite(ci) else ""))
+                else:
+                    cells.append(f"{v:.4g}")
+            status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
+            out.append(f"| {r['method']} | " + " | ".join(cells) + f" | {r['seeds']} | {status} |")
+        out.append("")
+    return "\n".join(out) + "\n"

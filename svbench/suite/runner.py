@@ -29,9 +29,10 @@ from svbench.methods import METHODS, Method
 from svbench.methods.base import LayerSpec
 from svbench.results.io import RESULTS_FILE, ResultsWriter, load_results
 from svbench.results.schema import SCHEMA_VERSION, metric_info
-from svbench.results.tables import sv_markdown, sv_table
+from svbench.results.tables import sv_markdown, sv_table, train_markdown, train_table
 from svbench.suite.loader import load_suite, select_methods
-from svbench.suite.schema import Suite, SVTask
+from svbench.suite.schema import Suite, SVTask, TrainTask
+from svbench.suite.train_cell import run_train_cell
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -55,7 +56,10 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
-        what = self.spec.label if self.spec is not None else "-"
+        if self.spec is not None:
+            what = self.spec.label
+        else:
+            what = f"{getattr(self.task, 'model', '-')}@{getattr(self.task, 'dataset', '-')}"
         return f"{self.task.name}|{what}|{self.method.label}|seed={self.seed}"
 
 
@@ -66,7 +70,10 @@ class _Ctx:
     device: torch.device
     dtype: torch.dtype
     env: dict[str, Any]
+    run_dir: Path | None = None
     oracle_cache: dict[tuple, tuple[Tensor | None, str]] = field(default_factory=dict)
+    data_cache: dict[tuple, Any] = field(default_factory=dict)
+    status: Callable[[str], None] | None = None
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -101,6 +108,8 @@ def plan_cells(suite: Suite, methods: str | list[str] | None = None) -> list[Cel
             if isinstance(task, SVTask):
                 for spec in task.shapes:
                     cells += [Cell(task, m, seed, spec) for m in variants]
+            else:
+                cells += [Cell(task, m, seed) for m in variants]
     return cells
 
 
@@ -164,12 +173,13 @@ def run_suite(
     if dev.type == "cpu":
         torch.set_num_threads(n_threads)
     try:
-        ctx = _Ctx(suite, run_id, dev, dtype, environment(dev))
+        ctx = _Ctx(suite, run_id, dev, dtype, environment(dev), run_dir=run_dir)
         _write_meta(run_dir, suite, ctx, methods)
         todo = [c for c in cells if c.cell_id not in done_ids]
         n_done = 0
         interrupted = False
-        with _StopFlag() as flag, _progress(progress, len(todo)) as advance:
+        with _StopFlag() as flag, _progress(progress, len(todo)) as (advance, describe):
+            ctx.status = describe
             for cell in todo:
                 records = run_cell(cell, ctx)
                 writer.append_cell(records)
@@ -189,10 +199,15 @@ def run_suite(
 
 def write_tables(run_dir: Path, records: list[dict[str, Any]]) -> str:
     table = sv_table(records)
-    md = sv_markdown(table)
+    md = sv_markdown(table) if not table.empty else ""
+    ttable = train_table(records)
+    if not ttable.empty:
+        md += train_markdown(ttable)
     try:
-        (run_dir / "table.md").write_text(md)
+        (run_dir / "table.md").write_text(md or "_no results_\n")
         table.to_csv(run_dir / "table.csv", index=False)
+        if not ttable.empty:
+            ttable.to_csv(run_dir / "train_table.csv", index=False)
     except OSError as e:
         raise UserError(f"cannot write tables into {run_dir}: {e.strerror}; results.jsonl is intact") from None
     return md
@@ -213,8 +228,8 @@ def _write_meta(run_dir: Path, suite: Suite, ctx: _Ctx, methods: Any) -> None:
 
 
 class _NullProgress:
-    def __enter__(self) -> Callable[[Cell], None]:
-        return lambda cell: None
+    def __enter__(self) -> tuple[Callable[[Cell], None], Callable[[str], None]]:
+        return (lambda cell: None), (lambda text: None)
 
     def __exit__(self, *exc: Any) -> None:
         return None
@@ -230,10 +245,11 @@ class _RichProgress:
         )
         self.total = total
 
-    def __enter__(self) -> Callable[[Cell], None]:
+    def __enter__(self) -> tuple[Callable[[Cell], None], Callable[[str], None]]:
         self.p.__enter__()
         tid = self.p.add_task("", total=self.total)
-        return lambda cell: self.p.update(tid, advance=1, description=cell.cell_id)
+        return (lambda cell: self.p.update(tid, advance=1, description=cell.cell_id),
+                lambda text: self.p.update(tid, description=text))
 
     def __exit__(self, *exc: Any) -> None:
         self.p.__exit__(*exc)
@@ -301,6 +317,8 @@ def run_cell(cell: Cell, ctx: _Ctx) -> list[dict[str, Any]]:
     try:
         if isinstance(cell.task, SVTask):
             return _run_sv_cell(cell, ctx, base)
+        if isinstance(cell.task, TrainTask):
+            return run_train_cell(cell, ctx, base, _records)
         raise UserError(f"unknown task kind {cell.task.kind!r}")
     except UnsupportedShape as e:
         return _status_record(base, "skipped", str(e))

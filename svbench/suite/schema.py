@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from svbench.methods.base import LayerSpec
+from svbench.metrics.robust import AttackSpec
+from svbench.train.config import OptimSpec, ScheduleSpec
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,44 @@ class SVTask:
             raise ValueError("forward_batch must be >= 1")
 
 
-TASK_KINDS: dict[str, type] = {"sv": SVTask}
+@dataclass(frozen=True)
+class TrainTask:
+    """Train a model with each method's hooks; clean / robust / certified accuracy, ECE, sigma after control."""
+
+    name: str
+    kind: Literal["train"] = "train"
+    dataset: str = "mnist_embedded"
+    data_root: str | None = None
+    model: str = "small_cnn"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    methods: str | list[str] = "all"
+    variants: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    epochs: int = 3
+    batch_size: int = 64
+    max_batches: int | None = None  # per epoch; for smoke tests
+    optimizer: OptimSpec = OptimSpec()
+    schedule: ScheduleSpec = ScheduleSpec()
+    val_fraction: float = 0.1
+    augment: bool = False
+    eval_batch_size: int = 500
+    attacks: list[AttackSpec] = field(default_factory=list)
+    certify: bool = False
+    cert_eps: list[float] = field(default_factory=lambda: [36 / 255, 72 / 255, 108 / 255, 1.0])
+    corruptions: Literal["none", "15", "19"] = "none"
+    checkpoint: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("epochs, batch_size and eval_batch_size must be >= 1")
+        if self.max_batches is not None and self.max_batches < 1:
+            raise ValueError("max_batches must be >= 1")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if isinstance(self.methods, str) and self.methods != "all":
+            raise ValueError(f"methods must be 'all' or a list of names, got {self.methods!r}")
+
+
+TASK_KINDS: dict[str, type] = {"sv": SVTask, "train": TrainTask}
 
 
 @dataclass(frozen=True)

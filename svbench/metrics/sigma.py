@@ -1,0 +1,66 @@
+"""The sigma_max each conv of a trained model really ends up with, after the method's last control step.
+
+For every conv-like layer (plain, TT, Cayley) on the input size it really sees: ``upper`` is guaranteed (exact
+circular sigma_max for circular padding; the circular bound on n' for zero padding; float64), ``lower`` is a
+power-iteration estimate on the real operator (a Rayleigh quotient, never above the truth), and ``exact`` says
+whether upper is the exact value. Overshoot = upper / target when the method has a target.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from svbench.functional.power import conv_power_iteration
+from svbench.metrics.certified import layer_bound
+
+
+def _conv_like(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    from svbench.methods.cayley import CayleyConv2d
+    from svbench.methods.tt import TTConv2d
+
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, TTConv2d, CayleyConv2d))]
+
+
+def layer_sigmas(model: nn.Module, input_shape: tuple[int, int, int], target: float | None = None,
+                 device: torch.device | str = "cpu", power_iters: int = 100) -> list[dict[str, Any]]:
+    from svbench.methods.tt import TTConv2d
+
+    layers = _conv_like(model)
+    shapes: dict[int, tuple[int, ...]] = {}
+
+    def hook(mod: nn.Module, args: tuple) -> None:  # must return None, or it would replace the input
+        shapes.setdefault(id(mod), tuple(args[0].shape[1:]))
+
+    handles = [m.register_forward_pre_hook(hook) for _, m in layers]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+    out = []
+    for name, mod in layers:
+        shape = shapes.get(id(mod))
+        if shape is None:
+            continue
+        n = shape[-1]
+        upper, src = layer_bound(mod, shape)
+        lower = None
+        if isinstance(mod, (nn.Conv2d, TTConv2d)) and getattr(mod, "groups", 1) == 1:
+            w = (mod.full_kernel() if isinstance(mod, TTConv2d) else mod.weight).detach().double()
+            u = torch.randn(1, w.shape[1], n, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+            est, _ = conv_power_iteration(w, u.to(w.device), stride=mod.stride[0], padding=mod.padding[0],
+                                          padding_mode=mod.padding_mode, dilation=mod.dilation[0], iters=power_iters)
+            lower = float(est)
+        out.append({
+            "layer": name, "type": type(mod).__name__, "n": n, "upper": upper, "lower": lower, "source": src,
+            "exact": getattr(mod, "padding_mode", "circular") == "circular",
+            "overshoot": (upper / target) if target else None,
+        })
+    return out
