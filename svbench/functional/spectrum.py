@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from svbench.errors import UserError
-from svbench.functional.transfer import rfft_multiplicity, transfer_matrices
+from svbench.functional.transfer import rfft_multiplicity, transfer_matrices, unique_frequencies
 
 Backend = Literal["svdvals", "eigh", "eigh64", "svdvals64"]
 BACKENDS: tuple[str, ...] = ("svdvals", "eigh", "eigh64", "svdvals64")
@@ -99,14 +99,21 @@ def conv_singular_values(
     driver: str | None = None,
     chunk: int | None = None,
 ) -> Tensor:
-    """All (n/s)^2 * min(c_out, c_in s^2) SVs of the circular conv on n x n, descending (zeros included). Exact."""
-    per = frequency_singular_values(
-        weight, n, stride, backend=backend, real_fft=real_fft, driver=driver, chunk=chunk
-    )
-    m = n // stride
-    if real_fft:
-        return expand_rfft(per, m)
-    return per.reshape(-1).sort(descending=True).values
+    """All (n/s)^2 * min(c_out, c_in s^2) SVs of the circular conv on n x n, descending (zeros included). Exact.
+
+    With ``real_fft`` only one frequency per conjugate pair is decomposed (``unique_frequencies``: about half of
+    the m^2 matrices, the floor for this symmetry) and its SVs are counted twice.
+    """
+    if not real_fft:
+        per = frequency_singular_values(weight, n, stride, backend=backend, real_fft=False, driver=driver,
+                                        chunk=chunk)
+        return per.reshape(-1).sort(descending=True).values
+    spec = transfer_matrices(weight, n, stride, real_fft=True)
+    m = spec.shape[0]
+    flat = spec.reshape(-1, *spec.shape[-2:])
+    idx, weight_ = unique_frequencies(m, spec.device)
+    per = matrix_singular_values(flat.index_select(0, idx), backend, driver=driver, chunk=chunk)
+    return per.repeat_interleave(weight_, dim=0).reshape(-1).sort(descending=True).values
 
 
 def conv_sigma_max(

@@ -97,6 +97,24 @@ def rfft_multiplicity(m: int, device: torch.device | str | None = None) -> Tenso
     return mult
 
 
+def unique_frequencies(m: int, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+    """Indices into the flattened (m, m//2+1) rfft grid of one representative per conjugate pair, and weights.
+
+    W_hat(-w) = conj W_hat(w) has the same SVs. rfft keeps columns w2 in [0, m/2]; inside the columns w2 = 0 and
+    w2 = m/2 (m even) the rows w1 and -w1 are still conjugate pairs, so only w1 in [0, m/2] is needed there. The
+    weight of a representative is 2, except the self-conjugate (real) frequencies, which count once.
+    """
+    mf = m // 2 + 1
+    w1 = torch.arange(m).view(-1, 1).expand(m, mf)
+    w2 = torch.arange(mf).view(1, -1).expand(m, mf)
+    boundary = (w2 == 0) | ((m % 2 == 0) & (w2 == m // 2))
+    keep = ~boundary | (w1 <= m // 2)
+    self_conj = boundary & ((w1 == 0) | ((m % 2 == 0) & (w1 == m // 2)))
+    weight = torch.where(self_conj, 1, 2)
+    flat = torch.nonzero(keep.reshape(-1)).squeeze(1)
+    return flat.to(device), weight.reshape(-1)[flat].to(device)
+
+
 def num_singular_values(c_in: int, c_out: int, n: int, stride: int) -> int:
     """Number of SVs of the circular operator, zeros included: (n/s)^2 * min(c_out, c_in s^2)."""
     m = n // stride

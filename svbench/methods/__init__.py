@@ -1,6 +1,6 @@
 """Registered methods. Adding a method = one file here + one import below; the contract tests pick it up."""
 
-from svbench.methods import cayley, gram, none, power, sedghi, tt  # noqa: F401  (registration side effect)
+from svbench.methods import cayley, gram, none, power, reference, sedghi, tt  # noqa: F401  (registration side effect)
 from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, seeded_conv
 
 __all__ = ["METHODS", "Capabilities", "LayerSpec", "Method", "seeded_conv", "create_method", "list_methods"]

@@ -1,0 +1,44 @@
+"""``reference``: the naive exact path every speed-up is measured against.
+
+Sedghi, Gupta & Long's algorithm without any optimisation: ``fft2`` of the zero-padded kernel over all n^2
+frequencies (polyphase for stride), then batched ``torch.linalg.svdvals`` with the default driver on every
+transfer matrix. EXACT for circular padding, like ``sedghi``; suites run it beside the other methods so every
+speed-up is a ratio of two timings from the same run on the same machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from svbench.errors import UnsupportedShape
+from svbench.functional.spectrum import conv_singular_values
+from svbench.methods.base import METHODS, Capabilities, Method, conv_geometry
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """No options: the reference is fixed so that ratios stay comparable across runs."""
+
+
+@METHODS.register("reference")
+class ReferenceMethod(Method):
+    name = "reference"
+    provides = "all_svs"
+    supports = Capabilities(paddings=("circular",))
+    Config = ReferenceConfig
+    summary = "naive exact baseline: full fft2 + default svdvals on all n^2 frequencies (speed-up denominator)"
+    reference = "Sedghi, Gupta & Long, ICLR 2019 (unoptimised)"
+
+    def backend(self) -> str:
+        return "fft2+svdvals"
+
+    def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
+        stride, padding, groups, dilation = conv_geometry(layer)
+        if padding != "circular" or groups != 1 or dilation != 1:
+            raise UnsupportedShape("reference: circular, ungrouped, undilated convs only")
+        with torch.no_grad():
+            return conv_singular_values(layer.weight.detach(), int(input_hw), stride, backend="svdvals",
+                                        real_fft=False)
