@@ -18,12 +18,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from svbench.cli import ls, run, spectrum, validate
+    from svbench.cli import compare, ls, report, run, spectrum, validate
 
     parser = _Parser(prog="svbench", description="Benchmark methods that compute or control conv-layer SVs.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for mod in (run, ls, validate, spectrum):
+    for mod in (run, ls, validate, spectrum, report, compare):
         p = mod.add_parser(sub)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
         p.set_defaults(func=mod.main)

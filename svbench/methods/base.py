@@ -159,6 +159,7 @@ class Method(abc.ABC):
     Config: ClassVar[type] = NoConfig
     summary: ClassVar[str] = ""
     reference: ClassVar[str] = ""
+    trains: ClassVar[bool] = True  # False: an SV-computation baseline only, not run in train tasks
 
     def __init__(self, config: Any = None) -> None:
         if config is None:

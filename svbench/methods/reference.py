@@ -31,6 +31,7 @@ class ReferenceMethod(Method):
     Config = ReferenceConfig
     summary = "naive exact baseline: full fft2 + default svdvals on all n^2 frequencies (speed-up denominator)"
     reference = "Sedghi, Gupta & Long, ICLR 2019 (unoptimised)"
+    trains = False
 
     def backend(self) -> str:
         return "fft2+svdvals"

@@ -1,0 +1,1 @@
+"""Reports: markdown/CSV/HTML tables and plots from results files; regression comparison."""

@@ -69,7 +69,13 @@ def sv_table(records: list[dict[str, Any]]) -> pd.DataFrame:
         row["reason"] = "" if bad.empty else str(bad.iloc[0].get("reason") or "")
         row["seeds"] = int(g["seed"].nunique())
         rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    ref = out[out["method"] == "reference"].set_index(["task", "shape"])["time_ms"]
+    out["speedup_vs_reference"] = [
+        ref.get((t, sh), np.nan) / tm if np.isfinite(tm) and tm > 0 and prov != "none" else np.nan
+        for t, sh, tm, prov in zip(out["task"], out["shape"], out["time_ms"], out["provides"])
+    ]
+    return out
 
 
 def _fmt(x: Any, kind: str) -> str:
@@ -94,20 +100,22 @@ def sv_markdown(table: pd.DataFrame) -> str:
     for task, tg in table.groupby("task", sort=False):
         out.append(f"### SV task `{task}`\n")
         header = (
-            "| shape | method | provides | backend | time ms (IQR) | peak MiB | sigma_max | rel. err sigma_max "
-            "| max abs err / sigma_max | forward ms | oracle |"
+            "| shape | method | provides | backend | time ms (IQR) ↓ | × vs reference ↑ | peak MiB ↓ | sigma_max "
+            "| rel. err sigma_max | max abs err / sigma_max ↓ | forward ms ↓ | oracle |"
         )
-        out += [header, "|" + "---|" * 11]
+        out += [header, "|" + "---|" * 12]
         for _, r in tg.iterrows():
             if r["status"] != "ok":
                 out.append(
                     f"| {r['shape']} | {r['method']} | {r['provides']} | {r['backend']} | {r['status']}: "
-                    f"{r['reason']} | | | | | | |"
+                    f"{r['reason']} | | | | | | | |"
                 )
                 continue
             t = f"{_fmt(r['time_ms'], 'ms')} ({_fmt(r['time_iqr_ms'], 'ms')})"
+            sp = r.get("speedup_vs_reference")
+            sp_txt = f"{sp:.2f}" if isinstance(sp, float) and np.isfinite(sp) else "—"
             out.append(
-                f"| {r['shape']} | {r['method']} | {r['provides']} | {r['backend']} | {t} | "
+                f"| {r['shape']} | {r['method']} | {r['provides']} | {r['backend']} | {t} | {sp_txt} | "
                 f"{_fmt(r['peak_mem_bytes'], 'mem')} | {_fmt(r['sigma_max'], 'num')} | "
                 f"{_fmt(r['sigma_max_rel_err'], 'err')} | {_fmt(r['max_abs_err_rel'], 'abs')} | "
                 f"{_fmt(r['forward_ms'], 'ms')} | {r['oracle']} |"

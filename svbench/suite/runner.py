@@ -109,7 +109,7 @@ def plan_cells(suite: Suite, methods: str | list[str] | None = None) -> list[Cel
                 for spec in task.shapes:
                     cells += [Cell(task, m, seed, spec) for m in variants]
             else:
-                cells += [Cell(task, m, seed) for m in variants]
+                cells += [Cell(task, m, seed) for m in variants if m.trains]
     return cells
 
 

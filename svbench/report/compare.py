@@ -1,0 +1,166 @@
+"""``svbench compare RUN_DIR --baseline FILE``: a verdict per (cell, metric) against stored baseline records.
+
+Kinds of regression (tolerances come from the suite's ``tolerances`` mapping, defaults below):
+
+- ``accuracy``: a higher-is-better fraction (accuracy, robust, certified) dropped by more than ``accuracy_drop``;
+- ``time``: a timing grew by more than ``time_ratio`` x, compared only on the same device name and only when the
+  baseline is above ``time_floor_ms`` (tiny timings are noise);
+- ``error``: the error against the oracle grew beyond max(``error_factor`` x baseline, ``error_floor``);
+- ``exactness``: an all-SVs / orthogonal method's error above ``exact_tol`` x sigma_max, an upper bound below the
+  exact value by more than ``bound_tol``, or an estimate above it by more than ``bound_tol`` (no baseline needed);
+- ``status``: a cell that was ok in the baseline is missing, skipped, failed or non-finite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from svbench.errors import UserError
+from svbench.results.io import load_results
+
+DEFAULT_TOLERANCES = {
+    "accuracy_drop": 0.02,
+    "time_ratio": 3.0,
+    "time_floor_ms": 1.0,
+    "error_factor": 10.0,
+    "error_floor": 1e-5,
+    "exact_tol": 1e-5,
+    "bound_tol": 1e-5,
+}
+TIME_METRICS = {"sv_time_ms": 1.0, "forward_time_ms": 1.0, "train_time_s": 1e3, "epoch_time_s": 1e3}
+ERROR_METRICS = {"sv_max_abs_err_rel"}
+
+
+@dataclass
+class Verdict:
+    cell_id: str
+    metric: str
+    kind: str
+    ok: bool
+    baseline: Any
+    value: Any
+    note: str
+
+
+def _key(r: dict[str, Any]) -> tuple[str, str]:
+    return (r.get("cell_id") or "", r.get("metric") or "")
+
+
+def _is_fraction_hib(r: dict[str, Any]) -> bool:
+    return bool(r.get("higher_is_better")) and r.get("unit") == "fraction"
+
+
+def exactness_checks(records: list[dict[str, Any]], tol: dict[str, float]) -> list[Verdict]:
+    out = []
+    for r in records:
+        if r.get("status") != "ok" or r.get("value") is None:
+            continue
+        m, prov, v = r.get("metric"), r.get("provides"), r["value"]
+        if m == "sv_max_abs_err_rel" and prov in ("all_svs", "orthogonal_layer"):
+            out.append(Verdict(r["cell_id"], m, "exactness", v <= tol["exact_tol"], None, v,
+                               f"{prov}: error must be <= {tol['exact_tol']:g} sigma_max"))
+        elif m == "sigma_max_rel_err" and prov == "upper_bound":
+            out.append(Verdict(r["cell_id"], m, "exactness", v >= -tol["bound_tol"], None, v,
+                               "upper bound must not fall below the exact sigma_max"))
+        elif m == "sigma_max_rel_err" and prov == "estimate":
+            out.append(Verdict(r["cell_id"], m, "exactness", v <= tol["bound_tol"], None, v,
+                               "a power-iteration estimate must not exceed the exact sigma_max"))
+    return out
+
+
+def compare(run: list[dict[str, Any]], baseline: list[dict[str, Any]],
+            tolerances: dict[str, float] | None = None) -> list[Verdict]:
+    tol = {**DEFAULT_TOLERANCES, **(tolerances or {})}
+    unknown = set(tolerances or {}) - set(DEFAULT_TOLERANCES)
+    if unknown:
+        raise UserError(f"unknown tolerance(s) {sorted(unknown)}; allowed: {', '.join(DEFAULT_TOLERANCES)}")
+    cur = {_key(r): r for r in run}
+    verdicts: list[Verdict] = []
+    run_cells = {r.get("cell_id") for r in run}
+    for key, b in {_key(r): r for r in baseline}.items():
+        cell, metric = key
+        if b.get("status") != "ok":
+            continue
+        r = cur.get(key)
+        if r is None:
+            if cell not in run_cells:
+                verdicts.append(Verdict(cell, metric, "status", False, b.get("value"), None, "cell missing"))
+            elif metric:
+                verdicts.append(Verdict(cell, metric, "status", False, b.get("value"), None, "metric missing"))
+            continue
+        if r.get("status") != "ok":
+            verdicts.append(Verdict(cell, metric, "status", False, b.get("value"), r.get("value"),
+                                    f"status {r.get('status')}: {r.get('reason')}"))
+            continue
+        bv, rv = b.get("value"), r.get("value")
+        if not isinstance(bv, (int, float)) or not isinstance(rv, (int, float)):
+            continue
+        if metric in TIME_METRICS:
+            if r.get("device_name") != b.get("device_name"):
+                verdicts.append(Verdict(cell, metric, "time", True, bv, rv, "not compared: different device"))
+                continue
+            if bv * TIME_METRICS[metric] < tol["time_floor_ms"]:
+                continue
+            ratio = rv / bv if bv > 0 else float("inf")
+            verdicts.append(Verdict(cell, metric, "time", ratio <= tol["time_ratio"], bv, rv, f"x{ratio:.2f}"))
+        elif metric in ERROR_METRICS:
+            limit = max(tol["error_factor"] * bv, tol["error_floor"])
+            verdicts.append(Verdict(cell, metric, "error", rv <= limit, bv, rv, f"limit {limit:.2g}"))
+        elif _is_fraction_hib(b):
+            drop = bv - rv
+            verdicts.append(Verdict(cell, metric, "accuracy", drop <= tol["accuracy_drop"], bv, rv,
+                                    f"drop {drop:+.4f}"))
+    verdicts += exactness_checks(run, tol)
+    return verdicts
+
+
+def render(verdicts: list[Verdict], run_dir: str, baseline: str) -> str:
+    bad = [v for v in verdicts if not v.ok]
+    lines = [f"# svbench regression check: {'REGRESSION' if bad else 'PASS'}", "",
+             f"Run: `{run_dir}`  ", f"Baseline: `{baseline}`  ",
+             f"{len(verdicts)} checks, {len(bad)} failed.", "",
+             "| verdict | kind | cell | metric | baseline | run | note |", "|---|---|---|---|---|---|---|"]
+
+    def fmt(x: Any) -> str:
+        return f"{x:.4g}" if isinstance(x, float) else ("—" if x is None else str(x))
+
+    for v in sorted(verdicts, key=lambda v: (v.ok, v.kind, v.cell_id, v.metric)):
+        lines.append(f"| {'ok' if v.ok else '**FAIL**'} | {v.kind} | {v.cell_id} | {v.metric} | {fmt(v.baseline)} "
+                     f"| {fmt(v.value)} | {v.note} |")
+    return "\n".join(lines) + "\n"
+
+
+def compare_run(run_dir: str | Path, baseline: str | Path, out_root: str | Path = "reports/ci",
+                tolerances: dict[str, float] | None = None) -> tuple[bool, Path, str]:
+    """Compare, write ``<out_root>/<run_id>.md``; returns (passed, report path, markdown)."""
+    bpath = Path(baseline)
+    if not bpath.exists():
+        raise UserError(f"baseline file not found: {bpath}")
+    run = load_results(run_dir)
+    base = load_results(bpath)
+    if tolerances is None:
+        tolerances = _suite_tolerances(Path(run_dir))
+    verdicts = compare(run, base, tolerances)
+    md = render(verdicts, str(run_dir), str(bpath))
+    run_id = run[0].get("run_id", Path(run_dir).name) if run else Path(run_dir).name
+    out = Path(out_root) / f"{run_id}.md"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(md)
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror}") from None
+    return all(v.ok for v in verdicts), out, md
+
+
+def _suite_tolerances(run_dir: Path) -> dict[str, float]:
+    import json
+
+    meta = run_dir / "meta.json"
+    if meta.exists():
+        try:
+            return dict(json.loads(meta.read_text()).get("suite", {}).get("tolerances", {}) or {})
+        except (ValueError, OSError):
+            return {}
+    return {}

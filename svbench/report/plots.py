@@ -1,0 +1,106 @@
+"""Plots generated from records only (matplotlib, Agg backend, returned as PNG bytes for inline HTML)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def time_vs_channels(sv: pd.DataFrame) -> bytes | None:
+    """SV time against channels (log-log), one line per method, square stride-1 circular shapes."""
+    if sv.empty:
+        return None
+    df = sv[(sv["status"] == "ok") & sv["time_ms"].notna() & (sv["provides"] != "none")].copy()
+    parts = df["shape"].str.extract(r"(\d+)->(\d+) k(\d+) n(\d+) s(\d+) (\w+)")
+    df["c_in"], df["c_out"], df["n"], df["s"] = (pd.to_numeric(parts[i]) for i in (0, 1, 3, 4))
+    df = df[(df["c_in"] == df["c_out"]) & (df["s"] == 1)]
+    if df.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (method, n), g in df.groupby(["method", "n"]):
+        g = g.groupby("c_in")["time_ms"].mean().sort_index()
+        if len(g) >= 1:
+            ax.plot(g.index, g.values, marker="o", label=f"{method} (n={n})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("channels c")
+    ax.set_ylabel("SV time per layer (ms)")
+    ax.legend(fontsize=6, ncol=2)
+    ax.grid(True, which="both", alpha=0.3)
+    return _png(fig)
+
+
+def error_vs_time(sv: pd.DataFrame) -> bytes | None:
+    """Pareto view: max error (or |sigma_max rel. err| for bounds/estimates) against time."""
+    if sv.empty:
+        return None
+    df = sv[(sv["status"] == "ok") & sv["time_ms"].notna()].copy()
+    err = df["max_abs_err_rel"].where(df["max_abs_err_rel"].notna(), df["sigma_max_rel_err"].abs())
+    df["err"] = err
+    df = df[df["err"].notna()]
+    if df.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, g in df.groupby("method"):
+        ax.scatter(g["time_ms"], g["err"].clip(lower=1e-17), label=method, s=14)
+    pts = df.sort_values("time_ms")
+    front, best = [], np.inf
+    for t, e in zip(pts["time_ms"], pts["err"]):
+        if e < best:
+            best = e
+            front.append((t, max(e, 1e-17)))
+    if front:
+        ax.step(*zip(*front), where="post", color="k", lw=0.8, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("time (ms)")
+    ax.set_ylabel("error / sigma_max")
+    ax.legend(fontsize=6)
+    ax.grid(True, which="both", alpha=0.3)
+    return _png(fig)
+
+
+def robust_vs_clean(train: pd.DataFrame) -> bytes | None:
+    if train.empty:
+        return None
+    rob = [c for c in train.columns if c.startswith("robust_accuracy@")]
+    if not rob:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for _, r in train.iterrows():
+        ax.scatter(100 * r["test_accuracy"], 100 * r[rob[0]], s=20)
+        ax.annotate(r["method"], (100 * r["test_accuracy"], 100 * r[rob[0]]), fontsize=6)
+    ax.set_xlabel("clean accuracy (%)")
+    ax.set_ylabel(f"robust accuracy (%) [{rob[0].split('@')[1]}]")
+    ax.grid(True, alpha=0.3)
+    return _png(fig)
+
+
+def overshoot_per_layer(records: list[dict[str, Any]]) -> bytes | None:
+    rows = [r for r in records if r.get("metric") == "layer_sigma_max" and r.get("status") == "ok"]
+    if not rows:
+        return None
+    df = pd.DataFrame([{"method": r["method_label"], "layer": r["extra"]["layer"],
+                        "sigma": r["value"], "target": (r["extra"] or {}).get("overshoot")} for r in rows])
+    df = df.groupby(["method", "layer"], sort=False)["sigma"].mean().unstack("layer")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    df.plot.bar(ax=ax)
+    ax.set_ylabel("guaranteed sigma_max after training")
+    ax.axhline(1.0, color="k", lw=0.7, ls="--")
+    ax.legend(fontsize=6, title="layer")
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=7)
+    return _png(fig)

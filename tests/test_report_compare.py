@@ -1,0 +1,185 @@
+"""Reports, regression comparison, resumable runs, the golden smoke table."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from svbench.cli.main import main
+from svbench.report.compare import compare
+from svbench.results.io import load_results
+from svbench.results.tables import sv_table
+from svbench.suite.runner import run_suite
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE = ROOT / "baselines" / "cpu-1thread" / "smoke.jsonl"
+
+SUITE = """
+name: resumable
+tasks:
+  - name: layers
+    kind: sv
+    methods: [none, sedghi, gram, reference]
+    timing: {warmup: 0, min_repeats: 1, max_repeats: 2, budget_s: 0.01}
+    shapes:
+      - {c_in: 2, c_out: 3, k: 3, n: 4}
+      - {c_in: 3, c_out: 2, k: 3, n: 4, stride: 2}
+      - {c_in: 2, c_out: 2, k: 1, n: 6}
+      - {c_in: 4, c_out: 4, k: 3, n: 6}
+      - {c_in: 4, c_out: 2, k: 5, n: 6}
+"""
+
+
+def _numeric_table(run_dir):
+    t = sv_table(load_results(run_dir))
+    cols = ["shape", "method", "sigma_max", "oracle_sigma_max", "status"]
+    return t[cols].round(6).fillna(-1).to_dict("records")  # NaN != NaN: make missing values comparable
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    return run_suite("smoke", out_root=out, progress=False)
+
+
+def test_golden_smoke_table_matches_committed_baseline(smoke_run):
+    """The smoke suite's numbers equal the committed baseline's (timings excluded: other machine, other load)."""
+    base = load_results(BASELINE)
+    verdicts = compare(smoke_run.records, base, {"time_ratio": float("inf"), "accuracy_drop": 0.02})
+    bad = [v for v in verdicts if not v.ok]
+    assert not bad, bad[:5]
+    b = {(r["cell_id"], r["metric"]): r["value"] for r in base if r.get("status") == "ok"}
+    checked = 0
+    for r in smoke_run.records:
+        key = (r["cell_id"], r["metric"])
+        if r["metric"] in ("sigma_max", "oracle_sigma_max") and key in b:
+            assert r["value"] == pytest.approx(b[key], rel=1e-5), key
+            checked += 1
+    assert checked >= 10
+
+
+def test_compare_passes_on_itself_and_fails_on_each_planted_regression(smoke_run):
+    recs = smoke_run.records
+    assert all(v.ok for v in compare(recs, recs))
+
+    def planted(pred, change):
+        out = []
+        for r in recs:
+            r = dict(r)
+            if pred(r):
+                change(r)
+            out.append(r)
+        return out
+
+    def fails(run, kind):
+        return any(not v.ok and v.kind == kind for v in compare(run, recs))
+
+    # accuracy drop
+    assert fails(planted(lambda r: r["metric"] == "test_accuracy", lambda r: r.update(value=r["value"] - 0.2)),
+                 "accuracy")
+    # time ratio on the same machine (only timings above the 1 ms floor are compared)
+    assert fails(planted(lambda r: r["metric"] == "train_time_s", lambda r: r.update(value=r["value"] * 10)),
+                 "time")
+    # error against the oracle
+    assert fails(planted(lambda r: r["metric"] == "sv_max_abs_err_rel", lambda r: r.update(value=1e-3)), "error")
+    # exactness / bound violations
+    assert fails(planted(lambda r: r["metric"] == "sigma_max_rel_err" and r["provides"] == "upper_bound",
+                         lambda r: r.update(value=-0.01)), "exactness")
+    assert fails(planted(lambda r: r["metric"] == "sigma_max_rel_err" and r["provides"] == "estimate",
+                         lambda r: r.update(value=0.01)), "exactness")
+    # a cell that fails or disappears
+    assert fails(planted(lambda r: r["method"] == "sedghi", lambda r: r.update(status="error", reason="boom")),
+                 "status")
+    assert fails([r for r in recs if r["method"] != "gram"], "status")
+
+
+def test_compare_cli_exit_codes_and_report_file(smoke_run, tmp_path, capsys):
+    run_dir = str(smoke_run.run_dir)
+    assert main(["compare", run_dir, "--baseline", str(smoke_run.run_dir / "results.jsonl"),
+                 "--out", str(tmp_path)]) == 0
+    assert (tmp_path / f"{smoke_run.run_dir.name}.md").read_text().startswith("# svbench regression check: PASS")
+    bad = tmp_path / "bad.jsonl"
+    lines = []
+    for r in smoke_run.records:
+        r = dict(r)
+        if r.get("unit") == "fraction" and r.get("higher_is_better") and (r.get("value") or 1) <= 0.9:
+            r["value"] += 0.1  # the baseline was better: the run regressed
+        lines.append(json.dumps(r))
+    bad.write_text("\n".join(lines) + "\n")
+    assert main(["compare", run_dir, "--baseline", str(bad), "--out", str(tmp_path)]) == 1
+    assert main(["compare", run_dir, "--baseline", str(tmp_path / "none.jsonl")]) == 2
+
+
+def test_report_writes_md_csv_and_self_contained_html(smoke_run, tmp_path, capsys):
+    assert main(["report", str(smoke_run.run_dir), "--out", str(tmp_path)]) == 0
+    html = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    assert "http://" not in html and "https://" not in html  # no CDN, no network
+    md = (tmp_path / "report.md").read_text()
+    assert "↑" in md and "↓" in md and "SV task" in md and "Train task" in md
+    assert (tmp_path / "report.csv").stat().st_size > 0
+
+
+def test_report_mean_and_ci_over_seeds(tmp_path):
+    suite = SUITE.replace("name: resumable", "name: seeds\nseeds: [0, 1, 2]")
+    p = tmp_path / "s.yaml"
+    p.write_text(suite.replace("methods: [none, sedghi, gram, reference]", "methods: [sedghi]"))
+    res = run_suite(str(p), out_root=tmp_path / "runs", progress=False)
+    t = sv_table(res.records)
+    assert set(t["seeds"]) == {3}
+
+
+def _cli_env():
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+
+
+def test_sigkill_mid_suite_then_resume_gives_the_uninterrupted_table(tmp_path):
+    suite = tmp_path / "resumable.yaml"
+    suite.write_text(SUITE)
+    full = run_suite(str(suite), out_root=tmp_path / "full", progress=False)
+    proc = subprocess.Popen([sys.executable, "-m", "svbench", "run", str(suite), "--out", str(tmp_path / "k"),
+                             "--no-progress"], env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = None
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        found = list((tmp_path / "k").glob("resumable/*/results.jsonl"))
+        if found and found[0].read_text().count("\n") >= 5:
+            results = found[0]
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert results is not None, "the run wrote nothing before the deadline"
+    run_dir = results.parent
+    n_before = len({r["cell_id"] for r in load_results(run_dir)})
+    resumed = run_suite(str(suite), resume=run_dir, progress=False)
+    assert resumed.cells_skipped_resume >= 1 or n_before == 0
+    assert _numeric_table(run_dir) == _numeric_table(full.run_dir)
+    ids = [r["cell_id"] for r in load_results(run_dir) if r.get("metric") == "sigma_max"]
+    assert len(ids) == len(set(ids)), "a finished cell was run twice"
+
+
+def test_ctrl_c_finishes_the_cell_and_says_how_to_resume(tmp_path):
+    suite = tmp_path / "resumable.yaml"
+    suite.write_text(SUITE)
+    proc = subprocess.Popen([sys.executable, "-m", "svbench", "run", str(suite), "--out", str(tmp_path / "k"),
+                             "--no-progress"], env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "k").glob("resumable/*/results.jsonl")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == 130
+    assert "--resume" in err and "Traceback" not in err
+    run_dir = next((tmp_path / "k").glob("resumable/*"))
+    assert (run_dir / "table.md").exists()
+    for line in (run_dir / "results.jsonl").read_text().splitlines():
+        json.loads(line)  # no corrupt record
