@@ -129,6 +129,9 @@ def checkpoint_spectrum(
         source = "assumed"
     out = []
     for e in convs:
+        if not torch.isfinite(e.kernel).all():
+            raise UserError(f"layer {e.name!r} has NaN or Inf weights: the checkpoint is corrupt or its training "
+                            f"diverged")
         if e.name in geo:
             n, stride, pad = geo[e.name]
         elif model is not None and e.kind == "tt":

@@ -1,0 +1,143 @@
+"""More bad inputs: each gets one clear line and exit code 2 (or a recorded cell status), nothing lost."""
+
+import errno
+import os
+
+import pytest
+import torch
+
+from svbench.cli.main import main
+from svbench.results.io import load_results
+from svbench.suite.runner import run_suite
+
+TINY = """
+name: tiny
+tasks:
+  - name: layers
+    kind: sv
+    methods: [sedghi, none]
+    timing: {warmup: 0, min_repeats: 1, max_repeats: 2, budget_s: 0.01}
+    shapes:
+      - {c_in: 2, c_out: 3, k: 3, n: 4}
+      - {c_in: 2, c_out: 2, k: 3, n: 4}
+"""
+
+
+def _run(capsys, *args):
+    code = main(list(args))
+    err = capsys.readouterr().err
+    return code, err
+
+
+def _one_line(err):
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_threads_must_be_positive(capsys):
+    code, err = _run(capsys, "run", "smoke", "--threads", "0")
+    assert code == 2 and "--threads must be >= 1" in _one_line(err)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_requested_without_gpu(capsys):
+    code, err = _run(capsys, "run", "smoke", "--device", "cuda")
+    assert code == 2 and "no GPU is available; use --device cpu" in _one_line(err)
+
+
+def test_unknown_device(capsys):
+    code, err = _run(capsys, "run", "smoke", "--device", "tpu")
+    assert code == 2 and "unknown device 'tpu'" in _one_line(err)
+
+
+def test_nan_weights_in_checkpoint(tmp_path, capsys):
+    w = torch.randn(2, 2, 3, 3)
+    w[0, 0, 1, 1] = float("nan")
+    torch.save({"conv.weight": w}, tmp_path / "nan.pt")
+    code, err = _run(capsys, "spectrum", str(tmp_path / "nan.pt"), "--input-size", "8")
+    assert code == 2 and "NaN or Inf weights" in _one_line(err)
+
+
+def test_negative_input_size(tmp_path, capsys):
+    torch.save({"conv.weight": torch.randn(2, 2, 3, 3)}, tmp_path / "c.pt")
+    code, err = _run(capsys, "spectrum", str(tmp_path / "c.pt"), "--input-size", "-3")
+    assert code == 2 and "--input-size must be a positive integer" in _one_line(err)
+
+
+def test_missing_dataset_in_a_suite(tmp_path, capsys):
+    p = tmp_path / "t.yaml"
+    p.write_text("name: t\ntasks:\n  - {name: c, kind: train, dataset: cifar10, data_root: " + str(tmp_path) +
+                 ", methods: [none], epochs: 1}\n")
+    code, err = _run(capsys, "run", str(p), "--out", str(tmp_path / "runs"))
+    assert code == 2 and "cifar-10-batches-py" in _one_line(err)
+
+
+def test_gpu_out_of_memory_is_recorded_and_the_suite_goes_on(tmp_path, monkeypatch):
+    from svbench.methods.sedghi import SedghiMethod
+
+    def boom(self, layer, n):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80 GiB")
+
+    monkeypatch.setattr(SedghiMethod, "layer_svs", boom)
+    p = tmp_path / "t.yaml"
+    p.write_text(TINY)
+    res = run_suite(str(p), out_root=tmp_path / "runs", progress=False)
+    status = {(r["method"], r["status"]) for r in res.records}
+    assert ("sedghi", "oom") in status and ("none", "ok") in status
+    assert "oom" in res.table_md
+
+
+def test_nonfinite_method_output_is_recorded(tmp_path, monkeypatch):
+    from svbench.methods.sedghi import SedghiMethod
+
+    def nan(self, layer, n):
+        return torch.full((min(layer.out_channels, layer.in_channels) * n * n,), float("nan"))
+
+    monkeypatch.setattr(SedghiMethod, "layer_svs", nan)
+    p = tmp_path / "t.yaml"
+    p.write_text(TINY)
+    res = run_suite(str(p), out_root=tmp_path / "runs", progress=False)
+    assert any(r["method"] == "sedghi" and r["status"] == "nonfinite" for r in res.records)
+
+
+def test_disk_full_keeps_finished_cells(tmp_path, monkeypatch, capsys):
+    p = tmp_path / "t.yaml"
+    p.write_text(TINY)
+    real_write = os.write
+    calls = {"n": 0}
+
+    def flaky_write(fd, data):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", flaky_write)
+    code, err = _run(capsys, "run", str(p), "--out", str(tmp_path / "runs"), "--no-progress")
+    line = _one_line(err)
+    assert code == 2 and "No space left on device" in line and "--resume" in line
+    monkeypatch.setattr(os, "write", real_write)
+    run_dir = next((tmp_path / "runs" / "tiny").iterdir())
+    kept = {r["cell_id"] for r in load_results(run_dir)}
+    assert len(kept) == 2  # the two cells written before the failure are intact
+    res = run_suite(str(p), resume=run_dir, progress=False)
+    assert res.cells_skipped_resume == 2 and len({r["cell_id"] for r in res.records}) == 4
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    code, err = _run(capsys, "run", "smoke", "--resume", str(tmp_path))
+    assert code == 2 and "not a run folder" in _one_line(err)
+
+
+def test_report_of_a_folder_without_results(tmp_path, capsys):
+    code, err = _run(capsys, "report", str(tmp_path))
+    assert code == 2 and "no results found" in _one_line(err)
+
+
+def test_unknown_tolerance_in_suite(tmp_path):
+    from svbench.errors import UserError
+    from svbench.report.compare import compare
+
+    with pytest.raises(UserError, match="unknown tolerance"):
+        compare([], [], {"accuracy_dorp": 0.1})
