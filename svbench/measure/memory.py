@@ -48,6 +48,13 @@ def _set_glibc_thresholds(mmap: int, trim: int) -> bool:
         return False
 
 
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_memory(fn: Callable[[], object], device: torch.device | str = "cpu") -> PeakMemory:
     """Peak extra memory while ``fn`` runs (see the module docstring for what is measured where)."""
     device = torch.device(device)
@@ -61,6 +68,7 @@ def peak_memory(fn: Callable[[], object], device: torch.device | str = "cpu") ->
     if sys.platform.startswith("linux") and _set_glibc_thresholds(65536, 65536):
         try:
             gc.collect()
+            _malloc_trim()  # give cached free heap memory back, so the call cannot hide in it
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
             base = _read_status()["VmRSS"]

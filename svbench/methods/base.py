@@ -219,6 +219,17 @@ class Method(abc.ABC):
         """The numerical route used (recorded with every result)."""
         return getattr(self.config, "backend", "n/a")
 
+    def network_svs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, Tensor]:
+        """What this method computes for EVERY conv of a model, each on the circular model of its input grid.
+
+        Default: ``layer_svs`` per conv on a circular-padding view of it (same weight). Methods that can batch
+        layers of one shape into one call (``sedghi``, ``tt``) override this.
+        """
+        out = {}
+        for name, layer, n in conv_inputs(model, input_shape):
+            out[name] = self.layer_svs(circular_view(layer), n)
+        return out
+
     def control_target(self) -> float | None:
         """The sigma_max this method's control aims at (None: no control); used for overshoot reports."""
         return None
@@ -238,3 +249,38 @@ class Method(abc.ABC):
 
 
 METHODS: Registry[type[Method]] = Registry("method")
+
+
+def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tuple[str, nn.Module, int]]:
+    """(name, conv-like module, input size) for every nn.Conv2d / TT conv in forward order (forward hooks)."""
+    seen: list[tuple[str, nn.Module, int]] = []
+    handles = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Conv2d) or hasattr(mod, "k2"):
+            def hook(m: nn.Module, args: tuple, name: str = name) -> None:
+                if all(m is not s[1] for s in seen):
+                    seen.append((name, m, int(args[0].shape[-1])))
+            handles.append(mod.register_forward_pre_hook(hook))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            p = next(model.parameters(), None)
+            model(torch.zeros(1, *input_shape, device=p.device if p is not None else "cpu",
+                              dtype=p.dtype if p is not None else torch.float32))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+    return seen
+
+
+def circular_view(layer: nn.Module) -> nn.Module:
+    """A circular-padding twin of a plain conv sharing its weight (TT and other layers are returned as they are)."""
+    if type(layer) is not nn.Conv2d or layer.padding_mode == "circular":
+        return layer
+    twin = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                     layer.dilation, layer.groups, bias=False, padding_mode="circular",
+                     device=layer.weight.device, dtype=layer.weight.dtype)
+    twin.weight = layer.weight
+    return twin

@@ -73,6 +73,19 @@ class SedghiMethod(Method):
     def control_target(self) -> float | None:
         return self.config.clip_to
 
+    def network_svs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, Tensor]:
+        """All SVs of every plain conv, layers of one transfer shape batched into one call."""
+        from svbench.functional.network import batched_conv_singular_values
+        from svbench.methods.base import conv_inputs
+
+        convs = [(name, m, n) for name, m, n in conv_inputs(model, input_shape) if type(m) is nn.Conv2d
+                 and m.groups == 1 and m.dilation[0] == 1 and m.kernel_size[0] <= n]
+        c = self.config
+        with torch.no_grad():
+            svs = batched_conv_singular_values([(m.weight.detach(), n, m.stride[0]) for _, m, n in convs],
+                                               backend=c.backend, driver=c.driver)
+        return {name: s for (name, _, _), s in zip(convs, svs)}
+
     # ---- training hooks ---------------------------------------------------------------------------------
     def wrap(self, model: nn.Module) -> nn.Module:
         self._sizes.attach(model)

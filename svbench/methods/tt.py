@@ -302,6 +302,32 @@ class TTMethod(Method):
     def control_target(self) -> float | None:
         return None if self.config.control == "none" else self.config.target
 
+    def network_svs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, Tensor]:
+        """All SVs of every conv of a (wrapped) model: TT layers by their folded cores (Theorem 1), dense convs
+        by their kernels; every group of one transfer shape in one batched call."""
+        from svbench.functional.network import batched_conv_singular_values
+        from svbench.methods.base import conv_inputs
+
+        items, names, totals = [], [], []
+        with torch.no_grad():
+            for name, m, n in conv_inputs(model, input_shape):
+                s = m.stride[0]
+                if isinstance(m, TTConv2d):
+                    core, _, _ = fold_cores(m.k1, m.k2, m.k3)
+                    items.append((core, n, s))
+                    totals.append(min(m.out_channels * (n // s) ** 2, m.in_channels * n * n))
+                elif type(m) is nn.Conv2d and m.groups == 1 and m.dilation[0] == 1 and m.kernel_size[0] <= n:
+                    items.append((m.weight.detach(), n, s))
+                    totals.append(None)
+                else:
+                    continue
+                names.append(name)
+            svs = batched_conv_singular_values(items, backend=self.config.backend, driver=self.config.driver)
+        out = {}
+        for name, sv, total in zip(names, svs, totals):
+            out[name] = sv if total is None else torch.cat([sv, sv.new_zeros(total - sv.numel())])
+        return out
+
     # ---- training hooks ---------------------------------------------------------------------------------
     def wrap(self, model: nn.Module) -> nn.Module:
         """Replace every supported nn.Conv2d by a TTConv2d; the report is in ``self.conversion``."""

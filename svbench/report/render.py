@@ -14,7 +14,14 @@ import pandas as pd
 from svbench.errors import UserError
 from svbench.report import plots
 from svbench.results.io import load_results
-from svbench.results.tables import sv_markdown, sv_table, train_markdown, train_table
+from svbench.results.tables import (
+    network_markdown,
+    network_table,
+    sv_markdown,
+    sv_table,
+    train_markdown,
+    train_table,
+)
 
 
 def load_many(paths: list[str | Path]) -> list[dict[str, Any]]:
@@ -45,6 +52,9 @@ def build_report(paths: list[str | Path], out_dir: str | Path) -> dict[str, Path
         md.append(sv_markdown(sv))
     if not tr.empty:
         md.append(train_markdown(tr))
+    nt = network_table(records)
+    if not nt.empty:
+        md.append(network_markdown(nt))
     figures = {
         "time_vs_channels": plots.time_vs_channels(sv),
         "error_vs_time": plots.error_vs_time(sv),

@@ -64,6 +64,12 @@ METRICS: dict[str, MetricInfo] = {
         "ratio", False, "max over all SVs of |method - oracle| / oracle sigma_max (all-SV methods)"
     ),
     "forward_time_ms": MetricInfo("ms", False, "median wall time of the layer's forward at the task's batch"),
+    # network task
+    "network_sv_time_ms": MetricInfo("ms", False, "median time for all SVs (or bounds) of every conv of a model"),
+    "network_peak_mem_bytes": MetricInfo("bytes", False, "peak extra memory of that computation"),
+    "network_sigma_max": MetricInfo("1", False, "largest per-layer sigma_max found"),
+    "network_max_err_rel": MetricInfo("ratio", False, "max over layers and SVs of |error| / layer sigma_max"),
+    "network_min_bound_rel_err": MetricInfo("ratio", False, "min over layers of (bound - exact) / exact (>= 0)"),
     # train task
     "test_accuracy": MetricInfo("fraction", True, "top-1 accuracy on the full test split, last epoch"),
     "val_accuracy_best": MetricInfo("fraction", True, "best validation accuracy over epochs (selection only)"),

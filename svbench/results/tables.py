@@ -197,3 +197,49 @@ def train_markdown(table: pd.DataFrame) -> str:
             out.append(f"| {r['method']} | " + " | ".join(cells) + f" | {r['seeds']} | {status} |")
         out.append("")
     return "\n".join(out) + "\n"
+
+
+def network_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    df = records_frame([r for r in records if r.get("task_kind") == "network"])
+    if df.empty:
+        return pd.DataFrame()
+    rows = []
+    for (task, model, label), g in df.groupby(["task", "model", "method_label"], sort=False):
+        row: dict[str, Any] = {"task": task, "model": model, "method": label, "provides": g.iloc[0]["provides"]}
+        for metric in ("network_sv_time_ms", "network_peak_mem_bytes", "network_sigma_max", "network_max_err_rel",
+                       "network_min_bound_rel_err"):
+            sub = g[(g["metric"] == metric) & (g["status"] == "ok")]
+            vals = pd.to_numeric(sub["value"], errors="coerce").dropna()
+            row[metric] = float(vals.mean()) if len(vals) else np.nan
+        t = g[g["metric"] == "network_sv_time_ms"]
+        row["n_layers"] = int(t.iloc[0]["extra"]["n_layers"]) if len(t) else 0
+        bad = g[g["status"] != "ok"]
+        row["status"] = "ok" if bad.empty else f"{bad.iloc[0]['status']}: {bad.iloc[0].get('reason')}"
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    ref = out[out["method"] == "reference"].set_index(["task", "model"])["network_sv_time_ms"]
+    out["speedup_vs_reference"] = [ref.get((t, m), np.nan) / v if v and np.isfinite(v) else np.nan
+                                   for t, m, v in zip(out["task"], out["model"], out["network_sv_time_ms"])]
+    return out
+
+
+def network_markdown(table: pd.DataFrame) -> str:
+    if table.empty:
+        return ""
+    out = []
+    for task, tg in table.groupby("task", sort=False):
+        out.append(f"### Network task `{task}` (all convs, circular model on each layer's grid)\n")
+        out.append("| model | method | provides | layers | time ms ↓ | × vs reference ↑ | peak MiB ↓ | max err / σ ↓ "
+                   "| min bound rel. err | status |")
+        out.append("|" + "---|" * 10)
+        for _, r in tg.iterrows():
+            def f(v: Any, kind: str = "num") -> str:
+                if v is None or (isinstance(v, float) and not np.isfinite(v)):
+                    return "—"
+                return f"{v / 2**20:.1f}" if kind == "mem" else f"{v:.4g}"
+            out.append(f"| {r['model']} | {r['method']} | {r['provides']} | {r['n_layers']} | "
+                       f"{f(r['network_sv_time_ms'])} | {f(r['speedup_vs_reference'])} | "
+                       f"{f(r['network_peak_mem_bytes'], 'mem')} | {f(r['network_max_err_rel'])} | "
+                       f"{f(r['network_min_bound_rel_err'])} | {r['status']} |")
+        out.append("")
+    return "\n".join(out) + "\n"

@@ -29,9 +29,17 @@ from svbench.methods import METHODS, Method
 from svbench.methods.base import LayerSpec
 from svbench.results.io import RESULTS_FILE, ResultsWriter, load_results
 from svbench.results.schema import SCHEMA_VERSION, metric_info
-from svbench.results.tables import sv_markdown, sv_table, train_markdown, train_table
+from svbench.results.tables import (
+    network_markdown,
+    network_table,
+    sv_markdown,
+    sv_table,
+    train_markdown,
+    train_table,
+)
 from svbench.suite.loader import load_suite, select_methods
-from svbench.suite.schema import Suite, SVTask, TrainTask
+from svbench.suite.network_cell import run_network_cell
+from svbench.suite.schema import NetworkTask, Suite, SVTask, TrainTask
 from svbench.suite.train_cell import run_train_cell
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -53,11 +61,14 @@ class Cell:
     method: Method
     seed: int
     spec: LayerSpec | None = None
+    model: str | None = None
 
     @property
     def cell_id(self) -> str:
         if self.spec is not None:
             what = self.spec.label
+        elif self.model is not None:
+            what = f"{self.model}@{self.task.input_shape[1]}"
         else:
             what = f"{getattr(self.task, 'model', '-')}@{getattr(self.task, 'dataset', '-')}"
         return f"{self.task.name}|{what}|{self.method.label}|seed={self.seed}"
@@ -106,8 +117,11 @@ def plan_cells(suite: Suite, methods: str | list[str] | None = None) -> list[Cel
         variants = _method_variants(task, select_methods(methods, task.methods))
         for seed in suite.seeds:
             if isinstance(task, SVTask):
-                for spec in task.shapes:
+                for spec in task.all_shapes():
                     cells += [Cell(task, m, seed, spec) for m in variants]
+            elif isinstance(task, NetworkTask):
+                cells += [Cell(task, m, seed, model=name) for name in task.models for m in variants
+                          if m.provides in ("all_svs", "upper_bound")]
             else:
                 cells += [Cell(task, m, seed) for m in variants if m.trains]
     return cells
@@ -203,11 +217,16 @@ def write_tables(run_dir: Path, records: list[dict[str, Any]]) -> str:
     ttable = train_table(records)
     if not ttable.empty:
         md += train_markdown(ttable)
+    ntable = network_table(records)
+    if not ntable.empty:
+        md += network_markdown(ntable)
     try:
         (run_dir / "table.md").write_text(md or "_no results_\n")
         table.to_csv(run_dir / "table.csv", index=False)
         if not ttable.empty:
             ttable.to_csv(run_dir / "train_table.csv", index=False)
+        if not ntable.empty:
+            ntable.to_csv(run_dir / "network_table.csv", index=False)
     except OSError as e:
         raise UserError(f"cannot write tables into {run_dir}: {e.strerror}; results.jsonl is intact") from None
     return md
@@ -277,6 +296,7 @@ def _base_record(cell: Cell, ctx: _Ctx) -> dict[str, Any]:
         "provides": m.provides,
         "backend": m.backend(),
         "shape": cell.spec.as_dict() if cell.spec is not None else None,
+        "model": cell.model,
         "seed": cell.seed,
         "metric": None,
         "value": None,
@@ -319,6 +339,8 @@ def run_cell(cell: Cell, ctx: _Ctx) -> list[dict[str, Any]]:
             return _run_sv_cell(cell, ctx, base)
         if isinstance(cell.task, TrainTask):
             return run_train_cell(cell, ctx, base, _records)
+        if isinstance(cell.task, NetworkTask):
+            return run_network_cell(cell, ctx, base, _records)
         raise UserError(f"unknown task kind {cell.task.kind!r}")
     except UnsupportedShape as e:
         return _status_record(base, "skipped", str(e))

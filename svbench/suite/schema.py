@@ -31,12 +31,38 @@ class TimingSpec:
 
 
 @dataclass(frozen=True)
+class GridSpec:
+    """A cartesian sweep of layer shapes (c_in = c_out = c), pruned by a work budget."""
+
+    c: list[int]
+    n: list[int]
+    k: list[int] = field(default_factory=lambda: [3])
+    stride: list[int] = field(default_factory=lambda: [1])
+    padding: Literal["circular", "zeros"] = "circular"
+    max_work: float | None = None  # skip shapes with (n/s)^2 c^3 above this (the cubic SVD model)
+
+    def shapes(self) -> list[LayerSpec]:
+        out = []
+        for c in self.c:
+            for n in self.n:
+                for k in self.k:
+                    for s in self.stride:
+                        if k > n or (self.padding == "circular" and n % s):
+                            continue
+                        if self.max_work is not None and (n // s) ** 2 * c**3 > self.max_work:
+                            continue
+                        out.append(LayerSpec(c, c, k, n, s, self.padding))
+        return out
+
+
+@dataclass(frozen=True)
 class SVTask:
     """Per-layer SV computation: time, memory, sigma_max, error against the oracle."""
 
     name: str
-    shapes: list[LayerSpec]
+    shapes: list[LayerSpec] = field(default_factory=list)
     kind: Literal["sv"] = "sv"
+    grid: GridSpec | None = None
     methods: str | list[str] = "all"
     variants: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     timing: TimingSpec = TimingSpec()
@@ -45,14 +71,19 @@ class SVTask:
     measure_memory: bool = True
 
     def __post_init__(self) -> None:
-        if not self.shapes:
-            raise ValueError("an sv task needs at least one shape")
+        if not self.all_shapes():
+            raise ValueError("an sv task needs at least one shape (shapes or grid)")
         if isinstance(self.methods, str) and self.methods != "all":
             raise ValueError(f"methods must be 'all' or a list of names, got {self.methods!r}")
         if self.oracle_max_dim < 0:
             raise ValueError("oracle_max_dim must be >= 0")
         if self.forward_batch < 1:
             raise ValueError("forward_batch must be >= 1")
+
+    def all_shapes(self) -> list[LayerSpec]:
+        """Explicit shapes, then the grid's (duplicates dropped, order kept)."""
+        grid = self.grid.shapes() if self.grid is not None else []
+        return list(dict.fromkeys([*self.shapes, *grid]))
 
 
 @dataclass(frozen=True)
@@ -92,7 +123,31 @@ class TrainTask:
             raise ValueError(f"methods must be 'all' or a list of names, got {self.methods!r}")
 
 
-TASK_KINDS: dict[str, type] = {"sv": SVTask, "train": TrainTask}
+@dataclass(frozen=True)
+class NetworkTask:
+    """All SVs of every conv of whole models (circular model of each conv on its input grid)."""
+
+    name: str
+    models: list[str]
+    kind: Literal["network"] = "network"
+    input_shape: list[int] = field(default_factory=lambda: [3, 32, 32])
+    num_classes: int = 10
+    methods: str | list[str] = "all"
+    variants: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    timing: TimingSpec = TimingSpec(warmup=1, min_repeats=3, max_repeats=20, budget_s=2.0)
+    check_error: bool = True  # compare every layer with the float64 FFT SVD (costly for big nets)
+    measure_memory: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("a network task needs at least one model")
+        if len(self.input_shape) != 3 or self.input_shape[1] != self.input_shape[2] or min(self.input_shape) < 1:
+            raise ValueError(f"input_shape must be [C, H, H], got {self.input_shape}")
+        if isinstance(self.methods, str) and self.methods != "all":
+            raise ValueError(f"methods must be 'all' or a list of names, got {self.methods!r}")
+
+
+TASK_KINDS: dict[str, type] = {"sv": SVTask, "train": TrainTask, "network": NetworkTask}
 
 
 @dataclass(frozen=True)

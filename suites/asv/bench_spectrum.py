@@ -1,0 +1,100 @@
+"""asv benchmarks: SV computation per method x layer shape (time_*), and GPU peak memory (track_*).
+
+Fixed seeded inputs; CPU runs pin one thread. ``setup`` raises NotImplementedError to skip unsupported cells
+(asv's convention). asv's ``peakmem_`` measures host memory, so GPU memory is a ``track_`` in bytes.
+Run: ``asv run --python=same --quick`` (CPU); on a GPU machine ``SVBENCH_ASV_DEVICE=cuda asv continuous main HEAD``.
+"""
+
+import os
+
+import torch
+
+from svbench.methods import create_method
+from svbench.methods.base import LayerSpec
+
+DEVICE = os.environ.get("SVBENCH_ASV_DEVICE", "cpu")
+SHAPES = ["16-8-1", "64-16-1", "64-16-2"]  # c-n-stride, 3x3 kernels
+METHODS = ["reference", "sedghi", "sedghi-eigh", "tt-half", "gram", "power", "cayley"]
+
+
+def _method(name):
+    table = {
+        "sedghi-eigh": ("sedghi", {"backend": "eigh"}),
+        "tt-half": ("tt", {"rank_scale": 0.5}),
+    }
+    base, opts = table.get(name, (name, {}))
+    return create_method(base, **opts)
+
+
+def _prepare(method_name, shape):
+    if DEVICE == "cuda" and not torch.cuda.is_available():
+        raise NotImplementedError("no GPU")
+    torch.set_num_threads(1)
+    c, n, s = (int(x) for x in shape.split("-"))
+    spec = LayerSpec(c, c, 3, n, s, "circular")
+    method = _method(method_name)
+    if method.supports.why_not(spec):
+        raise NotImplementedError(method.supports.why_not(spec))
+    layer = method.make_layer(spec, seed=0, device=DEVICE)
+    return method, layer, n
+
+
+class LayerSVs:
+    params = (METHODS, SHAPES)
+    param_names = ["method", "shape"]
+    timeout = 300
+
+    def setup(self, method_name, shape):
+        self.method, self.layer, self.n = _prepare(method_name, shape)
+        self.method.layer_svs(self.layer, self.n)  # warm-up: plans, workspaces
+
+    def time_layer_svs(self, method_name, shape):
+        self.method.layer_svs(self.layer, self.n)
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()
+
+
+class LayerSVsGPUMemory:
+    params = (METHODS, SHAPES)
+    param_names = ["method", "shape"]
+
+    def setup(self, method_name, shape):
+        if DEVICE != "cuda":
+            raise NotImplementedError("GPU memory is tracked on CUDA only (SVBENCH_ASV_DEVICE=cuda)")
+        self.method, self.layer, self.n = _prepare(method_name, shape)
+        self.method.layer_svs(self.layer, self.n)
+
+    def track_gpu_peak_bytes(self, method_name, shape):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        self.method.layer_svs(self.layer, self.n)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+
+    track_gpu_peak_bytes.unit = "bytes"
+
+
+class NetworkSVs:
+    params = (["reference", "sedghi", "tt192"], ["small_cnn", "resnet18"])
+    param_names = ["method", "model"]
+    timeout = 600
+
+    def setup(self, method_name, model_name):
+        from svbench.models import build_model
+
+        if DEVICE == "cuda" and not torch.cuda.is_available():
+            raise NotImplementedError("no GPU")
+        if DEVICE == "cpu" and model_name != "small_cnn":
+            raise NotImplementedError("large networks are GPU benchmarks")
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        name, opts = ("tt", {"rank": 192, "init": "orthogonal"}) if method_name == "tt192" else (method_name, {})
+        self.method = create_method(name, **opts)
+        self.model = self.method.wrap(build_model(model_name, in_channels=3, image_size=32)).to(DEVICE).eval()
+        self.method.network_svs(self.model, (3, 32, 32))
+
+    def time_network_svs(self, method_name, model_name):
+        self.method.network_svs(self.model, (3, 32, 32))
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()

@@ -1,0 +1,58 @@
+"""One network cell: all SVs of every conv of a model by one method, timed as one operation."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from svbench.functional.spectrum import conv_singular_values
+from svbench.measure import peak_memory, time_callable
+from svbench.methods.base import conv_inputs
+from svbench.models import build_model
+
+
+def run_network_cell(cell: Any, ctx: Any, base: dict[str, Any], records: Any) -> list[dict[str, Any]]:
+    task, method = cell.task, cell.method
+    shape = tuple(task.input_shape)
+    torch.manual_seed(cell.seed)
+    model = build_model(cell.model, num_classes=task.num_classes, in_channels=shape[0], image_size=shape[1])
+    model = method.wrap(model).to(ctx.device, ctx.dtype).eval()
+    base["extra"] = {"what": "circular model of every conv on its own input grid"}
+
+    def compute() -> dict[str, torch.Tensor]:
+        return method.network_svs(model, shape)
+
+    first = compute()
+    t = time_callable(compute, ctx.device, **dataclasses.asdict(task.timing))
+    items: list[dict[str, Any]] = [
+        {"metric": "network_sv_time_ms", "value": t.median_ms, "iqr": t.iqr_ms, "repeats": t.repeats,
+         "extra": {"clock": t.clock, "n_layers": len(first), "n_values": int(sum(v.numel() for v in first.values()))}},
+        {"metric": "network_sigma_max", "value": max(float(v[0]) for v in first.values()) if first else None},
+    ]
+    if task.measure_memory:
+        mem = peak_memory(compute, ctx.device)
+        items.append({"metric": "network_peak_mem_bytes", "value": mem.bytes, "extra": {"how": mem.how}})
+    if task.check_error and method.provides in ("all_svs", "upper_bound"):
+        errs, how = [], "fft_float64"
+        layers = {name: m for name, m, _ in conv_inputs(model, shape)}
+        sizes = {name: n for name, _, n in conv_inputs(model, shape)}
+        for name, got in first.items():
+            kernel = method.dense_kernel(layers[name])
+            if kernel is None:
+                continue
+            with torch.no_grad():
+                exact = conv_singular_values(kernel.detach().double(), sizes[name], layers[name].stride[0],
+                                             backend="svdvals64")
+            s1 = float(exact[0])
+            if method.provides == "all_svs":
+                errs.append(float((got.double().cpu() - exact.cpu()).abs().max()) / s1)
+            else:
+                errs.append((float(got[0]) - s1) / s1)
+        if errs:
+            all_svs = method.provides == "all_svs"
+            metric = "network_max_err_rel" if all_svs else "network_min_bound_rel_err"
+            items.append({"metric": metric, "value": max(errs) if all_svs else min(errs), "extra": {"oracle": how}})
+        base["oracle"] = how
+    return records(base, items)
