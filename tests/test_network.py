@@ -1,0 +1,63 @@
+"""Whole-network SVs: batching by transfer shape changes nothing; the network task runs end to end."""
+
+import torch
+
+from svbench.functional.network import batched_conv_singular_values
+from svbench.functional.spectrum import conv_singular_values
+from svbench.methods import create_method
+from svbench.models import build_model
+from svbench.suite.loader import parse_suite
+from svbench.suite.runner import run_suite
+
+
+def test_batched_equals_per_layer():
+    g = torch.Generator().manual_seed(0)
+    layers = [(torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64), 8, 1),
+              (torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64), 8, 1),
+              (torch.randn(5, 2, 3, 3, generator=g, dtype=torch.float64), 8, 2),
+              (torch.randn(6, 6, 1, 1, generator=g, dtype=torch.float64), 4, 1)]
+    got = batched_conv_singular_values(layers)
+    for (w, n, s), sv in zip(layers, got):
+        assert torch.allclose(sv, conv_singular_values(w, n, s), atol=1e-12)
+
+
+def test_network_svs_sedghi_tt_reference_agree_with_layers():
+    torch.manual_seed(0)
+    model = build_model("small_cnn", in_channels=3, image_size=16, width=4).double()
+    a = create_method("sedghi").network_svs(model, (3, 16, 16))
+    b = create_method("reference").network_svs(model, (3, 16, 16))
+    assert a.keys() == b.keys() and len(a) == 4
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-10)
+    tt = create_method("tt", rank_scale=0.5, keep_first=False)
+    wrapped = tt.wrap(build_model("small_cnn", in_channels=3, image_size=16, width=4).double())
+    out = tt.network_svs(wrapped, (3, 16, 16))
+    from svbench.methods.tt import tt_layer_singular_values
+    from svbench.methods.base import circular_view, conv_inputs
+
+    for name, layer, n in conv_inputs(wrapped, (3, 16, 16)):
+        layer.padding_mode = "circular"
+        assert torch.allclose(out[name], tt_layer_singular_values(layer, n), atol=1e-10)
+        assert circular_view(layer) is layer
+
+
+def test_network_task_and_grid(tmp_path):
+    suite = parse_suite({
+        "name": "net",
+        "tasks": [
+            {"name": "nets", "kind": "network", "models": ["small_cnn"], "input_shape": [3, 16, 16],
+             "methods": ["reference", "sedghi", "gram", "cayley"],
+             "timing": {"warmup": 0, "min_repeats": 1, "max_repeats": 2, "budget_s": 0.01}},
+            {"name": "grid", "kind": "sv", "methods": ["sedghi"],
+             "timing": {"warmup": 0, "min_repeats": 1, "max_repeats": 2, "budget_s": 0.01},
+             "grid": {"c": [2, 4, 64], "n": [4, 8], "k": [3, 5], "max_work": 5000}},
+        ],
+    }, "test")
+    shapes = suite.tasks[1].all_shapes()
+    assert all(s.k <= s.n and (s.n ** 2) * s.c_in ** 3 <= 5000 for s in shapes) and len(shapes) == 6
+    res = run_suite(suite, out_root=tmp_path, progress=False)
+    net = [r for r in res.records if r["task"] == "nets"]
+    assert {r["method"] for r in net} == {"reference", "sedghi", "gram"}  # cayley computes no SVs of a given net
+    errs = [r["value"] for r in net if r["metric"] == "network_max_err_rel"]
+    assert errs and max(errs) < 1e-5
+    assert "Network task" in res.table_md
