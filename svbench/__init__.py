@@ -7,8 +7,8 @@ Public facade::
 
 __version__ = "0.1.0"
 
-from svbench.methods import create_method, list_methods  # noqa: E402
-from svbench.results.io import load_results  # noqa: E402
-from svbench.suite.runner import run_suite  # noqa: E402
+from svbench.methods import create_method, list_methods
+from svbench.results.io import load_results
+from svbench.suite.runner import run_suite
 
 __all__ = ["__version__", "create_method", "list_methods", "load_results", "run_suite"]

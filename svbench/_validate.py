@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import types
-
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from svbench.errors import UserError

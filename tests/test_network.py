@@ -32,8 +32,8 @@ def test_network_svs_sedghi_tt_reference_agree_with_layers():
     tt = create_method("tt", rank_scale=0.5, keep_first=False)
     wrapped = tt.wrap(build_model("small_cnn", in_channels=3, image_size=16, width=4).double())
     out = tt.network_svs(wrapped, (3, 16, 16))
-    from svbench.methods.tt import tt_layer_singular_values
     from svbench.methods.base import circular_view, conv_inputs
+    from svbench.methods.tt import tt_layer_singular_values
 
     for name, layer, n in conv_inputs(wrapped, (3, 16, 16)):
         layer.padding_mode = "circular"

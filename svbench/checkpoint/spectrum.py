@@ -163,7 +163,9 @@ def write_spectrum(spectra: list[LayerSpectrum], out_dir: str | Path) -> tuple[P
                     w.writerow([s.name, s.kind, s.n, s.stride, i, repr(v)])
         md_path.write_text(spectrum_markdown(spectra))
     except OSError as e:
-        raise UserError(f"cannot write the spectrum into {out}: {e.strerror}; choose another folder with --out") from None
+        raise UserError(
+            f"cannot write the spectrum into {out}: {e.strerror}; choose another folder with --out"
+        ) from None
     return csv_path, md_path
 
 

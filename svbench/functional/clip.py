@@ -70,7 +70,7 @@ def sedghi_clip(
     *,
     mode: ClipMode = "clip",
     padding: str = "circular",
-    route: str = "svd",
+    route: str = "gram",
 ) -> ClipResult:
     """One Sedghi clipping pass of a (c_out, c_in, k, k) kernel for an n x n input; returns the cropped kernel.
 

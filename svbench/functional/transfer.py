@@ -88,7 +88,7 @@ def transfer_matrices(weight: Tensor, n: int, stride: int = 1, *, real_fft: bool
 
 
 def rfft_multiplicity(m: int, device: torch.device | str | None = None) -> Tensor:
-    """How often each rfft column stands for itself in the full spectrum: 1 for w2 = 0 (and w2 = m/2, m even), else 2."""
+    """How often each rfft column stands in the full spectrum: 1 for w2 = 0 (and w2 = m/2, m even), else 2."""
     mf = m // 2 + 1
     mult = torch.full((mf,), 2, dtype=torch.long, device=device)
     mult[0] = 1

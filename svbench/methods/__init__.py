@@ -3,7 +3,7 @@
 from svbench.methods import cayley, gram, none, power, reference, sedghi, tt  # noqa: F401  (registration side effect)
 from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, seeded_conv
 
-__all__ = ["METHODS", "Capabilities", "LayerSpec", "Method", "seeded_conv", "create_method", "list_methods"]
+__all__ = ["METHODS", "Capabilities", "LayerSpec", "Method", "create_method", "list_methods", "seeded_conv"]
 
 
 def create_method(name: str, **options) -> Method:

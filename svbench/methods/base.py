@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from svbench._registry import Registry
 from svbench._validate import from_mapping, to_mapping
-from svbench.errors import UnsupportedShape, UserError
+from svbench.errors import UnsupportedShape
 
 Provides = Literal["all_svs", "upper_bound", "estimate", "orthogonal_layer", "none"]
 PROVIDES_HELP: dict[str, str] = {

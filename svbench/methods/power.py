@@ -151,7 +151,8 @@ class PowerMethod(Method):
                     s, pad = mod.stride[0], mod.padding_mode
                     w = mod.weight.detach()
                     if mod.dilation[0] == 1:
-                        true = float(conv_sigma_max(w, n, s) if pad == "circular" else zero_padding_sigma_max_bound(w, n, s))
+                        exact = pad == "circular"
+                        true = float(conv_sigma_max(w, n, s) if exact else zero_padding_sigma_max_bound(w, n, s))
                         src = "circular_exact@n" if pad == "circular" else "circular_bound@n'"
                     else:
                         true, src = float("nan"), "not computed (dilation)"

@@ -34,7 +34,7 @@ class SedghiConfig:
     clip_to: float | None = None  # target sigma_max for the control step (None: no control)
     clip_every: int = 100
     mode: Literal["clip", "assign"] = "clip"
-    clip_route: Literal["svd", "gram"] = "svd"
+    clip_route: Literal["svd", "gram"] = "gram"  # measured faster on CPU at equal accuracy (reports/cpu-performance.md)
 
     def __post_init__(self) -> None:
         if self.clip_to is not None and not self.clip_to > 0:

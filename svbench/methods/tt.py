@@ -415,7 +415,8 @@ class TTMethod(Method):
 
 def _mixing(r: int, gen: torch.Generator) -> Tensor:
     """A well-conditioned random r x r matrix I + 0.3 G / sqrt(r)."""
-    return torch.eye(r, dtype=torch.float64) + 0.3 * torch.randn(r, r, generator=gen, dtype=torch.float64) / math.sqrt(r)
+    noise = torch.randn(r, r, generator=gen, dtype=torch.float64)
+    return torch.eye(r, dtype=torch.float64) + 0.3 * noise / math.sqrt(r)
 
 
 def _dense_control(conv: nn.Conv2d, n: int, cfg: TTConfig) -> dict[str, Any] | None:

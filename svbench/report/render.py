@@ -43,7 +43,7 @@ def build_report(paths: list[str | Path], out_dir: str | Path) -> dict[str, Path
     records = load_many(paths)
     sv = sv_table(records)
     tr = train_table(records)
-    md = [f"# svbench report\n", f"Runs: {', '.join(sorted({r['run_id'] for r in records}))}  ",
+    md = ["# svbench report\n", f"Runs: {', '.join(sorted({r['run_id'] for r in records}))}  ",
           f"Suites: {', '.join(sorted({r['suite'] for r in records}))}  ",
           f"Environment: {_env_summary(records)}  ",
           f"Generated {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')} from results files only. "

@@ -42,7 +42,9 @@ class ResultsWriter:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise UserError(f"cannot create the output folder {self.run_dir}: {e.strerror}; choose another with --out") from None
+            raise UserError(
+                f"cannot create the output folder {self.run_dir}: {e.strerror}; choose another with --out"
+            ) from None
         self.path = self.run_dir / RESULTS_FILE
         if not os.access(self.run_dir, os.W_OK):
             raise UserError(f"the output folder {self.run_dir} is not writable; choose another with --out")

@@ -145,7 +145,8 @@ def train_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame()
     cert = sorted({m for m in df["metric"].dropna() if str(m).startswith("certified_accuracy@")}, key=_eps_value)
-    robust = sorted({m for m in df["metric"].dropna() if str(m).startswith(("robust_accuracy", "clean_accuracy_subset@"))})
+    prefixes = ("robust_accuracy", "clean_accuracy_subset@")
+    robust = sorted({m for m in df["metric"].dropna() if str(m).startswith(prefixes)})
     rows = []
     for (task, cell_what, label), g in df.groupby(
         ["task", df["cell_id"].str.split("|").str[1], "method_label"], sort=False
@@ -190,7 +191,8 @@ def train_markdown(table: pd.DataFrame) -> str:
                     cells.append("—")
                 elif kind == "pct":
                     ci = r.get(key + "_ci95")
-                    cells.append(f"{100 * v:.1f}" + (f" ± {100 * ci:.1f}" if isinstance(ci, float) and np.isfinite(ci) else ""))
+                    has_ci = isinstance(ci, float) and np.isfinite(ci)
+                    cells.append(f"{100 * v:.1f}" + (f" ± {100 * ci:.1f}" if has_ci else ""))
                 else:
                     cells.append(f"{v:.4g}")
             status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"

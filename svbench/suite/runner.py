@@ -146,7 +146,7 @@ class _StopFlag:
             raise KeyboardInterrupt
         self.stop = True
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
 
@@ -250,7 +250,7 @@ class _NullProgress:
     def __enter__(self) -> tuple[Callable[[Cell], None], Callable[[str], None]]:
         return (lambda cell: None), (lambda text: None)
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         return None
 
 
@@ -270,7 +270,7 @@ class _RichProgress:
         return (lambda cell: self.p.update(tid, advance=1, description=cell.cell_id),
                 lambda text: self.p.update(tid, description=text))
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.p.__exit__(*exc)
 
 
