@@ -30,17 +30,22 @@ def time_vs_channels(sv: pd.DataFrame) -> bytes | None:
     df = df[(df["c_in"] == df["c_out"]) & (df["s"] == 1)]
     if df.empty:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for (method, n), g in df.groupby(["method", "n"]):
-        g = g.groupby("c_in")["time_ms"].mean().sort_index()
-        if len(g) >= 1:
-            ax.plot(g.index, g.values, marker="o", label=f"{method} (n={n})")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("channels c")
-    ax.set_ylabel("SV time per layer (ms)")
-    ax.legend(fontsize=6, ncol=2)
-    ax.grid(True, which="both", alpha=0.3)
+    ns = sorted(df["n"].unique())[:4]
+    methods = sorted(df["method"].unique())
+    colors = {m: plt.cm.tab20(i % 20) for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(1, len(ns), figsize=(4.2 * len(ns), 3.8), squeeze=False, sharey=True)
+    for ax, n in zip(axes[0], ns):
+        for method, g in df[df["n"] == n].groupby("method"):
+            g = g.groupby("c_in")["time_ms"].mean().sort_index()
+            ax.plot(g.index, g.values, marker="o", ms=3, color=colors[method], label=method)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"n = {n}", fontsize=9)
+        ax.set_xlabel("channels c")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("SV time per layer (ms)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=min(4, len(labels)), bbox_to_anchor=(0.5, -0.12))
     return _png(fig)
 
 
