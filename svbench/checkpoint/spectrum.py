@@ -62,19 +62,10 @@ def _model_geometry(
             f"the checkpoint does not match model {model_name!r}: {len(missing)} missing key(s) "
             f"({', '.join(missing[:3])}) and {len(unexpected)} unexpected key(s) ({', '.join(unexpected[:3])})"
         )
-    geo: dict[str, tuple[int, int, str]] = {}
-    handles = []
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.Conv2d):
-            def hook(m: nn.Module, args: tuple, name: str = name) -> None:
-                geo[name] = (int(args[0].shape[-1]), int(m.stride[0]), m.padding_mode)
-            handles.append(mod.register_forward_pre_hook(hook))
-    model.eval()
-    with torch.no_grad():
-        model(torch.zeros(1, *input_shape))
-    for h in handles:
-        h.remove()
-    return geo
+    from svbench.models.probe import probe_inputs
+
+    found = probe_inputs(model, input_shape, lambda name, mod: isinstance(mod, nn.Conv2d))
+    return {name: (int(shape[-1]), int(mod.stride[0]), mod.padding_mode) for name, mod, shape in found}
 
 
 def _load_into(model: nn.Module, state: dict[str, Tensor]) -> tuple[list[str], list[str]]:

@@ -253,26 +253,10 @@ METHODS: Registry[type[Method]] = Registry("method")
 
 def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tuple[str, nn.Module, int]]:
     """(name, conv-like module, input size) for every nn.Conv2d / TT conv in forward order (forward hooks)."""
-    seen: list[tuple[str, nn.Module, int]] = []
-    handles = []
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.Conv2d) or hasattr(mod, "k2"):
-            def hook(m: nn.Module, args: tuple, name: str = name) -> None:
-                if all(m is not s[1] for s in seen):
-                    seen.append((name, m, int(args[0].shape[-1])))
-            handles.append(mod.register_forward_pre_hook(hook))
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            p = next(model.parameters(), None)
-            model(torch.zeros(1, *input_shape, device=p.device if p is not None else "cpu",
-                              dtype=p.dtype if p is not None else torch.float32))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was)
-    return seen
+    from svbench.models.probe import probe_inputs
+
+    found = probe_inputs(model, input_shape, lambda name, mod: isinstance(mod, nn.Conv2d) or hasattr(mod, "k2"))
+    return [(name, mod, int(shape[-1])) for name, mod, shape in found]
 
 
 def circular_view(layer: nn.Module) -> nn.Module:

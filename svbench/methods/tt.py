@@ -392,24 +392,10 @@ class TTMethod(Method):
                 continue
             t0 = time.perf_counter()
             layer.orthogonalize()  # always fold first: the core's SVs are then the layer's (Theorem 1)
-            s = layer.stride[0]
-            pad = layer.padding_mode
-            k = layer.kernel_size[0]
-            with torch.no_grad():
-                if c.control == "clip" and k <= n:
-                    res = sedghi_clip(layer.k2.detach(), n, c.target, s, mode=c.clip_mode, padding=pad)
-                    layer.k2.copy_(res.weight)
-                    before = res.sigma_max_before
-                else:
-                    before = _core_sigma(layer.k2, n, s, pad)
-                    layer.k2.div_(max(1.0, before / c.target))
-                after = _core_sigma(layer.k2, n, s, pad)
-            reports.append({
-                "layer": name, "target": c.target, "sigma_max_before": before, "sigma_max_after": after,
-                "sigma_source": "circular_exact@n" if pad == "circular" else "circular_bound@n'",
-                "overshoot": after / c.target, "time_ms": (time.perf_counter() - t0) * 1e3,
-                "optimizer_state": "kept (not transformed by the QR fold)",
-            })
+            rep = _control_kernel(layer.k2, n, layer.stride[0], layer.padding_mode, c)
+            rep.update(layer=name, time_ms=(time.perf_counter() - t0) * 1e3,
+                       optimizer_state="kept (not transformed by the QR fold)")
+            reports.append(rep)
         return reports
 
 
@@ -424,19 +410,25 @@ def _dense_control(conv: nn.Conv2d, n: int, cfg: TTConfig) -> dict[str, Any] | N
     if conv.groups != 1 or conv.dilation[0] != 1 or conv.kernel_size[0] > n:
         return None
     t0 = time.perf_counter()
-    s, pad = conv.stride[0], conv.padding_mode
+    rep = _control_kernel(conv.weight, n, conv.stride[0], conv.padding_mode, cfg)
+    rep["time_ms"] = (time.perf_counter() - t0) * 1e3
+    return rep
+
+
+def _control_kernel(kernel: Tensor, n: int, stride: int, pad: str, cfg: TTConfig) -> dict[str, Any]:
+    """Clip (Sedghi, then crop) or divide one conv kernel in place; report the true sigma_max afterwards."""
     with torch.no_grad():
-        if cfg.control == "clip":
-            res = sedghi_clip(conv.weight.detach(), n, cfg.target, s, mode=cfg.clip_mode, padding=pad)
-            conv.weight.copy_(res.weight)
+        if cfg.control == "clip" and kernel.shape[-1] <= n:
+            res = sedghi_clip(kernel.detach(), n, cfg.target, stride, mode=cfg.clip_mode, padding=pad)
+            kernel.copy_(res.weight)
             before = res.sigma_max_before
         else:
-            before = _core_sigma(conv.weight, n, s, pad)
-            conv.weight.div_(max(1.0, before / cfg.target))
-        after = _core_sigma(conv.weight, n, s, pad)
-    return {"layer": "dense conv", "target": cfg.target, "sigma_max_before": before, "sigma_max_after": after,
+            before = _core_sigma(kernel, n, stride, pad)
+            kernel.div_(max(1.0, before / cfg.target))
+        after = _core_sigma(kernel, n, stride, pad)
+    return {"layer": "", "target": cfg.target, "sigma_max_before": before, "sigma_max_after": after,
             "sigma_source": "circular_exact@n" if pad == "circular" else "circular_bound@n'",
-            "overshoot": after / cfg.target, "time_ms": (time.perf_counter() - t0) * 1e3}
+            "overshoot": after / cfg.target}
 
 
 def _core_sigma(core: Tensor, n: int, stride: int, padding: str) -> float:

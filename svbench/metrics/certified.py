@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from svbench.errors import UserError
 from svbench.functional.spectrum import conv_sigma_max, zero_padding_sigma_max_bound
 from svbench.models.normalize import Normalize
+from svbench.models.probe import probe_inputs
 
 _ONE = (nn.ReLU, nn.Flatten, nn.Identity, nn.Dropout, nn.MaxPool2d)
 
@@ -98,27 +99,14 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, int, int],
     if not getattr(model, "is_chain", False):
         raise UserError(f"certified accuracy needs a chain model (no residual sums); {type(model).__name__} is not "
                         f"marked as one")
-    order: list[tuple[str, nn.Module, tuple[int, ...]]] = []
-    handles = []
     leaf_types = _leaf_types()
-    for name, mod in model.named_modules():
-        if isinstance(mod, leaf_types) or (len(list(mod.children())) == 0 and mod is not model):
-            handles.append(mod.register_forward_pre_hook(
-                lambda m, a, name=name: order.append((name, m, tuple(a[0].shape[1:])))))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    total, layers, seen = 1.0, [], set()
+    order = probe_inputs(
+        model, input_shape,
+        lambda name, mod: isinstance(mod, leaf_types) or (len(list(mod.children())) == 0 and mod is not model),
+        device,
+    )
+    total, layers = 1.0, []
     for name, mod, shape in order:
-        if id(mod) in seen:
-            continue
-        seen.add(id(mod))
         res = layer_bound(mod, shape)
         if res is None:
             if isinstance(mod, leaf_types) or len(list(mod.children())) == 0:

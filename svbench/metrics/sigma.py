@@ -15,40 +15,18 @@ from torch import nn
 
 from svbench.functional.power import conv_power_iteration
 from svbench.metrics.certified import layer_bound
-
-
-def _conv_like(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    from svbench.methods.cayley import CayleyConv2d
-    from svbench.methods.tt import TTConv2d
-
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, TTConv2d, CayleyConv2d))]
+from svbench.models.probe import probe_inputs
 
 
 def layer_sigmas(model: nn.Module, input_shape: tuple[int, int, int], target: float | None = None,
                  device: torch.device | str = "cpu", power_iters: int = 100) -> list[dict[str, Any]]:
+    from svbench.methods.cayley import CayleyConv2d
     from svbench.methods.tt import TTConv2d
 
-    layers = _conv_like(model)
-    shapes: dict[int, tuple[int, ...]] = {}
-
-    def hook(mod: nn.Module, args: tuple) -> None:  # must return None, or it would replace the input
-        shapes.setdefault(id(mod), tuple(args[0].shape[1:]))
-
-    handles = [m.register_forward_pre_hook(hook) for _, m in layers]
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was)
+    kinds = (nn.Conv2d, TTConv2d, CayleyConv2d)
+    layers = probe_inputs(model, input_shape, lambda name, mod: isinstance(mod, kinds), device)
     out = []
-    for name, mod in layers:
-        shape = shapes.get(id(mod))
-        if shape is None:
-            continue
+    for name, mod, shape in layers:
         n = shape[-1]
         upper, src = layer_bound(mod, shape)
         lower = None
