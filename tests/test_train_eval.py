@@ -194,3 +194,14 @@ def test_missing_dataset_messages(tmp_path):
 def test_embedded_mnist_split_is_deterministic():
     a, b = load_dataset("mnist_embedded"), load_dataset("mnist_embedded")
     assert torch.equal(a.test.y, b.test.y) and len(a.train) == 3500 and len(a.val) == 500 and len(a.test) == 1000
+
+
+def test_foolbox_pgd_cross_check_runs_in_pixel_space():
+    from svbench.metrics.robust import foolbox_pgd_accuracy
+
+    model, data = _tiny_model()
+    x, y = data.test.images(slice(0, 16)), data.test.y[:16]
+    res = foolbox_pgd_accuracy(model, x, y, AttackSpec(eps=0.05, n_examples=16))
+    with torch.no_grad():
+        clean = float((model(x).argmax(1) == y).float().mean())
+    assert res["n_examples"] == 16 and 0.0 <= res["robust_accuracy_pgd"] <= clean
