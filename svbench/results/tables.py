@@ -39,8 +39,22 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
-def _shape_order(df: pd.DataFrame) -> list[str]:
-    return list(dict.fromkeys(df["shape_label"]))
+def _ok_values(g: pd.DataFrame, metric: str, field: str = "value") -> pd.Series:
+    """Numeric ``field`` of the ok records of ``metric`` in a group (NaN-free)."""
+    sub = g[(g["metric"] == metric) & (g["status"] == "ok")]
+    return pd.to_numeric(sub[field], errors="coerce").dropna()
+
+
+def _mean(vals: pd.Series) -> float:
+    return float(vals.mean()) if len(vals) else np.nan
+
+
+def _status(g: pd.DataFrame) -> tuple[str, str]:
+    """('ok', '') or the first non-ok record's (status, reason)."""
+    bad = g[g["status"] != "ok"]
+    if bad.empty:
+        return "ok", ""
+    return str(bad.iloc[0]["status"]), str(bad.iloc[0].get("reason") or "")
 
 
 def sv_table(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -58,15 +72,10 @@ def sv_table(records: list[dict[str, Any]]) -> pd.DataFrame:
         row["oracle"] = next((o for o in g.get("oracle", []) if isinstance(o, str) and o != "none"), "none")
         for metric, col in SV_COLUMNS:
             if metric.endswith("#iqr"):
-                sub = g[(g["metric"] == metric[:-4]) & (g["status"] == "ok")]
-                vals = pd.to_numeric(sub["iqr"], errors="coerce")
+                row[col] = _mean(_ok_values(g, metric[:-4], "iqr"))
             else:
-                sub = g[(g["metric"] == metric) & (g["status"] == "ok")]
-                vals = pd.to_numeric(sub["value"], errors="coerce")
-            row[col] = float(vals.mean()) if len(vals) and vals.notna().any() else np.nan
-        bad = g[g["status"] != "ok"]
-        row["status"] = "ok" if bad.empty else str(bad.iloc[0]["status"])
-        row["reason"] = "" if bad.empty else str(bad.iloc[0].get("reason") or "")
+                row[col] = _mean(_ok_values(g, metric))
+        row["status"], row["reason"] = _status(g)
         row["seeds"] = int(g["seed"].nunique())
         rows.append(row)
     out = pd.DataFrame(rows)
@@ -153,14 +162,11 @@ def train_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     ):
         row: dict[str, Any] = {"task": task, "setting": cell_what, "method": label}
         for metric in TRAIN_COLUMNS + robust + cert:
-            sub = g[(g["metric"] == metric) & (g["status"] == "ok")]
-            vals = pd.to_numeric(sub["value"], errors="coerce").dropna()
-            row[metric] = float(vals.mean()) if len(vals) else np.nan
+            vals = _ok_values(g, metric)
+            row[metric] = _mean(vals)
             if (metric == "test_accuracy" or metric.startswith("robust_accuracy")) and len(vals) > 1:
                 row[metric + "_ci95"] = float(1.96 * vals.std(ddof=1) / np.sqrt(len(vals)))
-        bad = g[g["status"] != "ok"]
-        row["status"] = "ok" if bad.empty else str(bad.iloc[0]["status"])
-        row["reason"] = "" if bad.empty else str(bad.iloc[0].get("reason") or "")
+        row["status"], row["reason"] = _status(g)
         row["seeds"] = int(g["seed"].nunique())
         rows.append(row)
     return pd.DataFrame(rows)
@@ -210,13 +216,11 @@ def network_table(records: list[dict[str, Any]]) -> pd.DataFrame:
         row: dict[str, Any] = {"task": task, "model": model, "method": label, "provides": g.iloc[0]["provides"]}
         for metric in ("network_sv_time_ms", "network_peak_mem_bytes", "network_sigma_max", "network_max_err_rel",
                        "network_min_bound_rel_err"):
-            sub = g[(g["metric"] == metric) & (g["status"] == "ok")]
-            vals = pd.to_numeric(sub["value"], errors="coerce").dropna()
-            row[metric] = float(vals.mean()) if len(vals) else np.nan
+            row[metric] = _mean(_ok_values(g, metric))
         t = g[g["metric"] == "network_sv_time_ms"]
         row["n_layers"] = int(t.iloc[0]["extra"]["n_layers"]) if len(t) else 0
-        bad = g[g["status"] != "ok"]
-        row["status"] = "ok" if bad.empty else f"{bad.iloc[0]['status']}: {bad.iloc[0].get('reason')}"
+        status, reason = _status(g)
+        row["status"] = status if status == "ok" else f"{status}: {reason}"
         rows.append(row)
     out = pd.DataFrame(rows)
     ref = out[out["method"] == "reference"].set_index(["task", "model"])["network_sv_time_ms"]
