@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from svbench.errors import UserError
-from svbench.functional.transfer import transfer_matrices
+from svbench.functional.transfer import compact_polyphase_kernel, transfer_matrices_at, unique_frequencies
 
 
 def gram_iteration_matrices(mats: Tensor, iters: int = 6) -> Tensor:
@@ -47,14 +47,21 @@ def gram_iteration_matrices(mats: Tensor, iters: int = 6) -> Tensor:
 
 def gram_iteration_bound(weight: Tensor, n: int, stride: int = 1, iters: int = 6) -> Tensor:
     """Upper bound on sigma_max of the circular conv on n x n (stride by polyphase). Differentiable (autograd)."""
-    spec = transfer_matrices(weight, n, stride, real_fft=True)
-    return gram_iteration_matrices(spec, iters).amax()
+    return gram_iteration_matrices(_unique_transfer(weight, n, stride), iters).amax()
 
 
 def gram_iteration_bound_batched(weights: Tensor, n: int, stride: int = 1, iters: int = 6) -> Tensor:
     """Bounds for L layers of one shape at once: weights (L, c_out, c_in, k, k) -> (L,)."""
-    specs = torch.stack([transfer_matrices(w, n, stride, real_fft=True) for w in weights])
+    specs = torch.stack([_unique_transfer(w, n, stride) for w in weights])
     return gram_iteration_matrices(specs, iters).flatten(1).amax(1)
+
+
+def _unique_transfer(weight: Tensor, n: int, stride: int) -> Tensor:
+    """Transfer matrices at one frequency per conjugate pair (conjugates have the same norm): half the work."""
+    m = n // stride if stride >= 1 else n
+    taps = compact_polyphase_kernel(weight, n, stride)
+    idx, _ = unique_frequencies(m, weight.device)
+    return transfer_matrices_at(taps, m, idx)
 
 
 def _self_correlation(h: Tensor) -> Tensor:

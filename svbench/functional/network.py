@@ -12,32 +12,34 @@ from collections import defaultdict
 import torch
 from torch import Tensor
 
-from svbench.functional.spectrum import matrix_singular_values
-from svbench.functional.transfer import transfer_matrices, unique_frequencies
+from svbench.functional.spectrum import DEFAULT_CHUNKS, expand_multiset, matrix_singular_values
+from svbench.functional.transfer import compact_polyphase_kernel, transfer_matrices_at, unique_frequencies
 
 
 def batched_conv_singular_values(
-    layers: list[tuple[Tensor, int, int]], *, backend: str = "svdvals", driver: str | None = None,
+    layers: list[tuple[Tensor, int, int]], *, backend: str = "auto", driver: str | None = None,
     chunk: int | None = None,
 ) -> list[Tensor]:
-    """``layers``: (kernel (c_out, c_in, k, k), n, stride) triples -> all SVs of each, descending."""
+    """``layers``: (kernel (c_out, c_in, k, k), n, stride) triples -> all SVs of each, descending.
+
+    Per group, the frequencies are processed ``chunk`` at a time (default: a quarter), each chunk's matrices of
+    all the group's layers in one call, so memory stays a fraction of the group's rfft transfer matrices.
+    """
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, (w, n, s) in enumerate(layers):
         groups[(w.shape[0], w.shape[1] * s * s, n // s, w.dtype, w.device)].append(i)
     out: list[Tensor | None] = [None] * len(layers)
     for (_, _, m, _, device), idxs in groups.items():
-        idx, weight = unique_frequencies(m, device)
-        mats = torch.cat([
-            transfer_matrices(layers[i][0], layers[i][1], layers[i][2]).reshape(-1, *_last2(layers[i]))
-            .index_select(0, idx) for i in idxs
-        ])
-        svs = matrix_singular_values(mats, backend, driver=driver, chunk=chunk)
-        per_layer = svs.reshape(len(idxs), idx.numel(), -1)
+        idx, mult = unique_frequencies(m, device)
+        taps = [compact_polyphase_kernel(*layers[i]) for i in idxs]
+        f = idx.numel()
+        step = chunk if chunk is not None else -(-f // DEFAULT_CHUNKS)
+        parts = []
+        for a in range(0, f, step):
+            mats = torch.cat([transfer_matrices_at(t, m, idx[a : a + step]) for t in taps])
+            svs = matrix_singular_values(mats, backend, driver=driver)
+            parts.append(svs.reshape(len(idxs), -1, svs.shape[-1]))
+        per_layer = torch.cat(parts, dim=1)
         for j, i in enumerate(idxs):
-            out[i] = per_layer[j].repeat_interleave(weight, dim=0).reshape(-1).sort(descending=True).values
+            out[i] = expand_multiset(per_layer[j], mult)
     return out  # type: ignore[return-value]
-
-
-def _last2(layer: tuple[Tensor, int, int]) -> tuple[int, int]:
-    w, _, s = layer
-    return (w.shape[0], w.shape[1] * s * s)

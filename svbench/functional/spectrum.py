@@ -3,6 +3,13 @@
 Sedghi, Gupta & Long, ICLR 2019 (arXiv:1805.10408). All results here are EXACT (up to floating-point rounding)
 for circular padding. Backends (a recorded axis of every result):
 
+- ``auto``      (default) the fastest route that meets the accuracy class (max abs error <= 2e-6 sigma_max over
+                all SVs against float64), picked per matrix shape: on CPU ``eigh64`` for matrices at least
+                4x wider than tall (or taller than wide) with the short side <= 64 -- stride 2 with c_in = c_out
+                is exactly 4x -- else ``svdvals``; both crossovers were measured on this project's CPU machine
+                (reports/cpu-performance.md). On CUDA ``svdvals`` with cuSOLVER's ``gesvda`` (batched), chosen
+                from the H200 reference numbers of issue 6 (6e-8), each result checked against the Frobenius
+                identity sum sigma_i^2 = ||A||_F^2 and recomputed with ``gesvd`` where it fails.
 - ``svdvals``   batched SVD of the complex transfer matrices in the kernel's precision (LAPACK on CPU, cuSOLVER on
                 CUDA; ``driver`` picks gesvd / gesvdj / gesvda on CUDA). Accurate for every SV.
 - ``eigh``      ``eigvalsh`` of the smaller Gram side (A A^H or A^H A), clamped at 0, square root. Faster, but the
@@ -10,6 +17,10 @@ for circular padding. Backends (a recorded axis of every result):
                 relative, so small SVs lose accuracy in float32 (use it for sigma_max or coarse histograms).
 - ``eigh64``    the Gram route in float64 (absolute error about sqrt(u64) sigma_1 ~ 1e-8 sigma_1 on every SV).
 - ``svdvals64`` SVD in float64 (used for oracle-grade checks).
+
+Memory: with the real-FFT symmetry the transfer matrices of one representative per conjugate pair are built by a
+direct DFT of the kernel taps (``transfer_matrices_at``) in chunks of frequencies, each decomposed and dropped
+before the next, so the peak stays a fraction of the rfft transfer matrices' size (default: 4 chunks).
 """
 
 from __future__ import annotations
@@ -20,11 +31,48 @@ import torch
 from torch import Tensor
 
 from svbench.errors import UserError
-from svbench.functional.transfer import rfft_multiplicity, transfer_matrices, unique_frequencies
+from svbench.functional.transfer import (
+    compact_polyphase_kernel,
+    rfft_multiplicity,
+    transfer_matrices,
+    transfer_matrices_at,
+    unique_frequencies,
+)
 
-Backend = Literal["svdvals", "eigh", "eigh64", "svdvals64"]
-BACKENDS: tuple[str, ...] = ("svdvals", "eigh", "eigh64", "svdvals64")
+Backend = Literal["auto", "svdvals", "eigh", "eigh64", "svdvals64"]
+BACKENDS: tuple[str, ...] = ("auto", "svdvals", "eigh", "eigh64", "svdvals64")
 CUDA_DRIVERS: tuple[str, ...] = ("gesvd", "gesvdj", "gesvda")
+# ``auto`` on CPU: eigh64 when max(p, q) >= AUTO_EIGH64_ASPECT * min(p, q) and min(p, q) <= AUTO_EIGH64_MAX_SIDE
+AUTO_EIGH64_ASPECT = 4
+AUTO_EIGH64_MAX_SIDE = 64
+DEFAULT_CHUNKS = 4
+# relative tolerance of the Frobenius check of gesvda results (float32 rounding of both sides is ~1e-6)
+_FROBENIUS_RTOL = 1e-4
+
+
+def resolve_backend(
+    backend: str, p: int, q: int, device: torch.device | str, driver: str | None = None
+) -> tuple[str, str | None]:
+    """The concrete (backend, cuSOLVER driver) ``backend`` stands for on p x q matrices on ``device``."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown SV backend {backend!r}; available: {', '.join(BACKENDS)}")
+    if driver is not None and driver not in CUDA_DRIVERS:
+        raise UserError(f"unknown cuSOLVER driver {driver!r}; available: {', '.join(CUDA_DRIVERS)}")
+    if backend != "auto":
+        return backend, driver
+    if torch.device(device).type == "cuda":
+        return "svdvals", driver or "gesvda"
+    short, long = min(p, q), max(p, q)
+    if long >= AUTO_EIGH64_ASPECT * short and short <= AUTO_EIGH64_MAX_SIDE:
+        return "eigh64", None
+    return "svdvals", driver
+
+
+def describe_backend(backend: str, p: int, q: int, device: torch.device | str, driver: str | None = None) -> str:
+    """Label for results: the resolved route, with ``(auto)`` when it was chosen automatically."""
+    b, d = resolve_backend(backend, p, q, device, driver)
+    label = b + (f"/{d}" if d is not None and torch.device(device).type == "cuda" else "")
+    return label + (" (auto)" if backend == "auto" else "")
 
 
 def _complex64_to_128(a: Tensor) -> Tensor:
@@ -32,16 +80,13 @@ def _complex64_to_128(a: Tensor) -> Tensor:
 
 
 def matrix_singular_values(
-    mats: Tensor, backend: str = "svdvals", *, driver: str | None = None, chunk: int | None = None
+    mats: Tensor, backend: str = "auto", *, driver: str | None = None, chunk: int | None = None
 ) -> Tensor:
     """Singular values (descending, last dim) of a batch of matrices (..., p, q) by the chosen backend.
 
     ``chunk`` bounds how many matrices are processed at once (memory); results are identical.
     """
-    if backend not in BACKENDS:
-        raise UserError(f"unknown SV backend {backend!r}; available: {', '.join(BACKENDS)}")
-    if driver is not None and driver not in CUDA_DRIVERS:
-        raise UserError(f"unknown cuSOLVER driver {driver!r}; available: {', '.join(CUDA_DRIVERS)}")
+    backend, driver = resolve_backend(backend, mats.shape[-2], mats.shape[-1], mats.device, driver)
     batch_shape = mats.shape[:-2]
     flat = mats.reshape(-1, *mats.shape[-2:])
     if chunk is None or chunk >= flat.shape[0]:
@@ -63,8 +108,21 @@ def _svals(a: Tensor, backend: str, driver: str | None) -> Tensor:
         return ev.clamp_min(0).sqrt().flip(-1).to(real_dtype)
     if backend == "svdvals64":
         a = _complex64_to_128(a)
-    kwargs = {"driver": driver} if (driver is not None and a.is_cuda) else {}
-    return torch.linalg.svdvals(a, **kwargs).to(real_dtype)
+    if driver is None or not a.is_cuda:
+        return torch.linalg.svdvals(a).to(real_dtype)
+    s = torch.linalg.svdvals(a, driver=driver)
+    if driver == "gesvda":
+        bad = frobenius_mismatch(a, s)
+        if bool(bad.any()):  # one host sync; gesvda is approximate, so failures are redone with the QR driver
+            s[bad] = torch.linalg.svdvals(a[bad], driver="gesvd")
+    return s.to(real_dtype)
+
+
+def frobenius_mismatch(a: Tensor, s: Tensor, rtol: float = _FROBENIUS_RTOL) -> Tensor:
+    """Which matrices break sum sigma_i^2 = ||A||_F^2 by more than ``rtol`` (relative): a cheap check of an SVD."""
+    fro2 = torch.linalg.matrix_norm(a, ord="fro").double().square()
+    ssq = s.double().square().sum(-1)
+    return (ssq - fro2).abs() > rtol * fro2.clamp_min(torch.finfo(torch.float64).tiny)
 
 
 def frequency_singular_values(
@@ -72,7 +130,7 @@ def frequency_singular_values(
     n: int,
     stride: int = 1,
     *,
-    backend: str = "svdvals",
+    backend: str = "auto",
     real_fft: bool = True,
     driver: str | None = None,
     chunk: int | None = None,
@@ -89,12 +147,45 @@ def expand_rfft(per_freq: Tensor, m: int) -> Tensor:
     return rep.reshape(-1).sort(descending=True).values
 
 
+def unique_frequency_singular_values(
+    weight: Tensor,
+    n: int,
+    stride: int = 1,
+    *,
+    backend: str = "auto",
+    driver: str | None = None,
+    chunk: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """SVs at one frequency per conjugate pair, (F, r), and how often each stands in the full spectrum, (F,).
+
+    The transfer matrices are built ``chunk`` frequencies at a time (default: a quarter of them) straight from the
+    kernel taps and decomposed before the next chunk is built.
+    """
+    m = n // stride if stride >= 1 else n
+    taps = compact_polyphase_kernel(weight, n, stride)
+    idx, mult = unique_frequencies(m, weight.device)
+    f = idx.numel()
+    step = chunk if chunk is not None else -(-f // DEFAULT_CHUNKS)
+    if step < 1:
+        raise UserError(f"chunk must be >= 1, got {step}")
+    parts = [matrix_singular_values(transfer_matrices_at(taps, m, idx[i : i + step]), backend, driver=driver)
+             for i in range(0, f, step)]
+    return torch.cat(parts), mult
+
+
+def expand_multiset(per_freq: Tensor, mult: Tensor) -> Tensor:
+    """Full SV multiset (descending 1-D) from per-frequency SVs (F, r) and each frequency's multiplicity (F,)."""
+    vals, order = per_freq.reshape(-1).sort(descending=True)
+    counts = mult.repeat_interleave(per_freq.shape[-1])[order]
+    return vals.repeat_interleave(counts)
+
+
 def conv_singular_values(
     weight: Tensor,
     n: int,
     stride: int = 1,
     *,
-    backend: str = "svdvals",
+    backend: str = "auto",
     real_fft: bool = True,
     driver: str | None = None,
     chunk: int | None = None,
@@ -102,25 +193,22 @@ def conv_singular_values(
     """All (n/s)^2 * min(c_out, c_in s^2) SVs of the circular conv on n x n, descending (zeros included). Exact.
 
     With ``real_fft`` only one frequency per conjugate pair is decomposed (``unique_frequencies``: about half of
-    the m^2 matrices, the floor for this symmetry) and its SVs are counted twice.
+    the m^2 matrices, the floor for this symmetry) and its SVs are counted twice; the matrices are built and
+    decomposed in chunks (see the module docstring). ``real_fft=False`` is the naive full-``fft2`` path.
     """
     if not real_fft:
         per = frequency_singular_values(weight, n, stride, backend=backend, real_fft=False, driver=driver,
                                         chunk=chunk)
         return per.reshape(-1).sort(descending=True).values
-    spec = transfer_matrices(weight, n, stride, real_fft=True)
-    m = spec.shape[0]
-    flat = spec.reshape(-1, *spec.shape[-2:])
-    idx, weight_ = unique_frequencies(m, spec.device)
-    per = matrix_singular_values(flat.index_select(0, idx), backend, driver=driver, chunk=chunk)
-    return per.repeat_interleave(weight_, dim=0).reshape(-1).sort(descending=True).values
+    per, mult = unique_frequency_singular_values(weight, n, stride, backend=backend, driver=driver, chunk=chunk)
+    return expand_multiset(per, mult)
 
 
 def conv_sigma_max(
-    weight: Tensor, n: int, stride: int = 1, *, backend: str = "svdvals", driver: str | None = None
+    weight: Tensor, n: int, stride: int = 1, *, backend: str = "auto", driver: str | None = None
 ) -> Tensor:
-    """sigma_max of the circular conv on n x n (exact; rfft half is enough since mirrored SVs are equal)."""
-    per = frequency_singular_values(weight, n, stride, backend=backend, driver=driver)
+    """sigma_max of the circular conv on n x n (exact; one frequency per conjugate pair is enough)."""
+    per, _ = unique_frequency_singular_values(weight, n, stride, backend=backend, driver=driver)
     return per[..., 0].max()
 
 
@@ -136,7 +224,7 @@ def zero_padding_bound_size(n: int, k: int, stride: int) -> int:
 
 
 def zero_padding_sigma_max_bound(
-    weight: Tensor, n: int, stride: int = 1, *, backend: str = "svdvals", driver: str | None = None
+    weight: Tensor, n: int, stride: int = 1, *, backend: str = "auto", driver: str | None = None
 ) -> Tensor:
     """A guaranteed upper bound on sigma_max of the zero-padded conv on n: the circular sigma_max on n'."""
     k = max(weight.shape[-2:])

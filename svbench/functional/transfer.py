@@ -15,6 +15,8 @@ layer really applies. ``fft2(W, s=(n, n))`` would trim them instead, which is wr
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -85,6 +87,56 @@ def transfer_matrices(weight: Tensor, n: int, stride: int = 1, *, real_fft: bool
     m = kp.shape[-1]
     spec = torch.fft.rfft2(kp, s=(m, m)) if real_fft else torch.fft.fft2(kp, s=(m, m))
     return spec.permute(2, 3, 0, 1)
+
+
+def compact_polyphase_kernel(weight: Tensor, n: int, stride: int) -> Tensor:
+    """The polyphase kernel of :func:`polyphase_kernel` cut to its nonzero taps: (c_out, c_in s^2, t, t).
+
+    For k <= n the taps of each phase lie in [0, ceil(k/s)), so nothing of size n^2 is built; for k > n the
+    folded kernel fills the whole m x m grid and t = m.
+    """
+    check_circular_geometry(weight.shape[-1], n, stride)
+    c_out, c_in, kh, kw = weight.shape
+    if kh > n or kw > n:
+        return polyphase_kernel(weight, n, stride)
+    t = -(-max(kh, kw) // stride)
+    w = torch.nn.functional.pad(weight, (0, stride * t - kw, 0, stride * t - kh))
+    if stride == 1:
+        return w
+    w = w.reshape(c_out, c_in, t, stride, t, stride).permute(0, 1, 3, 5, 2, 4)
+    return w.reshape(c_out, c_in * stride * stride, t, t)
+
+
+def frequency_basis(m: int, taps: int, freq_idx: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """cos and sin of 2 pi (w1 u + w2 v) / m for the flat rfft indices ``freq_idx`` and taps (u, v) in [0, taps)^2.
+
+    Phases are reduced modulo m in integers and evaluated in float64, then cast to ``dtype``, so the basis is
+    correctly rounded whatever the precision of the kernel. Shapes (F, taps^2).
+    """
+    mf = m // 2 + 1
+    w1 = (freq_idx // mf).view(-1, 1, 1)
+    w2 = (freq_idx % mf).view(-1, 1, 1)
+    u = torch.arange(taps, device=freq_idx.device).view(1, -1, 1)
+    v = torch.arange(taps, device=freq_idx.device).view(1, 1, -1)
+    phase = ((w1 * u + w2 * v) % m).reshape(freq_idx.numel(), -1).to(torch.float64) * (2 * math.pi / m)
+    return phase.cos().to(dtype), phase.sin().to(dtype)
+
+
+def transfer_matrices_at(kernel_taps: Tensor, m: int, freq_idx: Tensor) -> Tensor:
+    """Transfer matrices (F, c_out, c_in s^2) at chosen rfft frequencies by a direct DFT of the compact taps.
+
+    ``kernel_taps`` is :func:`compact_polyphase_kernel`'s output, ``freq_idx`` flat indices into the (m, m//2+1)
+    rfft grid (as :func:`unique_frequencies` gives). W_hat(w) = sum_{u,v} K[:, :, u, v] exp(-2 pi i (w1 u + w2 v)/m),
+    the same values (and sign convention) as ``torch.fft.rfft2`` on the m x m grid, but only for the requested
+    frequencies and with the matrices already contiguous: nothing of the size of the whole spectrum is built,
+    which is what lets callers process the spectrum in chunks. Differentiable.
+    """
+    p, q, t, _ = kernel_taps.shape
+    cos, sin = frequency_basis(m, t, freq_idx, kernel_taps.dtype)
+    flat = kernel_taps.permute(2, 3, 0, 1).reshape(t * t, p * q)
+    re_im = torch.cat([cos, -sin]) @ flat  # (2F, p q): one real matmul for both parts
+    f = freq_idx.numel()
+    return torch.complex(re_im[:f], re_im[f:]).view(f, p, q)
 
 
 def rfft_multiplicity(m: int, device: torch.device | str | None = None) -> Tensor:

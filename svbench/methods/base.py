@@ -215,8 +215,8 @@ class Method(abc.ABC):
         weight = getattr(layer, "weight", None)
         return weight if isinstance(layer, nn.Conv2d) and isinstance(weight, Tensor) else None
 
-    def backend(self) -> str:
-        """The numerical route used (recorded with every result)."""
+    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
+        """The numerical route used (recorded with every result); ``auto`` is resolved for ``spec`` on ``device``."""
         return getattr(self.config, "backend", "n/a")
 
     def network_svs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, Tensor]:

@@ -118,7 +118,7 @@ class CayleyMethod(Method):
         super().__init__(config)
         self.conversion: list[dict[str, Any]] = []
 
-    def backend(self) -> str:
+    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
         return "cayley+svdvals"
 
     def layer_key(self) -> str:

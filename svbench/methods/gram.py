@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from svbench.errors import UnsupportedShape
 from svbench.functional.gram import delattre2024_bound, gram_iteration_bound, gram_iteration_bound_batched
 from svbench.functional.spectrum import conv_sigma_max, zero_padding_bound_size, zero_padding_sigma_max_bound
-from svbench.methods.base import METHODS, Capabilities, Method, conv_geometry
+from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, conv_geometry
 from svbench.methods.hooks import InputSizes
 
 
@@ -75,7 +75,7 @@ class GramMethod(Method):
         super().__init__(config)
         self._sizes = InputSizes()
 
-    def backend(self) -> str:
+    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
         c = self.config
         if c.bound == "fft":
             return f"gram_iteration(T={c.iters})"

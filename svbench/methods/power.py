@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from svbench.errors import UnsupportedShape
 from svbench.functional.power import conv_power_iteration, matrix_power_iteration
 from svbench.functional.spectrum import conv_sigma_max, zero_padding_sigma_max_bound
-from svbench.methods.base import METHODS, Capabilities, Method, conv_geometry
+from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, conv_geometry
 from svbench.methods.hooks import InputSizes
 
 # (conv, linear, batchnorm) bounds of the TT paper's runs, all applied every step.
@@ -89,7 +89,7 @@ class PowerMethod(Method):
         self._vectors: weakref.WeakKeyDictionary[nn.Module, dict[int, Tensor]] = weakref.WeakKeyDictionary()
         self._sizes = InputSizes()
 
-    def backend(self) -> str:
+    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
         return f"power_iteration({self.config.operator}, {self.config.iters} it)"
 
     def _start(self, module: nn.Module, key: int, shape: tuple[int, ...], like: Tensor) -> Tensor:

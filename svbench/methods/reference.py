@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from svbench.errors import UnsupportedShape
 from svbench.functional.spectrum import conv_singular_values
-from svbench.methods.base import METHODS, Capabilities, Method, conv_geometry
+from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, conv_geometry
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class ReferenceMethod(Method):
     reference = "Sedghi, Gupta & Long, ICLR 2019 (unoptimised)"
     trains = False
 
-    def backend(self) -> str:
+    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
         return "fft2+svdvals"
 
     def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:

@@ -21,14 +21,14 @@ from torch import Tensor, nn
 
 from svbench.errors import UnsupportedShape
 from svbench.functional.clip import sedghi_clip
-from svbench.functional.spectrum import conv_singular_values
-from svbench.methods.base import METHODS, Capabilities, Method, conv_geometry
+from svbench.functional.spectrum import conv_singular_values, describe_backend
+from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, conv_geometry
 from svbench.methods.hooks import InputSizes
 
 
 @dataclass(frozen=True)
 class SedghiConfig:
-    backend: Literal["svdvals", "eigh", "eigh64", "svdvals64"] = "svdvals"
+    backend: Literal["auto", "svdvals", "eigh", "eigh64", "svdvals64"] = "auto"
     driver: Literal["gesvd", "gesvdj", "gesvda"] | None = None  # cuSOLVER driver (CUDA only)
     real_fft: bool = True
     clip_to: float | None = None  # target sigma_max for the control step (None: no control)
@@ -69,6 +69,12 @@ class SedghiMethod(Method):
             return conv_singular_values(
                 layer.weight.detach(), int(input_hw), stride, backend=c.backend, real_fft=c.real_fft, driver=c.driver
             )
+
+    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
+        c = self.config
+        if spec is None:
+            return c.backend
+        return describe_backend(c.backend, spec.c_out, spec.c_in * spec.stride**2, device, c.driver)
 
     def control_target(self) -> float | None:
         return self.config.clip_to

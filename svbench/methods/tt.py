@@ -29,7 +29,12 @@ from torch import Tensor, nn
 
 from svbench.errors import UnsupportedShape
 from svbench.functional.clip import sedghi_clip
-from svbench.functional.spectrum import conv_sigma_max, conv_singular_values, zero_padding_sigma_max_bound
+from svbench.functional.spectrum import (
+    conv_sigma_max,
+    conv_singular_values,
+    describe_backend,
+    zero_padding_sigma_max_bound,
+)
 from svbench.functional.tt import compose_kernel, fold_cores, orthogonality_defect, tt_svd
 from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, seeded_conv
 from svbench.methods.hooks import InputSizes
@@ -205,7 +210,7 @@ def _orthogonal(shape: tuple[int, ...] | torch.Size, generator: torch.Generator 
 
 
 def tt_layer_singular_values(
-    layer: TTConv2d, n: int, *, backend: str = "svdvals", driver: str | None = None
+    layer: TTConv2d, n: int, *, backend: str = "auto", driver: str | None = None
 ) -> Tensor:
     """All SVs of the composed circular TT layer on n x n: folded-core SVs (Theorem 1) then zeros. Exact."""
     if layer.padding_mode != "circular":
@@ -226,7 +231,7 @@ class TTConfig:
     rank: int | None = None  # R: r = min(c, R) per side
     rank_scale: float | None = 0.5  # used when rank is None: r = ceil(scale * c) per side
     forward_mode: Literal["auto", "factored", "full"] = "auto"
-    backend: Literal["svdvals", "eigh", "eigh64", "svdvals64"] = "svdvals"
+    backend: Literal["auto", "svdvals", "eigh", "eigh64", "svdvals64"] = "auto"
     driver: Literal["gesvd", "gesvdj", "gesvda"] | None = None
     init: Literal["orthogonal", "tt_svd"] = "tt_svd"  # wrap(): fresh orthogonal cores or TT-SVD of the kernel
     keep_first: bool = True  # wrap(): leave the first conv dense
@@ -265,6 +270,13 @@ class TTMethod(Method):
 
     def ranks(self, c_in: int, c_out: int) -> tuple[int, int]:
         return tt_ranks(c_in, c_out, self.config.rank, self.config.rank_scale)
+
+    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
+        c = self.config
+        if spec is None:
+            return c.backend
+        r1, r2 = self.ranks(spec.c_in, spec.c_out)
+        return describe_backend(c.backend, r2, r1 * spec.stride**2, device, c.driver)
 
     def layer_key(self) -> str:
         return self.label

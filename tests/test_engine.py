@@ -1,0 +1,144 @@
+"""The memory-lean spectral engine: direct-DFT transfer matrices, chunking, the ``auto`` backend (issue 6)."""
+
+import pytest
+import torch
+from conftest import circular_conv
+
+from svbench.errors import UserError
+from svbench.functional.gram import gram_iteration_bound
+from svbench.functional.network import batched_conv_singular_values
+from svbench.functional.oracle import oracle_singular_values
+from svbench.functional.spectrum import (
+    conv_singular_values,
+    describe_backend,
+    frobenius_mismatch,
+    matrix_singular_values,
+    resolve_backend,
+    unique_frequency_singular_values,
+)
+from svbench.functional.transfer import (
+    compact_polyphase_kernel,
+    polyphase_kernel,
+    transfer_matrices,
+    transfer_matrices_at,
+    unique_frequencies,
+)
+
+GEOMETRIES = [
+    # c_out, c_in, k, n, stride
+    (4, 3, 3, 8, 1),
+    (4, 3, 3, 7, 1),  # odd grid: no Nyquist column
+    (4, 3, 3, 8, 2),
+    (5, 2, 5, 6, 3),
+    (3, 3, 1, 4, 1),
+    (2, 3, 4, 8, 2),  # even kernel (DFT only: the oracle's 'same' padding is defined for odd k)
+    (3, 2, 5, 4, 1),  # k > n: folded taps
+    (2, 2, 3, 2, 2),  # m = 1
+]
+
+
+def _w(c_out, c_in, k, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(c_out, c_in, k, k, generator=g, dtype=torch.float64).to(dtype)
+
+
+@pytest.mark.parametrize("c_out,c_in,k,n,s", GEOMETRIES)
+def test_direct_dft_equals_rfft_grid(c_out, c_in, k, n, s):
+    w = _w(c_out, c_in, k)
+    m = n // s
+    full = transfer_matrices(w, n, s).reshape(-1, c_out, c_in * s * s)
+    idx, _ = unique_frequencies(m)
+    got = transfer_matrices_at(compact_polyphase_kernel(w, n, s), m, idx)
+    assert got.is_contiguous()
+    assert (got - full[idx]).abs().max() <= 1e-13 * full.abs().max()
+
+
+@pytest.mark.parametrize("c_out,c_in,k,n,s", GEOMETRIES)
+def test_compact_kernel_holds_every_nonzero_tap(c_out, c_in, k, n, s):
+    w = _w(c_out, c_in, k)
+    big = polyphase_kernel(w, n, s)
+    small = compact_polyphase_kernel(w, n, s)
+    t = small.shape[-1]
+    assert torch.equal(big[..., :t, :t], small)
+    assert big[..., t:, :].abs().sum() == 0 and big[..., :, t:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1000, None])
+@pytest.mark.parametrize("c_out,c_in,k,n,s", [g for g in GEOMETRIES if g[2] % 2])
+def test_chunked_svs_match_oracle(c_out, c_in, k, n, s, chunk):
+    w = _w(c_out, c_in, k)
+    oracle = oracle_singular_values(circular_conv(w, s), (c_in, n, n))
+    got = conv_singular_values(w, n, s, chunk=chunk)
+    assert got.numel() == oracle.numel()
+    assert (got - oracle).abs().max() <= 1e-10 * oracle[0]
+
+
+def test_bad_chunk_is_a_user_error():
+    with pytest.raises(UserError, match="chunk"):
+        conv_singular_values(_w(2, 2, 3), 8, 1, chunk=0)
+
+
+def test_unique_frequencies_cover_the_spectrum():
+    for m in (1, 2, 3, 4, 7, 8):
+        _, mult = unique_frequencies(m)
+        assert int(mult.sum()) == m * m
+    per, mult = unique_frequency_singular_values(_w(3, 3, 3), 8, 1)
+    assert per.shape == (mult.numel(), 3)
+
+
+def test_auto_resolution_rules():
+    assert resolve_backend("auto", 64, 64, "cpu") == ("svdvals", None)
+    assert resolve_backend("auto", 64, 256, "cpu") == ("eigh64", None)  # stride 2, c_in = c_out
+    assert resolve_backend("auto", 256, 64, "cpu") == ("eigh64", None)
+    assert resolve_backend("auto", 64, 128, "cpu") == ("svdvals", None)  # aspect 2: SVD measured faster
+    assert resolve_backend("auto", 128, 512, "cpu") == ("svdvals", None)  # large: SVD measured faster
+    assert resolve_backend("auto", 64, 64, "cuda") == ("svdvals", "gesvda")
+    assert resolve_backend("auto", 64, 64, "cuda", "gesvdj") == ("svdvals", "gesvdj")
+    assert resolve_backend("eigh", 64, 64, "cuda") == ("eigh", None)
+    assert describe_backend("auto", 64, 256, "cpu") == "eigh64 (auto)"
+    assert describe_backend("auto", 64, 64, "cuda") == "svdvals/gesvda (auto)"
+    assert describe_backend("svdvals", 64, 64, "cpu") == "svdvals"
+    with pytest.raises(UserError, match="available"):
+        resolve_backend("qr", 4, 4, "cpu")
+    with pytest.raises(UserError, match="driver"):
+        resolve_backend("auto", 4, 4, "cuda", "magma")
+
+
+def test_auto_meets_the_accuracy_class_in_float32():
+    """max |sigma - float64| <= 2e-6 sigma_max over ALL SVs, on both routes auto can take on CPU."""
+    for c_out, c_in, s in [(8, 8, 1), (8, 8, 2), (4, 16, 1)]:
+        w = _w(c_out, c_in, 3, seed=3)
+        exact = conv_singular_values(w, 8, s, backend="svdvals64")
+        got = conv_singular_values(w.float(), 8, s, backend="auto").double()
+        assert (got - exact).abs().max() <= 2e-6 * exact[0]
+
+
+def test_frobenius_check_flags_wrong_singular_values():
+    a = torch.randn(5, 6, 4, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    s = torch.linalg.svdvals(a)
+    assert not frobenius_mismatch(a, s).any()
+    bad = s.clone()
+    bad[2, 0] *= 1.01
+    assert frobenius_mismatch(a, bad).tolist() == [False, False, True, False, False]
+
+
+def test_matrix_singular_values_chunking_is_exact():
+    a = torch.randn(7, 3, 5, dtype=torch.complex128, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(matrix_singular_values(a, "svdvals", chunk=2), torch.linalg.svdvals(a))
+
+
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_batched_network_equals_per_layer(chunk):
+    layers = [(_w(4, 4, 3, seed=i), 8, 1) for i in range(3)] + [(_w(4, 2, 3, seed=9), 8, 2), (_w(3, 3, 1), 4, 1)]
+    got = batched_conv_singular_values(layers, chunk=chunk)
+    for (w, n, s), sv in zip(layers, got):
+        assert torch.allclose(sv, conv_singular_values(w, n, s), atol=1e-12)
+
+
+def test_gram_bound_on_unique_frequencies_still_bounds_and_has_gradients():
+    w = _w(4, 3, 3).requires_grad_(True)
+    exact = conv_singular_values(w.detach(), 8, 2)[0]
+    b = gram_iteration_bound(w, 8, 2, iters=6)
+    assert exact * (1 - 1e-12) <= b <= exact * (1 + 1e-3)  # converged: equal up to rounding
+    b.backward()
+    assert w.grad is not None and torch.isfinite(w.grad).all()
