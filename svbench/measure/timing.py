@@ -6,6 +6,7 @@ On CUDA each repeat is bracketed by CUDA events after a synchronize (never unsyn
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -57,12 +58,14 @@ def time_callable(
     min_repeats: int = 10,
     max_repeats: int = 100,
     budget_s: float = 1.0,
+    slow_repeats: int = 3,
 ) -> Timing:
     """Median and IQR of ``fn``'s wall time in ms.
 
     After ``warmup`` untimed calls (cuFFT plans, solver handles, LAPACK workspaces), one timed call estimates the
     cost; the number of repeats is ``budget_s / cost`` clamped to [min_repeats, max_repeats], except that an
-    operation so slow that ``min_repeats`` would take more than 5 x ``budget_s`` gets max(3, 5 budget / cost).
+    operation so slow that ``min_repeats`` would take more than 5 x ``budget_s`` gets max(slow_repeats, 5 budget /
+    cost) (``slow_repeats`` defaults to 3; the count used is recorded either way).
     """
     device = torch.device(device)
     for _ in range(max(0, warmup)):
@@ -74,7 +77,7 @@ def time_callable(
     n = int(budget_s / est)
     n = min(max_repeats, max(min_repeats, n))
     if est * min_repeats > 5 * budget_s:
-        n = max(3, int(5 * budget_s / est))
+        n = min(n, max(slow_repeats, int(5 * budget_s / est)))
     samples = [first] + [_once(fn, device) for _ in range(n - 1)]
     return Timing(
         median_ms=statistics.median(samples),
@@ -84,3 +87,11 @@ def time_callable(
         clock="cuda_events" if device.type == "cuda" else "perf_counter",
         samples_ms=tuple(samples),
     )
+
+
+def warm_timing(spec: object) -> dict[str, object]:
+    """``time_callable`` keyword arguments from a timing spec dataclass, for a callable the caller has already run
+    once (to check its output): that call counts as the first warm-up."""
+    args = dataclasses.asdict(spec)  # type: ignore[call-overload]
+    args["warmup"] = max(0, int(args["warmup"]) - 1)
+    return args

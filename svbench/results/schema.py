@@ -55,6 +55,9 @@ METRICS: dict[str, MetricInfo] = {
     "sv_peak_mem_bytes": MetricInfo(
         "bytes", False, "peak extra memory of the SV computation (CUDA allocator; CPU: RSS high-water)"
     ),
+    "sv_peak_mem_vs_transfer": MetricInfo(
+        "ratio", False, "sv_peak_mem_bytes / size of the layer's rfft transfer matrices (issue-6 target: <= 1.5 on GPU)"
+    ),
     "sigma_max": MetricInfo("1", False, "sigma_max the method reports (exact, bound or estimate)"),
     "oracle_sigma_max": MetricInfo("1", False, "exact sigma_max of the implemented operator (oracle)"),
     "sigma_max_rel_err": MetricInfo(

@@ -13,6 +13,7 @@ SV_COLUMNS = [
     ("sv_time_ms", "time_ms"),
     ("sv_time_ms#iqr", "time_iqr_ms"),
     ("sv_peak_mem_bytes", "peak_mem_bytes"),
+    ("sv_peak_mem_vs_transfer", "peak_vs_transfer"),
     ("sigma_max", "sigma_max"),
     ("oracle_sigma_max", "oracle_sigma_max"),
     ("sigma_max_rel_err", "sigma_max_rel_err"),

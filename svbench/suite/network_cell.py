@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
 
 from svbench.functional.spectrum import conv_singular_values
-from svbench.measure import peak_memory, time_callable
+from svbench.measure import peak_memory, time_callable, warm_timing
 from svbench.methods.base import conv_inputs
 from svbench.models import build_model
 
@@ -25,7 +24,7 @@ def run_network_cell(cell: Any, ctx: Any, base: dict[str, Any], records: Any) ->
         return method.network_svs(model, shape)
 
     first = compute()
-    t = time_callable(compute, ctx.device, **dataclasses.asdict(task.timing))
+    t = time_callable(compute, ctx.device, **warm_timing(task.timing))
     items: list[dict[str, Any]] = [
         {"metric": "network_sv_time_ms", "value": t.median_ms, "iqr": t.iqr_ms, "repeats": t.repeats,
          "extra": {"clock": t.clock, "n_layers": len(first), "n_values": int(sum(v.numel() for v in first.values()))}},

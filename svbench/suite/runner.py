@@ -7,7 +7,6 @@ already in the run folder's results. Ctrl-C stops after the current cell and say
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import json
 import secrets
@@ -24,7 +23,7 @@ from svbench._validate import to_mapping
 from svbench.errors import UnsupportedShape, UserError
 from svbench.functional.oracle import oracle_singular_values
 from svbench.functional.spectrum import conv_singular_values
-from svbench.measure import environment, peak_memory, time_callable
+from svbench.measure import environment, peak_memory, time_callable, warm_timing
 from svbench.methods import METHODS, Method
 from svbench.methods.base import LayerSpec
 from svbench.results.io import RESULTS_FILE, ResultsWriter, load_results
@@ -391,14 +390,19 @@ def _run_sv_cell(cell: Cell, ctx: _Ctx, base: dict[str, Any]) -> list[dict[str, 
         )
     if not torch.isfinite(svs).all():
         return _status_record(base, "nonfinite", f"{method.name} returned non-finite values (NaN or Inf)")
-    t = time_callable(compute, ctx.device, **dataclasses.asdict(task.timing))
+    t = time_callable(compute, ctx.device, **warm_timing(task.timing))
     items: list[dict[str, Any]] = [
         {"metric": "sv_time_ms", "value": t.median_ms, "iqr": t.iqr_ms, "repeats": t.repeats,
-         "extra": {"clock": t.clock, "warmup": t.warmup}},
+         "extra": {"clock": t.clock, "warmup": task.timing.warmup}},
     ]
     if task.measure_memory:
         mem = peak_memory(compute, ctx.device)
-        items.append({"metric": "sv_peak_mem_bytes", "value": mem.bytes, "extra": {"how": mem.how}})
+        transfer = rfft_transfer_bytes(spec, ctx.dtype)
+        items.append({"metric": "sv_peak_mem_bytes", "value": mem.bytes,
+                      "extra": {"how": mem.how, "rfft_transfer_bytes": transfer}})
+        if mem.bytes is not None:
+            items.append({"metric": "sv_peak_mem_vs_transfer", "value": mem.bytes / transfer,
+                          "extra": {"how": mem.how, "rfft_transfer_bytes": transfer}})
 
     gen = torch.Generator().manual_seed(10_000 + cell.seed)
     x = torch.randn(task.forward_batch, *spec.in_shape, generator=gen).to(ctx.device, ctx.dtype)
@@ -427,6 +431,14 @@ def _run_sv_cell(cell: Cell, ctx: _Ctx, base: dict[str, Any]) -> list[dict[str, 
             err = (svs - oracle).abs().max().item() / s1
             items.append({"metric": "sv_max_abs_err_rel", "value": err})
     return _records(base, items)
+
+
+def rfft_transfer_bytes(spec: LayerSpec, dtype: torch.dtype) -> int:
+    """Size of the layer's rfft transfer matrices, (n/s) x (n/(2s) + 1) x c_out x c_in s^2 complex numbers: the
+    unit of the peak-memory target (issue 6)."""
+    m = spec.n // spec.stride
+    complex_bytes = 2 * torch.empty((), dtype=dtype).element_size()
+    return m * (m // 2 + 1) * spec.c_out * spec.c_in * spec.stride**2 * complex_bytes
 
 
 def iter_records(records: list[dict[str, Any]], **match: Any) -> Iterator[dict[str, Any]]:

@@ -20,8 +20,11 @@ class TimingSpec:
     min_repeats: int = 10
     max_repeats: int = 100
     budget_s: float = 0.5
+    slow_repeats: int = 3  # repeats for an operation so slow that min_repeats would exceed 5 x budget_s
 
     def __post_init__(self) -> None:
+        if self.slow_repeats < 1:
+            raise ValueError(f"slow_repeats must be >= 1, got {self.slow_repeats}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
         if not 1 <= self.min_repeats <= self.max_repeats:

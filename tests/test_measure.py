@@ -1,0 +1,62 @@
+"""Measurement plumbing: repeat policy, warm-up accounting, the peak-memory-vs-transfer metric (issue 6).
+
+Counts and record contents only: no test asserts a duration."""
+
+import time
+
+import pytest
+import torch
+import yaml
+
+from svbench.measure import time_callable, warm_timing
+from svbench.methods.base import LayerSpec
+from svbench.suite.runner import rfft_transfer_bytes, run_suite
+from svbench.suite.schema import TimingSpec
+
+
+def _slow():
+    time.sleep(0.01)
+
+
+@pytest.mark.parametrize("slow_repeats", [1, 3])
+def test_slow_operations_get_slow_repeats(slow_repeats):
+    t = time_callable(_slow, warmup=0, min_repeats=10, max_repeats=20, budget_s=0.001, slow_repeats=slow_repeats)
+    assert t.repeats == slow_repeats == len(t.samples_ms)
+
+
+def test_slow_repeats_never_exceed_max_repeats():
+    t = time_callable(_slow, warmup=0, min_repeats=2, max_repeats=2, budget_s=0.001, slow_repeats=5)
+    assert t.repeats == 2
+
+
+def test_warm_timing_counts_the_checked_call_as_warmup():
+    assert warm_timing(TimingSpec(warmup=2))["warmup"] == 1
+    assert warm_timing(TimingSpec(warmup=0))["warmup"] == 0
+    with pytest.raises(ValueError, match="slow_repeats"):
+        TimingSpec(slow_repeats=0)
+
+
+def test_rfft_transfer_bytes():
+    assert rfft_transfer_bytes(LayerSpec(64, 64, 3, 16), torch.float32) == 16 * 9 * 64 * 64 * 8
+    assert rfft_transfer_bytes(LayerSpec(64, 64, 3, 16, 2), torch.float64) == 8 * 5 * 64 * 256 * 16
+
+
+def test_sv_cells_record_peak_memory_relative_to_the_transfer_size(tmp_path):
+    suite = {
+        "name": "mem",
+        "tasks": [{"name": "layers", "kind": "sv", "methods": ["sedghi"], "measure_memory": True,
+                   "timing": {"warmup": 0, "min_repeats": 1, "max_repeats": 1, "budget_s": 0.01},
+                   "shapes": [{"c_in": 8, "c_out": 8, "k": 3, "n": 8}]}],
+    }
+    path = tmp_path / "mem.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    res = run_suite(str(path), out_root=tmp_path, progress=False)
+    recs = [r for r in res.records if r["status"] == "ok"]
+    peak = next(r for r in recs if r["metric"] == "sv_peak_mem_bytes")
+    assert peak["extra"]["rfft_transfer_bytes"] == 8 * 5 * 8 * 8 * 8
+    ratio = [r for r in recs if r["metric"] == "sv_peak_mem_vs_transfer"]
+    if peak["value"] is None:
+        assert not ratio
+    else:
+        assert ratio[0]["value"] == pytest.approx(peak["value"] / peak["extra"]["rfft_transfer_bytes"])
+    assert next(r for r in recs if r["metric"] == "sv_time_ms")["backend"] == "svdvals (auto)"
