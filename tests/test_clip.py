@@ -5,7 +5,7 @@ import torch
 from conftest import circular_conv
 
 from svbench.errors import UserError
-from svbench.functional.clip import clip_spectrum, sedghi_clip
+from svbench.functional.clip import clip_kernel, clip_kernel_naive, clip_spectrum, sedghi_clip
 from svbench.functional.oracle import oracle_singular_values
 from svbench.functional.spectrum import conv_sigma_max
 from svbench.functional.transfer import from_transfer_matrices, transfer_matrices
@@ -72,3 +72,34 @@ def test_sedghi_after_step_reports_true_sigma():
     assert r["sigma_max_after"] == pytest.approx(oracle, rel=1e-5)
     assert r["target"] == 0.5
     assert r["overshoot"] == pytest.approx(r["sigma_max_after"] / 0.5)
+
+
+def _textbook(weight, n, target, stride, mode, route):
+    """Clip on the whole rfft grid, inverse FFT to n x n, crop: the definition clip_kernel must reproduce."""
+    c_out, c_in, kh, kw = weight.shape
+    spec = clip_spectrum(transfer_matrices(weight, n, stride), target, mode, route=route)
+    return from_transfer_matrices(spec, c_in, stride, n)[:, :, :kh, :kw]
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 5])
+@pytest.mark.parametrize("mode,route", [("clip", "gram"), ("clip", "svd"), ("assign", "svd")])
+@pytest.mark.parametrize("c_out,c_in,k,n,s", [(4, 3, 3, 8, 1), (4, 3, 3, 8, 2), (5, 2, 5, 6, 3), (3, 3, 1, 4, 1),
+                                               (3, 4, 3, 7, 1), (6, 6, 5, 10, 2)])
+def test_unique_frequency_clip_equals_the_textbook_pass(c_out, c_in, k, n, s, mode, route, chunk):
+    w = torch.randn(c_out, c_in, k, k, dtype=torch.float64, generator=torch.Generator().manual_seed(k * n + s))
+    want = _textbook(w, n, 1.0, s, mode, route)
+    got = clip_kernel(w, n, 1.0, s, mode=mode, route=route, chunk=chunk)
+    assert got.shape == w.shape
+    assert (got - want).abs().max() <= 1e-12 * want.abs().max()
+    naive = clip_kernel_naive(w, n, 1.0, s, mode=mode)
+    assert (naive - want).abs().max() <= 1e-12 * want.abs().max()
+
+
+def test_clip_kernel_bad_inputs():
+    w = torch.randn(2, 2, 3, 3)
+    with pytest.raises(UserError, match="target"):
+        clip_kernel(w, 8, 0.0)
+    with pytest.raises(UserError, match="larger than the input"):
+        clip_kernel(w, 2, 1.0)
+    with pytest.raises(UserError, match="larger than the input"):
+        clip_kernel_naive(w, 2, 1.0)

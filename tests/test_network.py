@@ -46,7 +46,7 @@ def test_network_task_and_grid(tmp_path):
         "name": "net",
         "tasks": [
             {"name": "nets", "kind": "network", "models": ["small_cnn"], "input_shape": [3, 16, 16],
-             "methods": ["reference", "sedghi", "gram", "cayley"],
+             "methods": ["reference", "sedghi", "gram", "cayley"], "clip_to": 1.0,
              "timing": {"warmup": 0, "min_repeats": 1, "max_repeats": 2, "budget_s": 0.01}},
             {"name": "grid", "kind": "sv", "methods": ["sedghi"],
              "timing": {"warmup": 0, "min_repeats": 1, "max_repeats": 2, "budget_s": 0.01},
@@ -61,3 +61,20 @@ def test_network_task_and_grid(tmp_path):
     errs = [r["value"] for r in net if r["metric"] == "network_max_err_rel"]
     assert errs and max(errs) < 1e-5
     assert "Network task" in res.table_md
+    clip = {r["method"] for r in net if r["metric"] == "network_clip_time_ms"}
+    assert clip == {"reference", "sedghi"}  # only methods with a clipping projection time one
+
+
+def test_network_clip_routes_agree_and_leave_the_model_alone():
+    from svbench.methods import create_method
+    from svbench.models import build_model
+
+    model = build_model("small_cnn", num_classes=10, in_channels=3, image_size=16).double()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = create_method("sedghi").network_clip(model, (3, 16, 16), 0.5)
+    naive = create_method("reference").network_clip(model, (3, 16, 16), 0.5)
+    assert fast.keys() == naive.keys() and fast
+    for name in fast:
+        assert (fast[name] - naive[name]).abs().max() <= 1e-10 * naive[name].abs().max()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert create_method("gram").network_clip(model, (3, 16, 16), 0.5) is None

@@ -3,6 +3,12 @@
 Sedghi, Gupta & Long, ICLR 2019 (arXiv:1805.10408), section 4. Steps: transfer matrices -> SVD -> clamp (or
 assign) -> rebuild -> inverse FFT -> undo the polyphase -> crop to the original k x k support.
 
+svbench never builds the n x n kernel: with C(w) = A(w) - clip(A(w)) the clipped-and-cropped kernel is
+W - crop(IDFT(C)), and only the k x k taps of that inverse DFT are needed. They are a direct sum over one
+frequency per conjugate pair (C(-w) = conj C(w), so each pair contributes 2 Re(C(w) e^{i w x})), computed in
+chunks of frequencies (``clip_kernel``). ``clip_kernel_naive`` is the textbook full-fft2 + SVD + ifft2 route,
+kept as the speed reference.
+
 Steps 1-3 are the exact Frobenius projection among kernels with n x n support. The crop (step 4) is a different
 projection and breaks the bound: after one pass sigma_max of the implemented k x k layer is typically 1.2-1.5 x
 tau (methods.md section 3). This module therefore always measures and returns the TRUE sigma_max of the cropped
@@ -18,8 +24,16 @@ import torch
 from torch import Tensor
 
 from svbench.errors import UserError
-from svbench.functional.spectrum import conv_sigma_max, zero_padding_sigma_max_bound
-from svbench.functional.transfer import from_transfer_matrices, transfer_matrices
+from svbench.functional.spectrum import DEFAULT_CHUNKS, conv_sigma_max, zero_padding_sigma_max_bound
+from svbench.functional.transfer import (
+    compact_polyphase_kernel,
+    frequency_basis,
+    from_transfer_matrices,
+    transfer_matrices,
+    transfer_matrices_at,
+    unique_frequencies,
+    unpolyphase_kernel,
+)
 
 ClipMode = Literal["clip", "assign"]
 
@@ -77,20 +91,64 @@ def sedghi_clip(
     The returned ``sigma_max_after`` is measured on the cropped kernel: exact circular sigma_max at n for circular
     padding; for zero padding the guaranteed bound (circular sigma_max on n' = s ceil((n+k-1)/s)).
     """
-    if not target > 0:
-        raise UserError(f"clip target must be > 0, got {target}")
-    c_out, c_in, kh, kw = weight.shape
-    if kh > n or kw > n:
-        raise UserError(f"cannot clip a {kh}x{kw} kernel for a {n}x{n} input: the kernel is larger than the input")
+    _check_clip_args(weight, n, target)
     with torch.no_grad():
         before = _true_sigma_max(weight, n, stride, padding)
-        spec = transfer_matrices(weight, n, stride, real_fft=True)
-        spec = clip_spectrum(spec, target, mode, route=route)
-        full = from_transfer_matrices(spec, c_in, stride, n, real_fft=True)
-        cropped = full[:, :, :kh, :kw].contiguous().to(weight.dtype)
+        cropped = clip_kernel(weight, n, target, stride, mode=mode, route=route)
         after = _true_sigma_max(cropped, n, stride, padding)
     source = "circular_exact@n" if padding == "circular" else "circular_bound@n'"
     return ClipResult(cropped, float(target), before, after, source)
+
+
+def _check_clip_args(weight: Tensor, n: int, target: float) -> None:
+    if not target > 0:
+        raise UserError(f"clip target must be > 0, got {target}")
+    kh, kw = weight.shape[-2:]
+    if kh > n or kw > n:
+        raise UserError(f"cannot clip a {kh}x{kw} kernel for a {n}x{n} input: the kernel is larger than the input")
+
+
+def clip_kernel(
+    weight: Tensor, n: int, target: float, stride: int = 1, *, mode: ClipMode = "clip", route: str = "gram",
+    chunk: int | None = None,
+) -> Tensor:
+    """The clipped-and-cropped (c_out, c_in, k, k) kernel of one Sedghi pass (see the module docstring).
+
+    Equal (up to rounding) to cropping ``from_transfer_matrices(clip_spectrum(transfer_matrices(W)))``, but only
+    one frequency per conjugate pair is decomposed, ``chunk`` at a time (default: a quarter of them).
+    """
+    _check_clip_args(weight, n, target)
+    c_out, c_in, kh, kw = weight.shape
+    m = n // stride
+    taps = compact_polyphase_kernel(weight, n, stride)
+    p, q, t, _ = taps.shape
+    idx, mult = unique_frequencies(m, weight.device)
+    f = idx.numel()
+    step = chunk if chunk is not None else -(-f // DEFAULT_CHUNKS)
+    delta = taps.new_zeros(t * t, p * q)
+    with torch.no_grad():
+        for a in range(0, f, step):
+            sel = idx[a : a + step]
+            spec = transfer_matrices_at(taps, m, sel)
+            corr = (spec - clip_spectrum(spec, target, mode, route=route)).reshape(sel.numel(), p * q)
+            cos, sin = frequency_basis(m, t, sel, taps.dtype)
+            w = mult[a : a + step].to(taps.dtype).unsqueeze(1)
+            # sum over the pair (w, -w) of C e^{+i w x}: 2 Re(C e^{i w x}) = 2 (Re C cos - Im C sin)
+            delta += (w * cos).T @ corr.real - (w * sin).T @ corr.imag
+    delta = delta.reshape(t, t, p, q).permute(2, 3, 0, 1) / (m * m)
+    full = unpolyphase_kernel(taps - delta, c_in, stride)
+    return full[:, :, :kh, :kw].contiguous()
+
+
+def clip_kernel_naive(weight: Tensor, n: int, target: float, stride: int = 1, *, mode: ClipMode = "clip") -> Tensor:
+    """Textbook Sedghi pass: full ``fft2`` of the n x n kernel, SVD of all m^2 matrices, ``ifft2``, crop."""
+    _check_clip_args(weight, n, target)
+    c_out, c_in, kh, kw = weight.shape
+    with torch.no_grad():
+        spec = transfer_matrices(weight, n, stride, real_fft=False)
+        spec = clip_spectrum(spec, target, mode, route="svd")
+        full = from_transfer_matrices(spec, c_in, stride, n, real_fft=False)
+    return full[:, :, :kh, :kw].contiguous().to(weight.dtype)
 
 
 def _true_sigma_max(weight: Tensor, n: int, stride: int, padding: str) -> float:

@@ -219,6 +219,14 @@ class Method(abc.ABC):
         """The numerical route used (recorded with every result); ``auto`` is resolved for ``spec`` on ``device``."""
         return getattr(self.config, "backend", "n/a")
 
+    def network_clip(self, model: nn.Module, input_shape: tuple[int, int, int], target: float
+                     ) -> dict[str, Tensor] | None:
+        """One spectral-clipping pass over every plain conv, as new kernels (the model is not changed).
+
+        None when the method has no such projection (only ``sedghi`` and its naive ``reference`` do).
+        """
+        return None
+
     def network_svs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, Tensor]:
         """What this method computes for EVERY conv of a model, each on the circular model of its input grid.
 
@@ -268,3 +276,9 @@ def circular_view(layer: nn.Module) -> nn.Module:
                      device=layer.weight.device, dtype=layer.weight.dtype)
     twin.weight = layer.weight
     return twin
+
+
+def plain_convs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tuple[str, nn.Conv2d, int]]:
+    """(name, conv, input size) of every plain ``nn.Conv2d`` (ungrouped, undilated, kernel within its grid)."""
+    return [(name, m, n) for name, m, n in conv_inputs(model, input_shape) if type(m) is nn.Conv2d
+            and m.groups == 1 and m.dilation[0] == 1 and m.kernel_size[0] <= n]

@@ -14,8 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from svbench.errors import UnsupportedShape
+from svbench.functional.clip import clip_kernel_naive
 from svbench.functional.spectrum import conv_singular_values
-from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, conv_geometry
+from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, conv_geometry, plain_convs
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,12 @@ class ReferenceMethod(Method):
 
     def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
         return "fft2+svdvals"
+
+    def network_clip(self, model: nn.Module, input_shape: tuple[int, int, int], target: float
+                     ) -> dict[str, Tensor]:
+        """Textbook clip of every plain conv: full fft2, SVD of all m^2 matrices, ifft2, crop (speed reference)."""
+        return {name: clip_kernel_naive(m.weight.detach(), n, target, m.stride[0])
+                for name, m, n in plain_convs(model, input_shape)}
 
     def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
         stride, padding, groups, dilation = conv_geometry(layer)

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from svbench.errors import UnsupportedShape
-from svbench.functional.clip import sedghi_clip
+from svbench.functional.clip import clip_kernel, sedghi_clip
 from svbench.functional.spectrum import conv_singular_values, describe_backend
-from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, conv_geometry
+from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, conv_geometry, plain_convs
 from svbench.methods.hooks import InputSizes
 
 
@@ -82,15 +82,20 @@ class SedghiMethod(Method):
     def network_svs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, Tensor]:
         """All SVs of every plain conv, layers of one transfer shape batched into one call."""
         from svbench.functional.network import batched_conv_singular_values
-        from svbench.methods.base import conv_inputs
 
-        convs = [(name, m, n) for name, m, n in conv_inputs(model, input_shape) if type(m) is nn.Conv2d
-                 and m.groups == 1 and m.dilation[0] == 1 and m.kernel_size[0] <= n]
+        convs = plain_convs(model, input_shape)
         c = self.config
         with torch.no_grad():
             svs = batched_conv_singular_values([(m.weight.detach(), n, m.stride[0]) for _, m, n in convs],
                                                backend=c.backend, driver=c.driver)
         return {name: s for (name, _, _), s in zip(convs, svs)}
+
+    def network_clip(self, model: nn.Module, input_shape: tuple[int, int, int], target: float
+                     ) -> dict[str, Tensor]:
+        """The clip-and-crop pass of every plain conv (circular model on its grid), unique frequencies only."""
+        c = self.config
+        return {name: clip_kernel(m.weight.detach(), n, target, m.stride[0], mode=c.mode, route=c.clip_route)
+                for name, m, n in plain_convs(model, input_shape)}
 
     # ---- training hooks ---------------------------------------------------------------------------------
     def wrap(self, model: nn.Module) -> nn.Module:

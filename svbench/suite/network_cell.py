@@ -33,6 +33,14 @@ def run_network_cell(cell: Any, ctx: Any, base: dict[str, Any], records: Any) ->
     if task.measure_memory:
         mem = peak_memory(compute, ctx.device)
         items.append({"metric": "network_peak_mem_bytes", "value": mem.bytes, "extra": {"how": mem.how}})
+    if task.clip_to is not None:
+        def clip() -> object:
+            return method.network_clip(model, shape, task.clip_to)
+
+        if clip() is not None:  # also the warm-up
+            ct = time_callable(clip, ctx.device, **warm_timing(task.timing))
+            items.append({"metric": "network_clip_time_ms", "value": ct.median_ms, "iqr": ct.iqr_ms,
+                          "repeats": ct.repeats, "extra": {"clock": ct.clock, "target": task.clip_to}})
     if task.check_error and method.provides in ("all_svs", "upper_bound"):
         errs, how = [], "fft_float64"
         layers = {name: m for name, m, _ in conv_inputs(model, shape)}

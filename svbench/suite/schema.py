@@ -140,10 +140,13 @@ class NetworkTask:
     timing: TimingSpec = TimingSpec(warmup=1, min_repeats=3, max_repeats=20, budget_s=2.0)
     check_error: bool = True  # compare every layer with the float64 FFT SVD (costly for big nets)
     measure_memory: bool = True
+    clip_to: float | None = None  # also time one clipping pass over every conv (methods with network_clip)
 
     def __post_init__(self) -> None:
         if not self.models:
             raise ValueError("a network task needs at least one model")
+        if self.clip_to is not None and not self.clip_to > 0:
+            raise ValueError(f"clip_to must be > 0, got {self.clip_to}")
         if len(self.input_shape) != 3 or self.input_shape[1] != self.input_shape[2] or min(self.input_shape) < 1:
             raise ValueError(f"input_shape must be [C, H, H], got {self.input_shape}")
         if isinstance(self.methods, str) and self.methods != "all":
