@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from svbench.measure import time_callable, warm_timing
+from svbench.measure import time_callable, timed_call, warm_timing
 from svbench.methods.base import LayerSpec
 from svbench.suite.runner import rfft_transfer_bytes, run_suite
 from svbench.suite.schema import TimingSpec
@@ -60,3 +60,21 @@ def test_sv_cells_record_peak_memory_relative_to_the_transfer_size(tmp_path):
     else:
         assert ratio[0]["value"] == pytest.approx(peak["value"] / peak["extra"]["rfft_transfer_bytes"])
     assert next(r for r in recs if r["metric"] == "sv_time_ms")["backend"] == "svdvals (auto)"
+
+
+def test_a_slow_first_call_is_one_of_the_samples():
+    calls = []
+
+    def fn():
+        calls.append(1)
+
+    t = time_callable(fn, warmup=3, min_repeats=10, max_repeats=20, budget_s=0.001, slow_repeats=2, prior_ms=50.0)
+    assert t.first_call_timed and t.warmup == 0 and t.repeats == 2 and len(calls) == 1
+    assert t.samples_ms[0] == 50.0
+    fast = time_callable(fn, warmup=1, min_repeats=3, max_repeats=3, budget_s=10.0, prior_ms=0.001)
+    assert not fast.first_call_timed and fast.repeats == 3
+
+
+def test_timed_call_returns_the_result():
+    out, ms = timed_call(lambda: 41 + 1)
+    assert out == 42 and ms >= 0

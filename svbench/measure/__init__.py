@@ -2,6 +2,6 @@
 
 from svbench.measure.env import environment
 from svbench.measure.memory import PeakMemory, peak_memory
-from svbench.measure.timing import Timing, time_callable, warm_timing
+from svbench.measure.timing import Timing, time_callable, timed_call, warm_timing
 
-__all__ = ["PeakMemory", "Timing", "environment", "peak_memory", "time_callable", "warm_timing"]
+__all__ = ["PeakMemory", "Timing", "environment", "peak_memory", "time_callable", "timed_call", "warm_timing"]

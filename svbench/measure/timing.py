@@ -11,9 +11,11 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
+T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Timing:
@@ -23,6 +25,7 @@ class Timing:
     warmup: int
     clock: str  # "cuda_events" or "perf_counter"
     samples_ms: tuple[float, ...]
+    first_call_timed: bool = False  # the caller's first (cold) call is one of the samples (slow operations)
 
 
 def _quantile(xs: list[float], q: float) -> float:
@@ -35,19 +38,25 @@ def _quantile(xs: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def _once(fn: Callable[[], object], device: torch.device) -> float:
+def timed_call(fn: Callable[[], T], device: torch.device | str = "cpu") -> tuple[T, float]:
+    """Run ``fn`` once, synchronised; returns its result and its wall time in ms (CUDA events on GPU)."""
+    device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         start = torch.cuda.Event(enable_timing=True)
         stop = torch.cuda.Event(enable_timing=True)
         start.record()
-        fn()
+        out = fn()
         stop.record()
         torch.cuda.synchronize(device)
-        return float(start.elapsed_time(stop))
+        return out, float(start.elapsed_time(stop))
     t0 = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t0) * 1e3
+    out = fn()
+    return out, (time.perf_counter() - t0) * 1e3
+
+
+def _once(fn: Callable[[], object], device: torch.device) -> float:
+    return timed_call(fn, device)[1]
 
 
 def time_callable(
@@ -59,6 +68,7 @@ def time_callable(
     max_repeats: int = 100,
     budget_s: float = 1.0,
     slow_repeats: int = 3,
+    prior_ms: float | None = None,
 ) -> Timing:
     """Median and IQR of ``fn``'s wall time in ms.
 
@@ -66,8 +76,15 @@ def time_callable(
     cost; the number of repeats is ``budget_s / cost`` clamped to [min_repeats, max_repeats], except that an
     operation so slow that ``min_repeats`` would take more than 5 x ``budget_s`` gets max(slow_repeats, 5 budget /
     cost) (``slow_repeats`` defaults to 3; the count used is recorded either way).
+
+    ``prior_ms``: the time of a call the caller has just made (see ``timed_call``). If that one call took more than
+    5 x ``budget_s``, it is the first of the ``slow_repeats`` samples and no warm-up is added (for operations of
+    many seconds, where one-time set-up costs are a negligible share); the Timing then says ``warmup=0``.
     """
     device = torch.device(device)
+    if prior_ms is not None and prior_ms / 1e3 > 5 * budget_s:
+        samples = [prior_ms] + [_once(fn, device) for _ in range(min(slow_repeats, max_repeats) - 1)]
+        return _summary(samples, 0, device, first_call_timed=True)
     for _ in range(max(0, warmup)):
         fn()
     if device.type == "cuda":
@@ -79,6 +96,10 @@ def time_callable(
     if est * min_repeats > 5 * budget_s:
         n = min(n, max(slow_repeats, int(5 * budget_s / est)))
     samples = [first] + [_once(fn, device) for _ in range(n - 1)]
+    return _summary(samples, warmup, device)
+
+
+def _summary(samples: list[float], warmup: int, device: torch.device, first_call_timed: bool = False) -> Timing:
     return Timing(
         median_ms=statistics.median(samples),
         iqr_ms=_quantile(samples, 0.75) - _quantile(samples, 0.25),
@@ -86,12 +107,14 @@ def time_callable(
         warmup=warmup,
         clock="cuda_events" if device.type == "cuda" else "perf_counter",
         samples_ms=tuple(samples),
+        first_call_timed=first_call_timed,
     )
 
 
-def warm_timing(spec: object) -> dict[str, object]:
+def warm_timing(spec: object, prior_ms: float | None = None) -> dict[str, object]:
     """``time_callable`` keyword arguments from a timing spec dataclass, for a callable the caller has already run
-    once (to check its output): that call counts as the first warm-up."""
+    once (to check its output): that call counts as the first warm-up, and its time ``prior_ms`` is passed on."""
     args = dataclasses.asdict(spec)  # type: ignore[call-overload]
     args["warmup"] = max(0, int(args["warmup"]) - 1)
+    args["prior_ms"] = prior_ms
     return args

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from svbench.functional.spectrum import conv_singular_values
-from svbench.measure import peak_memory, time_callable, warm_timing
+from svbench.measure import peak_memory, time_callable, timed_call, warm_timing
 from svbench.methods.base import conv_inputs
 from svbench.models import build_model
 
@@ -23,11 +23,12 @@ def run_network_cell(cell: Any, ctx: Any, base: dict[str, Any], records: Any) ->
     def compute() -> dict[str, torch.Tensor]:
         return method.network_svs(model, shape)
 
-    first = compute()
-    t = time_callable(compute, ctx.device, **warm_timing(task.timing))
+    first, first_ms = timed_call(compute, ctx.device)
+    t = time_callable(compute, ctx.device, **warm_timing(task.timing, first_ms))
     items: list[dict[str, Any]] = [
         {"metric": "network_sv_time_ms", "value": t.median_ms, "iqr": t.iqr_ms, "repeats": t.repeats,
-         "extra": {"clock": t.clock, "n_layers": len(first), "n_values": int(sum(v.numel() for v in first.values()))}},
+         "extra": {"clock": t.clock, "first_call_timed": t.first_call_timed, "n_layers": len(first),
+                   "n_values": int(sum(v.numel() for v in first.values()))}},
         {"metric": "network_sigma_max", "value": max(float(v[0]) for v in first.values()) if first else None},
     ]
     if task.measure_memory:
@@ -37,10 +38,12 @@ def run_network_cell(cell: Any, ctx: Any, base: dict[str, Any], records: Any) ->
         def clip() -> object:
             return method.network_clip(model, shape, task.clip_to)
 
-        if clip() is not None:  # also the warm-up
-            ct = time_callable(clip, ctx.device, **warm_timing(task.timing))
+        clipped, clip_ms = timed_call(clip, ctx.device)  # also the warm-up
+        if clipped is not None:
+            ct = time_callable(clip, ctx.device, **warm_timing(task.timing, clip_ms))
             items.append({"metric": "network_clip_time_ms", "value": ct.median_ms, "iqr": ct.iqr_ms,
-                          "repeats": ct.repeats, "extra": {"clock": ct.clock, "target": task.clip_to}})
+                          "repeats": ct.repeats, "extra": {"clock": ct.clock, "first_call_timed": ct.first_call_timed,
+                                    "target": task.clip_to}})
     if task.check_error and method.provides in ("all_svs", "upper_bound"):
         errs, how = [], "fft_float64"
         layers = {name: m for name, m, _ in conv_inputs(model, shape)}

@@ -23,7 +23,7 @@ from svbench._validate import to_mapping
 from svbench.errors import UnsupportedShape, UserError
 from svbench.functional.oracle import oracle_singular_values
 from svbench.functional.spectrum import conv_singular_values
-from svbench.measure import environment, peak_memory, time_callable, warm_timing
+from svbench.measure import environment, peak_memory, time_callable, timed_call, warm_timing
 from svbench.methods import METHODS, Method
 from svbench.methods.base import LayerSpec
 from svbench.results.io import RESULTS_FILE, ResultsWriter, load_results
@@ -382,7 +382,7 @@ def _run_sv_cell(cell: Cell, ctx: _Ctx, base: dict[str, Any]) -> list[dict[str, 
     def compute() -> Tensor:
         return method.layer_svs(layer, n)
 
-    svs = compute()
+    svs, first_ms = timed_call(compute, ctx.device)
     expected = method.expected_count(spec)
     if svs.numel() != expected:
         return _status_record(
@@ -390,10 +390,11 @@ def _run_sv_cell(cell: Cell, ctx: _Ctx, base: dict[str, Any]) -> list[dict[str, 
         )
     if not torch.isfinite(svs).all():
         return _status_record(base, "nonfinite", f"{method.name} returned non-finite values (NaN or Inf)")
-    t = time_callable(compute, ctx.device, **warm_timing(task.timing))
+    t = time_callable(compute, ctx.device, **warm_timing(task.timing, first_ms))
     items: list[dict[str, Any]] = [
         {"metric": "sv_time_ms", "value": t.median_ms, "iqr": t.iqr_ms, "repeats": t.repeats,
-         "extra": {"clock": t.clock, "warmup": task.timing.warmup}},
+         "extra": {"clock": t.clock, "warmup": t.warmup + (0 if t.first_call_timed else 1),
+                   "first_call_timed": t.first_call_timed}},
     ]
     if task.measure_memory:
         mem = peak_memory(compute, ctx.device)
