@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Issue 6: every GPU measurement in ONE call on a lent device machine (torch from the machine, svbench from source,
+# no network). Results land under $OUT: the run folder (results.jsonl, table.md/csv, meta.json), the report
+# (md/csv/html/png), nvidia-smi and the environment. Commit them under reports/gpu/<device>/.
+#
+#   device tool:   bash scripts/gpu-measure.sh                      (OUT is set by the tool; timeout_s >= budget + 60)
+#   CPU dry run:   OUT=/tmp/g SVBENCH_DEVICE=cpu SVBENCH_SUITE=tests/data/gpu-dry-run.yaml bash scripts/gpu-measure.sh
+#
+# The suite is cut after SVBENCH_BUDGET_S seconds (SIGINT: the runner keeps every finished cell and exits 130);
+# the report is written from whatever finished.
+set -u
+OUT=${OUT:?set OUT to the folder that should receive the results}
+SUITE=${SVBENCH_SUITE:-suites/sv-speed-gpu-quick.yaml}
+DEVICE=${SVBENCH_DEVICE:-cuda}
+BUDGET=${SVBENCH_BUDGET_S:-400}
+PY=${PYTHON:-python3}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+mkdir -p "$OUT"
+start=$(date +%s)
+
+{ nvidia-smi 2>&1 || echo "nvidia-smi: not available"; } > "$OUT/nvidia-smi.txt"
+"$PY" - > "$OUT/env.txt" 2>&1 <<'PYEOF'
+import platform, torch
+print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda)
+if torch.cuda.is_available():
+    print("device", torch.cuda.get_device_name(0), "capability", torch.cuda.get_device_capability(0))
+    print("tf32 matmul", torch.backends.cuda.matmul.allow_tf32, "tf32 cudnn", torch.backends.cudnn.allow_tf32)
+PYEOF
+cat "$OUT/env.txt"
+
+timeout --signal=INT --kill-after=30 "$BUDGET" "$PY" -m svbench run "$SUITE" --device "$DEVICE" --out "$OUT/runs" \
+    --no-progress > "$OUT/run.log" 2>&1
+rc=$?
+echo "svbench run exit code: $rc (124/130: cut at the ${BUDGET}s budget; finished cells are kept)" | tee -a "$OUT/run.log"
+tail -n 5 "$OUT/run.log"
+
+run_dir=$(find "$OUT/runs" -name results.jsonl -printf '%h\n' 2>/dev/null | head -n 1)
+if [ -n "$run_dir" ]; then
+    "$PY" -m svbench report "$run_dir" --out "$OUT/report" > "$OUT/report.log" 2>&1 || cat "$OUT/report.log"
+    ls "$OUT/report" 2>/dev/null
+else
+    echo "no results were written"
+fi
+echo "total $(( $(date +%s) - start )) s"
