@@ -14,12 +14,13 @@ from svbench.methods.base import LayerSpec
 
 DEVICE = os.environ.get("SVBENCH_ASV_DEVICE", "cpu")
 SHAPES = ["16-8-1", "64-16-1", "64-16-2"]  # c-n-stride, 3x3 kernels
-METHODS = ["reference", "sedghi", "sedghi-eigh", "tt-half", "gram", "power", "cayley"]
+METHODS = ["reference", "sedghi", "sedghi-svdvals", "sedghi-eigh", "tt-half", "gram", "power", "cayley"]
 
 
 def _method(name):
     table = {
         "sedghi-eigh": ("sedghi", {"backend": "eigh"}),
+        "sedghi-svdvals": ("sedghi", {"backend": "svdvals"}),
         "tt-half": ("tt", {"rank_scale": 0.5}),
     }
     base, opts = table.get(name, (name, {}))
@@ -73,6 +74,27 @@ class LayerSVsGPUMemory:
         return torch.cuda.max_memory_allocated() - base
 
     track_gpu_peak_bytes.unit = "bytes"
+
+
+class LayerClip:
+    """One Sedghi clip-and-crop pass of one layer: svbench's unique-frequency route against the textbook one."""
+
+    params = (["textbook", "sedghi"], SHAPES)
+    param_names = ["route", "shape"]
+    timeout = 300
+
+    def setup(self, route, shape):
+        from svbench.functional.clip import clip_kernel, clip_kernel_naive
+
+        _, self.layer, self.n = _prepare("none", shape)
+        self.clip = clip_kernel_naive if route == "textbook" else clip_kernel
+        self.weight, self.stride = self.layer.weight.detach(), self.layer.stride[0]
+        self.clip(self.weight, self.n, 1.0, self.stride)
+
+    def time_clip(self, route, shape):
+        self.clip(self.weight, self.n, 1.0, self.stride)
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()
 
 
 class NetworkSVs:

@@ -1,0 +1,34 @@
+"""Every asv benchmark's setup and body run (smallest parameters), so a broken benchmark fails here, not in asv."""
+
+import itertools
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "suites" / "asv"))
+import bench_spectrum  # noqa: E402
+
+SMALL = {"shape": "16-8-1", "model": "small_cnn"}
+CLASSES = [getattr(bench_spectrum, n) for n in dir(bench_spectrum)
+           if isinstance(getattr(bench_spectrum, n), type) and hasattr(getattr(bench_spectrum, n), "params")]
+
+
+def _cases():
+    for cls in CLASSES:
+        grids = [[SMALL[name]] if name in SMALL else values for name, values in zip(cls.param_names, cls.params)]
+        for combo in itertools.product(*grids):
+            yield pytest.param(cls, combo, id=f"{cls.__name__}-{'-'.join(combo)}")
+
+
+@pytest.mark.parametrize("cls,combo", list(_cases()))
+def test_benchmark_runs(cls, combo):
+    bench = cls()
+    try:
+        bench.setup(*combo)
+    except NotImplementedError as e:  # asv's skip convention (e.g. GPU-only benchmarks on CPU)
+        pytest.skip(str(e))
+    bodies = [getattr(bench, n) for n in dir(bench) if n.startswith(("time_", "track_", "peakmem_"))]
+    assert bodies
+    for body in bodies:
+        body(*combo)
