@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from svbench.measure import time_callable, timed_call, warm_timing
+from svbench.measure import paired_timing, time_callable, timed_call, warm_timing
 from svbench.methods.base import LayerSpec
 from svbench.suite.runner import rfft_transfer_bytes, run_suite
 from svbench.suite.schema import TimingSpec
@@ -78,3 +78,30 @@ def test_a_slow_first_call_is_one_of_the_samples():
 def test_timed_call_returns_the_result():
     out, ms = timed_call(lambda: 41 + 1)
     assert out == 42 and ms >= 0
+
+
+def test_paired_timing_alternates_and_reports_the_ratio():
+    order = []
+    t = paired_timing(lambda: order.append("a"), lambda: (order.append("b"), time.sleep(0.002)), repeats=4,
+                      warmup=1)
+    assert order == ["a", "b"] + ["a", "b", "b", "a"] * 2
+    assert t.a.repeats == t.b.repeats == 4 and t.ratio_b_over_a > 1
+    with pytest.raises(ValueError):
+        paired_timing(lambda: None, lambda: None, repeats=0)
+
+
+def test_paired_reference_metric_in_sv_cells(tmp_path):
+    suite = {
+        "name": "paired",
+        "tasks": [{"name": "layers", "kind": "sv", "methods": ["reference", "sedghi", "tt", "gram"],
+                   "paired_reference": 3, "measure_memory": False,
+                   "timing": {"warmup": 0, "min_repeats": 1, "max_repeats": 1, "budget_s": 0.01},
+                   "shapes": [{"c_in": 8, "c_out": 8, "k": 3, "n": 8}]}],
+    }
+    path = tmp_path / "paired.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    res = run_suite(str(path), out_root=tmp_path, progress=False)
+    paired = {r["method"]: r for r in res.records if r["metric"] == "speedup_vs_reference_paired"}
+    assert set(paired) == {"sedghi", "tt", "gram"}  # every method with a dense kernel, never reference itself
+    assert all(r["value"] > 0 and r["repeats"] == 3 for r in paired.values())
+    assert "paired" in res.table_md

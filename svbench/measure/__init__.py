@@ -2,6 +2,9 @@
 
 from svbench.measure.env import environment
 from svbench.measure.memory import PeakMemory, peak_memory
-from svbench.measure.timing import Timing, time_callable, timed_call, warm_timing
+from svbench.measure.timing import PairedTiming, Timing, paired_timing, time_callable, timed_call, warm_timing
 
-__all__ = ["PeakMemory", "Timing", "environment", "peak_memory", "time_callable", "timed_call", "warm_timing"]
+__all__ = [
+    "PairedTiming", "PeakMemory", "Timing", "environment", "paired_timing", "peak_memory", "time_callable",
+    "timed_call", "warm_timing",
+]

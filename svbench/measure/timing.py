@@ -111,6 +111,46 @@ def _summary(samples: list[float], warmup: int, device: torch.device, first_call
     )
 
 
+@dataclass(frozen=True)
+class PairedTiming:
+    """Two callables timed alternately (A B A B ...): slow drift and noisy neighbours hit both alike."""
+
+    a: Timing
+    b: Timing
+    ratio_b_over_a: float  # median over pairs of t_b / t_a
+    ratio_iqr: float
+
+
+def paired_timing(
+    fn_a: Callable[[], object], fn_b: Callable[[], object], device: torch.device | str = "cpu", *,
+    repeats: int = 30, warmup: int = 1,
+) -> PairedTiming:
+    """Time ``fn_a`` and ``fn_b`` in alternation, ``repeats`` pairs after ``warmup`` untimed pairs.
+
+    The speed-up of A over B is reported as the median of the per-pair ratios t_b / t_a, which cancels drift that
+    the ratio of two separately measured medians does not.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    device = torch.device(device)
+    for _ in range(max(0, warmup)):
+        fn_a()
+        fn_b()
+    ta, tb = [], []
+    for i in range(repeats):
+        if i % 2:  # alternate which goes first, so neither always runs on a cache warmed by the other
+            tb.append(_once(fn_b, device))
+            ta.append(_once(fn_a, device))
+        else:
+            ta.append(_once(fn_a, device))
+            tb.append(_once(fn_b, device))
+    ratios = [b / a for a, b in zip(ta, tb) if a > 0]
+    return PairedTiming(
+        _summary(ta, warmup, device), _summary(tb, warmup, device),
+        statistics.median(ratios), _quantile(ratios, 0.75) - _quantile(ratios, 0.25),
+    )
+
+
 def warm_timing(spec: object, prior_ms: float | None = None) -> dict[str, object]:
     """``time_callable`` keyword arguments from a timing spec dataclass, for a callable the caller has already run
     once (to check its output): that call counts as the first warm-up, and its time ``prior_ms`` is passed on."""

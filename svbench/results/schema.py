@@ -58,6 +58,9 @@ METRICS: dict[str, MetricInfo] = {
     "sv_peak_mem_vs_transfer": MetricInfo(
         "ratio", False, "sv_peak_mem_bytes / size of the layer's rfft transfer matrices (issue-6 target: <= 1.5 on GPU)"
     ),
+    "speedup_vs_reference_paired": MetricInfo(
+        "ratio", True, "median over interleaved pairs of t_reference / t_method on the same kernel (paired_reference)"
+    ),
     "sigma_max": MetricInfo("1", False, "sigma_max the method reports (exact, bound or estimate)"),
     "oracle_sigma_max": MetricInfo("1", False, "exact sigma_max of the implemented operator (oracle)"),
     "sigma_max_rel_err": MetricInfo(

@@ -19,6 +19,7 @@ SV_COLUMNS = [
     ("sigma_max_rel_err", "sigma_max_rel_err"),
     ("sv_max_abs_err_rel", "max_abs_err_rel"),
     ("forward_time_ms", "forward_ms"),
+    ("speedup_vs_reference_paired", "paired_speedup"),
 ]
 
 
@@ -124,6 +125,9 @@ def sv_markdown(table: pd.DataFrame) -> str:
             t = f"{_fmt(r['time_ms'], 'ms')} ({_fmt(r['time_iqr_ms'], 'ms')})"
             sp = r.get("speedup_vs_reference")
             sp_txt = f"{sp:.2f}" if isinstance(sp, float) and np.isfinite(sp) else "—"
+            paired = r.get("paired_speedup")
+            if isinstance(paired, float) and np.isfinite(paired):
+                sp_txt += f" (paired {paired:.2f})"
             out.append(
                 f"| {r['shape']} | {r['method']} | {r['provides']} | {r['backend']} | {t} | {sp_txt} | "
                 f"{_fmt(r['peak_mem_bytes'], 'mem')} | {_fmt(r['sigma_max'], 'num')} | "

@@ -23,8 +23,8 @@ from svbench._validate import to_mapping
 from svbench.errors import UnsupportedShape, UserError
 from svbench.functional.oracle import oracle_singular_values
 from svbench.functional.spectrum import conv_singular_values
-from svbench.measure import environment, peak_memory, time_callable, timed_call, warm_timing
-from svbench.methods import METHODS, Method
+from svbench.measure import environment, paired_timing, peak_memory, time_callable, timed_call, warm_timing
+from svbench.methods import METHODS, Method, create_method
 from svbench.methods.base import LayerSpec
 from svbench.results.io import RESULTS_FILE, ResultsWriter, load_results
 from svbench.results.schema import SCHEMA_VERSION, metric_info
@@ -405,6 +405,9 @@ def _run_sv_cell(cell: Cell, ctx: _Ctx, base: dict[str, Any]) -> list[dict[str, 
             items.append({"metric": "sv_peak_mem_vs_transfer", "value": mem.bytes / transfer,
                           "extra": {"how": mem.how, "rfft_transfer_bytes": transfer}})
 
+    if task.paired_reference and method.name != "reference":
+        items.extend(_paired_with_reference(compute, method, layer, spec, ctx, task.paired_reference))
+
     gen = torch.Generator().manual_seed(10_000 + cell.seed)
     x = torch.randn(task.forward_batch, *spec.in_shape, generator=gen).to(ctx.device, ctx.dtype)
     layer.eval()
@@ -432,6 +435,23 @@ def _run_sv_cell(cell: Cell, ctx: _Ctx, base: dict[str, Any]) -> list[dict[str, 
             err = (svs - oracle).abs().max().item() / s1
             items.append({"metric": "sv_max_abs_err_rel", "value": err})
     return _records(base, items)
+
+
+def _paired_with_reference(compute: Callable[[], Tensor], method: Method, layer: torch.nn.Module, spec: LayerSpec,
+                           ctx: _Ctx, pairs: int) -> list[dict[str, Any]]:
+    """Speed-up over `reference` on the SAME dense kernel, timed in alternation (see ``paired_timing``)."""
+    kernel = method.dense_kernel(layer)
+    if kernel is None or spec.padding != "circular" or spec.groups != 1 or spec.dilation != 1:
+        return []
+    reference = create_method("reference")
+    conv = torch.nn.Conv2d(spec.c_in, spec.c_out, spec.k, spec.stride, spec.k // 2, bias=False,
+                           padding_mode="circular", device=kernel.device, dtype=kernel.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(kernel.detach())
+    pt = paired_timing(compute, lambda: reference.layer_svs(conv, spec.n), ctx.device, repeats=pairs)
+    return [{"metric": "speedup_vs_reference_paired", "value": pt.ratio_b_over_a, "iqr": pt.ratio_iqr,
+             "repeats": pairs, "extra": {"method_ms": pt.a.median_ms, "reference_ms": pt.b.median_ms,
+                                         "how": "median of per-pair t_reference / t_method, interleaved"}}]
 
 
 def rfft_transfer_bytes(spec: LayerSpec, dtype: torch.dtype) -> int:

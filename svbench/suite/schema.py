@@ -72,6 +72,7 @@ class SVTask:
     oracle_max_dim: int = 2048
     forward_batch: int = 16
     measure_memory: bool = True
+    paired_reference: int = 0  # N > 0: also time against `reference` on the same kernel, N interleaved pairs
 
     def __post_init__(self) -> None:
         if not self.all_shapes():
@@ -82,6 +83,8 @@ class SVTask:
             raise ValueError("oracle_max_dim must be >= 0")
         if self.forward_batch < 1:
             raise ValueError("forward_batch must be >= 1")
+        if self.paired_reference < 0:
+            raise ValueError("paired_reference must be >= 0 (number of interleaved pairs)")
 
     def all_shapes(self) -> list[LayerSpec]:
         """Explicit shapes, then the grid's (duplicates dropped, order kept)."""
