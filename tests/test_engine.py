@@ -142,3 +142,15 @@ def test_gram_bound_on_unique_frequencies_still_bounds_and_has_gradients():
     assert exact * (1 - 1e-12) <= b <= exact * (1 + 1e-3)  # converged: equal up to rounding
     b.backward()
     assert w.grad is not None and torch.isfinite(w.grad).all()
+
+
+def test_default_chunking_policy():
+    from svbench.functional.spectrum import frequency_chunk
+
+    assert frequency_chunk(10, 100) == 10  # tiny: one call
+    assert frequency_chunk(130, 64 * 64 * 8) == 33  # c = 64, n = 16: 4.2 MB -> 4 chunks
+    assert frequency_chunk(130, 2**20) == 33  # never more than 4 chunks
+    assert frequency_chunk(130, 2**13) == 65  # ~1 MiB -> 2 chunks
+    assert frequency_chunk(7, 1, chunk=3) == 3
+    with pytest.raises(UserError, match="chunk"):
+        frequency_chunk(7, 1, chunk=0)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from svbench.errors import UserError
-from svbench.functional.spectrum import DEFAULT_CHUNKS, conv_sigma_max, zero_padding_sigma_max_bound
+from svbench.functional.spectrum import conv_sigma_max, frequency_chunk, zero_padding_sigma_max_bound
 from svbench.functional.transfer import (
     compact_polyphase_kernel,
     frequency_basis,
@@ -124,7 +124,7 @@ def clip_kernel(
     p, q, t, _ = taps.shape
     idx, mult = unique_frequencies(m, weight.device)
     f = idx.numel()
-    step = chunk if chunk is not None else -(-f // DEFAULT_CHUNKS)
+    step = frequency_chunk(f, 2 * taps.element_size() * p * q, chunk)
     delta = taps.new_zeros(t * t, p * q)
     with torch.no_grad():
         for a in range(0, f, step):

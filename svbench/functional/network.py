@@ -12,7 +12,7 @@ from collections import defaultdict
 import torch
 from torch import Tensor
 
-from svbench.functional.spectrum import DEFAULT_CHUNKS, expand_multiset, matrix_singular_values
+from svbench.functional.spectrum import expand_multiset, frequency_chunk, matrix_singular_values
 from svbench.functional.transfer import compact_polyphase_kernel, transfer_matrices_at, unique_frequencies
 
 
@@ -33,7 +33,8 @@ def batched_conv_singular_values(
         idx, mult = unique_frequencies(m, device)
         taps = [compact_polyphase_kernel(*layers[i]) for i in idxs]
         f = idx.numel()
-        step = chunk if chunk is not None else -(-f // DEFAULT_CHUNKS)
+        p, q = taps[0].shape[:2]
+        step = frequency_chunk(f, 2 * taps[0].element_size() * p * q * len(taps), chunk)
         parts = []
         for a in range(0, f, step):
             mats = torch.cat([transfer_matrices_at(t, m, idx[a : a + step]) for t in taps])

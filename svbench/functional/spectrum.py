@@ -20,7 +20,8 @@ for circular padding. Backends (a recorded axis of every result):
 
 Memory: with the real-FFT symmetry the transfer matrices of one representative per conjugate pair are built by a
 direct DFT of the kernel taps (``transfer_matrices_at``) in chunks of frequencies, each decomposed and dropped
-before the next, so the peak stays a fraction of the rfft transfer matrices' size (default: 4 chunks).
+before the next, so the peak stays a fraction of the rfft transfer matrices' size (default: 4 chunks, none
+smaller than 1 MiB, so tiny layers take one call).
 """
 
 from __future__ import annotations
@@ -45,9 +46,20 @@ CUDA_DRIVERS: tuple[str, ...] = ("gesvd", "gesvdj", "gesvda")
 # ``auto`` on CPU: eigh64 when max(p, q) >= AUTO_EIGH64_ASPECT * min(p, q) and min(p, q) <= AUTO_EIGH64_MAX_SIDE
 AUTO_EIGH64_ASPECT = 4
 AUTO_EIGH64_MAX_SIDE = 64
-DEFAULT_CHUNKS = 4
+DEFAULT_CHUNKS = 4  # at most this many chunks by default ...
+CHUNK_MIN_BYTES = 2**20  # ... and none smaller than 1 MiB of transfer matrices (tiny layers: one call, no overhead)
 # relative tolerance of the Frobenius check of gesvda results (float32 rounding of both sides is ~1e-6)
 _FROBENIUS_RTOL = 1e-4
+
+
+def frequency_chunk(num_freqs: int, bytes_per_freq: int, chunk: int | None = None) -> int:
+    """Frequencies per chunk: ``chunk`` if given (>= 1), else a quarter of them, but at least 1 MiB's worth."""
+    if chunk is not None:
+        if chunk < 1:
+            raise UserError(f"chunk must be >= 1, got {chunk}")
+        return chunk
+    pieces = min(DEFAULT_CHUNKS, max(1, -(-num_freqs * bytes_per_freq // CHUNK_MIN_BYTES)))
+    return max(1, -(-num_freqs // pieces))
 
 
 def resolve_backend(
@@ -165,12 +177,14 @@ def unique_frequency_singular_values(
     taps = compact_polyphase_kernel(weight, n, stride)
     idx, mult = unique_frequencies(m, weight.device)
     f = idx.numel()
-    step = chunk if chunk is not None else -(-f // DEFAULT_CHUNKS)
-    if step < 1:
-        raise UserError(f"chunk must be >= 1, got {step}")
+    step = frequency_chunk(f, _complex_bytes(taps) * taps.shape[0] * taps.shape[1], chunk)
     parts = [matrix_singular_values(transfer_matrices_at(taps, m, idx[i : i + step]), backend, driver=driver)
              for i in range(0, f, step)]
     return torch.cat(parts), mult
+
+
+def _complex_bytes(t: Tensor) -> int:
+    return 2 * t.element_size() if not t.is_complex() else t.element_size()
 
 
 def expand_multiset(per_freq: Tensor, mult: Tensor) -> Tensor:
