@@ -2,6 +2,7 @@
 
 Counts and record contents only: no test asserts a duration."""
 
+import sys
 import time
 
 import pytest
@@ -60,6 +61,9 @@ def test_sv_cells_record_peak_memory_relative_to_the_transfer_size(tmp_path):
     else:
         assert ratio[0]["value"] == pytest.approx(peak["value"] / peak["extra"]["rfft_transfer_bytes"])
     assert next(r for r in recs if r["metric"] == "sv_time_ms")["backend"] == "svdvals (auto)"
+    assert all(r["malloc"] == recs[0]["malloc"] for r in recs)  # one recorded allocator configuration per run
+    if sys.platform.startswith("linux"):
+        assert recs[0]["malloc"].startswith("glibc mmap_threshold=32MiB")
 
 
 def test_a_slow_first_call_is_one_of_the_samples():

@@ -33,6 +33,7 @@ device             cpu | cuda;  device_name: CPU model or GPU name
 torch_version, cuda_version, python_version, svbench_version, git_sha
 num_threads        torch intra-op threads during the run
 tf32_matmul, tf32_cudnn   TF32 flags (matter for conv-based estimators on Ampere/Hopper)
+malloc                    glibc allocator configuration the run's timings used (fix_allocator), or "default"
 =================  ==========================================================================================
 """
 

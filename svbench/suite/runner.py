@@ -23,7 +23,15 @@ from svbench._validate import to_mapping
 from svbench.errors import UnsupportedShape, UserError
 from svbench.functional.oracle import oracle_singular_values
 from svbench.functional.spectrum import conv_singular_values
-from svbench.measure import environment, paired_timing, peak_memory, time_callable, timed_call, warm_timing
+from svbench.measure import (
+    environment,
+    fix_allocator,
+    paired_timing,
+    peak_memory,
+    time_callable,
+    timed_call,
+    warm_timing,
+)
 from svbench.methods import METHODS, Method, create_method
 from svbench.methods.base import LayerSpec
 from svbench.results.io import RESULTS_FILE, ResultsWriter, load_results
@@ -186,7 +194,9 @@ def run_suite(
     if dev.type == "cpu":
         torch.set_num_threads(n_threads)
     try:
-        ctx = _Ctx(suite, run_id, dev, dtype, environment(dev), run_dir=run_dir)
+        env = environment(dev)
+        env["malloc"] = fix_allocator()  # every timing of the run under one recorded allocator configuration
+        ctx = _Ctx(suite, run_id, dev, dtype, env, run_dir=run_dir)
         _write_meta(run_dir, suite, ctx, methods)
         todo = [c for c in cells if c.cell_id not in done_ids]
         n_done = 0
