@@ -154,3 +154,25 @@ def test_default_chunking_policy():
     assert frequency_chunk(7, 1, chunk=3) == 3
     with pytest.raises(UserError, match="chunk"):
         frequency_chunk(7, 1, chunk=0)
+
+
+def test_checked_svdvals_redoes_only_the_failed_matrices():
+    """The CUDA gesvda route's safety net, exercised on CPU with a deliberately wrong first solver."""
+    from svbench.functional.spectrum import checked_svdvals
+
+    a = torch.randn(6, 5, 4, dtype=torch.complex64, generator=torch.Generator().manual_seed(2))
+    exact = torch.linalg.svdvals(a)
+    redone = []
+
+    def wrong_on_3(x):
+        s = torch.linalg.svdvals(x)
+        s[3] *= 1.5
+        return s
+
+    def fallback(x):
+        redone.append(x.shape[0])
+        return torch.linalg.svdvals(x)
+
+    got = checked_svdvals(a, wrong_on_3, fallback)
+    assert redone == [1] and torch.allclose(got, exact)
+    assert checked_svdvals(a, torch.linalg.svdvals, fallback).equal(exact) and redone == [1]

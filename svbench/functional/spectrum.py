@@ -26,6 +26,7 @@ smaller than 1 MiB, so tiny layers take one call).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -122,12 +123,21 @@ def _svals(a: Tensor, backend: str, driver: str | None) -> Tensor:
         a = _complex64_to_128(a)
     if driver is None or not a.is_cuda:
         return torch.linalg.svdvals(a).to(real_dtype)
-    s = torch.linalg.svdvals(a, driver=driver)
-    if driver == "gesvda":
-        bad = frobenius_mismatch(a, s)
-        if bool(bad.any()):  # one host sync; gesvda is approximate, so failures are redone with the QR driver
-            s[bad] = torch.linalg.svdvals(a[bad], driver="gesvd")
+    if driver == "gesvda":  # approximate driver: every result is checked, failures are redone with the QR driver
+        s = checked_svdvals(a, lambda x: torch.linalg.svdvals(x, driver="gesvda"),
+                            lambda x: torch.linalg.svdvals(x, driver="gesvd"))
+    else:
+        s = torch.linalg.svdvals(a, driver=driver)
     return s.to(real_dtype)
+
+
+def checked_svdvals(a: Tensor, first: Callable[[Tensor], Tensor], fallback: Callable[[Tensor], Tensor]) -> Tensor:
+    """``first(a)``, with the matrices that fail the Frobenius identity recomputed by ``fallback`` (one host sync)."""
+    s = first(a)
+    bad = frobenius_mismatch(a, s)
+    if bool(bad.any()):
+        s[bad] = fallback(a[bad]).to(s.dtype)
+    return s
 
 
 def frobenius_mismatch(a: Tensor, s: Tensor, rtol: float = _FROBENIUS_RTOL) -> Tensor:
