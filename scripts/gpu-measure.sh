@@ -3,7 +3,9 @@
 # no network). Results land under $OUT: the run folder (results.jsonl, table.md/csv, meta.json), the report
 # (md/csv/html/png), nvidia-smi and the environment. Commit them under reports/gpu/<device>/.
 #
-#   device tool:   bash scripts/gpu-measure.sh                      (OUT is set by the tool; timeout_s >= budget + 60)
+#   device tool:   SVBENCH_GIT_SHA=<sha of HEAD, typed out> bash scripts/gpu-measure.sh
+#                  (OUT is set by the tool; timeout_s >= budget + 60; the copy there may have no .git, so pass the
+#                  commit in the command -- type the SHA itself, the device machine has no git history)
 #   CPU dry run:   OUT=/tmp/g SVBENCH_DEVICE=cpu SVBENCH_SUITE=tests/data/gpu-dry-run.yaml bash scripts/gpu-measure.sh
 #
 # The suite is cut after SVBENCH_BUDGET_S seconds (SIGINT: the runner keeps every finished cell and exits 130);
@@ -12,9 +14,10 @@ set -u
 OUT=${OUT:?set OUT to the folder that should receive the results}
 SUITE=${SVBENCH_SUITE:-suites/sv-speed-gpu-quick.yaml}
 DEVICE=${SVBENCH_DEVICE:-cuda}
-BUDGET=${SVBENCH_BUDGET_S:-400}
+BUDGET=${SVBENCH_BUDGET_S:-480}
 PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export SVBENCH_GIT_SHA="${SVBENCH_GIT_SHA:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
 mkdir -p "$OUT"
 start=$(date +%s)
 

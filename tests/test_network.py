@@ -78,3 +78,26 @@ def test_network_clip_routes_agree_and_leave_the_model_alone():
         assert (fast[name] - naive[name]).abs().max() <= 1e-10 * naive[name].abs().max()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert create_method("gram").network_clip(model, (3, 16, 16), 0.5) is None
+
+
+def test_network_oracle_is_computed_once_per_kernel(tmp_path, monkeypatch):
+    import svbench.suite.network_cell as nc
+
+    calls = []
+    real = nc.conv_singular_values
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nc, "conv_singular_values", counting)
+    suite = parse_suite({
+        "name": "net", "tasks": [
+            {"name": "nets", "kind": "network", "models": ["small_cnn"], "input_shape": [3, 16, 16],
+             "methods": ["reference", "sedghi", "gram"], "measure_memory": False,
+             "timing": {"warmup": 0, "min_repeats": 1, "max_repeats": 1, "budget_s": 0.01}}],
+    }, "test")
+    res = run_suite(suite, out_root=tmp_path, progress=False)
+    n_convs = next(r for r in res.records if r["metric"] == "network_sv_time_ms")["extra"]["n_layers"]
+    assert len(calls) == n_convs  # three methods on the same seeded model share one oracle per conv
+    assert len([r for r in res.records if r["metric"] in ("network_max_err_rel", "network_min_bound_rel_err")]) == 3
