@@ -3,6 +3,8 @@
 import pytest
 import torch
 from conftest import circular_conv
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from svbench.errors import UserError
 from svbench.functional.gram import gram_iteration_bound
@@ -176,3 +178,18 @@ def test_checked_svdvals_redoes_only_the_failed_matrices():
     got = checked_svdvals(a, wrong_on_3, fallback)
     assert redone == [1] and torch.allclose(got, exact)
     assert checked_svdvals(a, torch.linalg.svdvals, fallback).equal(exact) and redone == [1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(c_out=st.integers(1, 24), c_in=st.integers(1, 24), k=st.sampled_from([1, 3, 5]), m=st.integers(2, 8),
+       s=st.sampled_from([1, 2]), seed=st.integers(0, 10_000))
+def test_auto_float32_is_in_the_accuracy_class_on_random_shapes(c_out, c_in, k, m, s, seed):
+    """Issue-6 accuracy class for the default backend: max |sigma - float64| <= 2e-6 sigma_max over ALL SVs."""
+    n = m * s
+    if k > n:
+        return
+    w = _w(c_out, c_in, k, seed=seed, dtype=torch.float32)
+    exact = conv_singular_values(w.double(), n, s, backend="svdvals64")  # float64 SVs of the same float32 kernel
+    got = conv_singular_values(w, n, s).double()
+    assert got.numel() == exact.numel()
+    assert (got - exact).abs().max() <= 2e-6 * exact[0]
