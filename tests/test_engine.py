@@ -150,9 +150,11 @@ def test_default_chunking_policy():
     from svbench.functional.spectrum import frequency_chunk
 
     assert frequency_chunk(10, 100) == 10  # tiny: one call
-    assert frequency_chunk(130, 64 * 64 * 8) == 33  # c = 64, n = 16: 4.2 MB -> 4 chunks
-    assert frequency_chunk(130, 2**20) == 33  # never more than 4 chunks
-    assert frequency_chunk(130, 2**13) == 65  # ~1 MiB -> 2 chunks
+    assert frequency_chunk(130, 64 * 64 * 8, device="cuda") == 33  # c = 64, n = 16: 4.2 MB -> 4 chunks on a GPU
+    assert frequency_chunk(130, 64 * 64 * 8) == 130  # ... one call on a CPU (under 16 MiB)
+    assert frequency_chunk(130, 2**20, device="cuda") == 33  # never more than 4 chunks
+    assert frequency_chunk(130, 2**20) == 33
+    assert frequency_chunk(130, 2**13, device="cuda") == 65  # ~1 MiB -> 2 chunks
     assert frequency_chunk(7, 1, chunk=3) == 3
     with pytest.raises(UserError, match="chunk"):
         frequency_chunk(7, 1, chunk=0)

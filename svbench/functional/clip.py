@@ -124,7 +124,7 @@ def clip_kernel(
     p, q, t, _ = taps.shape
     idx, mult = unique_frequencies(m, weight.device)
     f = idx.numel()
-    step = frequency_chunk(f, 2 * taps.element_size() * p * q, chunk)
+    step = frequency_chunk(f, 2 * taps.element_size() * p * q, chunk, taps.device)
     delta = taps.new_zeros(t * t, p * q)
     with torch.no_grad():
         for a in range(0, f, step):

@@ -34,7 +34,7 @@ def batched_conv_singular_values(
         taps = [compact_polyphase_kernel(*layers[i]) for i in idxs]
         f = idx.numel()
         p, q = taps[0].shape[:2]
-        step = frequency_chunk(f, 2 * taps[0].element_size() * p * q * len(taps), chunk)
+        step = frequency_chunk(f, 2 * taps[0].element_size() * p * q * len(taps), chunk, taps[0].device)
         parts = []
         for a in range(0, f, step):
             mats = torch.cat([transfer_matrices_at(t, m, idx[a : a + step]) for t in taps])
