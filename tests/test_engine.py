@@ -155,6 +155,7 @@ def test_default_chunking_policy():
     assert frequency_chunk(130, 2**20, device="cuda") == 33  # never more than 4 chunks
     assert frequency_chunk(130, 2**20) == 33
     assert frequency_chunk(130, 2**13, device="cuda") == 65  # ~1 MiB -> 2 chunks
+    assert frequency_chunk(34, 64 * 256 * 8, wide_working_set=True) == 9  # 64-bit routes chunk like on a GPU
     assert frequency_chunk(7, 1, chunk=3) == 3
     with pytest.raises(UserError, match="chunk"):
         frequency_chunk(7, 1, chunk=0)

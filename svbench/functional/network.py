@@ -12,7 +12,7 @@ from collections import defaultdict
 import torch
 from torch import Tensor
 
-from svbench.functional.spectrum import expand_multiset, frequency_chunk, matrix_singular_values
+from svbench.functional.spectrum import expand_multiset, frequency_chunk, matrix_singular_values, resolve_backend
 from svbench.functional.transfer import compact_polyphase_kernel, transfer_matrices_at, unique_frequencies
 
 
@@ -34,7 +34,9 @@ def batched_conv_singular_values(
         taps = [compact_polyphase_kernel(*layers[i]) for i in idxs]
         f = idx.numel()
         p, q = taps[0].shape[:2]
-        step = frequency_chunk(f, 2 * taps[0].element_size() * p * q * len(taps), chunk, taps[0].device)
+        route, _ = resolve_backend(backend, p, q, device, driver)
+        step = frequency_chunk(f, 2 * taps[0].element_size() * p * q * len(taps), chunk, device,
+                               wide_working_set=route in ("eigh64", "svdvals64"))
         parts = []
         for a in range(0, f, step):
             mats = torch.cat([transfer_matrices_at(t, m, idx[a : a + step]) for t in taps])
