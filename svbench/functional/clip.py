@@ -24,14 +24,13 @@ import torch
 from torch import Tensor
 
 from svbench.errors import UserError
-from svbench.functional.spectrum import conv_sigma_max, frequency_chunk, zero_padding_sigma_max_bound
+from svbench.functional.spectrum import conv_sigma_max, taps_chunk, zero_padding_sigma_max_bound
 from svbench.functional.transfer import (
-    compact_polyphase_kernel,
     frequency_basis,
     from_transfer_matrices,
     transfer_matrices,
     transfer_matrices_at,
-    unique_frequencies,
+    unique_frequency_taps,
     unpolyphase_kernel,
 )
 
@@ -115,16 +114,14 @@ def clip_kernel(
     """The clipped-and-cropped (c_out, c_in, k, k) kernel of one Sedghi pass (see the module docstring).
 
     Equal (up to rounding) to cropping ``from_transfer_matrices(clip_spectrum(transfer_matrices(W)))``, but only
-    one frequency per conjugate pair is decomposed, ``chunk`` at a time (default: a quarter of them).
+    one frequency per conjugate pair is decomposed, ``chunk`` at a time (default: :func:`frequency_chunk`).
     """
     _check_clip_args(weight, n, target)
     c_out, c_in, kh, kw = weight.shape
-    m = n // stride
-    taps = compact_polyphase_kernel(weight, n, stride)
+    taps, m, idx, mult = unique_frequency_taps(weight, n, stride)
     p, q, t, _ = taps.shape
-    idx, mult = unique_frequencies(m, weight.device)
     f = idx.numel()
-    step = frequency_chunk(f, 2 * taps.element_size() * p * q, chunk, taps.device)
+    step = taps_chunk(taps, f, chunk)
     delta = taps.new_zeros(t * t, p * q)
     with torch.no_grad():
         for a in range(0, f, step):

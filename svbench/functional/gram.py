@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from svbench.errors import UserError
-from svbench.functional.transfer import compact_polyphase_kernel, transfer_matrices_at, unique_frequencies
+from svbench.functional.transfer import transfer_matrices_at, unique_frequency_taps
 
 
 def gram_iteration_matrices(mats: Tensor, iters: int = 6) -> Tensor:
@@ -58,9 +58,7 @@ def gram_iteration_bound_batched(weights: Tensor, n: int, stride: int = 1, iters
 
 def _unique_transfer(weight: Tensor, n: int, stride: int) -> Tensor:
     """Transfer matrices at one frequency per conjugate pair (conjugates have the same norm): half the work."""
-    m = n // stride if stride >= 1 else n
-    taps = compact_polyphase_kernel(weight, n, stride)
-    idx, _ = unique_frequencies(m, weight.device)
+    taps, m, idx, _ = unique_frequency_taps(weight, n, stride)
     return transfer_matrices_at(taps, m, idx)
 
 

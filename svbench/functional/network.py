@@ -12,7 +12,7 @@ from collections import defaultdict
 import torch
 from torch import Tensor
 
-from svbench.functional.spectrum import expand_multiset, frequency_chunk, matrix_singular_values, resolve_backend
+from svbench.functional.spectrum import expand_multiset, matrix_singular_values, resolve_backend, taps_chunk
 from svbench.functional.transfer import compact_polyphase_kernel, transfer_matrices_at, unique_frequencies
 
 
@@ -22,7 +22,7 @@ def batched_conv_singular_values(
 ) -> list[Tensor]:
     """``layers``: (kernel (c_out, c_in, k, k), n, stride) triples -> all SVs of each, descending.
 
-    Per group, the frequencies are processed ``chunk`` at a time (default: a quarter), each chunk's matrices of
+    Per group, the frequencies are processed ``chunk`` at a time (default: ``taps_chunk``), each chunk's matrices of
     all the group's layers in one call, so memory stays a fraction of the group's rfft transfer matrices.
     """
     groups: dict[tuple, list[int]] = defaultdict(list)
@@ -33,10 +33,8 @@ def batched_conv_singular_values(
         idx, mult = unique_frequencies(m, device)
         taps = [compact_polyphase_kernel(*layers[i]) for i in idxs]
         f = idx.numel()
-        p, q = taps[0].shape[:2]
-        route, _ = resolve_backend(backend, p, q, device, driver)
-        step = frequency_chunk(f, 2 * taps[0].element_size() * p * q * len(taps), chunk, device,
-                               wide_working_set=route in ("eigh64", "svdvals64"))
+        route, _ = resolve_backend(backend, taps[0].shape[0], taps[0].shape[1], device, driver)
+        step = taps_chunk(taps[0], f, chunk, layers=len(taps), route=route)
         parts = []
         for a in range(0, f, step):
             mats = torch.cat([transfer_matrices_at(t, m, idx[a : a + step]) for t in taps])

@@ -34,11 +34,10 @@ from torch import Tensor
 
 from svbench.errors import UserError
 from svbench.functional.transfer import (
-    compact_polyphase_kernel,
     rfft_multiplicity,
     transfer_matrices,
     transfer_matrices_at,
-    unique_frequencies,
+    unique_frequency_taps,
 )
 
 Backend = Literal["auto", "svdvals", "eigh", "eigh64", "svdvals64"]
@@ -75,6 +74,17 @@ def frequency_chunk(
     min_bytes = CHUNK_MIN_BYTES.get(kind, CHUNK_MIN_BYTES["cuda"])
     pieces = min(DEFAULT_CHUNKS, max(1, -(-num_freqs * bytes_per_freq // min_bytes)))
     return max(1, -(-num_freqs // pieces))
+
+
+WIDE_ROUTES = ("eigh64", "svdvals64")  # routes that make 64-bit working copies of a chunk
+
+
+def taps_chunk(taps: Tensor, num_freqs: int, chunk: int | None = None, *, layers: int = 1,
+               route: str = "svdvals") -> int:
+    """:func:`frequency_chunk` for the transfer matrices of ``layers`` layers with these (real) compact taps."""
+    p, q = taps.shape[:2]
+    return frequency_chunk(num_freqs, 2 * taps.element_size() * p * q * layers, chunk, taps.device,
+                           wide_working_set=route in WIDE_ROUTES)
 
 
 def resolve_backend(
@@ -194,24 +204,16 @@ def unique_frequency_singular_values(
 ) -> tuple[Tensor, Tensor]:
     """SVs at one frequency per conjugate pair, (F, r), and how often each stands in the full spectrum, (F,).
 
-    The transfer matrices are built ``chunk`` frequencies at a time (default: a quarter of them) straight from the
-    kernel taps and decomposed before the next chunk is built.
+    The transfer matrices are built ``chunk`` frequencies at a time (default: :func:`frequency_chunk`) straight
+    from the kernel taps and decomposed before the next chunk is built.
     """
-    m = n // stride if stride >= 1 else n
-    taps = compact_polyphase_kernel(weight, n, stride)
-    idx, mult = unique_frequencies(m, weight.device)
+    taps, m, idx, mult = unique_frequency_taps(weight, n, stride)
     f = idx.numel()
-    p, q = taps.shape[:2]
-    route, _ = resolve_backend(backend, p, q, taps.device, driver)
-    step = frequency_chunk(f, _complex_bytes(taps) * p * q, chunk, taps.device,
-                           wide_working_set=route in ("eigh64", "svdvals64"))
+    route, _ = resolve_backend(backend, taps.shape[0], taps.shape[1], taps.device, driver)
+    step = taps_chunk(taps, f, chunk, route=route)
     parts = [matrix_singular_values(transfer_matrices_at(taps, m, idx[i : i + step]), backend, driver=driver)
              for i in range(0, f, step)]
     return torch.cat(parts), mult
-
-
-def _complex_bytes(t: Tensor) -> int:
-    return 2 * t.element_size() if not t.is_complex() else t.element_size()
 
 
 def expand_multiset(per_freq: Tensor, mult: Tensor) -> Tensor:

@@ -107,6 +107,15 @@ def compact_polyphase_kernel(weight: Tensor, n: int, stride: int) -> Tensor:
     return w.reshape(c_out, c_in * stride * stride, t, t)
 
 
+def unique_frequency_taps(weight: Tensor, n: int, stride: int) -> tuple[Tensor, int, Tensor, Tensor]:
+    """What every unique-frequency route starts from: (compact polyphase taps, m = n / s, flat rfft indices of one
+    frequency per conjugate pair, how often each stands in the full spectrum). Validates the geometry."""
+    taps = compact_polyphase_kernel(weight, n, stride)
+    m = n // stride
+    idx, mult = unique_frequencies(m, weight.device)
+    return taps, m, idx, mult
+
+
 def frequency_basis(m: int, taps: int, freq_idx: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """cos and sin of 2 pi (w1 u + w2 v) / m for the flat rfft indices ``freq_idx`` and taps (u, v) in [0, taps)^2.
 
