@@ -141,3 +141,25 @@ def test_unknown_tolerance_in_suite(tmp_path):
 
     with pytest.raises(UserError, match="unknown tolerance"):
         compare([], [], {"accuracy_dorp": 0.1})
+
+
+def test_spectrum_input_shape_without_model(tmp_path, capsys):
+    torch.save({"conv.weight": torch.randn(2, 2, 3, 3)}, tmp_path / "c.pt")
+    code, err = _run(capsys, "spectrum", str(tmp_path / "c.pt"), "--input-size", "8", "--input-shape", "2,8,8")
+    assert code == 2 and "--input-shape only applies with --model" in _one_line(err)
+
+
+def test_spectrum_input_size_and_model_together(tmp_path, capsys):
+    torch.save({"conv.weight": torch.randn(2, 2, 3, 3)}, tmp_path / "c.pt")
+    code, err = _run(capsys, "spectrum", str(tmp_path / "c.pt"), "--input-size", "8", "--model", "small_cnn",
+                     "--input-shape", "1,28,28")
+    assert code == 2 and "not both" in _one_line(err)
+
+
+def test_spectrum_method_tt_on_checkpoint_kernels(tmp_path, capsys):
+    torch.save({"conv.weight": torch.randn(2, 2, 3, 3)}, tmp_path / "c.pt")
+    code, err = _run(capsys, "spectrum", str(tmp_path / "c.pt"), "--input-size", "8", "--method", "tt",
+                     "--out", str(tmp_path / "o"))
+    line = _one_line(err)
+    assert code == 2 and "use --method sedghi" in line and "wrap()" not in line
+    assert not (tmp_path / "o").exists()

@@ -25,6 +25,10 @@ from svbench.functional.spectrum import zero_padding_sigma_max_bound
 from svbench.functional.transfer import check_circular_geometry
 
 
+# all-SVs methods that take only their own layer class (TTConv2d), never a plain kernel
+_LAYER_TYPE_METHODS = ("tt",)
+
+
 @dataclass
 class LayerSpectrum:
     name: str
@@ -83,6 +87,9 @@ def layer_spectrum(entry: ConvEntry, n: int, stride: int, method: str = "sedghi"
     m = METHODS.get(method)()
     if m.provides != "all_svs":
         raise UserError(f"method {method!r} provides {m.provides}, not all SVs; use --method sedghi")
+    if method in _LAYER_TYPE_METHODS:  # they read their own layer type; a checkpoint gives kernels (TT: folded)
+        raise UserError(f"method {method!r} needs its own layer type, but a checkpoint's convs are read as kernels "
+                        f"(TT layers already QR-folded); use --method sedghi")
     k = entry.kernel.shape[-1]
     check_circular_geometry(k, n, stride)
     conv = nn.Conv2d(entry.kernel.shape[1], entry.kernel.shape[0], k, stride=stride, bias=False,

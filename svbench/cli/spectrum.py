@@ -38,6 +38,11 @@ def main(args: argparse.Namespace) -> int:
 
     if args.input_size is not None and args.input_size < 1:
         raise UserError(f"--input-size must be a positive integer, got {args.input_size}")
+    if args.input_shape is not None and args.model is None:
+        raise UserError("--input-shape only applies with --model NAME; without a model pass --input-size N")
+    if args.input_size is not None and args.model is not None:
+        raise UserError("pass either --input-size N (every conv on N x N) or --model NAME --input-shape C,H,W, "
+                        "not both")
     spectra = checkpoint_spectrum(
         args.checkpoint, input_size=args.input_size, model=args.model, input_shape=_parse_shape(args.input_shape),
         method=args.method, trust=args.trust_checkpoint,
