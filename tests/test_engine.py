@@ -122,6 +122,13 @@ def test_frobenius_check_flags_wrong_singular_values():
     bad = s.clone()
     bad[2, 0] *= 1.01
     assert frobenius_mismatch(a, bad).tolist() == [False, False, True, False, False]
+    bad = s.clone()
+    bad[1, 0] = float("nan")  # NaN compares False with any tolerance: must still be flagged
+    bad[4, 0] = float("inf")
+    assert frobenius_mismatch(a, bad).tolist() == [False, True, False, False, True]
+    swapped = s.clone()
+    swapped[0, -1] = -swapped[0, -1]  # same sum of squares, but a negative "singular value"
+    assert frobenius_mismatch(a, swapped).tolist() == [True, False, False, False, False]
 
 
 def test_matrix_singular_values_chunking_is_exact():

@@ -165,10 +165,13 @@ def checked_svdvals(a: Tensor, first: Callable[[Tensor], Tensor], fallback: Call
 
 
 def frobenius_mismatch(a: Tensor, s: Tensor, rtol: float = _FROBENIUS_RTOL) -> Tensor:
-    """Which matrices break sum sigma_i^2 = ||A||_F^2 by more than ``rtol`` (relative): a cheap check of an SVD."""
+    """Which matrices have SVs that are not finite, negative, or break sum sigma_i^2 = ||A||_F^2 by more than
+    ``rtol`` (relative): a cheap check of an SVD that catches gross failures (NaN, garbage, lost values), not a
+    bound on the error of each sigma (an error d on sigma_i moves the sum by only about 2 sigma_i d)."""
     fro2 = torch.linalg.matrix_norm(a, ord="fro").double().square()
     ssq = s.double().square().sum(-1)
-    return (ssq - fro2).abs() > rtol * fro2.clamp_min(torch.finfo(torch.float64).tiny)
+    close = (ssq - fro2).abs() <= rtol * fro2.clamp_min(torch.finfo(torch.float64).tiny)  # False for NaN
+    return ~close | ~torch.isfinite(s).all(-1) | (s < 0).any(-1)
 
 
 def frequency_singular_values(
