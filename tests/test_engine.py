@@ -203,3 +203,17 @@ def test_auto_float32_is_in_the_accuracy_class_on_random_shapes(c_out, c_in, k, 
     got = conv_singular_values(w, n, s).double()
     assert got.numel() == exact.numel()
     assert (got - exact).abs().max() <= 2e-6 * exact[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+@pytest.mark.parametrize("shape", [(5, 3, 7), (5, 7, 3), (5, 4, 4)])
+@pytest.mark.parametrize("iters", [1, 3, 6])
+def test_gram_iteration_matrices_bounds_every_matrix(shape, dtype, iters):
+    """sigma_1 <= bound <= rho^(2^-(T+1)) sigma_1 for tall, wide and square, real and complex batches."""
+    from svbench.functional.gram import gram_iteration_matrices
+
+    a = torch.randn(shape, dtype=dtype, generator=torch.Generator().manual_seed(iters))
+    s1 = torch.linalg.svdvals(a)[..., 0]
+    b = gram_iteration_matrices(a, iters)
+    rho = min(shape[-2:])
+    assert (b >= s1 * (1 - 1e-12)).all() and (b <= s1 * rho ** (2.0 ** -(iters + 1)) * (1 + 1e-12)).all()

@@ -29,20 +29,42 @@ from svbench.functional.transfer import transfer_matrices_at, unique_frequency_t
 
 
 def gram_iteration_matrices(mats: Tensor, iters: int = 6) -> Tensor:
-    """Upper bound on the spectral norm of each matrix in a batch (..., p, q); returns shape (...)."""
+    """Upper bound on the spectral norm of each matrix in a batch (..., p, q); returns shape (...).
+
+    Complex matrices are rescaled and measured through their real view (``_fro`` / ``_scale``): on CPU the
+    complex ``matrix_norm`` and division took 2-3x the time of the matmul itself (c = 64, n = 16, one thread).
+    After the first step G is Hermitian, so G^H G = G G.
+    """
     if iters < 1:
         raise UserError(f"Gram iteration needs iters >= 1, got {iters}")
     g = mats
-    if g.shape[-1] > g.shape[-2]:  # iterate on the smaller Gram side
-        g = g.mH
+    wide = g.shape[-1] > g.shape[-2]  # iterate on the smaller Gram side: G = A A^H for a wide A
     log_scale = torch.zeros(g.shape[:-2], dtype=g.real.dtype if g.is_complex() else g.dtype, device=g.device)
-    for _ in range(iters):
-        r = torch.linalg.matrix_norm(g, ord="fro").clamp_min(torch.finfo(log_scale.dtype).tiny)
-        g = g / r[..., None, None].to(g.dtype)
+    tiny = torch.finfo(log_scale.dtype).tiny
+    for step in range(iters):
+        r = _fro(g).clamp_min(tiny)
+        g = _scale(g, 1 / r)
         log_scale = 2 * (log_scale + torch.log(r))
-        g = g.mH @ g
-    fro = torch.linalg.matrix_norm(g, ord="fro").clamp_min(torch.finfo(log_scale.dtype).tiny)
+        if step == 0:
+            g = g @ g.mH if wide else g.mH @ g
+        else:
+            g = g @ g
+    fro = _fro(g).clamp_min(tiny)
     return torch.exp((log_scale + torch.log(fro)) / 2**iters)
+
+
+def _fro(g: Tensor) -> Tensor:
+    """Frobenius norm over the last two dims; complex input through its real view (same value, faster on CPU)."""
+    if g.is_complex():
+        return torch.linalg.vector_norm(torch.view_as_real(g), dim=(-3, -2, -1))
+    return torch.linalg.vector_norm(g, dim=(-2, -1))
+
+
+def _scale(g: Tensor, factor: Tensor) -> Tensor:
+    """g * factor[..., None, None] (real factor per matrix), complex input through its real view."""
+    if g.is_complex():
+        return torch.view_as_complex(torch.view_as_real(g) * factor[..., None, None, None])
+    return g * factor[..., None, None]
 
 
 def gram_iteration_bound(weight: Tensor, n: int, stride: int = 1, iters: int = 6) -> Tensor:
