@@ -101,3 +101,22 @@ def test_network_oracle_is_computed_once_per_kernel(tmp_path, monkeypatch):
     n_convs = next(r for r in res.records if r["metric"] == "network_sv_time_ms")["extra"]["n_layers"]
     assert len(calls) == n_convs  # three methods on the same seeded model share one oracle per conv
     assert len([r for r in res.records if r["metric"] in ("network_max_err_rel", "network_min_bound_rel_err")]) == 3
+
+
+def test_network_svs_gram_batches_layers_of_one_shape_and_keeps_each_bound():
+    """Three same-shape convs in one batched iteration, a strided and a 1x1 one beside: per-layer values."""
+    from svbench.methods.base import circular_view, conv_inputs
+
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1),
+                          nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.Conv2d(6, 6, 1)).double()
+    gram = create_method("gram", batch_layers=True)
+    shape = (4, 8, 8)
+    got = gram.network_svs(model, shape)
+    assert list(got) == [name for name, _, _ in conv_inputs(model, shape)]  # forward order
+    for name, layer, n in conv_inputs(model, shape):
+        exact = conv_singular_values(layer.weight.detach(), n, layer.stride[0])[0]
+        alone = gram.layer_svs(circular_view(layer), n)
+        assert torch.allclose(got[name], alone, rtol=1e-12)
+        assert exact * (1 - 1e-12) <= got[name][0] <= exact * 1.01

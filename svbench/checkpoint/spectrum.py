@@ -24,7 +24,6 @@ from svbench.errors import UserError
 from svbench.functional.spectrum import zero_padding_sigma_max_bound
 from svbench.functional.transfer import check_circular_geometry
 
-
 # all-SVs methods that take only their own layer class (TTConv2d), never a plain kernel
 _LAYER_TYPE_METHODS = ("tt",)
 
