@@ -163,3 +163,39 @@ def test_spectrum_method_tt_on_checkpoint_kernels(tmp_path, capsys):
     line = _one_line(err)
     assert code == 2 and "use --method sedghi" in line and "wrap()" not in line
     assert not (tmp_path / "o").exists()
+
+
+def test_report_on_a_file_that_is_not_results(tmp_path, capsys):
+    junk = tmp_path / "model.pt"
+    junk.write_bytes(b"PK\x03\x04 not json at all")
+    code, err = _run(capsys, "report", str(junk))
+    assert code == 2 and "is it a svbench results file" in _one_line(err)
+
+
+def test_report_warns_in_one_line_about_a_cut_last_record(tmp_path, capsys):
+    import json
+
+    good = json.loads(open("baselines/cpu-1thread/smoke.jsonl").readline())
+    f = tmp_path / "results.jsonl"
+    f.write_text(json.dumps(good) + "\n" + '{"schema_version": 1, "run_id"')
+    code = main(["report", str(f), "--out", str(tmp_path / "rep")])
+    err = capsys.readouterr().err
+    warn = [x for x in err.splitlines() if "partial last line" in x]
+    assert code == 0 and warn and warn[0].startswith("svbench: warning: ") and "warnings.warn" not in err
+
+
+@pytest.mark.parametrize("record, words", [
+    ({"schema_version": 1, "run_id": "r", "metric": "sv_time_ms", "value": 1.0}, "lacks suite, task"),
+    ([1, 2, 3], "not a JSON object"),
+    ("SCHEMA9", "schema_version 9; this svbench reads up to 1"),
+])
+def test_report_rejects_records_it_cannot_read(tmp_path, capsys, record, words):
+    import json
+
+    if record == "SCHEMA9":
+        record = dict(json.loads(open("baselines/cpu-1thread/smoke.jsonl").readline()), schema_version=9)
+    f = tmp_path / "results.jsonl"
+    f.write_text(json.dumps(record) + "\n")
+    code, err = _run(capsys, "report", str(f), "--out", str(tmp_path / "rep"))
+    line = _one_line(err)
+    assert code == 2 and words in line and "results.jsonl:1:" in line

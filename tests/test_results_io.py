@@ -4,18 +4,24 @@ import pytest
 
 from svbench.errors import UserError
 from svbench.results.io import ResultsWriter, load_results
+from svbench.results.schema import CORE_FIELDS
+
+
+def _rec(cell_id, value):
+    """A minimal record with every core field."""
+    return dict({f: None for f in CORE_FIELDS}, schema_version=1, cell_id=cell_id, value=value, status="ok")
 
 
 def test_partial_last_line_is_skipped_and_trimmed(tmp_path):
     w = ResultsWriter(tmp_path)
-    w.append_cell([{"cell_id": "a", "value": 1.0}, {"cell_id": "a", "value": 2.0}])
+    w.append_cell([_rec("a", 1.0), _rec("a", 2.0)])
     with open(tmp_path / "results.jsonl", "a") as f:
         f.write('{"cell_id": "b", "val')  # SIGKILL in the middle of a write
     with pytest.warns(UserWarning, match="partial last line"):
         recs = load_results(tmp_path)
     assert [r["cell_id"] for r in recs] == ["a", "a"]
     w2 = ResultsWriter(tmp_path)  # trims the partial line before appending
-    w2.append_cell([{"cell_id": "c", "value": float("nan")}])
+    w2.append_cell([_rec("c", float("nan"))])
     recs = load_results(tmp_path)
     assert [r["cell_id"] for r in recs] == ["a", "a", "c"]
     assert recs[-1]["value"] is None  # non-finite numbers are stored as null, never as NaN strings
@@ -24,7 +30,8 @@ def test_partial_last_line_is_skipped_and_trimmed(tmp_path):
 
 
 def test_corrupt_middle_line_is_an_error(tmp_path):
-    (tmp_path / "results.jsonl").write_text('{"a": 1}\nGARBAGE\n{"a": 2}\n')
+    good = json.dumps(_rec("a", 1.0))
+    (tmp_path / "results.jsonl").write_text(f"{good}\nGARBAGE\n{good}\n")
     with pytest.raises(UserError, match="corrupt"):
         load_results(tmp_path)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from svbench.errors import UserError
@@ -30,6 +32,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(original):  # type: ignore[no-untyped-def]
+    """``warnings.showwarning`` that prints svbench's own warnings as one ``svbench: warning: ...`` line (no
+    source path or code line); other packages' warnings keep their usual form."""
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if f"svbench{os.sep}" in str(filename):
+            (file or sys.stderr).write(f"svbench: warning: {message}\n")
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -37,6 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = bool(getattr(args, "debug", False))
+    with warnings.catch_warnings():  # restores warnings.showwarning afterwards (in-process callers, tests)
+        if not debug:
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+        return _dispatch(args, debug)
+
+
+def _dispatch(args: argparse.Namespace, debug: bool) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as e:

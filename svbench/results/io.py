@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from svbench.errors import UserError
+from svbench.results.schema import CORE_FIELDS, SCHEMA_VERSION
 
 RESULTS_FILE = "results.jsonl"
 
@@ -101,10 +102,26 @@ def load_results(path: str | Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
+            out.append(_checked_record(json.loads(line), p, i + 1))
         except json.JSONDecodeError:
-            if i == len(lines) - 1:
+            if i == len(lines) - 1 and line.lstrip().startswith("{"):  # the start of a record: a cut write
                 warnings.warn(f"{p}: skipped a partial last line (interrupted write)", stacklevel=2)
                 continue
-            raise UserError(f"{p}:{i + 1}: not a JSON record; the results file is corrupt") from None
+            what = "the results file is corrupt" if out else "is it a svbench results file (JSONL)?"
+            raise UserError(f"{p}:{i + 1}: not a JSON record; {what}") from None
     return out
+
+
+def _checked_record(rec: Any, path: Path, lineno: int) -> dict[str, Any]:
+    """The record if it has the core fields of a schema this svbench reads, else a one-line UserError."""
+    if not isinstance(rec, dict):
+        raise UserError(f"{path}:{lineno}: not a JSON object; is it a svbench results file (JSONL)?")
+    missing = [f for f in CORE_FIELDS if f not in rec]
+    if missing:
+        raise UserError(f"{path}:{lineno}: record lacks {', '.join(missing)}; not a svbench results file, or one "
+                        f"from an incompatible version")
+    version = rec["schema_version"]
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise UserError(f"{path}:{lineno}: schema_version {version!r}; this svbench reads up to {SCHEMA_VERSION} "
+                        f"(upgrade svbench)")
+    return rec

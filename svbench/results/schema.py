@@ -42,6 +42,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SCHEMA_VERSION = 1
+# the fields every reader relies on; a record without one of them is rejected on load (with its line number).
+# Paper baselines (baselines/papers/) carry these and a ``source`` but no run metadata.
+CORE_FIELDS: tuple[str, ...] = ("schema_version", "suite", "task", "task_kind", "cell_id", "method", "method_label",
+                                "metric", "value", "status")
 
 
 @dataclass(frozen=True)
