@@ -199,3 +199,32 @@ def test_report_rejects_records_it_cannot_read(tmp_path, capsys, record, words):
     code, err = _run(capsys, "report", str(f), "--out", str(tmp_path / "rep"))
     line = _one_line(err)
     assert code == 2 and words in line and "results.jsonl:1:" in line
+
+
+def test_resume_with_another_suite_is_refused_and_the_run_untouched(tmp_path, capsys):
+    p = tmp_path / "tiny.yaml"
+    p.write_text(TINY)
+    res = run_suite(str(p), out_root=tmp_path / "runs", progress=False)
+    before = (res.run_dir / "results.jsonl").read_bytes()
+    code, err = _run(capsys, "run", "smoke", "--methods", "none", "--resume", str(res.run_dir))
+    assert code == 2 and "that run is of suite 'tiny', not 'smoke'" in _one_line(err)
+    assert (res.run_dir / "results.jsonl").read_bytes() == before
+
+
+def test_compare_with_a_baseline_of_another_suite(tmp_path, capsys):
+    p = tmp_path / "tiny.yaml"
+    p.write_text(TINY)
+    res = run_suite(str(p), out_root=tmp_path / "runs", progress=False)
+    code, err = _run(capsys, "compare", str(res.run_dir), "--baseline", "baselines/cpu-1thread/smoke.jsonl",
+                     "--out", str(tmp_path / "ci"))
+    assert code == 2 and "nothing to compare: the run is of suite tiny and the baseline of smoke" in _one_line(err)
+
+
+def test_resume_on_another_device_kind_is_refused(tmp_path):
+    from svbench.errors import UserError
+    from svbench.suite.runner import _check_resumable
+
+    gpu_run = [{"suite": "tiny", "device": "cuda", "cell_id": "c"}]
+    _check_resumable(tmp_path, gpu_run, "tiny", "cuda")  # same suite, same device: fine
+    with pytest.raises(UserError, match="measured on cuda, this one would run on cpu"):
+        _check_resumable(tmp_path, gpu_run, "tiny", "cpu")

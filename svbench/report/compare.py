@@ -140,6 +140,14 @@ def compare_run(run_dir: str | Path, baseline: str | Path, out_root: str | Path 
         raise UserError(f"baseline file not found: {bpath}")
     run = load_results(run_dir)
     base = load_results(bpath)
+    run_suites, base_suites = {r.get("suite") for r in run}, {r.get("suite") for r in base}
+    if not run_suites & base_suites:
+        def names(s: set) -> str:
+            return ", ".join(sorted(map(str, s)))
+
+        raise UserError(f"nothing to compare: the run is of suite {names(run_suites)} and the baseline of "
+                        f"{names(base_suites)}; pass the baseline of the same suite (e.g. baselines/cpu-1thread/"
+                        f"smoke.jsonl for a smoke run)")
     if tolerances is None:
         tolerances = _suite_tolerances(Path(run_dir))
     verdicts = compare(run, base, tolerances)

@@ -187,7 +187,10 @@ def run_suite(
     writer = ResultsWriter(run_dir)
     done_ids = set()
     if (run_dir / RESULTS_FILE).exists():
-        done_ids = {r.get("cell_id") for r in load_results(run_dir)}
+        previous = load_results(run_dir)
+        if resume is not None:
+            _check_resumable(run_dir, previous, suite.name, dev.type)
+        done_ids = {r.get("cell_id") for r in previous}
 
     old_threads = torch.get_num_threads()
     n_threads = threads or suite.threads
@@ -218,6 +221,20 @@ def run_suite(
     records = load_results(run_dir) if (run_dir / RESULTS_FILE).exists() else []
     table_md = write_tables(run_dir, records)
     return RunResult(run_dir, records, n_done, len(cells) - len(todo), interrupted, table_md)
+
+
+def _check_resumable(run_dir: Path, records: list[dict[str, Any]], suite_name: str, device_type: str) -> None:
+    """A run folder is resumed only by the suite that started it, on the same kind of device (no mixed runs)."""
+    suites = {r.get("suite") for r in records} - {None}
+    if suites and suites != {suite_name}:
+        theirs = ", ".join(sorted(map(str, suites)))
+        raise UserError(f"--resume {run_dir}: that run is of suite {theirs!r}, not {suite_name!r}; resume it with "
+                        f"'svbench run {theirs} --resume {run_dir}' or start a new run")
+    devices = {r.get("device") for r in records} - {None}
+    if devices and devices != {device_type}:
+        theirs = ", ".join(sorted(map(str, devices)))
+        raise UserError(f"--resume {run_dir}: that run was measured on {theirs}, this one would run on {device_type}; "
+                        f"resume it with --device {theirs} or start a new run")
 
 
 def write_tables(run_dir: Path, records: list[dict[str, Any]]) -> str:
