@@ -228,3 +228,12 @@ def test_resume_on_another_device_kind_is_refused(tmp_path):
     _check_resumable(tmp_path, gpu_run, "tiny", "cuda")  # same suite, same device: fine
     with pytest.raises(UserError, match="measured on cuda, this one would run on cpu"):
         _check_resumable(tmp_path, gpu_run, "tiny", "cpu")
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", ".hidden", ""])
+def test_suite_name_cannot_leave_the_runs_folder(tmp_path, capsys, name):
+    p = tmp_path / "s.yaml"
+    p.write_text(TINY.replace("name: tiny", f"name: '{name}'"))
+    code, err = _run(capsys, "run", str(p), "--out", str(tmp_path / "runs"))
+    assert code == 2 and "it names the run folder" in _one_line(err)
+    assert not (tmp_path / "evil").exists()

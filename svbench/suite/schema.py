@@ -6,6 +6,7 @@ memory, sigma_max and the error against the float64 oracle.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -159,6 +160,9 @@ class NetworkTask:
 TASK_KINDS: dict[str, type] = {"sv": SVTask, "train": TrainTask, "network": NetworkTask}
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
 @dataclass(frozen=True)
 class Suite:
     name: str
@@ -171,6 +175,9 @@ class Suite:
     tolerances: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not _SAFE_NAME.fullmatch(str(self.name)):
+            raise ValueError(f"name {self.name!r} must be letters, digits, '.', '_' or '-' (it names the run "
+                             f"folder reports/runs/<name>/), starting with a letter or digit")
         if not self.tasks:
             raise ValueError("a suite needs at least one task")
         if self.threads < 1:
