@@ -237,3 +237,15 @@ def test_suite_name_cannot_leave_the_runs_folder(tmp_path, capsys, name):
     code, err = _run(capsys, "run", str(p), "--out", str(tmp_path / "runs"))
     assert code == 2 and "it names the run folder" in _one_line(err)
     assert not (tmp_path / "evil").exists()
+
+
+def test_resume_of_a_run_stopped_before_its_first_cell_checks_the_suite_too(tmp_path):
+    import json
+
+    from svbench.errors import UserError
+    from svbench.suite.runner import _check_resumable
+
+    (tmp_path / "meta.json").write_text(json.dumps({"suite": {"name": "tiny"}}))
+    _check_resumable(tmp_path, [], "tiny", "cpu")
+    with pytest.raises(UserError, match="that run is of suite 'tiny', not 'smoke'"):
+        _check_resumable(tmp_path, [], "smoke", "cpu")

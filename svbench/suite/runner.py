@@ -185,12 +185,10 @@ def run_suite(
         run_id = new_run_id()
         run_dir = Path(out_root) / suite.name / run_id
     writer = ResultsWriter(run_dir)
-    done_ids = set()
-    if (run_dir / RESULTS_FILE).exists():
-        previous = load_results(run_dir)
-        if resume is not None:
-            _check_resumable(run_dir, previous, suite.name, dev.type)
-        done_ids = {r.get("cell_id") for r in previous}
+    previous = load_results(run_dir) if (run_dir / RESULTS_FILE).exists() else []
+    if resume is not None:
+        _check_resumable(run_dir, previous, suite.name, dev.type)
+    done_ids = {r.get("cell_id") for r in previous}
 
     old_threads = torch.get_num_threads()
     n_threads = threads or suite.threads
@@ -226,6 +224,11 @@ def run_suite(
 def _check_resumable(run_dir: Path, records: list[dict[str, Any]], suite_name: str, device_type: str) -> None:
     """A run folder is resumed only by the suite that started it, on the same kind of device (no mixed runs)."""
     suites = {r.get("suite") for r in records} - {None}
+    if not records and (run_dir / "meta.json").exists():  # stopped before its first cell finished
+        try:
+            suites = {json.loads((run_dir / "meta.json").read_text())["suite"]["name"]}
+        except (ValueError, KeyError, TypeError, OSError):
+            suites = set()
     if suites and suites != {suite_name}:
         theirs = ", ".join(sorted(map(str, suites)))
         raise UserError(f"--resume {run_dir}: that run is of suite {theirs!r}, not {suite_name!r}; resume it with "
