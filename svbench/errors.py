@@ -18,3 +18,22 @@ class UserError(Exception):
 
 class UnsupportedShape(UserError):
     """A method cannot handle a layer shape (stride, padding, groups, dilation); cells are skipped, not crashed."""
+
+
+def out_of_memory_message(exc: BaseException) -> str | None:
+    """One line if ``exc`` is an allocation failure (host or CUDA), else None.
+
+    torch reports a failed host allocation as a RuntimeError ("DefaultCPUAllocator: can't allocate memory: you
+    tried to allocate N bytes"), not as MemoryError; CUDA as ``torch.cuda.OutOfMemoryError``.
+    """
+    import re
+
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return "CUDA out of memory"
+    text = str(exc)
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "can't allocate memory" in text):
+        m = re.search(r"allocate (\d+) bytes", text)
+        return "host out of memory" + (f" (tried to allocate {int(m.group(1)) / 2**30:.1f} GiB)" if m else "")
+    return None

@@ -249,3 +249,49 @@ def test_resume_of_a_run_stopped_before_its_first_cell_checks_the_suite_too(tmp_
     _check_resumable(tmp_path, [], "tiny", "cpu")
     with pytest.raises(UserError, match="that run is of suite 'tiny', not 'smoke'"):
         _check_resumable(tmp_path, [], "smoke", "cpu")
+
+
+_HOST_OOM = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
+             "allocate 68719509504 bytes. Error code 12 (Cannot allocate memory)")
+
+
+def test_host_out_of_memory_is_recorded_and_the_suite_goes_on(tmp_path, monkeypatch):
+    """torch reports a failed host allocation as a RuntimeError, not MemoryError: still an ``oom`` cell."""
+    from svbench.methods.sedghi import SedghiMethod
+
+    def boom(self, layer, n):
+        raise RuntimeError(_HOST_OOM)
+
+    monkeypatch.setattr(SedghiMethod, "layer_svs", boom)
+    p = tmp_path / "t.yaml"
+    p.write_text(TINY)
+    res = run_suite(str(p), out_root=tmp_path / "runs", progress=False)
+    oom = [r for r in res.records if r["status"] == "oom"]
+    assert oom and all(r["method"] == "sedghi" and "64.0 GiB" in r["reason"] for r in oom)
+    assert ("none", "ok") in {(r["method"], r["status"]) for r in res.records}
+
+
+def test_other_runtime_errors_are_not_called_out_of_memory(tmp_path, monkeypatch):
+    from svbench.methods.sedghi import SedghiMethod
+
+    def bug(self, layer, n):
+        raise RuntimeError("shape mismatch: a bug, not a resource problem")
+
+    monkeypatch.setattr(SedghiMethod, "layer_svs", bug)
+    p = tmp_path / "t.yaml"
+    p.write_text(TINY)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        run_suite(str(p), out_root=tmp_path / "runs", progress=False)
+
+
+def test_spectrum_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
+    import svbench.checkpoint.spectrum as spec
+
+    def boom(*a, **k):
+        raise RuntimeError(_HOST_OOM)
+
+    monkeypatch.setattr(spec, "layer_spectrum", boom)
+    torch.save({"conv.weight": torch.randn(2, 2, 3, 3)}, tmp_path / "c.pt")
+    code, err = _run(capsys, "spectrum", str(tmp_path / "c.pt"), "--input-size", "8", "--out", str(tmp_path / "o"))
+    line = _one_line(err)
+    assert code == 2 and "host out of memory (tried to allocate 64.0 GiB); use smaller shapes" in line

@@ -8,7 +8,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from svbench.errors import UserError
+from svbench.errors import UserError, out_of_memory_message
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,6 +75,13 @@ def _dispatch(args: argparse.Namespace, debug: bool) -> int:
         if debug:
             raise
         sys.stderr.write(f"svbench: error: {e.strerror or e}; check the output folder (space, permissions)\n")
+        return 2
+    except (MemoryError, RuntimeError) as e:
+        why = out_of_memory_message(e)
+        if debug or why is None:
+            raise
+        sys.stderr.write(f"svbench: error: {why}; use smaller shapes or input sizes, or a machine with more "
+                         f"memory (--debug for the traceback)\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("svbench: interrupted\n")

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from svbench._validate import to_mapping
-from svbench.errors import UnsupportedShape, UserError
+from svbench.errors import UnsupportedShape, UserError, out_of_memory_message
 from svbench.functional.oracle import oracle_singular_values
 from svbench.functional.spectrum import conv_singular_values
 from svbench.measure import (
@@ -373,12 +373,13 @@ def run_cell(cell: Cell, ctx: _Ctx) -> list[dict[str, Any]]:
         raise UserError(f"unknown task kind {cell.task.kind!r}")
     except UnsupportedShape as e:
         return _status_record(base, "skipped", str(e))
-    except torch.cuda.OutOfMemoryError:
+    except (MemoryError, RuntimeError) as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+        why = out_of_memory_message(e)
+        if why is None:
+            raise
         if ctx.device.type == "cuda":
             torch.cuda.empty_cache()
-        return _status_record(base, "oom", "CUDA out of memory")
-    except MemoryError:
-        return _status_record(base, "oom", "host out of memory")
+        return _status_record(base, "oom", why)
 
 
 def _oracle(cell: Cell, layer: torch.nn.Module, ctx: _Ctx) -> tuple[Tensor | None, str]:
