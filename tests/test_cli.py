@@ -140,6 +140,27 @@ def test_ls_methods(capsys):
         assert word in out
 
 
+
+@pytest.mark.parametrize("method", ["cayley", "gram", "power", "sedghi", "tt"])
+def test_ls_one_method_lists_every_config_option(capsys, method):
+    import dataclasses
+
+    from svbench.methods import METHODS
+
+    code, out, _ = _inproc(capsys, "ls", "methods", method)
+    assert code == 0 and f"{method} options" in out
+    for f in dataclasses.fields(METHODS.get(method).Config):
+        assert f.name in out  # a piped console is wide enough not to cut names
+
+
+def test_ls_method_without_options_and_unknown_pattern(capsys):
+    for method in ("none", "reference"):
+        code, out, _ = _inproc(capsys, "ls", "methods", method)
+        assert code == 0 and f"{method} has no options" in out
+    code, _, err = _inproc(capsys, "ls", "methods", "zzz")
+    assert code == 2 and "no method matches 'zzz'" in err
+
+
 # ---- spectrum -----------------------------------------------------------------------------------------------
 
 
