@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -15,8 +16,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def _options_table(cls: type):  # type: ignore[no-untyped-def]
     """The method's config options (name, type, default): what a suite's ``variants`` entry may set."""
-    import dataclasses
-
     from rich.table import Table
 
     t = Table("option", "type", "default", title=f"{cls.name} options (suite: variants: {{{cls.name}: [{{...}}]}})")
@@ -50,8 +49,6 @@ def main(args: argparse.Namespace) -> int:
                       cls.reference)
         console.print(t)
         if len(names) == 1:
-            import dataclasses
-
             cls = METHODS.get(names[0])
             if dataclasses.fields(cls.Config):
                 console.print(_options_table(cls))

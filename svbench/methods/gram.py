@@ -66,6 +66,19 @@ def _grid(n: int, k: int, stride: int, padding: str) -> int:
     return n if padding == "circular" else zero_padding_bound_size(n, k, stride)
 
 
+def _fft_bounds_by_shape(layers: list[tuple[str, Tensor, int, int]], iters: int) -> dict[str, Tensor]:
+    """Gram bounds of (name, weight, grid, stride) layers: one batched iteration per (weight shape, grid, stride).
+    Differentiable (the training penalty); callers that only read the bounds wrap it in ``no_grad``."""
+    groups: dict[tuple, list[tuple[str, Tensor]]] = defaultdict(list)
+    for name, w, grid, stride in layers:
+        groups[(tuple(w.shape), w.dtype, grid, stride)].append((name, w))
+    out: dict[str, Tensor] = {}
+    for (_, _, grid, stride), members in groups.items():
+        bounds = gram_iteration_bound_batched(torch.stack([w for _, w in members]), grid, stride, iters)
+        out.update({name: b for (name, _), b in zip(members, bounds)})
+    return out
+
+
 @METHODS.register("gram")
 class GramMethod(Method):
     name = "gram"
@@ -108,19 +121,17 @@ class GramMethod(Method):
             return super().network_svs(model, input_shape)
         convs = conv_inputs(model, input_shape)
         out: dict[str, Tensor] = {}
-        groups: dict[tuple, list[tuple[str, nn.Conv2d]]] = defaultdict(list)
+        plain = []
         for name, layer, n in convs:
             if type(layer) is nn.Conv2d and layer.groups == 1 and layer.dilation[0] == 1:
-                groups[(tuple(layer.weight.shape), n, layer.stride[0])].append((name, layer))
+                w = layer.weight.detach()
+                plain.append((name, w.double() if c.precision == "float64" else w, n, layer.stride[0]))
             else:
                 out[name] = self.layer_svs(circular_view(layer), n)
+        dtypes = {name: layer.weight.dtype for name, layer, _ in convs}
         with torch.no_grad():
-            for (_, n, stride), members in groups.items():
-                w = torch.stack([m.weight.detach() for _, m in members])
-                bounds = gram_iteration_bound_batched(w.double() if c.precision == "float64" else w, n, stride,
-                                                      c.iters)
-                for (name, m), b in zip(members, bounds):
-                    out[name] = b.reshape(1).to(m.weight.dtype)
+            for name, b in _fft_bounds_by_shape(plain, c.iters).items():
+                out[name] = b.reshape(1).to(dtypes[name])
         return {name: out[name] for name, _, _ in convs}
 
     def control_target(self) -> float | None:
@@ -143,20 +154,16 @@ class GramMethod(Method):
         c = self.config
         if c.penalty_weight == 0:
             return None
-        groups: dict[tuple, list[nn.Conv2d]] = defaultdict(list)
-        for _, conv, n in self._layers(model):
-            s, pad = conv.stride[0], conv.padding_mode
-            groups[(tuple(conv.weight.shape), _grid(n, conv.kernel_size[0], s, pad), s)].append(conv)
-        if not groups:
+        layers = self._layers(model)
+        if not layers:
             return None
-        terms = []
-        for (_, grid, s), convs in groups.items():
-            if c.bound == "fft":
-                bounds = gram_iteration_bound_batched(torch.stack([m.weight for m in convs]), grid, s, c.iters)
-            else:
-                bounds = torch.stack([delattre2024_bound(m.weight, c.zero_iters) for m in convs])
-            terms.append(F.threshold(bounds, 1.0, 0.0).sum())
-        return c.penalty_weight * torch.stack(terms).sum()
+        if c.bound == "fft":
+            grids = [(name, conv.weight, _grid(n, conv.kernel_size[0], conv.stride[0], conv.padding_mode),
+                      conv.stride[0]) for name, conv, n in layers]
+            bounds = torch.stack(list(_fft_bounds_by_shape(grids, c.iters).values()))
+        else:
+            bounds = torch.stack([delattre2024_bound(conv.weight, c.zero_iters) for _, conv, _ in layers])
+        return c.penalty_weight * F.threshold(bounds, 1.0, 0.0).sum()
 
     def after_step(self, model: nn.Module, step: int) -> list[dict[str, Any]]:
         c = self.config
