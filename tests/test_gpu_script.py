@@ -13,11 +13,52 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Installed here but absent on the GPU machine (it has torch, pandas, pyyaml, rich, matplotlib, torchmetrics only):
+# the one-call script must not need any of them. Import names, then distribution names.
+NOT_ON_GPU_MACHINE = ("tabulate", "mlxtend", "torchvision", "scipy", "sklearn", "pyautoattack", "autoattack",
+                      "foolbox", "hypothesis", "asv", "pytest")
+DISTS_NOT_ON_GPU_MACHINE = ("tabulate", "mlxtend", "torchvision", "scipy", "scikit-learn", "pyautoattack",
+                            "foolbox", "hypothesis", "asv", "pytest")
+
+# sys.modules[name] = None: `import name` fails and importlib.util.find_spec(name) answers None, as for a package
+# that is not installed; importlib.metadata answers PackageNotFoundError for the distributions, so optional-
+# dependency probes (torchmetrics asks the metadata for scipy) take their "absent" branch as on that machine.
+BLOCKER = """
+import importlib.metadata as _md
+import sys
+for _name in {names!r}:
+    sys.modules[_name] = None
+_DISTS = {dists!r}
+def _blocked(real):
+    def call(name, *args, **kwargs):
+        if str(name).lower().replace("_", "-") in _DISTS:
+            raise _md.PackageNotFoundError(name)
+        return real(name, *args, **kwargs)
+    return call
+_md.version = _blocked(_md.version)
+_md.distribution = _blocked(_md.distribution)
+_md.metadata = _blocked(_md.metadata)
+_md.requires = _blocked(_md.requires)
+"""
+
+
+def _gpu_machine_pythonpath(tmp_path) -> str:
+    """A folder whose sitecustomize.py makes the packages the GPU machine lacks unimportable."""
+    site = tmp_path / "gpu_machine_site"
+    site.mkdir()
+    blocker = BLOCKER.format(names=set(NOT_ON_GPU_MACHINE), dists=set(DISTS_NOT_ON_GPU_MACHINE))
+    (site / "sitecustomize.py").write_text(blocker)
+    return str(site)
+
+
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash + timeout")
 @pytest.mark.parametrize("budget", ["600", "4"])
 def test_gpu_script_dry_run(tmp_path, budget):
+    """The budget-600 run also hides every package the GPU machine lacks, as there."""
     env = dict(os.environ, OUT=str(tmp_path / "out"), SVBENCH_DEVICE="cpu", SVBENCH_BUDGET_S=budget,
                SVBENCH_SUITE="tests/data/gpu-dry-run.yaml", PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    if budget == "600":
+        env["PYTHONPATH"] = _gpu_machine_pythonpath(tmp_path)
     res = subprocess.run(["bash", "scripts/gpu-measure.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -32,6 +73,18 @@ def test_gpu_script_dry_run(tmp_path, budget):
         methods = {r["method_label"] for r in records if r["task"] == "layers"}
         assert len([m for m in methods if m.startswith("sedghi")]) == 6  # every backend/driver variant ran
         assert any(r["metric"] == "network_clip_time_ms" for r in records)
+        assert "halted; None in sys.modules" not in (out / "run.log").read_text()
+
+
+def test_package_blocker_blocks(tmp_path):
+    """The emulation above is real: with it, importing a blocked package fails in a fresh interpreter."""
+    env = dict(os.environ, PYTHONPATH=_gpu_machine_pythonpath(tmp_path))
+    for probe in ("import tabulate", "import scipy.signal", "import importlib.metadata as m; m.version('scipy')"):
+        res = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+        assert res.returncode != 0 and "NotFoundError" in res.stderr, probe
+    res = subprocess.run([sys.executable, "-c", "import pandas, yaml, rich, matplotlib, torchmetrics"], env=env,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
 
 
 def test_dry_run_suite_mirrors_the_gpu_suite():
