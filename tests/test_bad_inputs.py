@@ -295,3 +295,46 @@ def test_spectrum_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
     code, err = _run(capsys, "spectrum", str(tmp_path / "c.pt"), "--input-size", "8", "--out", str(tmp_path / "o"))
     line = _one_line(err)
     assert code == 2 and "host out of memory (tried to allocate 64.0 GiB); use smaller shapes" in line
+
+
+TWO_TASKS = TINY + """
+  - name: other
+    kind: sv
+    methods: [none]
+    timing: {warmup: 0, min_repeats: 1, max_repeats: 1, budget_s: 0.01}
+    shapes:
+      - {c_in: 2, c_out: 2, k: 1, n: 4}
+"""
+
+
+def test_tasks_selects_tasks_of_the_suite(tmp_path, capsys):
+    path = tmp_path / "two.yaml"
+    path.write_text(TWO_TASKS)
+    code = main(["run", str(path), "--tasks", "other", "--out", str(tmp_path / "runs"), "--no-progress"])
+    assert code == 0
+    (results,) = list((tmp_path / "runs").glob("tiny/*/results.jsonl"))
+    assert {r["task"] for r in load_results(results.parent)} == {"other"}
+
+
+@pytest.mark.parametrize("tasks, what", [("layers,nope", "no task 'nope'"), (",", "no task named")])
+def test_unknown_task_is_one_line(tmp_path, capsys, tasks, what):
+    path = tmp_path / "two.yaml"
+    path.write_text(TWO_TASKS)
+    code, err = _run(capsys, "run", str(path), "--tasks", tasks, "--out", str(tmp_path / "runs"))
+    line = _one_line(err)
+    assert code == 2 and what in line and "its tasks are: layers, other" in line
+    assert not (tmp_path / "runs").exists()  # refused before anything was written
+
+
+def test_resume_hint_keeps_the_selection():
+    """An interrupted `run --methods sedghi --tasks layers` must be resumed with the same selection, or the resumed
+    run would add every other method and task of the suite."""
+    import argparse
+
+    from svbench.cli.run import resume_command
+
+    args = argparse.Namespace(suite="my suite.yaml", methods="sedghi,none", tasks="layers", device="cpu",
+                              threads=None)
+    assert resume_command(args, "runs/x/1") == (
+        "svbench run 'my suite.yaml' --methods sedghi,none --tasks layers --device cpu --resume runs/x/1"
+    )

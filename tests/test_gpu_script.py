@@ -73,6 +73,7 @@ def test_gpu_script_dry_run(tmp_path, budget):
         methods = {r["method_label"] for r in records if r["task"] == "layers"}
         assert len([m for m in methods if m.startswith("sedghi")]) == 6  # every backend/driver variant ran
         assert any(r["metric"] == "network_clip_time_ms" for r in records)
+        assert any(r["metric"] == "forward_vs_conv_paired" and r["method"] == "cayley" for r in records)
         assert "halted; None in sys.modules" not in (out / "run.log").read_text()
 
 
@@ -96,6 +97,7 @@ def test_dry_run_suite_mirrors_the_gpu_suite():
     for task in dry["tasks"]:
         ref = gpu_tasks[task["name"]]
         assert task["kind"] == ref["kind"] and task["methods"] == ref["methods"]
+        assert bool(task.get("paired_forward")) == bool(ref.get("paired_forward"))
         assert {k: len(v) for k, v in task.get("variants", {}).items()} == \
             {k: len(v) for k, v in ref.get("variants", {}).items()}
         if "sedghi" in ref.get("variants", {}):

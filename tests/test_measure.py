@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from svbench.errors import UserError
 from svbench.measure import paired_timing, time_callable, timed_call, warm_timing
 from svbench.methods.base import LayerSpec
 from svbench.suite.runner import rfft_transfer_bytes, run_suite
@@ -109,3 +110,27 @@ def test_paired_reference_metric_in_sv_cells(tmp_path):
     assert set(paired) == {"sedghi", "tt", "gram"}  # every method with a dense kernel, never reference itself
     assert all(r["value"] > 0 and r["repeats"] == 3 for r in paired.values())
     assert "paired" in res.table_md
+
+
+def test_paired_forward_metric_in_sv_cells(tmp_path):
+    """paired_forward times each layer's eval forward against the plain conv (`none`) on the same input."""
+    suite = {
+        "name": "paired-forward",
+        "tasks": [{"name": "layers", "kind": "sv", "methods": ["sedghi", "tt", "cayley", "none"],
+                   "paired_forward": 4, "measure_memory": False, "forward_batch": 2,
+                   "timing": {"warmup": 0, "min_repeats": 1, "max_repeats": 1, "budget_s": 0.01},
+                   "shapes": [{"c_in": 8, "c_out": 8, "k": 3, "n": 8}]}],
+    }
+    path = tmp_path / "pf.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    res = run_suite(str(path), out_root=tmp_path, progress=False)
+    paired = {r["method"]: r for r in res.records if r["metric"] == "forward_vs_conv_paired"}
+    assert set(paired) == {"sedghi", "tt", "cayley"}  # never `none` against itself
+    for r in paired.values():
+        assert r["repeats"] == 4 and r["extra"]["batch"] == 2
+        assert r["value"] > 0 and r["extra"]["method_ms"] > 0 and r["extra"]["conv_ms"] > 0
+    assert "× conv)" in res.table_md
+    with pytest.raises(UserError, match="paired_forward must be >= 0"):
+        suite["tasks"][0]["paired_forward"] = -1
+        path.write_text(yaml.safe_dump(suite))
+        run_suite(str(path), out_root=tmp_path, progress=False)

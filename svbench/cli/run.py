@@ -1,8 +1,9 @@
-"""``svbench run [SUITE] [--methods all|a,b] [--device cpu|cuda|auto] [--out DIR] [--resume RUN_DIR]``."""
+"""``svbench run [SUITE] [--methods all|a,b] [--tasks a,b] [--device cpu|cuda|auto] [--out DIR] [--resume RUN_DIR]``."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 
@@ -10,6 +11,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a suite and print the comparison table")
     p.add_argument("suite", nargs="?", default="default", help="suite YAML file or bundled name (default: default)")
     p.add_argument("--methods", default=None, help="'all' or a comma-separated list (default: the suite's)")
+    p.add_argument("--tasks", default=None, help="comma-separated task names to run (default: every task)")
     p.add_argument("--device", default=None, help="cpu, cuda or auto (default: the suite's)")
     p.add_argument("--out", default="reports/runs", help="root folder of run folders (default: reports/runs)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run, skipping finished cells")
@@ -26,7 +28,7 @@ def main(args: argparse.Namespace) -> int:
 
         raise UserError(f"--threads must be >= 1, got {args.threads}")
     res = run_suite(
-        args.suite, methods=args.methods, device=args.device, out_root=args.out, resume=args.resume,
+        args.suite, methods=args.methods, tasks=args.tasks, device=args.device, out_root=args.out, resume=args.resume,
         threads=args.threads, progress=not args.no_progress and sys.stderr.isatty(),
     )
     print(res.table_md)
@@ -36,7 +38,17 @@ def main(args: argparse.Namespace) -> int:
     if res.interrupted:
         sys.stderr.write(
             f"svbench: interrupted after {res.cells_done} cells; finished cells are saved. "
-            f"Resume with: svbench run {args.suite} --resume {res.run_dir}\n"
+            f"Resume with: {resume_command(args, res.run_dir)}\n"
         )
         return 130
     return 0
+
+
+def resume_command(args: argparse.Namespace, run_dir: object) -> str:
+    """The command that continues this run with the same selection (methods, tasks, device, threads)."""
+    parts = ["svbench", "run", shlex.quote(str(args.suite))]
+    for flag, value in (("--methods", args.methods), ("--tasks", args.tasks), ("--device", args.device),
+                        ("--threads", args.threads)):
+        if value is not None:
+            parts += [flag, shlex.quote(str(value))]
+    return " ".join([*parts, "--resume", shlex.quote(str(run_dir))])

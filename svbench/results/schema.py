@@ -75,6 +75,10 @@ METRICS: dict[str, MetricInfo] = {
         "ratio", False, "max over all SVs of |method - oracle| / oracle sigma_max (all-SV methods)"
     ),
     "forward_time_ms": MetricInfo("ms", False, "median wall time of the layer's forward at the task's batch"),
+    "forward_vs_conv_paired": MetricInfo(
+        "ratio", False, "median over interleaved pairs of t_forward / t_plain-conv forward, same input, eval mode "
+        "(paired_forward; issue-6 Cayley target: <= 5 on GPU at batch 128)"
+    ),
     # network task
     "network_sv_time_ms": MetricInfo("ms", False, "median time for all SVs (or bounds) of every conv of a model"),
     "network_peak_mem_bytes": MetricInfo("bytes", False, "peak extra memory of that computation"),

@@ -20,6 +20,7 @@ SV_COLUMNS = [
     ("sv_max_abs_err_rel", "max_abs_err_rel"),
     ("forward_time_ms", "forward_ms"),
     ("speedup_vs_reference_paired", "paired_speedup"),
+    ("forward_vs_conv_paired", "forward_vs_conv"),
 ]
 
 
@@ -103,6 +104,15 @@ def _fmt(x: Any, kind: str) -> str:
     return f"{x:.5g}"
 
 
+def _forward_txt(r: Any) -> str:
+    """Forward ms, with the paired ratio over the plain conv when it was measured."""
+    txt = _fmt(r["forward_ms"], "ms")
+    ratio = r.get("forward_vs_conv")
+    if isinstance(ratio, float) and np.isfinite(ratio):
+        txt += f" ({ratio:.2f}× conv)"
+    return txt
+
+
 def sv_markdown(table: pd.DataFrame) -> str:
     """Markdown rendering of :func:`sv_table` (skipped cells say why)."""
     if table.empty:
@@ -132,7 +142,7 @@ def sv_markdown(table: pd.DataFrame) -> str:
                 f"| {r['shape']} | {r['method']} | {r['provides']} | {r['backend']} | {t} | {sp_txt} | "
                 f"{_fmt(r['peak_mem_bytes'], 'mem')} | {_fmt(r['sigma_max'], 'num')} | "
                 f"{_fmt(r['sigma_max_rel_err'], 'err')} | {_fmt(r['max_abs_err_rel'], 'abs')} | "
-                f"{_fmt(r['forward_ms'], 'ms')} | {r['oracle']} |"
+                f"{_forward_txt(r)} | {r['oracle']} |"
             )
         out.append("")
     return "\n".join(out) + "\n"

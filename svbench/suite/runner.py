@@ -7,6 +7,7 @@ already in the run folder's results. Ctrl-C stops after the current cell and say
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import secrets
@@ -118,6 +119,20 @@ def _method_variants(task: Any, names: list[str]) -> list[Method]:
     return out
 
 
+def select_tasks(suite: Suite, tasks: str | list[str] | None) -> Suite:
+    """The suite with only the named tasks (suite order kept); ``None`` keeps every task."""
+    if tasks is None:
+        return suite
+    names = [t.strip() for t in tasks.split(",")] if isinstance(tasks, str) else [str(t).strip() for t in tasks]
+    names = [n for n in names if n]
+    known = [t.name for t in suite.tasks]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        what = f"no task {', '.join(map(repr, unknown))}" if unknown else "no task named"
+        raise UserError(f"--tasks: {what} in suite '{suite.name}'; its tasks are: {', '.join(known)}")
+    return dataclasses.replace(suite, tasks=[t for t in suite.tasks if t.name in names])
+
+
 def plan_cells(suite: Suite, methods: str | list[str] | None = None) -> list[Cell]:
     cells: list[Cell] = []
     for task in suite.tasks:
@@ -162,6 +177,7 @@ def run_suite(
     suite: Suite | str,
     *,
     methods: str | list[str] | None = None,
+    tasks: str | list[str] | None = None,
     device: str | None = None,
     out_root: str | Path = "reports/runs",
     resume: str | Path | None = None,
@@ -169,9 +185,13 @@ def run_suite(
     progress: bool = True,
     on_cell: Callable[[Cell, list[dict[str, Any]]], None] | None = None,
 ) -> RunResult:
-    """Run a suite (object, file or bundled name); returns the run folder and all its records."""
+    """Run a suite (object, file or bundled name); returns the run folder and all its records.
+
+    ``tasks`` (names, or one comma-separated string) runs only those tasks of the suite, in the suite's order.
+    """
     if isinstance(suite, str):
         suite = load_suite(suite)
+    suite = select_tasks(suite, tasks)
     dev = resolve_device(device or suite.device)
     dtype = DTYPES[suite.dtype]
     cells = plan_cells(suite, methods)
@@ -268,6 +288,7 @@ def _write_meta(run_dir: Path, suite: Suite, ctx: _Ctx, methods: Any) -> None:
     meta = {
         "run_id": ctx.run_id,
         "suite": to_mapping(suite),
+        "tasks": [t.name for t in suite.tasks],
         "methods": methods,
         "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "environment": ctx.env,
@@ -451,6 +472,8 @@ def _run_sv_cell(cell: Cell, ctx: _Ctx, base: dict[str, Any]) -> list[dict[str, 
                        budget_s=min(0.25, task.timing.budget_s))
     items.append({"metric": "forward_time_ms", "value": ft.median_ms, "iqr": ft.iqr_ms, "repeats": ft.repeats,
                   "extra": {"batch": task.forward_batch, "clock": ft.clock}})
+    if task.paired_forward and method.name != "none":
+        items.append(_paired_with_plain_conv(forward, x, cell, ctx, task.paired_forward))
 
     oracle, how = _oracle(cell, layer, ctx) if svs.numel() else (None, "none")
     base["oracle"] = how
@@ -483,6 +506,22 @@ def _paired_with_reference(compute: Callable[[], Tensor], method: Method, layer:
     return [{"metric": "speedup_vs_reference_paired", "value": pt.ratio_b_over_a, "iqr": pt.ratio_iqr,
              "repeats": pairs, "extra": {"method_ms": pt.a.median_ms, "reference_ms": pt.b.median_ms,
                                          "how": "median of per-pair t_reference / t_method, interleaved"}}]
+
+
+def _paired_with_plain_conv(forward: Callable[[], Tensor], x: Tensor, cell: Cell, ctx: _Ctx,
+                            pairs: int) -> dict[str, Any]:
+    """Forward-time ratio over the plain conv of the same shape (the `none` method's layer) on the same input, eval
+    mode, timed in alternation (see ``paired_timing``): the overhead a method adds to inference."""
+    plain = create_method("none").make_layer(cell.spec, seed=cell.seed, dtype=ctx.dtype, device=ctx.device).eval()
+
+    def plain_forward() -> Tensor:
+        with torch.no_grad():
+            return plain(x)
+
+    pt = paired_timing(plain_forward, forward, ctx.device, repeats=pairs)
+    return {"metric": "forward_vs_conv_paired", "value": pt.ratio_b_over_a, "iqr": pt.ratio_iqr, "repeats": pairs,
+            "extra": {"method_ms": pt.b.median_ms, "conv_ms": pt.a.median_ms, "batch": int(x.shape[0]),
+                      "how": "median of per-pair t_method / t_plain_conv, interleaved"}}
 
 
 def rfft_transfer_bytes(spec: LayerSpec, dtype: torch.dtype) -> int:

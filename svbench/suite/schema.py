@@ -74,6 +74,7 @@ class SVTask:
     forward_batch: int = 16
     measure_memory: bool = True
     paired_reference: int = 0  # N > 0: also time against `reference` on the same kernel, N interleaved pairs
+    paired_forward: int = 0  # N > 0: also time the eval forward against the plain conv (`none`), N interleaved pairs
 
     def __post_init__(self) -> None:
         if not self.all_shapes():
@@ -86,6 +87,8 @@ class SVTask:
             raise ValueError("forward_batch must be >= 1")
         if self.paired_reference < 0:
             raise ValueError("paired_reference must be >= 0 (number of interleaved pairs)")
+        if self.paired_forward < 0:
+            raise ValueError("paired_forward must be >= 0 (number of interleaved pairs)")
 
     def all_shapes(self) -> list[LayerSpec]:
         """Explicit shapes, then the grid's (duplicates dropped, order kept)."""
