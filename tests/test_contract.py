@@ -32,7 +32,28 @@ def test_builds_from_defaults_and_declares_itself(method):
     assert isinstance(method.config_dict(), dict)
 
 
-@pytest.mark.parametrize("spec", SHAPES, ids=lambda s: s.label)
+def _random_specs(count: int, seed: int = 0) -> list[LayerSpec]:
+    """Seeded random geometries beyond SHAPES: groups, dilation, stride 3, odd n, k = 1 with stride, both paddings."""
+    import random
+
+    rng = random.Random(seed)
+    specs: list[LayerSpec] = []
+    while len(specs) < count:
+        k, dil, stride = rng.choice([1, 3, 5]), rng.choice([1, 1, 2]), rng.choice([1, 2, 3])
+        pad, groups = rng.choice(["circular", "zeros"]), rng.choice([1, 1, 2])
+        span = dil * (k - 1) + 1
+        n = rng.randint(max(2, span), 10)
+        if pad == "circular":
+            n = (n // stride) * stride
+        try:
+            specs.append(LayerSpec(groups * rng.randint(1, 3), groups * rng.randint(1, 3), k, n, stride, pad, groups,
+                                   dil))
+        except ValueError:
+            continue
+    return specs
+
+
+@pytest.mark.parametrize("spec", SHAPES + _random_specs(60), ids=lambda s: s.label)
 def test_layer_svs_contract_and_oracle(method, spec):
     reason = method.supports.why_not(spec)
     if reason is not None:

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from svbench.errors import UnsupportedShape
 from svbench.functional.oracle import oracle_singular_values
 from svbench.functional.tt import compose_kernel, fold_cores, tt_svd
 from svbench.methods import create_method
@@ -218,3 +219,11 @@ def test_spectrum_of_tt_checkpoint(tmp_path):
     exact = oracle_singular_values(layer, (6, 8, 8))
     assert spec.svs.numel() == exact.numel()
     assert (spec.svs - exact).abs().max() <= 1e-5 * exact[0]
+
+
+@pytest.mark.parametrize("kwargs", [{"groups": 2}, {"dilation": 2}])
+def test_from_conv_refuses_grouped_or_dilated_convs(kwargs):
+    """TT-SVD of a grouped conv's (c_out, c_in / g, k, k) weight would build an ungrouped layer of another operator."""
+    conv = torch.nn.Conv2d(4, 4, 3, padding=1, bias=False, **kwargs)
+    with pytest.raises(UnsupportedShape, match="grouped or dilated"):
+        TTConv2d.from_conv(conv, 2, 2)

@@ -172,6 +172,9 @@ class TTConv2d(nn.Module):
 
         Returns the layer and the relative Frobenius error of the approximation (None for a fresh init).
         """
+        if conv.groups != 1 or conv.dilation[0] != 1:
+            raise UnsupportedShape(f"tt: grouped or dilated convs have no TT form here (groups={conv.groups}, "
+                                   f"dilation={conv.dilation[0]}); TT-SVD needs a dense c_out x c_in kernel")
         k = conv.kernel_size[0]
         layer = cls(conv.in_channels, conv.out_channels, k, conv.stride[0], conv.padding[0], conv.dilation[0],
                     conv.bias is not None, conv.padding_mode, r1, r2, forward_mode,
@@ -288,6 +291,9 @@ class TTMethod(Method):
         The mixing keeps the layer's function but makes K1 and K3 non-orthonormal, as after training with the
         penalty, so the QR fold is exercised and timed.
         """
+        reason = self.supports.why_not(spec)
+        if reason:
+            raise UnsupportedShape(f"tt: {reason}")
         conv = seeded_conv(spec, seed=seed, dtype=torch.float64)
         r1, r2 = self.ranks(spec.c_in, spec.c_out)
         layer, _ = TTConv2d.from_conv(conv, r1, r2, "tt_svd", self.config.forward_mode)
