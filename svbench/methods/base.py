@@ -211,9 +211,15 @@ class Method(abc.ABC):
         return "conv"
 
     def dense_kernel(self, layer: nn.Module) -> Tensor | None:
-        """The full (c_out, c_in, k, k) kernel the layer applies, if it is a plain conv operator (else None)."""
+        """The full (c_out, c_in, k, k) kernel the layer applies, if it is a plain conv operator (else None); for a
+        grouped or dilated conv the ungrouped, undilated kernel of the same operator (block diagonal, zeros between
+        the taps)."""
+        from svbench.functional.grouped import dense_equivalent_kernel
+
         weight = getattr(layer, "weight", None)
-        return weight if isinstance(layer, nn.Conv2d) and isinstance(weight, Tensor) else None
+        if not (isinstance(layer, nn.Conv2d) and isinstance(weight, Tensor)):
+            return None
+        return dense_equivalent_kernel(weight, layer.groups, layer.dilation[0])
 
     def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
         """The numerical route used (recorded with every result); ``auto`` is resolved for ``spec`` on ``device``."""

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from svbench.errors import UnsupportedShape
 from svbench.functional.gram import delattre2024_bound, gram_iteration_bound, gram_iteration_bound_batched
+from svbench.functional.grouped import dilate_kernel, group_kernels
 from svbench.functional.spectrum import conv_sigma_max, zero_padding_bound_size, zero_padding_sigma_max_bound
 from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, circular_view, conv_geometry, conv_inputs
 from svbench.methods.hooks import InputSizes
@@ -62,6 +62,17 @@ class GramConfig:
             raise ValueError(f"penalty_weight must be >= 0, got {self.penalty_weight}")
 
 
+def round_up_to(bound: Tensor, dtype: torch.dtype) -> Tensor:
+    """``bound`` in ``dtype``, rounded UP where the cast lost precision: a float64 bound cast to float32 by
+    round-to-nearest can land half an ulp below the exact sigma_max it bounds (e.g. a 1x1 conv, where the Gram
+    iteration is exact)."""
+    low = bound.to(dtype)
+    if bound.dtype == dtype:
+        return low
+    below = low.to(bound.dtype) < bound
+    return torch.where(below, torch.nextafter(low, torch.full_like(low, float("inf"))), low)
+
+
 def _grid(n: int, k: int, stride: int, padding: str) -> int:
     return n if padding == "circular" else zero_padding_bound_size(n, k, stride)
 
@@ -83,7 +94,7 @@ def _fft_bounds_by_shape(layers: list[tuple[str, Tensor, int, int]], iters: int)
 class GramMethod(Method):
     name = "gram"
     provides = "upper_bound"
-    supports = Capabilities()
+    supports = Capabilities(groups=True, dilation=True)
     Config = GramConfig
     summary = "Gram iteration: guaranteed sigma_max upper bound (fft on n or n', or Delattre 2024); rescaling"
     reference = "Delattre, Barthelemy, Araujo & Allauzen, ICML 2023 (arXiv:2305.16173)"
@@ -107,11 +118,25 @@ class GramMethod(Method):
 
     def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
         stride, padding, groups, dilation = conv_geometry(layer)
-        if groups != 1 or dilation != 1:
-            raise UnsupportedShape("gram: grouped or dilated convs are not supported")
         with torch.no_grad():
-            b = self.bound(layer.weight.detach(), int(input_hw), stride, padding)
-        return b.reshape(1).to(layer.weight.dtype)
+            if groups == 1 and dilation == 1:
+                b = self.bound(layer.weight.detach(), int(input_hw), stride, padding)
+            else:
+                b = self._grouped_bound(layer.weight.detach(), int(input_hw), stride, padding, groups, dilation)
+        return round_up_to(b.reshape(1), layer.weight.dtype)
+
+    def _grouped_bound(self, weight: Tensor, n: int, stride: int, padding: str, groups: int, dilation: int
+                       ) -> Tensor:
+        """A grouped conv is block diagonal over its groups: the max of the blocks' bounds bounds sigma_max; a
+        dilated conv is the conv of its zero-filled (d (k - 1) + 1)-tap kernel (``functional.grouped``)."""
+        c = self.config
+        blocks = group_kernels(dilate_kernel(weight, dilation), groups)
+        if c.precision == "float64":
+            blocks = blocks.double()
+        if c.bound == "delattre2024":
+            return torch.stack([delattre2024_bound(b, c.zero_iters) for b in blocks]).max()
+        grid = _grid(n, blocks.shape[-1], stride, padding)
+        return gram_iteration_bound_batched(blocks, grid, stride, c.iters).max()
 
     def network_svs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, Tensor]:
         """The bound of every conv (circular model on its own grid); with ``batch_layers`` (and ``bound="fft"``)
@@ -131,7 +156,7 @@ class GramMethod(Method):
         dtypes = {name: layer.weight.dtype for name, layer, _ in convs}
         with torch.no_grad():
             for name, b in _fft_bounds_by_shape(plain, c.iters).items():
-                out[name] = b.reshape(1).to(dtypes[name])
+                out[name] = round_up_to(b.reshape(1), dtypes[name])
         return {name: out[name] for name, _, _ in convs}
 
     def control_target(self) -> float | None:

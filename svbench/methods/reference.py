@@ -2,7 +2,8 @@
 
 Sedghi, Gupta & Long's algorithm without any optimisation: ``fft2`` of the zero-padded kernel over all n^2
 frequencies (polyphase for stride), then batched ``torch.linalg.svdvals`` with the default driver on every
-transfer matrix. EXACT for circular padding, like ``sedghi``; suites run it beside the other methods so every
+transfer matrix. EXACT for circular padding, like ``sedghi``; a grouped or dilated conv goes the same naive way on
+the dense kernel of the same operator (block diagonal, zero-filled taps); suites run it beside the other methods so every
 speed-up is a ratio of two timings from the same run on the same machine.
 """
 
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 
 from svbench.errors import UnsupportedShape
 from svbench.functional.clip import clip_kernel_naive
+from svbench.functional.grouped import dense_equivalent_kernel
 from svbench.functional.spectrum import conv_singular_values
 from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, conv_geometry, plain_convs
 
@@ -28,7 +30,7 @@ class ReferenceConfig:
 class ReferenceMethod(Method):
     name = "reference"
     provides = "all_svs"
-    supports = Capabilities(paddings=("circular",))
+    supports = Capabilities(paddings=("circular",), groups=True, dilation=True)
     Config = ReferenceConfig
     summary = "naive exact baseline: full fft2 + default svdvals on all n^2 frequencies (speed-up denominator)"
     reference = "Sedghi, Gupta & Long, ICLR 2019 (unoptimised)"
@@ -45,8 +47,8 @@ class ReferenceMethod(Method):
 
     def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
         stride, padding, groups, dilation = conv_geometry(layer)
-        if padding != "circular" or groups != 1 or dilation != 1:
-            raise UnsupportedShape("reference: circular, ungrouped, undilated convs only")
-        with torch.no_grad():
-            return conv_singular_values(layer.weight.detach(), int(input_hw), stride, backend="svdvals",
-                                        real_fft=False)
+        if padding != "circular":
+            raise UnsupportedShape("reference: circular padding only")
+        with torch.no_grad():  # grouped / dilated: the naive route on the dense kernel of the same operator
+            kernel = dense_equivalent_kernel(layer.weight.detach(), groups, dilation)
+            return conv_singular_values(kernel, int(input_hw), stride, backend="svdvals", real_fft=False)

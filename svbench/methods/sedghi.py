@@ -4,6 +4,8 @@ Sedghi, Gupta & Long, "The Singular Values of Convolutional Layers", ICLR 2019 (
 
 - ``layer_svs`` is EXACT for circular padding (all (n/s)^2 min(c_out, c_in s^2) SVs, zeros included), strides
   by the polyphase layout out x (in s^2). Zero-padded layers are declined: their circular SVs are not theirs.
+  Grouped and dilated convs are exact too: the union of the group blocks' SVs (decomposed as one batch), the
+  dilated taps zero-filled into a (d (k - 1) + 1)-tap kernel (``functional.grouped``). Control skips them.
 - Control (``clip_to``): every ``clip_every`` optimizer steps, project each conv's circular spectrum onto
   {sigma <= clip_to} and crop back to k x k. The crop breaks the bound; the report of each step holds the TRUE
   sigma_max of the implemented layer (exact for circular padding, the n' = n + k - 1 bound for zero padding),
@@ -21,8 +23,21 @@ from torch import Tensor, nn
 
 from svbench.errors import UnsupportedShape
 from svbench.functional.clip import clip_kernel, sedghi_clip
+from svbench.functional.grouped import (
+    dense_equivalent_kernel,
+    grouped_conv_singular_values,
+    grouped_network_singular_values,
+)
 from svbench.functional.spectrum import conv_singular_values, describe_backend
-from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, conv_geometry, plain_convs
+from svbench.methods.base import (
+    METHODS,
+    Capabilities,
+    LayerSpec,
+    Method,
+    conv_geometry,
+    conv_inputs,
+    plain_convs,
+)
 from svbench.methods.hooks import InputSizes
 
 
@@ -47,7 +62,7 @@ class SedghiConfig:
 class SedghiMethod(Method):
     name = "sedghi"
     provides = "all_svs"
-    supports = Capabilities(paddings=("circular",))
+    supports = Capabilities(paddings=("circular",), groups=True, dilation=True)
     Config = SedghiConfig
     summary = "exact SVs of circular convs by FFT (+ clip-and-crop control)"
     reference = "Sedghi, Gupta & Long, ICLR 2019 (arXiv:1805.10408)"
@@ -62,9 +77,15 @@ class SedghiMethod(Method):
             raise UnsupportedShape(
                 f"sedghi is exact for circular padding only; this layer uses {padding!r} padding"
             )
-        if groups != 1 or dilation != 1:
-            raise UnsupportedShape("sedghi: grouped or dilated convs are not supported")
         c = self.config
+        if groups != 1 or dilation != 1:
+            with torch.no_grad():
+                if not c.real_fft:
+                    kernel = dense_equivalent_kernel(layer.weight.detach(), groups, dilation)
+                    return conv_singular_values(kernel, int(input_hw), stride, backend=c.backend, real_fft=False,
+                                                driver=c.driver)
+                return grouped_conv_singular_values(layer.weight.detach(), int(input_hw), stride, groups=groups,
+                                                    dilation=dilation, backend=c.backend, driver=c.driver)
         with torch.no_grad():
             return conv_singular_values(
                 layer.weight.detach(), int(input_hw), stride, backend=c.backend, real_fft=c.real_fft, driver=c.driver
@@ -80,14 +101,15 @@ class SedghiMethod(Method):
         return self.config.clip_to
 
     def network_svs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, Tensor]:
-        """All SVs of every plain conv, layers of one transfer shape batched into one call."""
-        from svbench.functional.network import batched_conv_singular_values
-
-        convs = plain_convs(model, input_shape)
+        """All SVs of every conv (grouped and dilated ones included), the blocks of all layers of one transfer shape
+        batched into one call."""
+        convs = [(name, m, n) for name, m, n in conv_inputs(model, input_shape)
+                 if type(m) is nn.Conv2d and m.dilation[0] * (m.kernel_size[0] - 1) + 1 <= n]
         c = self.config
         with torch.no_grad():
-            svs = batched_conv_singular_values([(m.weight.detach(), n, m.stride[0]) for _, m, n in convs],
-                                               backend=c.backend, driver=c.driver)
+            svs = grouped_network_singular_values(
+                [(m.weight.detach(), n, m.stride[0], m.groups, m.dilation[0]) for _, m, n in convs],
+                backend=c.backend, driver=c.driver)
         return {name: s for (name, _, _), s in zip(convs, svs)}
 
     def network_clip(self, model: nn.Module, input_shape: tuple[int, int, int], target: float

@@ -413,7 +413,7 @@ def _oracle(cell: Cell, layer: torch.nn.Module, ctx: _Ctx) -> tuple[Tensor | Non
         res = (oracle_singular_values(layer, spec.in_shape, device=ctx.device).cpu(), "dense_float64")
     else:
         kernel = cell.method.dense_kernel(layer)
-        if spec.padding == "circular" and kernel is not None and spec.groups == 1 and spec.dilation == 1:
+        if spec.padding == "circular" and kernel is not None:
             with torch.no_grad():
                 sv = conv_singular_values(kernel.detach().double(), spec.n, spec.stride, backend="svdvals64")
             res = (sv.cpu(), "fft_float64")
@@ -495,10 +495,10 @@ def _paired_with_reference(compute: Callable[[], Tensor], method: Method, layer:
                            ctx: _Ctx, pairs: int) -> list[dict[str, Any]]:
     """Speed-up over `reference` on the SAME dense kernel, timed in alternation (see ``paired_timing``)."""
     kernel = method.dense_kernel(layer)
-    if kernel is None or spec.padding != "circular" or spec.groups != 1 or spec.dilation != 1:
+    if kernel is None or spec.padding != "circular":
         return []
     reference = create_method("reference")
-    conv = torch.nn.Conv2d(spec.c_in, spec.c_out, spec.k, spec.stride, spec.k // 2, bias=False,
+    conv = torch.nn.Conv2d(spec.c_in, spec.c_out, kernel.shape[-1], spec.stride, kernel.shape[-1] // 2, bias=False,
                            padding_mode="circular", device=kernel.device, dtype=kernel.dtype)
     with torch.no_grad():
         conv.weight.copy_(kernel.detach())

@@ -1,0 +1,82 @@
+"""Exact SVs of grouped and dilated circular convs, reduced to the dense case.
+
+Two facts make both exact (Sedghi, Gupta & Long, ICLR 2019, extended to these layer types):
+
+- A conv with dilation d and k x k taps is the conv whose (d(k-1)+1) x (d(k-1)+1) kernel holds those taps every
+  d-th position and zeros elsewhere (torch's circular padding of d (k // 2) only shifts the input, and a circular
+  shift leaves A A^H, hence the SVs, unchanged -- also with stride).
+- A conv with g groups maps input-channel block j to output-channel block j only: after permuting channels its
+  operator is block diagonal, so its SVs are the union of the g blocks' SVs. Each block has min(c_out/g, c_in s^2/g)
+  SVs per frequency, g of them min(c_out, c_in s^2): the count of the dense operator, zeros included.
+
+``sedghi`` decomposes the g blocks as one batch (``grouped_conv_singular_values``); ``reference`` takes the naive
+route on the block-diagonal dense kernel (``dense_equivalent_kernel``), whose transfer matrices are g-fold larger.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from svbench.functional.network import batched_conv_singular_values
+
+
+def dilate_kernel(weight: Tensor, dilation: int) -> Tensor:
+    """(c_out, c_in, k, k) taps -> the equivalent undilated kernel of size d (k - 1) + 1 (zeros between taps)."""
+    if dilation == 1:
+        return weight
+    c_out, c_in, kh, kw = weight.shape
+    out = weight.new_zeros(c_out, c_in, dilation * (kh - 1) + 1, dilation * (kw - 1) + 1)
+    out[..., ::dilation, ::dilation] = weight
+    return out
+
+
+def group_kernels(weight: Tensor, groups: int) -> Tensor:
+    """A grouped conv's weight (c_out, c_in / g, k, k) -> its g blocks, (g, c_out / g, c_in / g, k, k)."""
+    c_out = weight.shape[0]
+    if groups < 1 or c_out % groups:
+        raise ValueError(f"groups={groups} must divide c_out={c_out}")
+    return weight.reshape(groups, c_out // groups, *weight.shape[1:])
+
+
+def dense_equivalent_kernel(weight: Tensor, groups: int = 1, dilation: int = 1) -> Tensor:
+    """The ungrouped, undilated kernel (c_out, c_in, span, span) of the same operator (block diagonal in channels)."""
+    blocks = group_kernels(dilate_kernel(weight, dilation), groups)
+    g, co, ci = blocks.shape[:3]
+    if g == 1:
+        return blocks[0]
+    out = weight.new_zeros(g * co, g * ci, *blocks.shape[-2:])
+    for j in range(g):
+        out[j * co : (j + 1) * co, j * ci : (j + 1) * ci] = blocks[j]
+    return out
+
+
+def grouped_conv_singular_values(
+    weight: Tensor, n: int, stride: int = 1, *, groups: int = 1, dilation: int = 1, backend: str = "auto",
+    driver: str | None = None,
+) -> Tensor:
+    """All (n/s)^2 min(c_out, c_in s^2) SVs of the grouped, dilated circular conv on n x n, descending. Exact.
+
+    The g blocks share one transfer shape, so they are decomposed in one batched call per chunk of frequencies
+    (one frequency per conjugate pair, as in ``conv_singular_values``).
+    """
+    return grouped_network_singular_values([(weight, n, stride, groups, dilation)], backend=backend,
+                                           driver=driver)[0]
+
+
+def grouped_network_singular_values(
+    layers: list[tuple[Tensor, int, int, int, int]], *, backend: str = "auto", driver: str | None = None,
+) -> list[Tensor]:
+    """(weight, n, stride, groups, dilation) per layer -> all SVs of each; every block of every layer of one
+    transfer shape goes into one batched decomposition (``batched_conv_singular_values``)."""
+    flat: list[tuple[Tensor, int, int]] = []
+    owner: list[int] = []
+    for i, (w, n, s, g, d) in enumerate(layers):
+        for block in group_kernels(dilate_kernel(w, d), g):
+            flat.append((block, n, s))
+            owner.append(i)
+    svs = batched_conv_singular_values(flat, backend=backend, driver=driver)
+    parts: list[list[Tensor]] = [[] for _ in layers]
+    for i, s in zip(owner, svs):
+        parts[i].append(s)
+    return [p[0] if len(p) == 1 else torch.cat(p).sort(descending=True).values for p in parts]

@@ -1,0 +1,108 @@
+"""Grouped and dilated convs: the dense-equivalent kernel is the same operator, and the SVs from the per-group
+batched route match the float64 dense oracle of torch's own grouped / dilated conv."""
+
+import pytest
+import torch
+from torch import nn
+
+from svbench.functional.grouped import (
+    dense_equivalent_kernel,
+    dilate_kernel,
+    group_kernels,
+    grouped_conv_singular_values,
+)
+from svbench.functional.oracle import oracle_singular_values
+from svbench.methods import create_method
+
+CASES = [  # c_in, c_out, k, n, stride, groups, dilation
+    (4, 4, 3, 8, 1, 4, 1),  # depthwise
+    (6, 4, 3, 8, 2, 2, 1),
+    (4, 6, 3, 10, 1, 1, 2),
+    (4, 8, 3, 9, 1, 2, 3),  # dilated span 7 on n = 9
+    (6, 6, 5, 12, 3, 3, 2),
+    (2, 4, 1, 6, 2, 2, 1),
+]
+
+
+def _conv(c_in, c_out, k, n, stride, groups, dilation, seed=0):
+    torch.manual_seed(seed)
+    return nn.Conv2d(c_in, c_out, k, stride, dilation * (k // 2), dilation, groups, bias=False,
+                     padding_mode="circular").double()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_dense_equivalent_kernel_is_the_same_operator(case):
+    c_in, c_out, k, n, stride, groups, dilation = case
+    conv = _conv(*case)
+    dense = dense_equivalent_kernel(conv.weight.detach(), groups, dilation)
+    span = dense.shape[-1]
+    assert dense.shape == (c_out, c_in, span, span) and span == dilation * (k - 1) + 1
+    twin = nn.Conv2d(c_in, c_out, span, stride, span // 2, bias=False, padding_mode="circular").double()
+    with torch.no_grad():
+        twin.weight.copy_(dense)
+        x = torch.randn(2, c_in, n, n, dtype=torch.float64)
+        assert torch.allclose(conv(x), twin(x), atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("backend", ["auto", "svdvals", "eigh64"])
+def test_grouped_svs_match_the_oracle(case, backend):
+    c_in, c_out, k, n, stride, groups, dilation = case
+    conv = _conv(*case)
+    oracle = oracle_singular_values(conv, (c_in, n, n))
+    got = grouped_conv_singular_values(conv.weight.detach().float(), n, stride, groups=groups, dilation=dilation,
+                                       backend=backend)
+    assert got.numel() == oracle.numel()
+    assert (got[:-1] >= got[1:]).all()
+    assert float((got.double() - oracle).abs().max()) <= 2e-6 * float(oracle[0])
+
+
+def test_helpers_shapes_and_bad_groups():
+    w = torch.randn(6, 2, 3, 3)
+    assert group_kernels(w, 3).shape == (3, 2, 2, 3, 3)
+    assert dilate_kernel(w, 2).shape == (6, 2, 5, 5) and torch.equal(dilate_kernel(w, 2)[..., ::2, ::2], w)
+    assert dilate_kernel(w, 1) is w
+    with pytest.raises(ValueError, match="must divide"):
+        group_kernels(w, 4)
+
+
+@pytest.mark.parametrize("method", ["sedghi", "reference"])
+def test_network_svs_include_grouped_and_dilated_layers(method):
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8),
+                          nn.Conv2d(8, 8, 3, padding=2, dilation=2), nn.Conv2d(8, 4, 3, stride=2, padding=1, groups=2))
+    out = create_method(method).network_svs(model, (3, 8, 8))
+    assert list(out) == ["0", "2", "3", "4"]
+    for name, n in [("2", 8), ("3", 8), ("4", 8)]:
+        layer = model.get_submodule(name)
+        circ = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                         layer.dilation, layer.groups, bias=False, padding_mode="circular")
+        circ.weight = layer.weight
+        oracle = oracle_singular_values(circ, (layer.in_channels, n, n))
+        assert float((out[name].double() - oracle).abs().max()) <= 2e-6 * float(oracle[0])
+
+
+@pytest.mark.parametrize("padding", ["circular", "zeros"])
+@pytest.mark.parametrize("bound", ["fft", "delattre2024"])
+def test_gram_bounds_grouped_and_dilated_convs(padding, bound):
+    gram = create_method("gram", bound=bound, precision="float64")
+    for c_in, c_out, k, n, stride, groups, dilation in CASES:
+        if padding == "zeros" and bound == "delattre2024" and stride > 1:
+            continue
+        torch.manual_seed(2)
+        conv = nn.Conv2d(c_in, c_out, k, stride, dilation * (k // 2), dilation, groups, bias=False,
+                         padding_mode=padding)
+        exact = float(oracle_singular_values(conv, (c_in, n, n))[0])
+        assert float(gram.layer_svs(conv, n)[0]) >= exact * (1 - 1e-9), (c_in, c_out, k, n, stride, groups, dilation)
+
+
+def test_gram_bound_cast_rounds_up():
+    """float64 certificate -> float32 result: never half an ulp below the value it bounds."""
+    from svbench.methods.gram import round_up_to
+
+    b = torch.tensor([1.2015614735753377, 0.5, 1 / 3], dtype=torch.float64)
+    got = round_up_to(b, torch.float32)
+    assert got.dtype == torch.float32 and (got.double() >= b).all()
+    assert (got.double() - b).abs().max() <= 2.4e-7  # at most one float32 ulp above
+    assert got[1] == 0.5  # exactly representable values stay
+    assert round_up_to(b, torch.float64) is not None and torch.equal(round_up_to(b, torch.float64), b)
