@@ -41,6 +41,7 @@ def test_warm_timing_counts_the_checked_call_as_warmup():
 def test_rfft_transfer_bytes():
     assert rfft_transfer_bytes(LayerSpec(64, 64, 3, 16), torch.float32) == 16 * 9 * 64 * 64 * 8
     assert rfft_transfer_bytes(LayerSpec(64, 64, 3, 16, 2), torch.float64) == 8 * 5 * 64 * 256 * 16
+    assert rfft_transfer_bytes(LayerSpec(64, 64, 3, 16, groups=4), torch.float32) == 16 * 9 * 64 * 64 * 8 // 4
 
 
 def test_sv_cells_record_peak_memory_relative_to_the_transfer_size(tmp_path):
@@ -134,3 +135,27 @@ def test_paired_forward_metric_in_sv_cells(tmp_path):
         suite["tasks"][0]["paired_forward"] = -1
         path.write_text(yaml.safe_dump(suite))
         run_suite(str(path), out_root=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("oracle_max_dim", [0, 4096])  # float64 FFT oracle of the dense equivalent / dense oracle
+def test_grouped_and_dilated_cells_end_to_end(tmp_path, oracle_max_dim):
+    suite = {
+        "name": "grouped",
+        "tasks": [{"name": "layers", "kind": "sv", "methods": ["reference", "sedghi", "gram", "tt", "power"],
+                   "paired_reference": 2, "measure_memory": False, "oracle_max_dim": oracle_max_dim,
+                   "timing": {"warmup": 0, "min_repeats": 1, "max_repeats": 1, "budget_s": 0.01},
+                   "shapes": [{"c_in": 8, "c_out": 8, "k": 3, "n": 8, "groups": 8},
+                              {"c_in": 4, "c_out": 6, "k": 3, "n": 8, "stride": 2, "dilation": 2}]}],
+    }
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    res = run_suite(str(path), out_root=tmp_path, progress=False)
+    by = {(r["method"], r["shape"]["groups"], r["metric"]): r for r in res.records}
+    for groups in (8, 1):
+        for m in ("reference", "sedghi"):
+            err = by[(m, groups, "sv_max_abs_err_rel")]
+            assert err["status"] == "ok" and err["value"] < 2e-6 and err["oracle"] != "none"
+        assert by[("gram", groups, "sigma_max_rel_err")]["value"] >= -1e-6
+    assert by[("sedghi", 8, "speedup_vs_reference_paired")]["value"] > 0
+    skipped = {(r["method"], r["shape"]["groups"]) for r in res.records if r["status"] == "skipped"}
+    assert skipped == {("tt", 8), ("tt", 1), ("power", 8)}  # declined with a reason, never computed wrongly

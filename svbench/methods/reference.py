@@ -2,9 +2,9 @@
 
 Sedghi, Gupta & Long's algorithm without any optimisation: ``fft2`` of the zero-padded kernel over all n^2
 frequencies (polyphase for stride), then batched ``torch.linalg.svdvals`` with the default driver on every
-transfer matrix. EXACT for circular padding, like ``sedghi``; a grouped or dilated conv goes the same naive way on
-the dense kernel of the same operator (block diagonal, zero-filled taps); suites run it beside the other methods so every
-speed-up is a ratio of two timings from the same run on the same machine.
+transfer matrix. EXACT for circular padding, like ``sedghi``; a grouped or dilated conv goes the same naive way
+on the dense kernel of the same operator (block diagonal, zero-filled taps); suites run it beside the other
+methods so every speed-up is a ratio of two timings from the same run on the same machine.
 """
 
 from __future__ import annotations

@@ -95,7 +95,8 @@ class SedghiMethod(Method):
         c = self.config
         if spec is None:
             return c.backend
-        return describe_backend(c.backend, spec.c_out, spec.c_in * spec.stride**2, device, c.driver)
+        g = spec.groups  # a grouped conv's matrices are its blocks'
+        return describe_backend(c.backend, spec.c_out // g, spec.c_in * spec.stride**2 // g, device, c.driver)
 
     def control_target(self) -> float | None:
         return self.config.clip_to

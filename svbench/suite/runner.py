@@ -525,11 +525,11 @@ def _paired_with_plain_conv(forward: Callable[[], Tensor], x: Tensor, cell: Cell
 
 
 def rfft_transfer_bytes(spec: LayerSpec, dtype: torch.dtype) -> int:
-    """Size of the layer's rfft transfer matrices, (n/s) x (n/(2s) + 1) x c_out x c_in s^2 complex numbers: the
-    unit of the peak-memory target (issue 6)."""
+    """Size of the layer's rfft transfer matrices, (n/s) x (n/(2s) + 1) x c_out x c_in s^2 complex numbers (g blocks
+    of c_out/g x c_in s^2/g for a grouped conv): the unit of the peak-memory target (issue 6)."""
     m = spec.n // spec.stride
     complex_bytes = 2 * torch.empty((), dtype=dtype).element_size()
-    return m * (m // 2 + 1) * spec.c_out * spec.c_in * spec.stride**2 * complex_bytes
+    return m * (m // 2 + 1) * spec.c_out * spec.c_in * spec.stride**2 // spec.groups * complex_bytes
 
 
 def iter_records(records: list[dict[str, Any]], **match: Any) -> Iterator[dict[str, Any]]:
