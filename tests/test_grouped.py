@@ -106,3 +106,27 @@ def test_gram_bound_cast_rounds_up():
     assert (got.double() - b).abs().max() <= 2.4e-7  # at most one float32 ulp above
     assert got[1] == 0.5  # exactly representable values stay
     assert round_up_to(b, torch.float64) is not None and torch.equal(round_up_to(b, torch.float64), b)
+
+
+def test_gram_grouped_bound_is_the_largest_block_bound():
+    from svbench.functional.gram import gram_iteration_bound, gram_iteration_bound_grouped
+
+    torch.manual_seed(3)
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64)
+    per_block = max(float(gram_iteration_bound(b, 8, 2, 6)) for b in group_kernels(w, 3))
+    assert float(gram_iteration_bound_grouped(w, 8, 2, 3, 6)) == pytest.approx(per_block, rel=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(1, 6), (6, 1), (1, 1)])
+def test_auto_takes_the_norm_route_on_rows_and_columns(shape):
+    """auto on 1 x q / p x 1 matrices: the only SV is the 2-norm -- same values as the SVD, no solver."""
+    from svbench.functional.spectrum import describe_backend, matrix_singular_values, resolve_backend
+
+    assert resolve_backend("auto", *shape, "cpu") == ("norm", None)
+    assert describe_backend("auto", *shape, "cpu") == "norm (auto)"
+    assert resolve_backend("svdvals", *shape, "cpu") == ("svdvals", None)  # explicit backends are kept
+    torch.manual_seed(4)
+    a = torch.randn(5, *shape, dtype=torch.complex64)
+    got = matrix_singular_values(a, "auto")
+    assert got.shape == (5, 1) and got.dtype == torch.float32
+    assert torch.allclose(got, matrix_singular_values(a, "svdvals64").float(), rtol=1e-6)

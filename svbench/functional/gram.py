@@ -78,6 +78,14 @@ def gram_iteration_bound_batched(weights: Tensor, n: int, stride: int = 1, iters
     return gram_iteration_matrices(specs, iters).flatten(1).amax(1)
 
 
+def gram_iteration_bound_grouped(weight: Tensor, n: int, stride: int = 1, groups: int = 1, iters: int = 6) -> Tensor:
+    """Upper bound on sigma_max of a grouped circular conv, weight (c_out, c_in / g, k, k): its transfer matrices are
+    the g blocks stacked, cut apart here and iterated as one batch; sigma_max is the largest block's."""
+    mats = _unique_transfer(weight, n, stride)
+    f, c_out, q = mats.shape
+    return gram_iteration_matrices(mats.reshape(f * groups, c_out // groups, q), iters).amax()
+
+
 def _unique_transfer(weight: Tensor, n: int, stride: int) -> Tensor:
     """Transfer matrices at one frequency per conjugate pair (conjugates have the same norm): half the work."""
     taps, m, idx, _ = unique_frequency_taps(weight, n, stride)

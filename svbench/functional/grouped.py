@@ -9,13 +9,13 @@ Two facts make both exact (Sedghi, Gupta & Long, ICLR 2019, extended to these la
   operator is block diagonal, so its SVs are the union of the g blocks' SVs. Each block has min(c_out/g, c_in s^2/g)
   SVs per frequency, g of them min(c_out, c_in s^2): the count of the dense operator, zeros included.
 
-``sedghi`` decomposes the g blocks as one batch (``grouped_conv_singular_values``); ``reference`` takes the naive
-route on the block-diagonal dense kernel (``dense_equivalent_kernel``), whose transfer matrices are g-fold larger.
+``sedghi`` decomposes the g blocks as one batch (``grouped_conv_singular_values``; no per-group loop);
+``reference`` takes the naive route on the block-diagonal dense kernel (``dense_equivalent_kernel``), whose
+transfer matrices are g-fold larger.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from svbench.functional.network import batched_conv_singular_values
@@ -57,8 +57,8 @@ def grouped_conv_singular_values(
 ) -> Tensor:
     """All (n/s)^2 min(c_out, c_in s^2) SVs of the grouped, dilated circular conv on n x n, descending. Exact.
 
-    The g blocks share one transfer shape, so they are decomposed in one batched call per chunk of frequencies
-    (one frequency per conjugate pair, as in ``conv_singular_values``).
+    The g blocks are decomposed in one batched call per chunk of frequencies (one frequency per conjugate pair, as
+    in ``conv_singular_values``), their transfer matrices built at once from the grouped weight.
     """
     return grouped_network_singular_values([(weight, n, stride, groups, dilation)], backend=backend,
                                            driver=driver)[0]
@@ -67,16 +67,7 @@ def grouped_conv_singular_values(
 def grouped_network_singular_values(
     layers: list[tuple[Tensor, int, int, int, int]], *, backend: str = "auto", driver: str | None = None,
 ) -> list[Tensor]:
-    """(weight, n, stride, groups, dilation) per layer -> all SVs of each; every block of every layer of one
-    transfer shape goes into one batched decomposition (``batched_conv_singular_values``)."""
-    flat: list[tuple[Tensor, int, int]] = []
-    owner: list[int] = []
-    for i, (w, n, s, g, d) in enumerate(layers):
-        for block in group_kernels(dilate_kernel(w, d), g):
-            flat.append((block, n, s))
-            owner.append(i)
-    svs = batched_conv_singular_values(flat, backend=backend, driver=driver)
-    parts: list[list[Tensor]] = [[] for _ in layers]
-    for i, s in zip(owner, svs):
-        parts[i].append(s)
-    return [p[0] if len(p) == 1 else torch.cat(p).sort(descending=True).values for p in parts]
+    """(weight, n, stride, groups, dilation) per layer -> all SVs of each; the blocks of every layer of one transfer
+    shape go into one batched decomposition (``batched_conv_singular_values``)."""
+    return batched_conv_singular_values([(dilate_kernel(w, d), n, s, g) for w, n, s, g, d in layers],
+                                        backend=backend, driver=driver)

@@ -17,29 +17,35 @@ from svbench.functional.transfer import compact_polyphase_kernel, transfer_matri
 
 
 def batched_conv_singular_values(
-    layers: list[tuple[Tensor, int, int]], *, backend: str = "auto", driver: str | None = None,
-    chunk: int | None = None,
+    layers: list[tuple[Tensor, int, int]] | list[tuple[Tensor, int, int, int]], *, backend: str = "auto",
+    driver: str | None = None, chunk: int | None = None,
 ) -> list[Tensor]:
-    """``layers``: (kernel (c_out, c_in, k, k), n, stride) triples -> all SVs of each, descending.
+    """``layers``: (kernel (c_out, c_in, k, k), n, stride[, groups]) -> all SVs of each, descending.
+
+    A grouped conv's kernel is its weight (c_out, c_in / g, k, k): read as an ungrouped conv from c_in / g channels,
+    its transfer matrix at each frequency is the g blocks of the grouped conv stacked vertically, so it is cut into
+    g matrices of c_out / g rows and decomposed with the rest (SVs of a block-diagonal operator: the blocks' SVs).
 
     Per group, the frequencies are processed ``chunk`` at a time (default: ``taps_chunk``), each chunk's matrices of
     all the group's layers in one call, so memory stays a fraction of the group's rfft transfer matrices.
     """
     groups: dict[tuple, list[int]] = defaultdict(list)
-    for i, (w, n, s) in enumerate(layers):
-        groups[(w.shape[0], w.shape[1] * s * s, n // s, w.dtype, w.device)].append(i)
+    for i, (w, n, s, *g) in enumerate(layers):
+        groups[(w.shape[0], w.shape[1] * s * s, n // s, g[0] if g else 1, w.dtype, w.device)].append(i)
     out: list[Tensor | None] = [None] * len(layers)
-    for (_, _, m, _, device), idxs in groups.items():
+    for (c_out, q, m, g, _, device), idxs in groups.items():
         idx, mult = unique_frequencies(m, device)
-        taps = [compact_polyphase_kernel(*layers[i]) for i in idxs]
+        taps = [compact_polyphase_kernel(*layers[i][:3]) for i in idxs]
         f = idx.numel()
-        route, _ = resolve_backend(backend, taps[0].shape[0], taps[0].shape[1], device, driver)
+        route, _ = resolve_backend(backend, c_out // g, q, device, driver)
         step = taps_chunk(taps[0], f, chunk, layers=len(taps), route=route)
         parts = []
         for a in range(0, f, step):
             mats = torch.cat([transfer_matrices_at(t, m, idx[a : a + step]) for t in taps])
+            if g > 1:
+                mats = mats.reshape(-1, c_out // g, q)
             svs = matrix_singular_values(mats, backend, driver=driver)
-            parts.append(svs.reshape(len(idxs), -1, svs.shape[-1]))
+            parts.append(svs.reshape(len(idxs), -1, g * svs.shape[-1]))
         per_layer = torch.cat(parts, dim=1)
         for j, i in enumerate(idxs):
             out[i] = expand_multiset(per_layer[j], mult)

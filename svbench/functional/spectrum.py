@@ -4,7 +4,8 @@ Sedghi, Gupta & Long, ICLR 2019 (arXiv:1805.10408). All results here are EXACT (
 for circular padding. Backends (a recorded axis of every result):
 
 - ``auto``      (default) the fastest route that meets the accuracy class (max abs error <= 2e-6 sigma_max over
-                all SVs against float64), picked per matrix shape: on CPU ``eigh64`` for matrices at least
+                all SVs against float64), picked per matrix shape: ``norm`` (the 2-norm, exact) for 1 x q and
+                p x 1 matrices (depthwise blocks, 1-channel convs); on CPU ``eigh64`` for matrices at least
                 4x wider than tall (or taller than wide) with the short side <= 64 -- stride 2 with c_in = c_out
                 is exactly 4x -- else ``svdvals``; both crossovers were measured on this project's CPU machine
                 (reports/cpu-performance.md). On CUDA ``svdvals`` with cuSOLVER's ``gesvda`` (batched), chosen
@@ -97,6 +98,8 @@ def resolve_backend(
         raise UserError(f"unknown cuSOLVER driver {driver!r}; available: {', '.join(CUDA_DRIVERS)}")
     if backend != "auto":
         return backend, driver
+    if min(p, q) == 1:  # rows or columns (depthwise blocks, 1-channel convs): the SV is the 2-norm, no solver
+        return "norm", None
     if torch.device(device).type == "cuda":
         return "svdvals", driver or "gesvda"
     short, long = min(p, q), max(p, q)
@@ -135,6 +138,8 @@ def matrix_singular_values(
 
 def _svals(a: Tensor, backend: str, driver: str | None) -> Tensor:
     real_dtype = a.real.dtype if a.is_complex() else a.dtype
+    if backend == "norm":  # ``auto`` on 1 x q or p x 1 matrices: the only SV is the vector's 2-norm (exact)
+        return torch.linalg.vector_norm(a, dim=(-2, -1)).unsqueeze(-1).to(real_dtype)
     if backend in ("eigh", "eigh64"):
         if backend == "eigh64":
             a = _complex64_to_128(a)

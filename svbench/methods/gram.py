@@ -28,7 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from svbench.functional.gram import delattre2024_bound, gram_iteration_bound, gram_iteration_bound_batched
+from svbench.functional.gram import (
+    delattre2024_bound,
+    gram_iteration_bound,
+    gram_iteration_bound_batched,
+    gram_iteration_bound_grouped,
+)
 from svbench.functional.grouped import dilate_kernel, group_kernels
 from svbench.functional.spectrum import conv_sigma_max, zero_padding_bound_size, zero_padding_sigma_max_bound
 from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, circular_view, conv_geometry, conv_inputs
@@ -130,13 +135,12 @@ class GramMethod(Method):
         """A grouped conv is block diagonal over its groups: the max of the blocks' bounds bounds sigma_max; a
         dilated conv is the conv of its zero-filled (d (k - 1) + 1)-tap kernel (``functional.grouped``)."""
         c = self.config
-        blocks = group_kernels(dilate_kernel(weight, dilation), groups)
+        w = dilate_kernel(weight, dilation)
         if c.precision == "float64":
-            blocks = blocks.double()
+            w = w.double()
         if c.bound == "delattre2024":
-            return torch.stack([delattre2024_bound(b, c.zero_iters) for b in blocks]).max()
-        grid = _grid(n, blocks.shape[-1], stride, padding)
-        return gram_iteration_bound_batched(blocks, grid, stride, c.iters).max()
+            return torch.stack([delattre2024_bound(b, c.zero_iters) for b in group_kernels(w, groups)]).max()
+        return gram_iteration_bound_grouped(w, _grid(n, w.shape[-1], stride, padding), stride, groups, c.iters)
 
     def network_svs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, Tensor]:
         """The bound of every conv (circular model on its own grid); with ``batch_layers`` (and ``bound="fft"``)
