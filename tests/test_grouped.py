@@ -130,3 +130,43 @@ def test_auto_takes_the_norm_route_on_rows_and_columns(shape):
     got = matrix_singular_values(a, "auto")
     assert got.shape == (5, 1) and got.dtype == torch.float32
     assert torch.allclose(got, matrix_singular_values(a, "svdvals64").float(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("padding", ["circular", "zeros"])
+def test_power_iteration_on_grouped_and_dilated_convs(padding):
+    """The estimate never exceeds sigma_max and converges to it (the adjoint is exact for groups too)."""
+    power = create_method("power", iters=300)
+    for c_in, c_out, k, n, stride, groups, dilation in CASES:
+        torch.manual_seed(5)
+        conv = nn.Conv2d(c_in, c_out, k, stride, dilation * (k // 2), dilation, groups, bias=False,
+                         padding_mode=padding).double()
+        exact = float(oracle_singular_values(conv, (c_in, n, n))[0])
+        est = float(power.layer_svs(conv, n)[0])
+        assert exact * (1 - 2e-3) <= est <= exact * (1 + 1e-9), (c_in, c_out, k, n, stride, groups, dilation)
+
+
+def test_power_adjoint_is_exact_for_groups():
+    from svbench.functional.power import conv_adjoint, conv_forward
+
+    torch.manual_seed(6)
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64)
+    for mode in ("circular", "zeros"):
+        x, y = torch.randn(1, 6, 8, 8, dtype=torch.float64), torch.randn(1, 6, 4, 4, dtype=torch.float64)
+        lhs = (conv_forward(x, w, 2, 2, mode, 2, 3) * y).sum()
+        rhs = (x * conv_adjoint(y, w, 8, 2, 2, mode, 2, 3)).sum()
+        assert float(lhs) == pytest.approx(float(rhs), rel=1e-12)
+
+
+def test_certified_layer_bound_for_grouped_and_dilated_convs():
+    from svbench.metrics.certified import layer_bound
+
+    for padding in ("circular", "zeros"):
+        for c_in, c_out, k, n, stride, groups, dilation in CASES:
+            torch.manual_seed(7)
+            conv = nn.Conv2d(c_in, c_out, k, stride, dilation * (k // 2), dilation, groups, bias=False,
+                             padding_mode=padding)
+            exact = float(oracle_singular_values(conv, (c_in, n, n))[0])
+            bound, _ = layer_bound(conv, (c_in, n, n))
+            assert bound >= exact * (1 - 1e-9)
+            if padding == "circular":
+                assert bound == pytest.approx(exact, rel=1e-9)

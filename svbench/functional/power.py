@@ -14,15 +14,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def conv_forward(x: Tensor, weight: Tensor, stride: int, padding: int, padding_mode: str, dilation: int = 1) -> Tensor:
+def conv_forward(x: Tensor, weight: Tensor, stride: int, padding: int, padding_mode: str, dilation: int = 1,
+                 groups: int = 1) -> Tensor:
     if padding_mode == "circular":
         x = F.pad(x, (padding,) * 4, mode="circular")
-        return F.conv2d(x, weight, None, stride, 0, dilation)
-    return F.conv2d(x, weight, None, stride, padding, dilation)
+        return F.conv2d(x, weight, None, stride, 0, dilation, groups)
+    return F.conv2d(x, weight, None, stride, padding, dilation, groups)
 
 
 def conv_adjoint(
-    y: Tensor, weight: Tensor, n: int, stride: int, padding: int, padding_mode: str, dilation: int = 1
+    y: Tensor, weight: Tensor, n: int, stride: int, padding: int, padding_mode: str, dilation: int = 1,
+    groups: int = 1,
 ) -> Tensor:
     """T^* y for the conv T of :func:`conv_forward` on n x n inputs."""
     k = weight.shape[-1]
@@ -31,12 +33,12 @@ def conv_adjoint(
     if padding_mode == "circular":
         full = n + 2 * padding
         op = full - ((m - 1) * stride + span)
-        z = F.conv_transpose2d(y, weight, None, stride, 0, op, 1, dilation)
+        z = F.conv_transpose2d(y, weight, None, stride, 0, op, groups, dilation)
         idx = (torch.arange(full, device=y.device) - padding) % n
         out = z.new_zeros(*z.shape[:-2], n, full).index_add_(-2, idx, z)
         return out.new_zeros(*z.shape[:-2], n, n).index_add_(-1, idx, out)
     op = n - ((m - 1) * stride - 2 * padding + span)
-    return F.conv_transpose2d(y, weight, None, stride, padding, op, 1, dilation)
+    return F.conv_transpose2d(y, weight, None, stride, padding, op, groups, dilation)
 
 
 def conv_power_iteration(
@@ -48,15 +50,17 @@ def conv_power_iteration(
     padding_mode: str = "zeros",
     dilation: int = 1,
     iters: int = 1,
+    groups: int = 1,
 ) -> tuple[Tensor, Tensor]:
-    """``iters`` steps from u (1, c_in, n, n); returns (estimate of sigma_1, new unit u). No gradient through u."""
+    """``iters`` steps from u (1, c_in, n, n); returns (estimate of sigma_1, new unit u). No gradient through u.
+    ``groups``: weight (c_out, c_in / g, k, k) of a grouped conv."""
     n = u.shape[-1]
     with torch.no_grad():
         for _ in range(iters):
-            v = conv_adjoint(conv_forward(u, weight, stride, padding, padding_mode, dilation), weight, n, stride,
-                             padding, padding_mode, dilation)
+            v = conv_adjoint(conv_forward(u, weight, stride, padding, padding_mode, dilation, groups), weight, n,
+                             stride, padding, padding_mode, dilation, groups)
             u = v / v.norm().clamp_min(torch.finfo(v.dtype).tiny)
-    sigma = conv_forward(u, weight, stride, padding, padding_mode, dilation).norm() / u.norm()
+    sigma = conv_forward(u, weight, stride, padding, padding_mode, dilation, groups).norm() / u.norm()
     return sigma, u
 
 

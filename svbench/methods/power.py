@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from svbench.errors import UnsupportedShape
+from svbench.functional.grouped import dense_equivalent_kernel
 from svbench.functional.power import conv_power_iteration, matrix_power_iteration
 from svbench.functional.spectrum import conv_sigma_max, zero_padding_sigma_max_bound
 from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, conv_geometry
@@ -79,7 +79,7 @@ class PowerConfig:
 class PowerMethod(Method):
     name = "power"
     provides = "estimate"
-    supports = Capabilities(dilation=True)
+    supports = Capabilities(groups=True, dilation=True)
     Config = PowerConfig
     summary = "power iteration on the real operator (persistent vector); Gouk division of conv/linear/BN"
     reference = "Gouk, Frank, Pfahringer & Cree, Mach. Learn. 2021 (arXiv:1804.04368); Miyato et al., ICLR 2018"
@@ -104,18 +104,16 @@ class PowerMethod(Method):
     def estimate(self, conv: nn.Module, n: int, iters: int) -> Tensor:
         """sigma_hat of the conv's real operator on n x n, updating its persistent vector."""
         stride, padding, groups, dilation = conv_geometry(conv)
-        if groups != 1:
-            raise UnsupportedShape("power: grouped convs are not supported")
         w = conv.weight.detach()
-        if self.config.operator == "reshaped":
-            mat = w.reshape(w.shape[0], -1)
+        if self.config.operator == "reshaped":  # a grouped conv's matrix is block diagonal over its groups
+            mat = dense_equivalent_kernel(w, groups).reshape(w.shape[0], -1)
             u = self._start(conv, -1, (mat.shape[1],), w)
             sigma, u = matrix_power_iteration(mat, u, iters)
             key = -1
         else:
-            u = self._start(conv, n, (1, w.shape[1], n, n), w)
+            u = self._start(conv, n, (1, w.shape[1] * groups, n, n), w)
             sigma, u = conv_power_iteration(w, u, stride=stride, padding=conv.padding[0], padding_mode=padding,
-                                            dilation=dilation, iters=iters)
+                                            dilation=dilation, iters=iters, groups=groups)
             key = n
         if self.config.persistent:
             self._vectors.setdefault(conv, {})[key] = u
@@ -142,20 +140,17 @@ class PowerMethod(Method):
         with torch.no_grad():
             for name, mod in model.named_modules():
                 t0 = time.perf_counter()
-                if isinstance(mod, nn.Conv2d) and conv_t is not None and mod.groups == 1:
+                if isinstance(mod, nn.Conv2d) and conv_t is not None:
                     n = self._sizes.size_of(mod)
                     if n is None:
                         continue
                     est = float(self.estimate(mod, n, c.train_iters))
                     mod.weight.div_(max(1.0, est / conv_t))
                     s, pad = mod.stride[0], mod.padding_mode
-                    w = mod.weight.detach()
-                    if mod.dilation[0] == 1:
-                        exact = pad == "circular"
-                        true = float(conv_sigma_max(w, n, s) if exact else zero_padding_sigma_max_bound(w, n, s))
-                        src = "circular_exact@n" if pad == "circular" else "circular_bound@n'"
-                    else:
-                        true, src = float("nan"), "not computed (dilation)"
+                    w = dense_equivalent_kernel(mod.weight.detach(), mod.groups, mod.dilation[0])
+                    exact = pad == "circular"
+                    true = float(conv_sigma_max(w, n, s) if exact else zero_padding_sigma_max_bound(w, n, s))
+                    src = "circular_exact@n" if pad == "circular" else "circular_bound@n'"
                     reports.append(_report(name, "conv", conv_t, est, true, src, t0))
                 elif isinstance(mod, nn.Linear) and lin_t is not None:
                     u = self._start(mod, 0, (mod.in_features,), mod.weight)

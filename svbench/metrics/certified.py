@@ -4,7 +4,8 @@ Radius = margin / (sqrt(2) L), with L a GUARANTEED upper bound on the l2 Lipschi
 pixel units, MEASURED as the product of per-layer bounds (never assumed to be 1):
 
 - Normalize: 1 / min_c std_c;  eval-mode BatchNorm: max_c |gamma_c| / sqrt(running_var_c + eps);
-- conv (plain or TT): exact circular sigma_max on its grid for circular padding; for zero padding the circular
+- conv (plain, grouped, dilated or TT): exact circular sigma_max on its grid for circular padding (grouped and
+  dilated convs through their dense equivalent kernel); for zero padding the circular
   sigma_max on n' = s ceil((n + k - 1) / s) (a guaranteed bound, methods.md 1.2), all in float64;
 - Cayley conv: the largest SV of its implemented operator (1 up to rounding), float64;
 - Linear: exact spectral norm; ReLU / MaxMin / max-pool (non-overlapping) / flatten: 1;
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from svbench.errors import UserError
+from svbench.functional.grouped import dense_equivalent_kernel
 from svbench.functional.spectrum import conv_sigma_max, zero_padding_sigma_max_bound
 from svbench.models.normalize import Normalize
 from svbench.models.probe import probe_inputs
@@ -47,9 +49,9 @@ def layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[float, st
     if isinstance(module, Normalize):
         return module.lipschitz(), "1 / min std"
     if isinstance(module, nn.Conv2d):
-        if module.groups != 1 or module.dilation[0] != 1:
-            raise UserError(f"no certified bound for grouped or dilated conv {module}")
-        return _conv_bound(module.weight, in_shape[-1], module.stride[0], module.padding_mode)
+        # grouped / dilated: the dense kernel of the same operator (block diagonal, zero-filled taps)
+        kernel = dense_equivalent_kernel(module.weight.detach(), module.groups, module.dilation[0])
+        return _conv_bound(kernel, in_shape[-1], module.stride[0], module.padding_mode)
     if isinstance(module, TTConv2d):
         from svbench.functional.tt import fold_cores
 

@@ -30,11 +30,14 @@ def layer_sigmas(model: nn.Module, input_shape: tuple[int, int, int], target: fl
         n = shape[-1]
         upper, src = layer_bound(mod, shape)
         lower = None
-        if isinstance(mod, (nn.Conv2d, TTConv2d)) and getattr(mod, "groups", 1) == 1:
+        if isinstance(mod, (nn.Conv2d, TTConv2d)):
             w = (mod.full_kernel() if isinstance(mod, TTConv2d) else mod.weight).detach().double()
-            u = torch.randn(1, w.shape[1], n, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+            groups = getattr(mod, "groups", 1)
+            u = torch.randn(1, w.shape[1] * groups, n, n, generator=torch.Generator().manual_seed(0),
+                            dtype=torch.float64)
             est, _ = conv_power_iteration(w, u.to(w.device), stride=mod.stride[0], padding=mod.padding[0],
-                                          padding_mode=mod.padding_mode, dilation=mod.dilation[0], iters=power_iters)
+                                          padding_mode=mod.padding_mode, dilation=mod.dilation[0], iters=power_iters,
+                                          groups=groups)
             lower = float(est)
         out.append({
             "layer": name, "type": type(mod).__name__, "n": n, "upper": upper, "lower": lower, "source": src,
