@@ -338,3 +338,15 @@ def test_resume_hint_keeps_the_selection():
     assert resume_command(args, "runs/x/1") == (
         "svbench run 'my suite.yaml' --methods sedghi,none --tasks layers --device cpu --resume runs/x/1"
     )
+
+
+def test_spectrum_warns_about_weights_that_look_depthwise(tmp_path, capsys):
+    """A state dict does not record groups: a (C, 1, k, k) weight after the first layer is read as a 1 -> C conv,
+    which is another operator if it was depthwise -- said once on stderr and in spectrum.md, the run still ends 0."""
+    torch.save({"first.weight": torch.randn(8, 1, 3, 3), "dw.weight": torch.randn(8, 1, 3, 3),
+                "pw.weight": torch.randn(4, 8, 1, 1)}, tmp_path / "dw.pt")
+    code, err = _run(capsys, "spectrum", str(tmp_path / "dw.pt"), "--input-size", "8", "--out", str(tmp_path / "o"))
+    line = _one_line(err)
+    assert code == 0 and line.startswith("svbench: warning: layer(s) dw have 1 input channel")
+    assert "first" not in line.split("have")[0]  # a 1-channel FIRST layer (e.g. MNIST) is not flagged
+    assert "depthwise or grouped" in (tmp_path / "o" / "spectrum.md").read_text()

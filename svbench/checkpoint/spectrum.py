@@ -166,16 +166,30 @@ def write_spectrum(spectra: list[LayerSpectrum], out_dir: str | Path) -> tuple[P
     return csv_path, md_path
 
 
+def depthwise_note(spectra: list[LayerSpectrum]) -> str | None:
+    """A warning for weights that look depthwise: (C, 1, k, k) after the first layer, read as 1 -> C convs."""
+    names = [s.name for i, s in enumerate(spectra) if i > 0 and s.kind == "conv" and s.shape[1] == 1 and s.shape[0] > 1]
+    if not names:
+        return None
+    return (f"layer(s) {', '.join(names)} have 1 input channel though not first: read as 1 -> C convs; if they are "
+            f"depthwise or grouped convs these SVs are of another operator (a state dict does not record groups; "
+            f"sedghi's network_svs on the model is exact for grouped and dilated convs)")
+
+
 def spectrum_markdown(spectra: list[LayerSpectrum]) -> str:
     lines = [
         "SVs of each conv's circular operator on its input grid (exact for circular padding; a proxy, not a bound,",
         "for zero padding). `sigma_max bound` is a guaranteed upper bound for the zero-padded layer (circular",
-        "sigma_max on n' = s*ceil((n+k-1)/s)). TT layers: QR-folded core, exact by Theorem 1.",
+        "sigma_max on n' = s*ceil((n+k-1)/s)). TT layers: QR-folded core, exact by Theorem 1. A state dict does",
+        "not record groups or dilation: every weight is read as a dense, undilated conv of its own shape.",
         "",
         "| layer | kind | shape (out, in, k, k) | input n | stride used | padding | #SVs | sigma_max | sigma_min "
         "| condition | sigma_max bound (zero pad) |",
         "|" + "---|" * 11,
     ]
+    note = depthwise_note(spectra)
+    if note:
+        lines[4:4] = [note]
     for s in spectra:
         cond = "inf" if s.condition == float("inf") else f"{s.condition:.4g}"
         bound = "—" if s.sigma_max_bound is None else f"{s.sigma_max_bound:.6g}"

@@ -34,7 +34,9 @@ def _parse_shape(text: str | None) -> tuple[int, int, int] | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from svbench.checkpoint.spectrum import checkpoint_spectrum, spectrum_markdown, write_spectrum
+    import warnings
+
+    from svbench.checkpoint.spectrum import checkpoint_spectrum, depthwise_note, spectrum_markdown, write_spectrum
 
     if args.input_size is not None and args.input_size < 1:
         raise UserError(f"--input-size must be a positive integer, got {args.input_size}")
@@ -51,4 +53,7 @@ def main(args: argparse.Namespace) -> int:
     csv_path, md_path = write_spectrum(spectra, out)
     print(spectrum_markdown(spectra))
     print(f"wrote {csv_path} and {md_path}")
+    note = depthwise_note(spectra)
+    if note:
+        warnings.warn(note, stacklevel=1)
     return 0
