@@ -24,7 +24,14 @@ import torch
 from torch import Tensor
 
 from svbench.errors import UserError
-from svbench.functional.spectrum import conv_sigma_max, taps_chunk, zero_padding_sigma_max_bound
+from svbench.functional.grouped import dilate_kernel
+from svbench.functional.network import batched_conv_singular_values
+from svbench.functional.spectrum import (
+    conv_sigma_max,
+    taps_chunk,
+    zero_padding_bound_size,
+    zero_padding_sigma_max_bound,
+)
 from svbench.functional.transfer import (
     frequency_basis,
     from_transfer_matrices,
@@ -84,17 +91,20 @@ def sedghi_clip(
     mode: ClipMode = "clip",
     padding: str = "circular",
     route: str = "gram",
+    groups: int = 1,
+    dilation: int = 1,
 ) -> ClipResult:
     """One Sedghi clipping pass of a (c_out, c_in, k, k) kernel for an n x n input; returns the cropped kernel.
 
     The returned ``sigma_max_after`` is measured on the cropped kernel: exact circular sigma_max at n for circular
-    padding; for zero padding the guaranteed bound (circular sigma_max on n' = s ceil((n+k-1)/s)).
+    padding; for zero padding the guaranteed bound (circular sigma_max on n' = s ceil((n+k-1)/s)). Grouped and
+    dilated convs: see :func:`clip_kernel`; their sigma_max through the dense equivalent kernel.
     """
-    _check_clip_args(weight, n, target)
+    _check_clip_args(dilate_kernel(weight, dilation), n, target)
     with torch.no_grad():
-        before = _true_sigma_max(weight, n, stride, padding)
-        cropped = clip_kernel(weight, n, target, stride, mode=mode, route=route)
-        after = _true_sigma_max(cropped, n, stride, padding)
+        before = _true_sigma_max(weight, n, stride, padding, groups, dilation)
+        cropped = clip_kernel(weight, n, target, stride, mode=mode, route=route, groups=groups, dilation=dilation)
+        after = _true_sigma_max(cropped, n, stride, padding, groups, dilation)
     source = "circular_exact@n" if padding == "circular" else "circular_bound@n'"
     return ClipResult(cropped, float(target), before, after, source)
 
@@ -109,16 +119,20 @@ def _check_clip_args(weight: Tensor, n: int, target: float) -> None:
 
 def clip_kernel(
     weight: Tensor, n: int, target: float, stride: int = 1, *, mode: ClipMode = "clip", route: str = "gram",
-    chunk: int | None = None,
+    chunk: int | None = None, groups: int = 1, dilation: int = 1,
 ) -> Tensor:
     """The clipped-and-cropped (c_out, c_in, k, k) kernel of one Sedghi pass (see the module docstring).
 
     Equal (up to rounding) to cropping ``from_transfer_matrices(clip_spectrum(transfer_matrices(W)))``, but only
     one frequency per conjugate pair is decomposed, ``chunk`` at a time (default: :func:`frequency_chunk`).
+    A grouped conv's weight (c_out, c_in / g, k, k) is clipped block by block (its transfer matrices are the blocks
+    stacked); a dilated kernel is clipped as its zero-filled (d (k - 1) + 1)-tap kernel and cropped back to the
+    dilation lattice.
     """
-    _check_clip_args(weight, n, target)
-    c_out, c_in, kh, kw = weight.shape
-    taps, m, idx, mult = unique_frequency_taps(weight, n, stride)
+    dilated = dilate_kernel(weight, dilation)
+    _check_clip_args(dilated, n, target)
+    c_out, c_in, kh, kw = dilated.shape
+    taps, m, idx, mult = unique_frequency_taps(dilated, n, stride)
     p, q, t, _ = taps.shape
     f = idx.numel()
     step = taps_chunk(taps, f, chunk)
@@ -127,14 +141,16 @@ def clip_kernel(
         for a in range(0, f, step):
             sel = idx[a : a + step]
             spec = transfer_matrices_at(taps, m, sel)
-            corr = (spec - clip_spectrum(spec, target, mode, route=route)).reshape(sel.numel(), p * q)
+            blocks = spec.reshape(-1, p // groups, q)  # the g blocks of a grouped conv, clipped each
+            clipped = clip_spectrum(blocks, target, mode, route=route).reshape(spec.shape)
+            corr = (spec - clipped).reshape(sel.numel(), p * q)
             cos, sin = frequency_basis(m, t, sel, taps.dtype)
             w = mult[a : a + step].to(taps.dtype).unsqueeze(1)
             # sum over the pair (w, -w) of C e^{+i w x}: 2 Re(C e^{i w x}) = 2 (Re C cos - Im C sin)
             delta += (w * cos).T @ corr.real - (w * sin).T @ corr.imag
     delta = delta.reshape(t, t, p, q).permute(2, 3, 0, 1) / (m * m)
     full = unpolyphase_kernel(taps - delta, c_in, stride)
-    return full[:, :, :kh, :kw].contiguous()
+    return full[:, :, :kh:dilation, :kw:dilation].contiguous()
 
 
 def clip_kernel_naive(weight: Tensor, n: int, target: float, stride: int = 1, *, mode: ClipMode = "clip") -> Tensor:
@@ -148,9 +164,13 @@ def clip_kernel_naive(weight: Tensor, n: int, target: float, stride: int = 1, *,
     return full[:, :, :kh, :kw].contiguous().to(weight.dtype)
 
 
-def _true_sigma_max(weight: Tensor, n: int, stride: int, padding: str) -> float:
-    if padding == "circular":
-        return float(conv_sigma_max(weight, n, stride))
-    if padding in ("zeros", "zero"):
+def _true_sigma_max(weight: Tensor, n: int, stride: int, padding: str, groups: int = 1, dilation: int = 1) -> float:
+    if padding not in ("circular", "zeros", "zero"):
+        raise UserError(f"unknown padding {padding!r}; use 'circular' or 'zeros'")
+    if groups == 1 and dilation == 1:
+        if padding == "circular":
+            return float(conv_sigma_max(weight, n, stride))
         return float(zero_padding_sigma_max_bound(weight, n, stride))
-    raise UserError(f"unknown padding {padding!r}; use 'circular' or 'zeros'")
+    w = dilate_kernel(weight, dilation)  # grouped / dilated: the blocks' SVs (exact circular, or on n' for zeros)
+    grid = n if padding == "circular" else zero_padding_bound_size(n, w.shape[-1], stride)
+    return float(batched_conv_singular_values([(w, grid, stride, groups)])[0][0])

@@ -16,6 +16,7 @@ transfer matrices are g-fold larger.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from svbench.functional.network import batched_conv_singular_values
@@ -49,6 +50,17 @@ def dense_equivalent_kernel(weight: Tensor, groups: int = 1, dilation: int = 1) 
     for j in range(g):
         out[j * co : (j + 1) * co, j * ci : (j + 1) * ci] = blocks[j]
     return out
+
+
+def grouped_from_dense(kernel: Tensor, groups: int = 1, dilation: int = 1) -> Tensor:
+    """Inverse of :func:`dense_equivalent_kernel` on its image: the diagonal blocks (c_out, c_in / g, ...) of a
+    block-diagonal kernel, then the taps on the dilation lattice. On any other kernel it is the orthogonal projection
+    onto the kernels the grouped, dilated layer can implement (what Sedghi's crop is for a plain conv)."""
+    c_out, c_in = kernel.shape[:2]
+    co, ci = c_out // groups, c_in // groups
+    blocks = [kernel[j * co : (j + 1) * co, j * ci : (j + 1) * ci] for j in range(groups)]
+    out = blocks[0] if groups == 1 else torch.cat(blocks)
+    return out[..., ::dilation, ::dilation].contiguous()
 
 
 def grouped_conv_singular_values(

@@ -285,6 +285,7 @@ def circular_view(layer: nn.Module) -> nn.Module:
 
 
 def plain_convs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tuple[str, nn.Conv2d, int]]:
-    """(name, conv, input size) of every plain ``nn.Conv2d`` (ungrouped, undilated, kernel within its grid)."""
+    """(name, conv, input size) of every plain ``nn.Conv2d`` (grouped and dilated ones included) whose kernel span
+    d (k - 1) + 1 fits its input grid."""
     return [(name, m, n) for name, m, n in conv_inputs(model, input_shape) if type(m) is nn.Conv2d
-            and m.groups == 1 and m.dilation[0] == 1 and m.kernel_size[0] <= n]
+            and m.dilation[0] * (m.kernel_size[0] - 1) + 1 <= n]

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from svbench.errors import UnsupportedShape
 from svbench.functional.clip import clip_kernel_naive
-from svbench.functional.grouped import dense_equivalent_kernel
+from svbench.functional.grouped import dense_equivalent_kernel, grouped_from_dense
 from svbench.functional.spectrum import conv_singular_values
 from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, conv_geometry, plain_convs
 
@@ -42,7 +42,9 @@ class ReferenceMethod(Method):
     def network_clip(self, model: nn.Module, input_shape: tuple[int, int, int], target: float
                      ) -> dict[str, Tensor]:
         """Textbook clip of every plain conv: full fft2, SVD of all m^2 matrices, ifft2, crop (speed reference)."""
-        return {name: clip_kernel_naive(m.weight.detach(), n, target, m.stride[0])
+        return {name: grouped_from_dense(clip_kernel_naive(dense_equivalent_kernel(m.weight.detach(), m.groups,
+                                                                               m.dilation[0]), n, target, m.stride[0]),
+                                         m.groups, m.dilation[0])
                 for name, m, n in plain_convs(model, input_shape)}
 
     def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:

@@ -5,7 +5,8 @@ Sedghi, Gupta & Long, "The Singular Values of Convolutional Layers", ICLR 2019 (
 - ``layer_svs`` is EXACT for circular padding (all (n/s)^2 min(c_out, c_in s^2) SVs, zeros included), strides
   by the polyphase layout out x (in s^2). Zero-padded layers are declined: their circular SVs are not theirs.
   Grouped and dilated convs are exact too: the union of the group blocks' SVs (decomposed as one batch), the
-  dilated taps zero-filled into a (d (k - 1) + 1)-tap kernel (``functional.grouped``). Control skips them.
+  dilated taps zero-filled into a (d (k - 1) + 1)-tap kernel (``functional.grouped``). Control clips each group
+  block and crops to the layer's own taps (the k x k lattice of a dilated kernel).
 - Control (``clip_to``): every ``clip_every`` optimizer steps, project each conv's circular spectrum onto
   {sigma <= clip_to} and crop back to k x k. The crop breaks the bound; the report of each step holds the TRUE
   sigma_max of the implemented layer (exact for circular padding, the n' = n + k - 1 bound for zero padding),
@@ -35,7 +36,6 @@ from svbench.methods.base import (
     LayerSpec,
     Method,
     conv_geometry,
-    conv_inputs,
     plain_convs,
 )
 from svbench.methods.hooks import InputSizes
@@ -104,8 +104,7 @@ class SedghiMethod(Method):
     def network_svs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, Tensor]:
         """All SVs of every conv (grouped and dilated ones included), the blocks of all layers of one transfer shape
         batched into one call."""
-        convs = [(name, m, n) for name, m, n in conv_inputs(model, input_shape)
-                 if type(m) is nn.Conv2d and m.dilation[0] * (m.kernel_size[0] - 1) + 1 <= n]
+        convs = plain_convs(model, input_shape)
         c = self.config
         with torch.no_grad():
             svs = grouped_network_singular_values(
@@ -117,7 +116,8 @@ class SedghiMethod(Method):
                      ) -> dict[str, Tensor]:
         """The clip-and-crop pass of every plain conv (circular model on its grid), unique frequencies only."""
         c = self.config
-        return {name: clip_kernel(m.weight.detach(), n, target, m.stride[0], mode=c.mode, route=c.clip_route)
+        return {name: clip_kernel(m.weight.detach(), n, target, m.stride[0], mode=c.mode, route=c.clip_route,
+                                  groups=m.groups, dilation=m.dilation[0])
                 for name, m, n in plain_convs(model, input_shape)}
 
     # ---- training hooks ---------------------------------------------------------------------------------
@@ -133,12 +133,13 @@ class SedghiMethod(Method):
         for name, conv in self._sizes.convs(model):
             n = self._sizes.size_of(conv)
             stride, padding, groups, dilation = conv_geometry(conv)
-            if n is None or groups != 1 or dilation != 1 or conv.kernel_size[0] > n:
+            if n is None or dilation * (conv.kernel_size[0] - 1) + 1 > n:
                 continue
             t0 = time.perf_counter()
             res = sedghi_clip(
                 conv.weight.detach(), n, c.clip_to, stride, mode=c.mode,
-                padding="circular" if padding == "circular" else "zeros", route=c.clip_route,
+                padding="circular" if padding == "circular" else "zeros", route=c.clip_route, groups=groups,
+                dilation=dilation,
             )
             with torch.no_grad():
                 conv.weight.copy_(res.weight)
