@@ -223,3 +223,24 @@ def test_sedghi_control_clips_grouped_and_dilated_layers():
         layer = model.get_submodule(name)
         exact = float(oracle_singular_values(layer, (8, 8, 8))[0])
         assert r["sigma_max_after"] == pytest.approx(exact, rel=1e-5)  # the report holds the TRUE sigma after
+
+
+def test_gram_control_and_penalty_cover_grouped_and_dilated_layers():
+    torch.manual_seed(10)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1, groups=4),
+                          nn.Conv2d(8, 8, 3, padding=2, dilation=2, padding_mode="circular"))
+    with torch.no_grad():
+        for m in model:
+            m.weight.mul_(5)
+    gram = create_method("gram", target=1.0, every=1, penalty_weight=1.0)
+    gram.wrap(model)
+    model(torch.zeros(1, 3, 8, 8))
+    pen = gram.penalty(model)
+    pen.backward()
+    assert float(pen) > 3 and all(m.weight.grad is not None and m.weight.grad.abs().sum() > 0 for m in model)
+    reports = {r["layer"]: r for r in gram.after_step(model, 1)}
+    assert set(reports) == {"0", "1", "2"}
+    for r in reports.values():  # rescaled by a guaranteed bound: the true sigma ends at or below the target
+        assert r["sigma_max_after"] <= 1.0 + 1e-5
+    exact = float(oracle_singular_values(model[2], (8, 8, 8))[0])  # circular, dilated: exact
+    assert reports["2"]["sigma_max_after"] == pytest.approx(exact, rel=1e-5)

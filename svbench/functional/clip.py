@@ -24,14 +24,8 @@ import torch
 from torch import Tensor
 
 from svbench.errors import UserError
-from svbench.functional.grouped import dilate_kernel
-from svbench.functional.network import batched_conv_singular_values
-from svbench.functional.spectrum import (
-    conv_sigma_max,
-    taps_chunk,
-    zero_padding_bound_size,
-    zero_padding_sigma_max_bound,
-)
+from svbench.functional.grouped import dilate_kernel, layer_sigma_max
+from svbench.functional.spectrum import taps_chunk
 from svbench.functional.transfer import (
     frequency_basis,
     from_transfer_matrices,
@@ -102,9 +96,9 @@ def sedghi_clip(
     """
     _check_clip_args(dilate_kernel(weight, dilation), n, target)
     with torch.no_grad():
-        before = _true_sigma_max(weight, n, stride, padding, groups, dilation)
+        before = layer_sigma_max(weight, n, stride, padding, groups, dilation)
         cropped = clip_kernel(weight, n, target, stride, mode=mode, route=route, groups=groups, dilation=dilation)
-        after = _true_sigma_max(cropped, n, stride, padding, groups, dilation)
+        after = layer_sigma_max(cropped, n, stride, padding, groups, dilation)
     source = "circular_exact@n" if padding == "circular" else "circular_bound@n'"
     return ClipResult(cropped, float(target), before, after, source)
 
@@ -162,15 +156,3 @@ def clip_kernel_naive(weight: Tensor, n: int, target: float, stride: int = 1, *,
         spec = clip_spectrum(spec, target, mode, route="svd")
         full = from_transfer_matrices(spec, c_in, stride, n, real_fft=False)
     return full[:, :, :kh, :kw].contiguous().to(weight.dtype)
-
-
-def _true_sigma_max(weight: Tensor, n: int, stride: int, padding: str, groups: int = 1, dilation: int = 1) -> float:
-    if padding not in ("circular", "zeros", "zero"):
-        raise UserError(f"unknown padding {padding!r}; use 'circular' or 'zeros'")
-    if groups == 1 and dilation == 1:
-        if padding == "circular":
-            return float(conv_sigma_max(weight, n, stride))
-        return float(zero_padding_sigma_max_bound(weight, n, stride))
-    w = dilate_kernel(weight, dilation)  # grouped / dilated: the blocks' SVs (exact circular, or on n' for zeros)
-    grid = n if padding == "circular" else zero_padding_bound_size(n, w.shape[-1], stride)
-    return float(batched_conv_singular_values([(w, grid, stride, groups)])[0][0])

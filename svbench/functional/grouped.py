@@ -19,7 +19,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from svbench.errors import UserError
 from svbench.functional.network import batched_conv_singular_values
+from svbench.functional.spectrum import conv_sigma_max, zero_padding_bound_size, zero_padding_sigma_max_bound
 
 
 def dilate_kernel(weight: Tensor, dilation: int) -> Tensor:
@@ -74,6 +76,21 @@ def grouped_conv_singular_values(
     """
     return grouped_network_singular_values([(weight, n, stride, groups, dilation)], backend=backend,
                                            driver=driver)[0]
+
+
+def layer_sigma_max(weight: Tensor, n: int, stride: int, padding: str, groups: int = 1, dilation: int = 1) -> float:
+    """The TRUE sigma_max a control report quotes: exact circular sigma_max on n, or for zero padding the
+    guaranteed bound (circular sigma_max on n' = s ceil((n + span - 1) / s)); grouped / dilated convs by their blocks'
+    SVs."""
+    if padding not in ("circular", "zeros", "zero"):
+        raise UserError(f"unknown padding {padding!r}; use 'circular' or 'zeros'")
+    if groups == 1 and dilation == 1:
+        if padding == "circular":
+            return float(conv_sigma_max(weight, n, stride))
+        return float(zero_padding_sigma_max_bound(weight, n, stride))
+    w = dilate_kernel(weight, dilation)
+    grid = n if padding == "circular" else zero_padding_bound_size(n, w.shape[-1], stride)
+    return float(batched_conv_singular_values([(w, grid, stride, groups)])[0][0])
 
 
 def grouped_network_singular_values(

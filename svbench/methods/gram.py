@@ -34,8 +34,8 @@ from svbench.functional.gram import (
     gram_iteration_bound_batched,
     gram_iteration_bound_grouped,
 )
-from svbench.functional.grouped import dilate_kernel, group_kernels
-from svbench.functional.spectrum import conv_sigma_max, zero_padding_bound_size, zero_padding_sigma_max_bound
+from svbench.functional.grouped import dilate_kernel, group_kernels, layer_sigma_max
+from svbench.functional.spectrum import zero_padding_bound_size
 from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, circular_view, conv_geometry, conv_inputs
 from svbench.methods.hooks import InputSizes
 
@@ -175,7 +175,7 @@ class GramMethod(Method):
         out = []
         for name, conv in self._sizes.convs(model):
             n = self._sizes.size_of(conv)
-            if n is not None and conv.groups == 1 and conv.dilation[0] == 1:
+            if n is not None and conv.dilation[0] * (conv.kernel_size[0] - 1) + 1 <= n:
                 out.append((name, conv, n))
         return out
 
@@ -186,12 +186,17 @@ class GramMethod(Method):
         layers = self._layers(model)
         if not layers:
             return None
-        if c.bound == "fft":
+        plain = [(name, conv, n) for name, conv, n in layers if conv.groups == 1 and conv.dilation[0] == 1]
+        other = [(name, conv, n) for name, conv, n in layers if conv.groups != 1 or conv.dilation[0] != 1]
+        bounds = [self._grouped_bound(conv.weight, n, conv.stride[0], conv.padding_mode, conv.groups,
+                                      conv.dilation[0]).reshape(1) for _, conv, n in other]  # differentiable
+        if plain and c.bound == "fft":
             grids = [(name, conv.weight, _grid(n, conv.kernel_size[0], conv.stride[0], conv.padding_mode),
-                      conv.stride[0]) for name, conv, n in layers]
-            bounds = torch.stack(list(_fft_bounds_by_shape(grids, c.iters).values()))
-        else:
-            bounds = torch.stack([delattre2024_bound(conv.weight, c.zero_iters) for _, conv, _ in layers])
+                      conv.stride[0]) for name, conv, n in plain]
+            bounds.append(torch.stack(list(_fft_bounds_by_shape(grids, c.iters).values())))
+        elif plain:
+            bounds.append(torch.stack([delattre2024_bound(conv.weight, c.zero_iters) for _, conv, _ in plain]))
+        bounds = torch.cat(bounds)
         return c.penalty_weight * F.threshold(bounds, 1.0, 0.0).sum()
 
     def after_step(self, model: nn.Module, step: int) -> list[dict[str, Any]]:
@@ -202,11 +207,12 @@ class GramMethod(Method):
         for name, conv, n in self._layers(model):
             t0 = time.perf_counter()
             s, pad = conv.stride[0], conv.padding_mode
+            g, d = conv.groups, conv.dilation[0]
             with torch.no_grad():
-                b = float(self.bound(conv.weight, n, s, pad))
+                w = conv.weight
+                b = float(self.bound(w, n, s, pad) if g == 1 and d == 1 else self._grouped_bound(w, n, s, pad, g, d))
                 conv.weight.mul_(min(1.0, c.target / b))
-                w = conv.weight.detach()
-                true = float(conv_sigma_max(w, n, s) if pad == "circular" else zero_padding_sigma_max_bound(w, n, s))
+                true = layer_sigma_max(conv.weight.detach(), n, s, pad, g, d)
             reports.append({
                 "layer": name, "target": c.target, "bound_before": b, "sigma_max_after": true,
                 "sigma_source": "circular_exact@n" if pad == "circular" else "circular_bound@n'",

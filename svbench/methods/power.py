@@ -28,9 +28,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from svbench.functional.grouped import dense_equivalent_kernel
+from svbench.functional.grouped import dense_equivalent_kernel, layer_sigma_max
 from svbench.functional.power import conv_power_iteration, matrix_power_iteration
-from svbench.functional.spectrum import conv_sigma_max, zero_padding_sigma_max_bound
 from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, conv_geometry
 from svbench.methods.hooks import InputSizes
 
@@ -147,9 +146,7 @@ class PowerMethod(Method):
                     est = float(self.estimate(mod, n, c.train_iters))
                     mod.weight.div_(max(1.0, est / conv_t))
                     s, pad = mod.stride[0], mod.padding_mode
-                    w = dense_equivalent_kernel(mod.weight.detach(), mod.groups, mod.dilation[0])
-                    exact = pad == "circular"
-                    true = float(conv_sigma_max(w, n, s) if exact else zero_padding_sigma_max_bound(w, n, s))
+                    true = layer_sigma_max(mod.weight.detach(), n, s, pad, mod.groups, mod.dilation[0])
                     src = "circular_exact@n" if pad == "circular" else "circular_bound@n'"
                     reports.append(_report(name, "conv", conv_t, est, true, src, t0))
                 elif isinstance(mod, nn.Linear) and lin_t is not None:
