@@ -24,10 +24,10 @@ CASES = [  # c_in, c_out, k, n, stride, groups, dilation
 ]
 
 
-def _conv(c_in, c_out, k, n, stride, groups, dilation, seed=0):
+def _conv(c_in, c_out, k, n, stride, groups, dilation, seed=0, padding="circular", dtype=torch.float64):
     torch.manual_seed(seed)
     return nn.Conv2d(c_in, c_out, k, stride, dilation * (k // 2), dilation, groups, bias=False,
-                     padding_mode="circular").double()
+                     padding_mode=padding).to(dtype)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -86,12 +86,11 @@ def test_network_svs_include_grouped_and_dilated_layers(method):
 @pytest.mark.parametrize("bound", ["fft", "delattre2024"])
 def test_gram_bounds_grouped_and_dilated_convs(padding, bound):
     gram = create_method("gram", bound=bound, precision="float64")
-    for c_in, c_out, k, n, stride, groups, dilation in CASES:
+    for case in CASES:
+        c_in, c_out, k, n, stride, groups, dilation = case
         if padding == "zeros" and bound == "delattre2024" and stride > 1:
             continue
-        torch.manual_seed(2)
-        conv = nn.Conv2d(c_in, c_out, k, stride, dilation * (k // 2), dilation, groups, bias=False,
-                         padding_mode=padding)
+        conv = _conv(*case, seed=2, padding=padding, dtype=torch.float32)
         exact = float(oracle_singular_values(conv, (c_in, n, n))[0])
         assert float(gram.layer_svs(conv, n)[0]) >= exact * (1 - 1e-9), (c_in, c_out, k, n, stride, groups, dilation)
 
@@ -136,10 +135,9 @@ def test_auto_takes_the_norm_route_on_rows_and_columns(shape):
 def test_power_iteration_on_grouped_and_dilated_convs(padding):
     """The estimate never exceeds sigma_max and converges to it (the adjoint is exact for groups too)."""
     power = create_method("power", iters=300)
-    for c_in, c_out, k, n, stride, groups, dilation in CASES:
-        torch.manual_seed(5)
-        conv = nn.Conv2d(c_in, c_out, k, stride, dilation * (k // 2), dilation, groups, bias=False,
-                         padding_mode=padding).double()
+    for case in CASES:
+        c_in, c_out, k, n, stride, groups, dilation = case
+        conv = _conv(*case, seed=5, padding=padding)
         exact = float(oracle_singular_values(conv, (c_in, n, n))[0])
         est = float(power.layer_svs(conv, n)[0])
         assert exact * (1 - 2e-3) <= est <= exact * (1 + 1e-9), (c_in, c_out, k, n, stride, groups, dilation)
@@ -161,10 +159,9 @@ def test_certified_layer_bound_for_grouped_and_dilated_convs():
     from svbench.metrics.certified import layer_bound
 
     for padding in ("circular", "zeros"):
-        for c_in, c_out, k, n, stride, groups, dilation in CASES:
-            torch.manual_seed(7)
-            conv = nn.Conv2d(c_in, c_out, k, stride, dilation * (k // 2), dilation, groups, bias=False,
-                             padding_mode=padding)
+        for case in CASES:
+            c_in, c_out, k, n, stride, groups, dilation = case
+            conv = _conv(*case, seed=7, padding=padding, dtype=torch.float32)
             exact = float(oracle_singular_values(conv, (c_in, n, n))[0])
             bound, _ = layer_bound(conv, (c_in, n, n))
             assert bound >= exact * (1 - 1e-9)
