@@ -70,7 +70,7 @@ def parse_suite(data: Any, where: str) -> Suite:
         if not isinstance(t, dict):
             raise UserError(f"{tw}: expected a mapping, got {t!r}")
         kind = t.get("kind", "sv")
-        if kind not in TASK_KINDS:
+        if not isinstance(kind, str) or kind not in TASK_KINDS:
             raise UserError(f"{tw}.kind: unknown task kind {kind!r}; allowed: {', '.join(TASK_KINDS)}")
         task = from_mapping(TASK_KINDS[kind], t, tw)
         _check_methods(task, tw)
