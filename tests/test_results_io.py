@@ -9,7 +9,8 @@ from svbench.results.schema import CORE_FIELDS
 
 def _rec(cell_id, value):
     """A minimal record with every core field."""
-    return dict({f: None for f in CORE_FIELDS}, schema_version=1, cell_id=cell_id, value=value, status="ok")
+    return dict({f: "x" for f in CORE_FIELDS}, schema_version=1, cell_id=cell_id, value=value, status="ok",
+                metric=None)
 
 
 def test_partial_last_line_is_skipped_and_trimmed(tmp_path):

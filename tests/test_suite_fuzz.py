@@ -60,3 +60,56 @@ def test_task_kind_of_the_wrong_type_is_one_line(tmp_path, capsys):
     code = main(["validate", str(path)])
     err = capsys.readouterr().err
     assert code == 2 and "tasks[0].kind: unknown task kind ['sv']" in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def smoke_records(tmp_path_factory):
+    from svbench.results.io import load_results
+    from svbench.suite.runner import run_suite
+
+    root = tmp_path_factory.mktemp("smoke")
+    res = run_suite("smoke", tasks="layers", out_root=root, progress=False)
+    return load_results(res.run_dir), res.run_dir / "results.jsonl"
+
+
+RECORD_BAD = [None, -1, 1.5, "x", "", [], {}, True, 1e308, float("nan"), float("inf"), "ok", {"c_in": "a"}, [1, 2]]
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_mutated_results_never_traceback(tmp_path, capsys, smoke_records, seed):
+    """report and compare on records with fields of the wrong type: exit 0/1, or 2 with one line."""
+    import json
+
+    records, baseline = smoke_records
+    rng = random.Random(seed)
+    for trial in range(15):
+        recs = copy.deepcopy(records)
+        for _ in range(rng.randint(1, 4)):
+            rec = rng.choice(recs)
+            key = rng.choice([*rec, "extra", "shape"])
+            if isinstance(rec.get(key), dict) and rec[key] and rng.random() < 0.5:
+                rec[key][rng.choice(list(rec[key]))] = copy.deepcopy(rng.choice(RECORD_BAD))
+            else:
+                rec[key] = copy.deepcopy(rng.choice(RECORD_BAD))
+        run = tmp_path / f"r{trial}"
+        run.mkdir()
+        (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        for args in (["report", str(run), "--out", str(run / "rep")],
+                     ["compare", str(run), "--baseline", str(baseline), "--out", str(run / "ci")]):
+            code = main(args)
+            err = capsys.readouterr().err
+            lines = [x for x in err.splitlines() if x.strip() and not x.startswith("svbench: warning")]
+            assert "Traceback" not in err and code in (0, 1, 2), (args[0], err)
+            if code == 2:
+                assert len(lines) == 1 and lines[0].startswith("svbench: error:"), err
+
+
+def test_record_field_of_the_wrong_type_is_one_line(tmp_path, capsys, smoke_records):
+    import json
+
+    records, _ = smoke_records
+    bad = dict(records[0], suite=["smoke"])
+    (tmp_path / "results.jsonl").write_text(json.dumps(bad) + "\n")
+    code = main(["report", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "results.jsonl:1: field 'suite' is list ['smoke'], expected a string" in err

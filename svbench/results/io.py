@@ -124,4 +124,29 @@ def _checked_record(rec: Any, path: Path, lineno: int) -> dict[str, Any]:
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise UserError(f"{path}:{lineno}: schema_version {version!r}; this svbench reads up to {SCHEMA_VERSION} "
                         f"(upgrade svbench)")
+    for name, kinds, what in _FIELD_TYPES:
+        value = rec.get(name)
+        if name in rec and not (isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)):
+            raise UserError(f"{path}:{lineno}: field '{name}' is {type(value).__name__} {_short(value)}, expected "
+                            f"{what}; the results file is corrupt or not svbench's")
     return rec
+
+
+_STR, _NUM = (str,), (int, float)
+_NONE = (type(None),)
+# (field, accepted types, what to say): what the readers (tables, report, compare, resume) rely on
+_FIELD_TYPES: tuple[tuple[str, tuple[type, ...], str], ...] = (
+    *((f, _STR, "a string") for f in ("suite", "task", "task_kind", "cell_id", "method", "method_label", "status")),
+    *((f, _STR + _NONE, "a string or null") for f in ("metric", "run_id", "provides", "backend", "oracle", "model",
+                                                      "reason", "device", "device_name", "git_sha")),
+    *((f, _NUM + _NONE, "a number or null") for f in ("value", "iqr", "repeats")),
+    ("seed", (int,) + _NONE, "an integer or null"),
+    ("shape", (dict,) + _NONE, "a mapping or null"),
+    ("extra", (dict,) + _NONE, "a mapping or null"),
+    ("method_config", (dict,) + _NONE, "a mapping or null"),
+)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
