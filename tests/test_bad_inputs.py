@@ -350,3 +350,27 @@ def test_spectrum_warns_about_weights_that_look_depthwise(tmp_path, capsys):
     assert code == 0 and line.startswith("svbench: warning: layer(s) dw have 1 input channel")
     assert "first" not in line.split("have")[0]  # a 1-channel FIRST layer (e.g. MNIST) is not flagged
     assert "depthwise or grouped" in (tmp_path / "o" / "spectrum.md").read_text()
+
+
+@pytest.mark.parametrize("state, code, text", [
+    ({"c.weight": torch.randn(0, 3, 3, 3)}, 2,
+     "no readable conv weights: skipped 'c.weight' (empty, shape (0, 3, 3, 3))"),
+    ({"c.weight": torch.randn(4, 3, 3, 5)}, 2, "skipped 'c.weight' (non-square 3x5 kernel; square kernels only)"),
+    ({"t.k1": torch.randn(3, 2), "t.k2": torch.randn(2, 2, 3, 3), "t.k3": torch.randn(5, 4)}, 2,
+     "TT layer 't': cores k1 (3, 2), k2 (2, 2, 3, 3), k3 (5, 4) do not chain"),
+    ({"c.weight": torch.empty(4, 3, 3, 3, device="meta")}, 2, "'c.weight' has no data (a meta-device tensor)"),
+    ({"a.weight": torch.randn(4, 3, 3, 3), "b.weight": torch.randn(4, 4, 1, 7)}, 0,
+     "svbench: warning: skipped 'b.weight' (non-square 1x7 kernel"),
+    ({"c.weight": torch.randn(4, 3, 3, 3).to_sparse()}, 0, ""),  # sparse layout: read densely
+    ({"c.weight": torch.randn(4, 3, 3, 3).half()}, 0, ""),
+    ({"c.weight": torch.randn(4, 3, 3, 3).bfloat16()}, 0, ""),
+], ids=["empty", "non-square", "tt-chain", "meta", "mixed", "sparse", "half", "bf16"])
+def test_odd_checkpoint_tensors(tmp_path, capsys, state, code, text):
+    """Found by feeding odd tensors to `spectrum`: each was a traceback (reshape, einsum, meta .item())."""
+    torch.save(state, tmp_path / "ck.pt")
+    got, err = _run(capsys, "spectrum", str(tmp_path / "ck.pt"), "--input-size", "8", "--out", str(tmp_path / "o"))
+    assert got == code and "Traceback" not in err, err
+    if text:
+        assert text in _one_line(err)
+    else:  # torch itself may warn about validating a sparse tensor; svbench says nothing
+        assert "svbench:" not in err

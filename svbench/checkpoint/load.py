@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 import pickletools
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,17 +96,45 @@ class ConvEntry:
     tt_factors: tuple[Tensor, Tensor] | None = None  # (K1, K3) of a TT layer, for orthogonality checks
 
 
+def _dense(key: str, t: Tensor) -> Tensor:
+    """The tensor as a dense CPU-readable one; a tensor without data (meta device) is refused with one line."""
+    if t.is_meta:
+        raise UserError(f"'{key}' has no data (a meta-device tensor); save the checkpoint with real weights")
+    return t.to_dense() if t.layout != torch.strided else t
+
+
+def _skip(key: str, t: Tensor) -> str | None:
+    """Why a 4-D floating weight cannot be read as a square conv kernel (None: it can)."""
+    if t.numel() == 0:
+        return f"'{key}' (empty, shape {tuple(t.shape)})"
+    if t.shape[-1] != t.shape[-2]:
+        return f"'{key}' (non-square {t.shape[-2]}x{t.shape[-1]} kernel; square kernels only)"
+    return None
+
+
 def find_convs(state: dict[str, Tensor]) -> list[ConvEntry]:
-    """Every 4-D ``*.weight`` tensor (a conv kernel) and every TT layer (``*.k1``, ``*.k2``, ``*.k3``)."""
+    """Every 4-D ``*.weight`` tensor (a conv kernel) and every TT layer (``*.k1``, ``*.k2``, ``*.k3``).
+
+    Empty weights and non-square kernels are skipped with a one-line warning; TT cores that do not chain are an
+    error."""
     out: list[ConvEntry] = []
+    skipped: list[str] = []
     tt_prefixes = {k[: -len(".k2")] for k in state if k.endswith(".k2")}
     for key, t in state.items():
         if key.endswith(".weight") and t.dim() == 4 and t.is_floating_point():
+            t = _dense(key, t)
+            why = _skip(key, t)
+            if why:
+                skipped.append(why)
+                continue
             out.append(ConvEntry(key[: -len(".weight")], t, t.shape[0], t.shape[1], "conv"))
     for prefix in sorted(tt_prefixes):
         from svbench.functional.tt import fold_cores
 
-        k1, k2, k3 = state.get(f"{prefix}.k1"), state[f"{prefix}.k2"], state.get(f"{prefix}.k3")
+        k1, k2, k3 = (None if t is None else _dense(f"{prefix}.{n}", t)
+                      for n, t in (("k1", state.get(f"{prefix}.k1")), ("k2", state[f"{prefix}.k2"]),
+                                   ("k3", state.get(f"{prefix}.k3"))))
+        _check_tt_cores(prefix, k1, k2, k3)
         core, q1, q3 = fold_cores(k1, k2, k3)
         c_in = k1.shape[0] if k1 is not None else k2.shape[1]
         c_out = k3.shape[1] if k3 is not None else k2.shape[0]
@@ -113,5 +142,20 @@ def find_convs(state: dict[str, Tensor]) -> list[ConvEntry]:
     order = {k: i for i, k in enumerate(state)}
     out.sort(key=lambda e: order.get(e.name + ".weight", order.get(e.name + ".k2", 0)))
     if not out:
+        if skipped:
+            raise UserError(f"the checkpoint has no readable conv weights: skipped {', '.join(skipped)}")
         raise UserError("the checkpoint has no conv weights (no 4-D '*.weight' tensors and no TT cores)")
+    if skipped:
+        warnings.warn(f"skipped {', '.join(skipped)}", stacklevel=2)
     return out
+
+
+def _check_tt_cores(prefix: str, k1: Tensor | None, k2: Tensor, k3: Tensor | None) -> None:
+    """K1 (c_in, r1), K2 (r2, r1, k, k), K3 (r2, c_out) must chain; else one line naming the shapes."""
+    shapes = ", ".join(f"{n} {tuple(t.shape)}" for n, t in (("k1", k1), ("k2", k2), ("k3", k3)) if t is not None)
+    ok = (k2.dim() == 4 and k2.is_floating_point() and k2.numel() > 0 and k2.shape[-1] == k2.shape[-2]
+          and (k1 is None or (k1.dim() == 2 and k1.is_floating_point() and k1.shape[1] == k2.shape[1]))
+          and (k3 is None or (k3.dim() == 2 and k3.is_floating_point() and k3.shape[0] == k2.shape[0])))
+    if not ok:
+        raise UserError(f"TT layer '{prefix}': cores {shapes} do not chain (expected k1 (c_in, r1), "
+                        f"k2 (r2, r1, k, k), k3 (r2, c_out)); the checkpoint is corrupt or not a svbench TT model")
