@@ -32,3 +32,14 @@ def test_benchmark_runs(cls, combo):
     assert bodies
     for body in bodies:
         body(*combo)
+
+
+@pytest.mark.parametrize("method", ["sedghi", "gram", "power"])
+def test_depthwise_shape_runs(method):
+    """The depthwise asv shape builds a grouped layer (groups parsed from '-g128'), and its body runs."""
+    bench = bench_spectrum.LayerSVs()
+    bench.setup(method, "128-16-1-g128")
+    assert bench.layer.groups == 128 and bench.n == 16
+    bench.time_layer_svs(method, "128-16-1-g128")
+    with pytest.raises(NotImplementedError):  # TT declines grouped convs: asv's skip
+        bench.setup("tt-half", "128-16-1-g128")

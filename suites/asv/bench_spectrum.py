@@ -13,7 +13,7 @@ from svbench.methods import create_method
 from svbench.methods.base import LayerSpec
 
 DEVICE = os.environ.get("SVBENCH_ASV_DEVICE", "cpu")
-SHAPES = ["16-8-1", "64-16-1", "64-16-2"]  # c-n-stride, 3x3 kernels
+SHAPES = ["16-8-1", "64-16-1", "64-16-2", "128-16-1-g128"]  # c-n-stride[-g groups], 3x3 kernels (last: depthwise)
 METHODS = ["reference", "sedghi", "sedghi-svdvals", "sedghi-eigh", "tt-half", "gram", "power", "cayley"]
 
 
@@ -31,8 +31,9 @@ def _prepare(method_name, shape):
     if DEVICE == "cuda" and not torch.cuda.is_available():
         raise NotImplementedError("no GPU")
     torch.set_num_threads(1)
-    c, n, s = (int(x) for x in shape.split("-"))
-    spec = LayerSpec(c, c, 3, n, s, "circular")
+    c, n, s, *rest = shape.split("-")
+    c, n, s, groups = int(c), int(n), int(s), int(rest[0][1:]) if rest else 1
+    spec = LayerSpec(c, c, 3, n, s, "circular", groups)
     method = _method(method_name)
     if method.supports.why_not(spec):
         raise NotImplementedError(method.supports.why_not(spec))
@@ -79,7 +80,7 @@ class LayerSVsGPUMemory:
 class LayerClip:
     """One Sedghi clip-and-crop pass of one layer: svbench's unique-frequency route against the textbook one."""
 
-    params = (["textbook", "sedghi"], SHAPES)
+    params = (["textbook", "sedghi"], [sh for sh in SHAPES if "-g" not in sh])  # ungrouped layers
     param_names = ["route", "shape"]
     timeout = 300
 
