@@ -96,17 +96,18 @@ def test_paired_timing_alternates_and_reports_the_ratio():
         paired_timing(lambda: None, lambda: None, repeats=0)
 
 
-def test_paired_reference_metric_in_sv_cells(tmp_path):
-    suite = {
-        "name": "paired",
-        "tasks": [{"name": "layers", "kind": "sv", "methods": ["reference", "sedghi", "tt", "gram"],
-                   "paired_reference": 3, "measure_memory": False,
-                   "timing": {"warmup": 0, "min_repeats": 1, "max_repeats": 1, "budget_s": 0.01},
-                   "shapes": [{"c_in": 8, "c_out": 8, "k": 3, "n": 8}]}],
-    }
-    path = tmp_path / "paired.yaml"
+def _run_sv_task(tmp_path, name, methods, shapes=({"c_in": 8, "c_out": 8, "k": 3, "n": 8},), **task):
+    """Run a one-task SV suite with the shortest timing; extra task keys as keyword arguments."""
+    suite = {"name": name, "tasks": [{
+        "name": "layers", "kind": "sv", "methods": list(methods), "measure_memory": False, "shapes": list(shapes),
+        "timing": {"warmup": 0, "min_repeats": 1, "max_repeats": 1, "budget_s": 0.01}, **task}]}
+    path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(suite))
-    res = run_suite(str(path), out_root=tmp_path, progress=False)
+    return run_suite(str(path), out_root=tmp_path, progress=False)
+
+
+def test_paired_reference_metric_in_sv_cells(tmp_path):
+    res = _run_sv_task(tmp_path, "paired", ["reference", "sedghi", "tt", "gram"], paired_reference=3)
     paired = {r["method"]: r for r in res.records if r["metric"] == "speedup_vs_reference_paired"}
     assert set(paired) == {"sedghi", "tt", "gram"}  # every method with a dense kernel, never reference itself
     assert all(r["value"] > 0 and r["repeats"] == 3 for r in paired.values())
@@ -115,16 +116,8 @@ def test_paired_reference_metric_in_sv_cells(tmp_path):
 
 def test_paired_forward_metric_in_sv_cells(tmp_path):
     """paired_forward times each layer's eval forward against the plain conv (`none`) on the same input."""
-    suite = {
-        "name": "paired-forward",
-        "tasks": [{"name": "layers", "kind": "sv", "methods": ["sedghi", "tt", "cayley", "none"],
-                   "paired_forward": 4, "measure_memory": False, "forward_batch": 2,
-                   "timing": {"warmup": 0, "min_repeats": 1, "max_repeats": 1, "budget_s": 0.01},
-                   "shapes": [{"c_in": 8, "c_out": 8, "k": 3, "n": 8}]}],
-    }
-    path = tmp_path / "pf.yaml"
-    path.write_text(yaml.safe_dump(suite))
-    res = run_suite(str(path), out_root=tmp_path, progress=False)
+    res = _run_sv_task(tmp_path, "paired-forward", ["sedghi", "tt", "cayley", "none"], paired_forward=4,
+                       forward_batch=2)
     paired = {r["method"]: r for r in res.records if r["metric"] == "forward_vs_conv_paired"}
     assert set(paired) == {"sedghi", "tt", "cayley"}  # never `none` against itself
     for r in paired.values():
@@ -132,24 +125,15 @@ def test_paired_forward_metric_in_sv_cells(tmp_path):
         assert r["value"] > 0 and r["extra"]["method_ms"] > 0 and r["extra"]["conv_ms"] > 0
     assert "× conv)" in res.table_md
     with pytest.raises(UserError, match="paired_forward must be >= 0"):
-        suite["tasks"][0]["paired_forward"] = -1
-        path.write_text(yaml.safe_dump(suite))
-        run_suite(str(path), out_root=tmp_path, progress=False)
+        _run_sv_task(tmp_path, "paired-forward-bad", ["sedghi"], paired_forward=-1)
 
 
 @pytest.mark.parametrize("oracle_max_dim", [0, 4096])  # float64 FFT oracle of the dense equivalent / dense oracle
 def test_grouped_and_dilated_cells_end_to_end(tmp_path, oracle_max_dim):
-    suite = {
-        "name": "grouped",
-        "tasks": [{"name": "layers", "kind": "sv", "methods": ["reference", "sedghi", "gram", "tt", "power"],
-                   "paired_reference": 2, "measure_memory": False, "oracle_max_dim": oracle_max_dim,
-                   "timing": {"warmup": 0, "min_repeats": 1, "max_repeats": 1, "budget_s": 0.01},
-                   "shapes": [{"c_in": 8, "c_out": 8, "k": 3, "n": 8, "groups": 8},
-                              {"c_in": 4, "c_out": 6, "k": 3, "n": 8, "stride": 2, "dilation": 2}]}],
-    }
-    path = tmp_path / "g.yaml"
-    path.write_text(yaml.safe_dump(suite))
-    res = run_suite(str(path), out_root=tmp_path, progress=False)
+    shapes = [{"c_in": 8, "c_out": 8, "k": 3, "n": 8, "groups": 8},
+              {"c_in": 4, "c_out": 6, "k": 3, "n": 8, "stride": 2, "dilation": 2}]
+    res = _run_sv_task(tmp_path, "grouped", ["reference", "sedghi", "gram", "tt", "power"], shapes,
+                       paired_reference=2, oracle_max_dim=oracle_max_dim)
     by = {(r["method"], r["shape"]["groups"], r["metric"]): r for r in res.records}
     for groups in (8, 1):
         for m in ("reference", "sedghi"):

@@ -284,8 +284,13 @@ def circular_view(layer: nn.Module) -> nn.Module:
     return twin
 
 
+def kernel_span(conv: nn.Conv2d) -> int:
+    """Input pixels one output pixel sees along a side: d (k - 1) + 1 (what must fit the n x n grid)."""
+    return conv.dilation[0] * (conv.kernel_size[0] - 1) + 1
+
+
 def plain_convs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tuple[str, nn.Conv2d, int]]:
     """(name, conv, input size) of every plain ``nn.Conv2d`` (grouped and dilated ones included) whose kernel span
     d (k - 1) + 1 fits its input grid."""
     return [(name, m, n) for name, m, n in conv_inputs(model, input_shape) if type(m) is nn.Conv2d
-            and m.dilation[0] * (m.kernel_size[0] - 1) + 1 <= n]
+            and kernel_span(m) <= n]

@@ -36,7 +36,16 @@ from svbench.functional.gram import (
 )
 from svbench.functional.grouped import dilate_kernel, group_kernels, layer_sigma_max
 from svbench.functional.spectrum import zero_padding_bound_size
-from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, circular_view, conv_geometry, conv_inputs
+from svbench.methods.base import (
+    METHODS,
+    Capabilities,
+    LayerSpec,
+    Method,
+    circular_view,
+    conv_geometry,
+    conv_inputs,
+    kernel_span,
+)
 from svbench.methods.hooks import InputSizes
 
 
@@ -175,7 +184,7 @@ class GramMethod(Method):
         out = []
         for name, conv in self._sizes.convs(model):
             n = self._sizes.size_of(conv)
-            if n is not None and conv.dilation[0] * (conv.kernel_size[0] - 1) + 1 <= n:
+            if n is not None and kernel_span(conv) <= n:
                 out.append((name, conv, n))
         return out
 

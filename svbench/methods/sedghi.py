@@ -36,6 +36,7 @@ from svbench.methods.base import (
     LayerSpec,
     Method,
     conv_geometry,
+    kernel_span,
     plain_convs,
 )
 from svbench.methods.hooks import InputSizes
@@ -133,7 +134,7 @@ class SedghiMethod(Method):
         for name, conv in self._sizes.convs(model):
             n = self._sizes.size_of(conv)
             stride, padding, groups, dilation = conv_geometry(conv)
-            if n is None or dilation * (conv.kernel_size[0] - 1) + 1 > n:
+            if n is None or kernel_span(conv) > n:
                 continue
             t0 = time.perf_counter()
             res = sedghi_clip(

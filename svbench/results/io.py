@@ -126,7 +126,7 @@ def _checked_record(rec: Any, path: Path, lineno: int) -> dict[str, Any]:
                         f"(upgrade svbench)")
     for name, kinds, what in _FIELD_TYPES:
         value = rec.get(name)
-        if name in rec and not (isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)):
+        if name in rec and not _has_type(value, kinds):
             raise UserError(f"{path}:{lineno}: field '{name}' is {type(value).__name__} {_short(value)}, expected "
                             f"{what}; the results file is corrupt or not svbench's")
     return rec
@@ -145,6 +145,11 @@ _FIELD_TYPES: tuple[tuple[str, tuple[type, ...], str], ...] = (
     ("extra", (dict,) + _NONE, "a mapping or null"),
     ("method_config", (dict,) + _NONE, "a mapping or null"),
 )
+
+
+def _has_type(value: Any, kinds: tuple[type, ...]) -> bool:
+    """isinstance, except that a bool is no number (JSON true where a number belongs is corruption)."""
+    return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
 
 
 def _short(value: Any) -> str:
