@@ -3,9 +3,11 @@ time is spent on it, including when its time budget cuts the suite short."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,7 @@ DISTS_NOT_ON_GPU_MACHINE = ("tabulate", "mlxtend", "torchvision", "scipy", "scik
 BLOCKER = """
 import importlib.metadata as _md
 import sys
+import tarfile
 for _name in {names!r}:
     sys.modules[_name] = None
 _DISTS = {dists!r}
@@ -63,18 +66,37 @@ def test_gpu_script_dry_run(tmp_path, budget):
                          timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
     out = tmp_path / "out"
-    results = list(out.glob("runs/*/*/results.jsonl"))
+    _assert_device_tool_returns_all(out)
+    assert (out / "results.jsonl").exists() and (out / "report.md").exists()
+    work = tmp_path / "unpacked"
+    work.mkdir()
+    with tarfile.open(out / "gpu-results.tar.gz") as tar:
+        tar.extractall(work, filter="data")
+    results = list(work.glob("runs/*/*/results.jsonl"))
     assert len(results) == 1
+    assert results[0].read_bytes() == (out / "results.jsonl").read_bytes()
     records = [json.loads(line) for line in results[0].read_text().splitlines()]
     assert records and all(r["device"] == "cpu" for r in records)
-    assert (out / "env.txt").read_text().startswith("python")
-    assert (out / "report" / "report.md").exists()
+    assert (work / "env.txt").read_text().startswith("python")
+    assert (work / "report" / "report.md").exists()
+    out = work
     if budget == "600":
         methods = {r["method_label"] for r in records if r["task"] == "layers"}
         assert len([m for m in methods if m.startswith("sedghi")]) == 6  # every backend/driver variant ran
         assert any(r["metric"] == "network_clip_time_ms" for r in records)
         assert any(r["metric"] == "forward_vs_conv_paired" and r["method"] == "cayley" for r in records)
         assert "halted; None in sys.modules" not in (out / "run.log").read_text()
+
+
+def _assert_device_tool_returns_all(out: Path) -> None:
+    """The device tool brings back at most 8 files, none more than 2 folders below $OUT, names of [A-Za-z0-9._-]."""
+    files = [f for f in out.rglob("*") if f.is_file()]
+    assert 0 < len(files) <= 8, files
+    for f in files:
+        rel = f.relative_to(out)
+        assert len(rel.parts) <= 3, rel
+        assert all(re.fullmatch(r"[A-Za-z0-9._-]+", part) for part in rel.parts), rel
+        assert f.stat().st_size < 16 * 2**20, rel
 
 
 def test_package_blocker_blocks(tmp_path):
