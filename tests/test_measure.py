@@ -145,3 +145,19 @@ def test_grouped_and_dilated_cells_end_to_end(tmp_path, oracle_max_dim):
         assert -0.5 < by[("power", groups, "sigma_max_rel_err")]["value"] <= 1e-6  # an estimate, from below
     skipped = {(r["method"], r["shape"]["groups"]) for r in res.records if r["status"] == "skipped"}
     assert skipped == {("tt", 8), ("tt", 1)}  # declined with a reason, never computed wrongly
+
+
+def test_git_sha_variable_wins_over_a_stale_checkout(monkeypatch):
+    """The GPU machine's copy carried the session's first .git under a later tree: git said '<old>+dirty'. A SHA
+    passed in SVBENCH_GIT_SHA is what the records must carry."""
+    from svbench.measure.env import git_sha
+
+    git_sha.cache_clear()
+    monkeypatch.setenv("SVBENCH_GIT_SHA", "3d7c8e8b5b97c69d02eba438ed4d041cbcf98fab")
+    try:
+        assert git_sha() == "3d7c8e8b5b97c69d02eba438ed4d041cbcf98fab"
+        monkeypatch.delenv("SVBENCH_GIT_SHA")
+        git_sha.cache_clear()
+        assert git_sha() != "3d7c8e8b5b97c69d02eba438ed4d041cbcf98fab"
+    finally:
+        git_sha.cache_clear()

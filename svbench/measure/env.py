@@ -34,7 +34,11 @@ def device_name(device: torch.device | str) -> str:
 
 @cache
 def git_sha() -> str:
-    """HEAD of the svbench checkout (with '+dirty' if tracked files changed), or 'unknown' outside git."""
+    """``SVBENCH_GIT_SHA`` when set, else HEAD of the svbench checkout (with '+dirty' if tracked files changed), or
+    'unknown' outside git. The variable wins: a copy of the tree can carry a stale .git (the GPU machine's copy had
+    the session's first commit while the tree was a later one, so git answered '<old sha>+dirty')."""
+    if os.environ.get("SVBENCH_GIT_SHA"):
+        return os.environ["SVBENCH_GIT_SHA"]
     root = Path(svbench.__file__).resolve().parent.parent
     try:
         sha = subprocess.run(
@@ -46,7 +50,7 @@ def git_sha() -> str:
         ).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("SVBENCH_GIT_SHA", "unknown")
+        return "unknown"
 
 
 def environment(device: torch.device | str) -> dict:
