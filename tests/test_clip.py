@@ -103,3 +103,43 @@ def test_clip_kernel_bad_inputs():
         clip_kernel(w, 2, 1.0)
     with pytest.raises(UserError, match="larger than the input"):
         clip_kernel_naive(w, 2, 1.0)
+
+
+def test_gesvda_clip_redoes_the_matrices_that_fail_the_check(monkeypatch):
+    """The CUDA svd clip route with gesvda: a result that breaks sum sigma^2 = ||A||_F^2 is redone with gesvd.
+    Exercised on CPU with a stand-in solver that returns garbage for one matrix under 'gesvda'."""
+    from svbench.functional import clip as clip_mod
+
+    real_svd = torch.linalg.svd
+    calls = []
+
+    def fake_svd(a, full_matrices=True, *, driver=None):
+        calls.append((driver, a.shape[0]))
+        u, s, vh = real_svd(a, full_matrices=full_matrices)
+        if driver == "gesvda":
+            s = s.clone()
+            s[1] *= 3  # matrix 1 is wrong
+        return u, s, vh
+
+    monkeypatch.setattr(clip_mod.torch.linalg, "svd", fake_svd)
+    a = torch.randn(4, 6, 5, dtype=torch.complex64, generator=torch.Generator().manual_seed(3))
+    u, s, vh = clip_mod._svd(a, "gesvda")
+    assert calls == [("gesvda", 4), ("gesvd", 1)]  # only the failed matrix is redone
+    monkeypatch.setattr(clip_mod.torch.linalg, "svd", real_svd)
+    assert torch.allclose((u * s.unsqueeze(-2).to(u.dtype)) @ vh, a, atol=1e-5)
+
+
+def test_clip_driver_and_chunks_options_keep_the_result():
+    w = torch.randn(6, 5, 3, 3, generator=torch.Generator().manual_seed(5))
+    base = clip_kernel(w, 8, 1.0, route="svd")
+    for kwargs in ({"driver": "gesvda"}, {"pieces": 3}, {"driver": "gesvda", "pieces": 1}):  # driver: CUDA only
+        assert torch.allclose(clip_kernel(w, 8, 1.0, route="svd", **kwargs), base, atol=1e-6), kwargs
+    with pytest.raises(UserError, match="chunks must be >= 1"):
+        create_method("sedghi", chunks=0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(5, 6, 3, padding=1, padding_mode="circular", bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(w)
+    m = create_method("sedghi", chunks=2, clip_route="svd", driver="gesvda")
+    assert torch.allclose(m.network_clip(model, (5, 8, 8), 1.0)["0"], base, atol=1e-6)
+    assert torch.allclose(m.network_svs(model, (5, 8, 8))["0"],
+                          create_method("sedghi").network_svs(model, (5, 8, 8))["0"], atol=1e-6)

@@ -5,6 +5,7 @@ import torch
 from conftest import circular_conv, zero_conv
 from torch import nn
 
+from svbench.errors import UserError
 from svbench.functional.cayley import space_to_depth
 from svbench.functional.gram import delattre2024_bound, gram_iteration_bound, gram_iteration_bound_batched
 from svbench.functional.oracle import oracle_singular_values
@@ -46,6 +47,56 @@ def test_gram_bound_float32_and_batched():
         exact = float(conv_sigma_max(ws[i].double(), 8))
         assert float(batched[i]) == pytest.approx(float(gram_iteration_bound(ws[i], 8, 1, 6)), rel=1e-5)
         assert exact * (1 - 1e-5) <= float(batched[i]) <= exact * (1 + 1e-3)
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (5, 7), (6, 6)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex64])
+def test_3xtf32_gram_product_is_float32_accurate(shape, dtype):
+    """B^H B by the hi/lo split equals the float64 product to float32 accuracy (on CPU the TF32 switch does not
+    apply, so this checks the split and the complex-as-real assembly; the GPU run measures the TF32 error)."""
+    from svbench.functional.gram import hermitian_gram_3xtf32
+
+    b = torch.randn(3, *shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    exact = b.to(torch.complex128 if dtype.is_complex else torch.float64)
+    exact = exact.mH @ exact
+    got = hermitian_gram_3xtf32(b)
+    assert got.dtype == dtype and got.shape == exact.shape
+    assert (got - exact).abs().max() <= 1e-6 * exact.abs().max()
+    with pytest.raises(UserError, match="float32"):
+        hermitian_gram_3xtf32(b.to(torch.complex128 if dtype.is_complex else torch.float64))
+
+
+@pytest.mark.parametrize("c_out,c_in,s", [(8, 8, 1), (6, 4, 1), (3, 5, 2)])
+def test_gram_3xtf32_precision_bounds_like_float32(c_out, c_in, s):
+    w = _w(c_out, c_in, 3, 0, torch.float32)
+    conv = circular_conv(w, s)
+    exact = float(oracle_singular_values(conv, (c_in, 8, 8))[0])
+    plain = float(create_method("gram").layer_svs(conv, 8)[0])
+    split = create_method("gram", precision="3xtf32")
+    got = float(split.layer_svs(conv, 8)[0])
+    assert got == pytest.approx(plain, rel=2e-6) and got >= exact * (1 - 2e-6)
+    assert "3xtf32" in split.backend()
+    model = nn.Sequential(conv, circular_conv(_w(c_out, c_out, 3, 1, torch.float32), 1))
+    batched = create_method("gram", precision="3xtf32", batch_layers=True).network_svs(model, (c_in, 8, 8))
+    looped = split.network_svs(model, (c_in, 8, 8))
+    assert all(float(batched[k][0]) == pytest.approx(float(looped[k][0]), rel=2e-6) for k in looped)
+
+
+def test_gram_3xtf32_needs_float32_and_keeps_the_penalty_differentiable():
+    conv = circular_conv(_w(4, 4), 1)  # float64
+    with pytest.raises(UserError, match="3xtf32"):
+        create_method("gram", precision="3xtf32").layer_svs(conv, 8)
+    model = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1, padding_mode="circular", groups=3),
+                          nn.Conv2d(3, 3, 3, padding=1, padding_mode="circular"))
+    m = create_method("gram", precision="3xtf32", penalty_weight=1.0)
+    model = m.wrap(model)
+    model(torch.zeros(1, 3, 8, 8))
+    with torch.no_grad():
+        for layer in model:
+            layer.weight.mul_(20.0)
+    pen = m.penalty(model)
+    pen.backward()
+    assert all(layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0 for layer in model)
 
 
 def test_gram_is_differentiable():

@@ -166,6 +166,33 @@ def test_default_chunking_policy():
     assert frequency_chunk(7, 1, chunk=3) == 3
     with pytest.raises(UserError, match="chunk"):
         frequency_chunk(7, 1, chunk=0)
+    assert frequency_chunk(130, 2**20, device="cuda", pieces=1) == 130  # one call asked for
+    assert frequency_chunk(130, 2**20, pieces=2) == 65
+    assert frequency_chunk(130, 2**8, device="cuda", pieces=8) == 130  # pieces never under the minimum size
+    with pytest.raises(UserError, match="chunks must be >= 1"):
+        frequency_chunk(7, 1, pieces=0)
+
+
+def test_gesvda_on_cuda_is_one_call_by_default():
+    """H200 run 1: gesvda costs about the same per call whatever the batch, so it is not chunked by default."""
+    from svbench.functional.spectrum import default_pieces
+
+    assert default_pieces("cuda", "svdvals", "gesvda") == 1
+    assert default_pieces("cuda", "svdvals", "gesvd") is None
+    assert default_pieces("cuda", "eigh", None) is None
+    assert default_pieces("cpu", "svdvals", "gesvda") is None
+
+
+def test_chunks_leave_the_values_unchanged():
+    from svbench.functional.network import batched_conv_singular_values
+    from svbench.functional.spectrum import conv_singular_values
+
+    w = torch.randn(6, 5, 3, 3, generator=torch.Generator().manual_seed(4))
+    one = conv_singular_values(w, 8, pieces=1)
+    for pieces in (2, 3, 40):
+        assert torch.allclose(conv_singular_values(w, 8, pieces=pieces), one, rtol=0, atol=1e-6)
+    both = batched_conv_singular_values([(w, 8, 1), (2 * w, 8, 1)], pieces=3)
+    assert torch.allclose(both[0], one, atol=1e-6) and torch.allclose(both[1], 2 * one, atol=1e-5)
 
 
 def test_checked_svdvals_redoes_only_the_failed_matrices():

@@ -55,11 +55,12 @@ def _gpu_machine_pythonpath(tmp_path) -> str:
 
 
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash + timeout")
-@pytest.mark.parametrize("budget", ["600", "4"])
-def test_gpu_script_dry_run(tmp_path, budget):
-    """The budget-600 run also hides every package the GPU machine lacks, as there."""
+@pytest.mark.parametrize("budget,suite", [("600", "gpu-dry-run"), ("4", "gpu-dry-run"),
+                                          ("600", "gpu-followup-dry-run")])
+def test_gpu_script_dry_run(tmp_path, budget, suite):
+    """The budget-600 runs also hide every package the GPU machine lacks, as there."""
     env = dict(os.environ, OUT=str(tmp_path / "out"), SVBENCH_DEVICE="cpu", SVBENCH_BUDGET_S=budget,
-               SVBENCH_SUITE="tests/data/gpu-dry-run.yaml", PYTHON=sys.executable, OMP_NUM_THREADS="1")
+               SVBENCH_SUITE=f"tests/data/{suite}.yaml", PYTHON=sys.executable, OMP_NUM_THREADS="1")
     if budget == "600":
         env["PYTHONPATH"] = _gpu_machine_pythonpath(tmp_path)
     res = subprocess.run(["bash", "scripts/gpu-measure.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -80,7 +81,11 @@ def test_gpu_script_dry_run(tmp_path, budget):
     assert (work / "env.txt").read_text().startswith("python")
     assert (work / "report" / "report.md").exists()
     out = work
-    if budget == "600":
+    if suite == "gpu-followup-dry-run":
+        assert any(r["metric"] == "network_clip_err_rel" for r in records)
+        assert {r["method_label"] for r in records if r["task"] == "wrn"} >= {"sedghi", "sedghi(chunks=4)",
+                                                                               "gram(precision=3xtf32)", "reference"}
+    elif budget == "600":
         methods = {r["method_label"] for r in records if r["task"] == "layers"}
         assert len([m for m in methods if m.startswith("sedghi")]) == 6  # every backend/driver variant ran
         assert any(r["metric"] == "network_clip_time_ms" for r in records)
@@ -110,11 +115,13 @@ def test_package_blocker_blocks(tmp_path):
     assert res.returncode == 0, res.stderr
 
 
-def test_dry_run_suite_mirrors_the_gpu_suite():
+@pytest.mark.parametrize("gpu_suite,dry_suite", [("sv-speed-gpu-quick", "gpu-dry-run"),
+                                                 ("sv-speed-gpu-followup", "gpu-followup-dry-run")])
+def test_dry_run_suite_mirrors_the_gpu_suite(gpu_suite, dry_suite):
     import yaml
 
-    gpu = yaml.safe_load((ROOT / "suites" / "sv-speed-gpu-quick.yaml").read_text())
-    dry = yaml.safe_load((ROOT / "tests" / "data" / "gpu-dry-run.yaml").read_text())
+    gpu = yaml.safe_load((ROOT / "suites" / f"{gpu_suite}.yaml").read_text())
+    dry = yaml.safe_load((ROOT / "tests" / "data" / f"{dry_suite}.yaml").read_text())
     gpu_tasks = {t["name"]: t for t in gpu["tasks"]}
     for task in dry["tasks"]:
         ref = gpu_tasks[task["name"]]

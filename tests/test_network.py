@@ -63,6 +63,9 @@ def test_network_task_and_grid(tmp_path):
     assert "Network task" in res.table_md
     clip = {r["method"] for r in net if r["metric"] == "network_clip_time_ms"}
     assert clip == {"reference", "sedghi"}  # only methods with a clipping projection time one
+    clip_err = {r["method"]: r["value"] for r in net if r["metric"] == "network_clip_err_rel"}
+    assert clip_err.keys() == clip and max(clip_err.values()) < 1e-5  # float32 passes against the float64 pass
+    assert "clip err" in res.table_md
 
 
 def test_network_clip_routes_agree_and_leave_the_model_alone():
@@ -90,16 +93,25 @@ def test_network_oracle_is_computed_once_per_kernel(tmp_path, monkeypatch):
         calls.append(1)
         return real(*args, **kwargs)
 
+    clip_calls = []
+    real_clip = nc.clip_kernel
+
+    def counting_clip(*args, **kwargs):
+        clip_calls.append(1)
+        return real_clip(*args, **kwargs)
+
     monkeypatch.setattr(nc, "conv_singular_values", counting)
+    monkeypatch.setattr(nc, "clip_kernel", counting_clip)
     suite = parse_suite({
         "name": "net", "tasks": [
             {"name": "nets", "kind": "network", "models": ["small_cnn"], "input_shape": [3, 16, 16],
-             "methods": ["reference", "sedghi", "gram"], "measure_memory": False,
+             "methods": ["reference", "sedghi", "gram"], "measure_memory": False, "clip_to": 1.0,
              "timing": {"warmup": 0, "min_repeats": 1, "max_repeats": 1, "budget_s": 0.01}}],
     }, "test")
     res = run_suite(suite, out_root=tmp_path, progress=False)
     n_convs = next(r for r in res.records if r["metric"] == "network_sv_time_ms")["extra"]["n_layers"]
     assert len(calls) == n_convs  # three methods on the same seeded model share one oracle per conv
+    assert len(clip_calls) == n_convs  # ... and one float64 clip per conv for the two that clip
     assert len([r for r in res.records if r["metric"] in ("network_max_err_rel", "network_min_bound_rel_err")]) == 3
 
 

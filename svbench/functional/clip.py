@@ -25,7 +25,7 @@ from torch import Tensor
 
 from svbench.errors import UserError
 from svbench.functional.grouped import dilate_kernel, layer_sigma_max
-from svbench.functional.spectrum import taps_chunk
+from svbench.functional.spectrum import frobenius_mismatch, taps_chunk
 from svbench.functional.transfer import (
     frequency_basis,
     from_transfer_matrices,
@@ -53,15 +53,18 @@ class ClipResult:
         return self.sigma_max_after / self.target
 
 
-def clip_spectrum(spec: Tensor, target: float, mode: ClipMode = "clip", *, route: str = "svd") -> Tensor:
+def clip_spectrum(spec: Tensor, target: float, mode: ClipMode = "clip", *, route: str = "svd",
+                  driver: str | None = None) -> Tensor:
     """Clamp the SVs of a batch of matrices at ``target`` (``assign``: set all SVs to target).
 
     ``route="svd"``: A' = U diag(min(sigma, tau)) V^H. ``route="gram"`` (clip mode only): with the eigenvectors
     V of A^H A, A' = A - A V diag((1 - tau/sigma)_+) V^H, which needs no U (methods.md, issue 6). The Gram route
     squares the condition number, but the correction only touches SVs above tau, whose relative error is small.
+    ``driver`` (CUDA, svd route): the cuSOLVER driver; ``gesvda`` results are checked against the Frobenius
+    identity and the matrices that fail it redone with ``gesvd``, as for the SVs alone.
     """
     if route == "svd" or mode == "assign":
-        u, s, vh = torch.linalg.svd(spec, full_matrices=False)
+        u, s, vh = _svd(spec, driver if spec.is_cuda else None)
         s_new = torch.full_like(s, target) if mode == "assign" else s.clamp(max=target)
         return (u * s_new.unsqueeze(-2).to(u.dtype)) @ vh
     if route != "gram":
@@ -76,6 +79,15 @@ def clip_spectrum(spec: Tensor, target: float, mode: ClipMode = "clip", *, route
     return spec - (u * shrink.unsqueeze(-2)) @ (u.mH @ spec)
 
 
+def _svd(a: Tensor, driver: str | None) -> tuple[Tensor, Tensor, Tensor]:
+    u, s, vh = torch.linalg.svd(a, full_matrices=False, driver=driver)
+    if driver == "gesvda":
+        bad = frobenius_mismatch(a, s)
+        if bool(bad.any()):
+            u[bad], s[bad], vh[bad] = torch.linalg.svd(a[bad], full_matrices=False, driver="gesvd")
+    return u, s, vh
+
+
 def sedghi_clip(
     weight: Tensor,
     n: int,
@@ -87,6 +99,8 @@ def sedghi_clip(
     route: str = "gram",
     groups: int = 1,
     dilation: int = 1,
+    driver: str | None = None,
+    pieces: int | None = None,
 ) -> ClipResult:
     """One Sedghi clipping pass of a (c_out, c_in, k, k) kernel for an n x n input; returns the cropped kernel.
 
@@ -97,7 +111,8 @@ def sedghi_clip(
     _check_clip_args(dilate_kernel(weight, dilation), n, target)
     with torch.no_grad():
         before = layer_sigma_max(weight, n, stride, padding, groups, dilation)
-        cropped = clip_kernel(weight, n, target, stride, mode=mode, route=route, groups=groups, dilation=dilation)
+        cropped = clip_kernel(weight, n, target, stride, mode=mode, route=route, groups=groups, dilation=dilation,
+                              driver=driver, pieces=pieces)
         after = layer_sigma_max(cropped, n, stride, padding, groups, dilation)
     source = "circular_exact@n" if padding == "circular" else "circular_bound@n'"
     return ClipResult(cropped, float(target), before, after, source)
@@ -113,7 +128,8 @@ def _check_clip_args(weight: Tensor, n: int, target: float) -> None:
 
 def clip_kernel(
     weight: Tensor, n: int, target: float, stride: int = 1, *, mode: ClipMode = "clip", route: str = "gram",
-    chunk: int | None = None, groups: int = 1, dilation: int = 1,
+    chunk: int | None = None, groups: int = 1, dilation: int = 1, driver: str | None = None,
+    pieces: int | None = None,
 ) -> Tensor:
     """The clipped-and-cropped (c_out, c_in, k, k) kernel of one Sedghi pass (see the module docstring).
 
@@ -129,14 +145,14 @@ def clip_kernel(
     taps, m, idx, mult = unique_frequency_taps(dilated, n, stride)
     p, q, t, _ = taps.shape
     f = idx.numel()
-    step = taps_chunk(taps, f, chunk)
+    step = taps_chunk(taps, f, chunk, route="svdvals" if route == "svd" else route, driver=driver, pieces=pieces)
     delta = taps.new_zeros(t * t, p * q)
     with torch.no_grad():
         for a in range(0, f, step):
             sel = idx[a : a + step]
             spec = transfer_matrices_at(taps, m, sel)
             blocks = spec.reshape(-1, p // groups, q)  # the g blocks of a grouped conv, clipped each
-            clipped = clip_spectrum(blocks, target, mode, route=route).reshape(spec.shape)
+            clipped = clip_spectrum(blocks, target, mode, route=route, driver=driver).reshape(spec.shape)
             corr = (spec - clipped).reshape(sel.numel(), p * q)
             cos, sin = frequency_basis(m, t, sel, taps.dtype)
             w = mult[a : a + step].to(taps.dtype).unsqueeze(1)

@@ -20,6 +20,9 @@ over the exact zero-padded sigma_1 for T = 1..4 on a c = 8, n = 8 example).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -28,12 +31,16 @@ from svbench.errors import UserError
 from svbench.functional.transfer import transfer_matrices_at, unique_frequency_taps
 
 
-def gram_iteration_matrices(mats: Tensor, iters: int = 6) -> Tensor:
+def gram_iteration_matrices(mats: Tensor, iters: int = 6, *, split_tf32: bool = False) -> Tensor:
     """Upper bound on the spectral norm of each matrix in a batch (..., p, q); returns shape (...).
 
     Complex matrices are rescaled and measured through their real view (``_fro`` / ``_scale``): on CPU the
     complex ``matrix_norm`` and division took 2-3x the time of the matmul itself (c = 64, n = 16, one thread).
     After the first step G is Hermitian, so G^H G = G G.
+
+    ``split_tf32``: every product G^H G is formed by :func:`hermitian_gram_3xtf32` (two TF32 tensor-core matmuls
+    of a hi/lo split, about float32 accuracy) instead of one float32 matmul. On CUDA only; elsewhere the same
+    formula runs in plain float32.
     """
     if iters < 1:
         raise UserError(f"Gram iteration needs iters >= 1, got {iters}")
@@ -45,12 +52,54 @@ def gram_iteration_matrices(mats: Tensor, iters: int = 6) -> Tensor:
         r = _fro(g).clamp_min(tiny)
         g = _scale(g, 1 / r)
         log_scale = 2 * (log_scale + torch.log(r))
-        if step == 0:
+        if split_tf32:  # G^H G of B = A (tall), A^H (wide), then G itself (Hermitian)
+            g = hermitian_gram_3xtf32(g.mH if step == 0 and wide else g)
+        elif step == 0:
             g = g @ g.mH if wide else g.mH @ g
         else:
             g = g @ g
     fro = _fro(g).clamp_min(tiny)
     return torch.exp((log_scale + torch.log(fro)) / 2**iters)
+
+
+def hermitian_gram_3xtf32(b: Tensor) -> Tensor:
+    """B^H B for a batch of float32 matrices (..., m, r), real or complex, on TF32 tensor cores at about float32
+    accuracy ("3xTF32": X = hi + lo with hi exact in TF32, X^T X ~ hi^T hi + hi^T lo + (hi^T lo)^T; lo^T lo,
+    ~2^-22 relative, is dropped).
+
+    A complex B goes in as the real X = [Re B, Im B] (m, 2r): X^T X holds Re B^T Re B, Re B^T Im B, ... and
+    B^H B = (Re^T Re + Im^T Im) + i (Re^T Im - Im^T Re), so one real product of the same flop count replaces the
+    complex one. The TF32 switch is set around the two matmuls and restored (CUDA only; on other devices the same
+    arithmetic runs in float32).
+    """
+    x = torch.cat([b.real, b.imag], dim=-1) if b.is_complex() else b
+    if x.dtype != torch.float32:
+        raise UserError(f"3xTF32 products need float32 input, got {x.dtype}")
+    hi = (x.view(torch.int32) & ~0x1FFF).view(torch.float32)  # keep TF32's 10 mantissa bits (exact in TF32)
+    lo = x - hi  # exact in float32
+    with _tf32_matmuls(x.device):
+        cross = hi.mT @ lo
+        g = hi.mT @ hi + (cross + cross.mT)
+    if not b.is_complex():
+        return g
+    r = b.shape[-1]
+    return torch.complex(g[..., :r, :r] + g[..., r:, r:], g[..., :r, r:] - g[..., r:, :r])
+
+
+@contextmanager
+def _tf32_matmuls(device: torch.device) -> Iterator[None]:
+    """TF32 for float32 matmuls on CUDA inside the block, the previous setting restored after it. The legacy
+    ``allow_tf32`` switch is used because the records read it (torch refuses reads after mixing the two APIs)."""
+    if device.type != "cuda":
+        yield
+        return
+    flags = torch.backends.cuda.matmul
+    before = flags.allow_tf32
+    flags.allow_tf32 = True
+    try:
+        yield
+    finally:
+        flags.allow_tf32 = before
 
 
 def _fro(g: Tensor) -> Tensor:
@@ -67,23 +116,26 @@ def _scale(g: Tensor, factor: Tensor) -> Tensor:
     return g * factor[..., None, None]
 
 
-def gram_iteration_bound(weight: Tensor, n: int, stride: int = 1, iters: int = 6) -> Tensor:
+def gram_iteration_bound(weight: Tensor, n: int, stride: int = 1, iters: int = 6, *, split_tf32: bool = False
+                         ) -> Tensor:
     """Upper bound on sigma_max of the circular conv on n x n (stride by polyphase). Differentiable (autograd)."""
-    return gram_iteration_matrices(_unique_transfer(weight, n, stride), iters).amax()
+    return gram_iteration_matrices(_unique_transfer(weight, n, stride), iters, split_tf32=split_tf32).amax()
 
 
-def gram_iteration_bound_batched(weights: Tensor, n: int, stride: int = 1, iters: int = 6) -> Tensor:
+def gram_iteration_bound_batched(weights: Tensor, n: int, stride: int = 1, iters: int = 6, *,
+                                 split_tf32: bool = False) -> Tensor:
     """Bounds for L layers of one shape at once: weights (L, c_out, c_in, k, k) -> (L,)."""
     specs = torch.stack([_unique_transfer(w, n, stride) for w in weights])
-    return gram_iteration_matrices(specs, iters).flatten(1).amax(1)
+    return gram_iteration_matrices(specs, iters, split_tf32=split_tf32).flatten(1).amax(1)
 
 
-def gram_iteration_bound_grouped(weight: Tensor, n: int, stride: int = 1, groups: int = 1, iters: int = 6) -> Tensor:
+def gram_iteration_bound_grouped(weight: Tensor, n: int, stride: int = 1, groups: int = 1, iters: int = 6, *,
+                                 split_tf32: bool = False) -> Tensor:
     """Upper bound on sigma_max of a grouped circular conv, weight (c_out, c_in / g, k, k): its transfer matrices are
     the g blocks stacked, cut apart here and iterated as one batch; sigma_max is the largest block's."""
     mats = _unique_transfer(weight, n, stride)
     f, c_out, q = mats.shape
-    return gram_iteration_matrices(mats.reshape(f * groups, c_out // groups, q), iters).amax()
+    return gram_iteration_matrices(mats.reshape(f * groups, c_out // groups, q), iters, split_tf32=split_tf32).amax()
 
 
 def _unique_transfer(weight: Tensor, n: int, stride: int) -> Tensor:

@@ -67,7 +67,7 @@ def grouped_from_dense(kernel: Tensor, groups: int = 1, dilation: int = 1) -> Te
 
 def grouped_conv_singular_values(
     weight: Tensor, n: int, stride: int = 1, *, groups: int = 1, dilation: int = 1, backend: str = "auto",
-    driver: str | None = None,
+    driver: str | None = None, pieces: int | None = None,
 ) -> Tensor:
     """All (n/s)^2 min(c_out, c_in s^2) SVs of the grouped, dilated circular conv on n x n, descending. Exact.
 
@@ -75,7 +75,7 @@ def grouped_conv_singular_values(
     in ``conv_singular_values``), their transfer matrices built at once from the grouped weight.
     """
     return grouped_network_singular_values([(weight, n, stride, groups, dilation)], backend=backend,
-                                           driver=driver)[0]
+                                           driver=driver, pieces=pieces)[0]
 
 
 def layer_sigma_max(weight: Tensor, n: int, stride: int, padding: str, groups: int = 1, dilation: int = 1) -> float:
@@ -95,8 +95,9 @@ def layer_sigma_max(weight: Tensor, n: int, stride: int, padding: str, groups: i
 
 def grouped_network_singular_values(
     layers: list[tuple[Tensor, int, int, int, int]], *, backend: str = "auto", driver: str | None = None,
+    pieces: int | None = None,
 ) -> list[Tensor]:
     """(weight, n, stride, groups, dilation) per layer -> all SVs of each; the blocks of every layer of one transfer
     shape go into one batched decomposition (``batched_conv_singular_values``)."""
     return batched_conv_singular_values([(dilate_kernel(w, d), n, s, g) for w, n, s, g, d in layers],
-                                        backend=backend, driver=driver)
+                                        backend=backend, driver=driver, pieces=pieces)

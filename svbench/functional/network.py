@@ -18,7 +18,7 @@ from svbench.functional.transfer import compact_polyphase_kernel, transfer_matri
 
 def batched_conv_singular_values(
     layers: list[tuple[Tensor, int, int]] | list[tuple[Tensor, int, int, int]], *, backend: str = "auto",
-    driver: str | None = None, chunk: int | None = None,
+    driver: str | None = None, chunk: int | None = None, pieces: int | None = None,
 ) -> list[Tensor]:
     """``layers``: (kernel (c_out, c_in, k, k), n, stride[, groups]) -> all SVs of each, descending.
 
@@ -26,8 +26,8 @@ def batched_conv_singular_values(
     its transfer matrix at each frequency is the g blocks of the grouped conv stacked vertically, so it is cut into
     g matrices of c_out / g rows and decomposed with the rest (SVs of a block-diagonal operator: the blocks' SVs).
 
-    Per group, the frequencies are processed ``chunk`` at a time (default: ``taps_chunk``), each chunk's matrices of
-    all the group's layers in one call, so memory stays a fraction of the group's rfft transfer matrices.
+    Per group, the frequencies are processed ``chunk`` at a time (default: ``taps_chunk``: up to ``pieces`` calls, one
+    for gesvda on CUDA), each chunk's matrices of all the group's layers in one call.
     """
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, (w, n, s, *g) in enumerate(layers):
@@ -37,8 +37,8 @@ def batched_conv_singular_values(
         idx, mult = unique_frequencies(m, device)
         taps = [compact_polyphase_kernel(*layers[i][:3]) for i in idxs]
         f = idx.numel()
-        route, _ = resolve_backend(backend, c_out // g, q, device, driver)
-        step = taps_chunk(taps[0], f, chunk, layers=len(taps), route=route)
+        route, drv = resolve_backend(backend, c_out // g, q, device, driver)
+        step = taps_chunk(taps[0], f, chunk, layers=len(taps), route=route, driver=drv, pieces=pieces)
         parts = []
         for a in range(0, f, step):
             mats = torch.cat([transfer_matrices_at(t, m, idx[a : a + step]) for t in taps])

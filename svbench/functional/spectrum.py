@@ -52,16 +52,21 @@ DEFAULT_CHUNKS = 4  # at most this many chunks by default ...
 # issue-6 target is a peak <= 1.5x the transfer size). CPU: 16 MiB -- on this project's CPU four chunks of a
 # c = 64, n = 16 layer (4.2 MB) were measured 4-7 % slower than one call (paired timing), and RAM is plentiful.
 CHUNK_MIN_BYTES = {"cuda": 2**20, "cpu": 16 * 2**20}
+# cuSOLVER's batched gesvda costs about the same per CALL whatever the batch (H200, torch 2.11, run 1 in
+# reports/gpu/nvidia-h200: c = 640, n = 8 in four calls of 9 matrices took 242 ms against 61 ms for one call of 40
+# in issue 6's figures), and its workspace already puts its peak at 3.9-16x the rfft transfer size when chunked,
+# so chunking it buys little memory for a 2-4x time cost: one call per layer (or layer group) by default.
+GESVDA_PIECES = 1
 # relative tolerance of the Frobenius check of gesvda results (float32 rounding of both sides is ~1e-6)
 _FROBENIUS_RTOL = 1e-4
 
 
 def frequency_chunk(
     num_freqs: int, bytes_per_freq: int, chunk: int | None = None, device: torch.device | str = "cpu",
-    *, wide_working_set: bool = False,
+    *, wide_working_set: bool = False, pieces: int | None = None,
 ) -> int:
-    """Frequencies per chunk: ``chunk`` if given (>= 1), else a quarter of them, but at least
-    ``CHUNK_MIN_BYTES[device type]`` worth (CUDA's value for other accelerators).
+    """Frequencies per chunk: ``chunk`` if given (>= 1), else the frequencies split into ``pieces`` calls (default
+    ``DEFAULT_CHUNKS``), but at least ``CHUNK_MIN_BYTES[device type]`` worth (CUDA's value for other accelerators).
 
     ``wide_working_set``: the route makes 64-bit copies (``eigh64``, ``svdvals64``), 2-4 x the chunk; it is chunked
     like on a GPU everywhere. Measured on this project's CPU (stride 2, c = 64, n = 16, ``eigh64``): four chunks
@@ -71,21 +76,36 @@ def frequency_chunk(
         if chunk < 1:
             raise UserError(f"chunk must be >= 1, got {chunk}")
         return chunk
+    if pieces is not None and pieces < 1:
+        raise UserError(f"chunks must be >= 1, got {pieces}")
     kind = "cuda" if wide_working_set else torch.device(device).type
     min_bytes = CHUNK_MIN_BYTES.get(kind, CHUNK_MIN_BYTES["cuda"])
-    pieces = min(DEFAULT_CHUNKS, max(1, -(-num_freqs * bytes_per_freq // min_bytes)))
+    pieces = min(pieces or DEFAULT_CHUNKS, max(1, -(-num_freqs * bytes_per_freq // min_bytes)))
     return max(1, -(-num_freqs // pieces))
+
+
+def default_pieces(device: torch.device | str, route: str, driver: str | None) -> int | None:
+    """How many calls a layer's frequencies are split into when the caller does not say: ``GESVDA_PIECES`` for
+    cuSOLVER's gesvda on CUDA, else None (``frequency_chunk``'s size rule)."""
+    if torch.device(device).type == "cuda" and route == "svdvals" and driver == "gesvda":
+        return GESVDA_PIECES
+    return None
 
 
 WIDE_ROUTES = ("eigh64", "svdvals64")  # routes that make 64-bit working copies of a chunk
 
 
 def taps_chunk(taps: Tensor, num_freqs: int, chunk: int | None = None, *, layers: int = 1,
-               route: str = "svdvals") -> int:
-    """:func:`frequency_chunk` for the transfer matrices of ``layers`` layers with these (real) compact taps."""
+               route: str = "svdvals", driver: str | None = None, pieces: int | None = None) -> int:
+    """:func:`frequency_chunk` for the transfer matrices of ``layers`` layers with these (real) compact taps.
+
+    cuSOLVER's batched ``gesvda`` on CUDA gets one call (``GESVDA_PIECES``) unless ``pieces`` says otherwise.
+    """
     p, q = taps.shape[:2]
+    if pieces is None:
+        pieces = default_pieces(taps.device, route, driver)
     return frequency_chunk(num_freqs, 2 * taps.element_size() * p * q * layers, chunk, taps.device,
-                           wide_working_set=route in WIDE_ROUTES)
+                           wide_working_set=route in WIDE_ROUTES, pieces=pieces)
 
 
 def resolve_backend(
@@ -209,6 +229,7 @@ def unique_frequency_singular_values(
     backend: str = "auto",
     driver: str | None = None,
     chunk: int | None = None,
+    pieces: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """SVs at one frequency per conjugate pair, (F, r), and how often each stands in the full spectrum, (F,).
 
@@ -217,8 +238,8 @@ def unique_frequency_singular_values(
     """
     taps, m, idx, mult = unique_frequency_taps(weight, n, stride)
     f = idx.numel()
-    route, _ = resolve_backend(backend, taps.shape[0], taps.shape[1], taps.device, driver)
-    step = taps_chunk(taps, f, chunk, route=route)
+    route, drv = resolve_backend(backend, taps.shape[0], taps.shape[1], taps.device, driver)
+    step = taps_chunk(taps, f, chunk, route=route, driver=drv, pieces=pieces)
     parts = [matrix_singular_values(transfer_matrices_at(taps, m, idx[i : i + step]), backend, driver=driver)
              for i in range(0, f, step)]
     return torch.cat(parts), mult
@@ -240,6 +261,7 @@ def conv_singular_values(
     real_fft: bool = True,
     driver: str | None = None,
     chunk: int | None = None,
+    pieces: int | None = None,
 ) -> Tensor:
     """All (n/s)^2 * min(c_out, c_in s^2) SVs of the circular conv on n x n, descending (zeros included). Exact.
 
@@ -251,7 +273,8 @@ def conv_singular_values(
         per = frequency_singular_values(weight, n, stride, backend=backend, real_fft=False, driver=driver,
                                         chunk=chunk)
         return per.reshape(-1).sort(descending=True).values
-    per, mult = unique_frequency_singular_values(weight, n, stride, backend=backend, driver=driver, chunk=chunk)
+    per, mult = unique_frequency_singular_values(weight, n, stride, backend=backend, driver=driver, chunk=chunk,
+                                                 pieces=pieces)
     return expand_multiset(per, mult)
 
 

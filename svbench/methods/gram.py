@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from svbench.errors import UserError
 from svbench.functional.gram import (
     delattre2024_bound,
     gram_iteration_bound,
@@ -54,7 +55,10 @@ class GramConfig:
     iters: int = 6
     bound: Literal["fft", "delattre2024"] = "fft"
     zero_iters: int = 4  # iterations of the delattre2024 bound
-    precision: Literal["input", "float64"] = "input"
+    # "input": matmuls in the weights' dtype; "float64": the certificate setting; "3xtf32": float32 weights, every
+    # Gram product on TF32 tensor cores through a hi/lo split (about float32 accuracy; CUDA only, plain float32
+    # elsewhere; the bound, not the training penalty, whose gradient would not pass the bit split)
+    precision: Literal["input", "float64", "3xtf32"] = "input"
     target: float | None = None  # control: rescale so that the bound <= target
     every: int = 1
     penalty_weight: float = 0.0
@@ -91,7 +95,8 @@ def _grid(n: int, k: int, stride: int, padding: str) -> int:
     return n if padding == "circular" else zero_padding_bound_size(n, k, stride)
 
 
-def _fft_bounds_by_shape(layers: list[tuple[str, Tensor, int, int]], iters: int) -> dict[str, Tensor]:
+def _fft_bounds_by_shape(layers: list[tuple[str, Tensor, int, int]], iters: int, split_tf32: bool = False
+                         ) -> dict[str, Tensor]:
     """Gram bounds of (name, weight, grid, stride) layers: one batched iteration per (weight shape, grid, stride).
     Differentiable (the training penalty); callers that only read the bounds wrap it in ``no_grad``."""
     groups: dict[tuple, list[tuple[str, Tensor]]] = defaultdict(list)
@@ -99,7 +104,8 @@ def _fft_bounds_by_shape(layers: list[tuple[str, Tensor, int, int]], iters: int)
         groups[(tuple(w.shape), w.dtype, grid, stride)].append((name, w))
     out: dict[str, Tensor] = {}
     for (_, _, grid, stride), members in groups.items():
-        bounds = gram_iteration_bound_batched(torch.stack([w for _, w in members]), grid, stride, iters)
+        bounds = gram_iteration_bound_batched(torch.stack([w for _, w in members]), grid, stride, iters,
+                                              split_tf32=split_tf32)
         out.update({name: b for (name, _), b in zip(members, bounds)})
     return out
 
@@ -120,7 +126,7 @@ class GramMethod(Method):
     def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
         c = self.config
         if c.bound == "fft":
-            return f"gram_iteration(T={c.iters})"
+            return f"gram_iteration(T={c.iters}{', 3xtf32' if c.precision == '3xtf32' else ''})"
         return f"delattre2024(T={c.zero_iters})"
 
     def bound(self, weight: Tensor, n: int, stride: int, padding: str) -> Tensor:
@@ -128,7 +134,16 @@ class GramMethod(Method):
         w = weight.double() if c.precision == "float64" else weight
         if c.bound == "delattre2024":
             return delattre2024_bound(w, c.zero_iters)
-        return gram_iteration_bound(w, _grid(n, weight.shape[-1], stride, padding), stride, c.iters)
+        return gram_iteration_bound(w, _grid(n, weight.shape[-1], stride, padding), stride, c.iters,
+                                    split_tf32=self._split_tf32(w))
+
+    def _split_tf32(self, w: Tensor) -> bool:
+        """3xTF32 products for this (no-grad) bound: asked for, and float32 weights (else a one-line error)."""
+        if self.config.precision != "3xtf32":
+            return False
+        if w.dtype != torch.float32:
+            raise UserError(f"gram precision '3xtf32' needs float32 weights, got {w.dtype}; use 'input' or 'float64'")
+        return True
 
     def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
         stride, padding, groups, dilation = conv_geometry(layer)
@@ -139,8 +154,8 @@ class GramMethod(Method):
                 b = self._grouped_bound(layer.weight.detach(), int(input_hw), stride, padding, groups, dilation)
         return round_up_to(b.reshape(1), layer.weight.dtype)
 
-    def _grouped_bound(self, weight: Tensor, n: int, stride: int, padding: str, groups: int, dilation: int
-                       ) -> Tensor:
+    def _grouped_bound(self, weight: Tensor, n: int, stride: int, padding: str, groups: int, dilation: int,
+                       *, differentiable: bool = False) -> Tensor:
         """A grouped conv is block diagonal over its groups: the max of the blocks' bounds bounds sigma_max; a
         dilated conv is the conv of its zero-filled (d (k - 1) + 1)-tap kernel (``functional.grouped``)."""
         c = self.config
@@ -149,7 +164,8 @@ class GramMethod(Method):
             w = w.double()
         if c.bound == "delattre2024":
             return torch.stack([delattre2024_bound(b, c.zero_iters) for b in group_kernels(w, groups)]).max()
-        return gram_iteration_bound_grouped(w, _grid(n, w.shape[-1], stride, padding), stride, groups, c.iters)
+        return gram_iteration_bound_grouped(w, _grid(n, w.shape[-1], stride, padding), stride, groups, c.iters,
+                                            split_tf32=not differentiable and self._split_tf32(w))
 
     def network_svs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, Tensor]:
         """The bound of every conv (circular model on its own grid); with ``batch_layers`` (and ``bound="fft"``)
@@ -168,7 +184,8 @@ class GramMethod(Method):
                 out[name] = self.layer_svs(circular_view(layer), n)
         dtypes = {name: layer.weight.dtype for name, layer, _ in convs}
         with torch.no_grad():
-            for name, b in _fft_bounds_by_shape(plain, c.iters).items():
+            split = any(self._split_tf32(w) for _, w, _, _ in plain[:1])
+            for name, b in _fft_bounds_by_shape(plain, c.iters, split).items():
                 out[name] = round_up_to(b.reshape(1), dtypes[name])
         return {name: out[name] for name, _, _ in convs}
 
@@ -198,7 +215,7 @@ class GramMethod(Method):
         plain = [(name, conv, n) for name, conv, n in layers if conv.groups == 1 and conv.dilation[0] == 1]
         other = [(name, conv, n) for name, conv, n in layers if conv.groups != 1 or conv.dilation[0] != 1]
         bounds = [self._grouped_bound(conv.weight, n, conv.stride[0], conv.padding_mode, conv.groups,
-                                      conv.dilation[0]).reshape(1) for _, conv, n in other]  # differentiable
+                                      conv.dilation[0], differentiable=True).reshape(1) for _, conv, n in other]
         if plain and c.bound == "fft":
             grids = [(name, conv.weight, _grid(n, conv.kernel_size[0], conv.stride[0], conv.padding_mode),
                       conv.stride[0]) for name, conv, n in plain]

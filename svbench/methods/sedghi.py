@@ -51,12 +51,17 @@ class SedghiConfig:
     clip_every: int = 100
     mode: Literal["clip", "assign"] = "clip"
     clip_route: Literal["svd", "gram"] = "gram"  # measured faster on CPU at equal accuracy (reports/cpu-performance.md)
+    # split each layer's (or layer group's) frequencies into at most this many solver calls (memory against time);
+    # None: the engine's default (one call for gesvda on CUDA, else up to 4 calls of >= 1 MiB / 16 MiB on GPU / CPU)
+    chunks: int | None = None
 
     def __post_init__(self) -> None:
         if self.clip_to is not None and not self.clip_to > 0:
             raise ValueError(f"clip_to must be > 0, got {self.clip_to}")
         if self.clip_every < 1:
             raise ValueError(f"clip_every must be >= 1, got {self.clip_every}")
+        if self.chunks is not None and self.chunks < 1:
+            raise ValueError(f"chunks must be >= 1, got {self.chunks}")
 
 
 @METHODS.register("sedghi")
@@ -86,11 +91,11 @@ class SedghiMethod(Method):
                     return conv_singular_values(kernel, int(input_hw), stride, backend=c.backend, real_fft=False,
                                                 driver=c.driver)
                 return grouped_conv_singular_values(layer.weight.detach(), int(input_hw), stride, groups=groups,
-                                                    dilation=dilation, backend=c.backend, driver=c.driver)
+                                                    dilation=dilation, backend=c.backend, driver=c.driver,
+                                                    pieces=c.chunks)
         with torch.no_grad():
-            return conv_singular_values(
-                layer.weight.detach(), int(input_hw), stride, backend=c.backend, real_fft=c.real_fft, driver=c.driver
-            )
+            return conv_singular_values(layer.weight.detach(), int(input_hw), stride, backend=c.backend,
+                                        real_fft=c.real_fft, driver=c.driver, pieces=c.chunks)
 
     def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
         c = self.config
@@ -110,7 +115,7 @@ class SedghiMethod(Method):
         with torch.no_grad():
             svs = grouped_network_singular_values(
                 [(m.weight.detach(), n, m.stride[0], m.groups, m.dilation[0]) for _, m, n in convs],
-                backend=c.backend, driver=c.driver)
+                backend=c.backend, driver=c.driver, pieces=c.chunks)
         return {name: s for (name, _, _), s in zip(convs, svs)}
 
     def network_clip(self, model: nn.Module, input_shape: tuple[int, int, int], target: float
@@ -118,7 +123,7 @@ class SedghiMethod(Method):
         """The clip-and-crop pass of every plain conv (circular model on its grid), unique frequencies only."""
         c = self.config
         return {name: clip_kernel(m.weight.detach(), n, target, m.stride[0], mode=c.mode, route=c.clip_route,
-                                  groups=m.groups, dilation=m.dilation[0])
+                                  groups=m.groups, dilation=m.dilation[0], driver=c.driver, pieces=c.chunks)
                 for name, m, n in plain_convs(model, input_shape)}
 
     # ---- training hooks ---------------------------------------------------------------------------------
@@ -140,7 +145,7 @@ class SedghiMethod(Method):
             res = sedghi_clip(
                 conv.weight.detach(), n, c.clip_to, stride, mode=c.mode,
                 padding="circular" if padding == "circular" else "zeros", route=c.clip_route, groups=groups,
-                dilation=dilation,
+                dilation=dilation, driver=c.driver, pieces=c.chunks,
             )
             with torch.no_grad():
                 conv.weight.copy_(res.weight)

@@ -85,6 +85,10 @@ METRICS: dict[str, MetricInfo] = {
     "network_clip_time_ms": MetricInfo(
         "ms", False, "median time of one spectral-clipping pass over every conv (sedghi; reference: textbook route)"
     ),
+    "network_clip_err_rel": MetricInfo(
+        "ratio", False, "max over layers of ||K - K64||_F / ||K64||_F: the clipped kernels against the same "
+        "clip-and-crop pass in float64 (check_error)"
+    ),
     "network_sigma_max": MetricInfo("1", False, "largest per-layer sigma_max found"),
     "network_max_err_rel": MetricInfo("ratio", False, "max over layers and SVs of |error| / layer sigma_max"),
     "network_min_bound_rel_err": MetricInfo("ratio", False, "min over layers of (bound - exact) / exact (>= 0)"),

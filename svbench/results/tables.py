@@ -230,7 +230,7 @@ def network_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     for (task, model, label), g in df.groupby(["task", "model", "method_label"], sort=False):
         row: dict[str, Any] = {"task": task, "model": model, "method": label, "provides": g.iloc[0]["provides"]}
         for metric in ("network_sv_time_ms", "network_peak_mem_bytes", "network_sigma_max", "network_max_err_rel",
-                       "network_min_bound_rel_err", "network_clip_time_ms"):
+                       "network_min_bound_rel_err", "network_clip_time_ms", "network_clip_err_rel"):
             row[metric] = _mean(_ok_values(g, metric))
         t = g[g["metric"] == "network_sv_time_ms"]
         row["n_layers"] = int(t.iloc[0]["extra"]["n_layers"]) if len(t) else 0
@@ -257,8 +257,8 @@ def network_markdown(table: pd.DataFrame) -> str:
     for task, tg in table.groupby("task", sort=False):
         out.append(f"### Network task `{task}` (all convs, circular model on each layer's grid)\n")
         out.append("| model | method | provides | layers | time ms ↓ | × vs reference ↑ | peak MiB ↓ | max err / σ ↓ "
-                   "| min bound rel. err | clip ms ↓ | clip × vs reference ↑ | status |")
-        out.append("|" + "---|" * 12)
+                   "| min bound rel. err | clip ms ↓ | clip × vs reference ↑ | clip err ↓ | status |")
+        out.append("|" + "---|" * 13)
         for _, r in tg.iterrows():
             def f(v: Any, kind: str = "num") -> str:
                 if v is None or (isinstance(v, float) and not np.isfinite(v)):
@@ -268,6 +268,6 @@ def network_markdown(table: pd.DataFrame) -> str:
                        f"{f(r['network_sv_time_ms'])} | {f(r['speedup_vs_reference'])} | "
                        f"{f(r['network_peak_mem_bytes'], 'mem')} | {f(r['network_max_err_rel'])} | "
                        f"{f(r['network_min_bound_rel_err'])} | {f(r['network_clip_time_ms'])} | "
-                       f"{f(r['clip_speedup_vs_reference'])} | {r['status']} |")
+                       f"{f(r['clip_speedup_vs_reference'])} | {f(r['network_clip_err_rel'])} | {r['status']} |")
         out.append("")
     return "\n".join(out) + "\n"

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from svbench.functional.clip import clip_kernel
 from svbench.functional.spectrum import conv_singular_values
 from svbench.measure import peak_memory, time_callable, timed_call, warm_timing
 from svbench.methods.base import conv_inputs
@@ -44,6 +45,11 @@ def run_network_cell(cell: Any, ctx: Any, base: dict[str, Any], records: Any) ->
             items.append({"metric": "network_clip_time_ms", "value": ct.median_ms, "iqr": ct.iqr_ms,
                           "repeats": ct.repeats, "extra": {"clock": ct.clock, "first_call_timed": ct.first_call_timed,
                                     "target": task.clip_to}})
+            if task.check_error and isinstance(clipped, dict) and clipped:
+                items.append({"metric": "network_clip_err_rel", "value": _clip_error(ctx, model, shape, clipped,
+                                                                                    task.clip_to),
+                              "extra": {"oracle": "clip_float64", "what": "max over layers of ||K - K64||_F / "
+                                        "||K64||_F, K64 the same clip-and-crop pass in float64"}})
     if task.check_error and method.provides in ("all_svs", "upper_bound"):
         errs, how = [], "fft_float64"
         layers = {name: m for name, m, _ in conv_inputs(model, shape)}
@@ -66,20 +72,41 @@ def run_network_cell(cell: Any, ctx: Any, base: dict[str, Any], records: Any) ->
     return records(base, items)
 
 
+def _clip_error(ctx: Any, model: Any, shape: tuple[int, int, int], clipped: dict[str, torch.Tensor],
+                target: float) -> float:
+    """Largest relative Frobenius distance of a method's clipped kernels to the float64 clip-and-crop pass."""
+    layers = {name: (m, n) for name, m, n in conv_inputs(model, shape)}
+    errs = []
+    for name, got in clipped.items():
+        layer, n = layers[name]
+        exact = _cached(ctx, ("network-clip-oracle", target, layer.groups, layer.dilation[0]), layer.weight, n,
+                        layer.stride[0], lambda w, n, s, layer=layer: clip_kernel(
+                            w.double(), n, target, s, route="gram", groups=layer.groups, dilation=layer.dilation[0]))
+        errs.append(float((got.double() - exact).norm() / exact.norm().clamp_min(1e-300)))
+    return max(errs)
+
+
 def _oracle(ctx: Any, kernel: torch.Tensor, n: int, stride: int) -> torch.Tensor:
     """float64 FFT SVs of a conv, cached across the cells of a run by the kernel's content.
 
     Methods that leave the weights alone (reference, sedghi, gram, ...) build the same seeded model, so the oracle
     of a big network is computed once per run instead of once per method.
     """
+    return _cached(ctx, ("network-oracle",), kernel, n, stride,
+                   lambda k, n, s: conv_singular_values(k.double(), n, s, backend="svdvals64"))
+
+
+def _cached(ctx: Any, tag: tuple, kernel: torch.Tensor, n: int, stride: int, compute: Any) -> torch.Tensor:
+    """``compute(kernel, n, stride)`` without grad, cached in ``ctx.oracle_cache`` by ``tag`` and the kernel's
+    content (shape, device and three sums: the seeded models of the cells of one run share their kernels)."""
     k = kernel.detach()
-    key = ("network-oracle", tuple(k.shape), n, stride, str(k.device), k.double().sum().item(),
+    key = (*tag, tuple(k.shape), n, stride, str(k.device), k.double().sum().item(),
            k.double().square().sum().item(), k.flatten()[:: max(1, k.numel() // 64)].double().sum().item())
     cache = getattr(ctx, "oracle_cache", None)
     if cache is not None and key in cache:
         return cache[key]
     with torch.no_grad():
-        exact = conv_singular_values(k.double(), n, stride, backend="svdvals64")
+        exact = compute(k, n, stride)
     if cache is not None:
         cache[key] = exact
     return exact
