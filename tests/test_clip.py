@@ -143,3 +143,16 @@ def test_clip_driver_and_chunks_options_keep_the_result():
     assert torch.allclose(m.network_clip(model, (5, 8, 8), 1.0)["0"], base, atol=1e-6)
     assert torch.allclose(m.network_svs(model, (5, 8, 8))["0"],
                           create_method("sedghi").network_svs(model, (5, 8, 8))["0"], atol=1e-6)
+
+
+def test_clip_route_auto_resolves_by_device():
+    from svbench.functional.clip import resolve_clip_route
+
+    assert resolve_clip_route("auto", None, "cuda") == ("svd", "gesvda")  # H200: 7.6x the Gram-eig route
+    assert resolve_clip_route("auto", "gesvd", "cuda") == ("svd", "gesvd")
+    assert resolve_clip_route("auto", None, "cpu") == ("gram", None)
+    assert resolve_clip_route("gram", None, "cuda") == ("gram", None)
+    with pytest.raises(UserError, match="unknown clip route"):
+        resolve_clip_route("qr", None, "cpu")
+    w = torch.randn(4, 3, 3, 3, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(clip_kernel(w, 8, 1.0), clip_kernel(w, 8, 1.0, route="gram"))

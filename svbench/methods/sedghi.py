@@ -50,7 +50,8 @@ class SedghiConfig:
     clip_to: float | None = None  # target sigma_max for the control step (None: no control)
     clip_every: int = 100
     mode: Literal["clip", "assign"] = "clip"
-    clip_route: Literal["svd", "gram"] = "gram"  # measured faster on CPU at equal accuracy (reports/cpu-performance.md)
+    # auto: Gram-eig on CPU (reports/cpu-performance.md), SVD through gesvda on CUDA (reports/gpu/nvidia-h200)
+    clip_route: Literal["auto", "svd", "gram"] = "auto"
     # split each layer's (or layer group's) frequencies into at most this many solver calls (memory against time);
     # None: the engine's default (one call for gesvda on CUDA, else up to 4 calls of >= 1 MiB / 16 MiB on GPU / CPU)
     chunks: int | None = None
