@@ -10,7 +10,11 @@ Sedghi, Gupta & Long, "The Singular Values of Convolutional Layers", ICLR 2019 (
 - Control (``clip_to``): every ``clip_every`` optimizer steps, project each conv's circular spectrum onto
   {sigma <= clip_to} and crop back to k x k. The crop breaks the bound; the report of each step holds the TRUE
   sigma_max of the implemented layer (exact for circular padding, the n' = n + k - 1 bound for zero padding),
-  the target and the overshoot, never the target as the achieved norm.
+  the target and the overshoot, never the target as the achieved norm. ``clip_route: auto`` clips through the
+  Gram eigendecomposition on CPU and through cuSOLVER gesvda's SVD on CUDA (the faster route on each, measured:
+  reports/cpu-performance.md, reports/gpu/nvidia-h200).
+- ``chunks``: at most this many solver calls per layer (or layer group); by default one for gesvda on CUDA
+  (a gesvda call costs about the same whatever its batch), else up to four. More calls, less peak memory.
 """
 
 from __future__ import annotations
