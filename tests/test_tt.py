@@ -57,6 +57,23 @@ def test_layer_svs_all_svs_of_composed_layer(c_in, c_out, r1, r2, s):
     got = tt_layer_singular_values(layer, n)  # folds functionally, without touching the layer
     assert got.numel() == composed.numel()
     assert (got - composed).abs().max() <= 1e-10 * composed[0]
+    assert torch.allclose(tt_layer_singular_values(layer, n, pieces=3), got, rtol=0, atol=1e-12)  # chunks: same
+
+
+def test_tt_chunks_option_is_validated_and_keeps_the_values():
+    from svbench.errors import UserError
+
+    with pytest.raises(UserError, match="chunks must be >= 1"):
+        create_method("tt", chunks=0)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, padding_mode="circular"),
+                          nn.Conv2d(8, 8, 3, padding=1, padding_mode="circular"))
+    base = create_method("tt", rank=4, init="orthogonal", keep_first=False)
+    model = base.wrap(model).double()
+    assert all(isinstance(m, TTConv2d) for m in model)
+    a = base.network_svs(model, (8, 8, 8))
+    b = create_method("tt", rank=4, init="orthogonal", keep_first=False, chunks=5).network_svs(model, (8, 8, 8))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-12) for k in a)
 
 
 @pytest.mark.parametrize("mode", ["factored", "full"])

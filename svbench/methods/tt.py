@@ -213,7 +213,7 @@ def _orthogonal(shape: tuple[int, ...] | torch.Size, generator: torch.Generator 
 
 
 def tt_layer_singular_values(
-    layer: TTConv2d, n: int, *, backend: str = "auto", driver: str | None = None
+    layer: TTConv2d, n: int, *, backend: str = "auto", driver: str | None = None, pieces: int | None = None
 ) -> Tensor:
     """All SVs of the composed circular TT layer on n x n: folded-core SVs (Theorem 1) then zeros. Exact."""
     if layer.padding_mode != "circular":
@@ -223,7 +223,7 @@ def tt_layer_singular_values(
         raise UnsupportedShape("tt: dilation not supported for SV computation")
     with torch.no_grad():
         core, _, _ = fold_cores(layer.k1, layer.k2, layer.k3)
-        svs = conv_singular_values(core, n, s, backend=backend, driver=driver)
+        svs = conv_singular_values(core, n, s, backend=backend, driver=driver, pieces=pieces)
     m = n // s
     total = min(layer.out_channels * m * m, layer.in_channels * n * n)
     return torch.cat([svs, svs.new_zeros(total - svs.numel())])
@@ -236,6 +236,7 @@ class TTConfig:
     forward_mode: Literal["auto", "factored", "full"] = "auto"
     backend: Literal["auto", "svdvals", "eigh", "eigh64", "svdvals64"] = "auto"
     driver: Literal["gesvd", "gesvdj", "gesvda"] | None = None
+    chunks: int | None = None  # at most this many solver calls per core (group); None: engine default (sedghi's)
     init: Literal["orthogonal", "tt_svd"] = "tt_svd"  # wrap(): fresh orthogonal cores or TT-SVD of the kernel
     keep_first: bool = True  # wrap(): leave the first conv dense
     control: Literal["none", "clip", "divide"] = "none"
@@ -255,6 +256,8 @@ class TTConfig:
             raise ValueError(f"every must be >= 1, got {self.every}")
         if self.penalty_lambda < 0:
             raise ValueError(f"penalty_lambda must be >= 0, got {self.penalty_lambda}")
+        if self.chunks is not None and self.chunks < 1:
+            raise ValueError(f"chunks must be >= 1, got {self.chunks}")
 
 
 @METHODS.register("tt")
@@ -315,7 +318,8 @@ class TTMethod(Method):
     def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
         if not isinstance(layer, TTConv2d):
             raise UnsupportedShape(f"tt: expected a TTConv2d, got {type(layer).__name__} (use wrap() first)")
-        return tt_layer_singular_values(layer, int(input_hw), backend=self.config.backend, driver=self.config.driver)
+        c = self.config
+        return tt_layer_singular_values(layer, int(input_hw), backend=c.backend, driver=c.driver, pieces=c.chunks)
 
     def control_target(self) -> float | None:
         return None if self.config.control == "none" else self.config.target
@@ -340,7 +344,8 @@ class TTMethod(Method):
                 else:
                     continue
                 names.append(name)
-            svs = batched_conv_singular_values(items, backend=self.config.backend, driver=self.config.driver)
+            svs = batched_conv_singular_values(items, backend=self.config.backend, driver=self.config.driver,
+                                               pieces=self.config.chunks)
         out = {}
         for name, sv, total in zip(names, svs, totals):
             out[name] = sv if total is None else torch.cat([sv, sv.new_zeros(total - sv.numel())])
