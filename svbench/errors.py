@@ -16,6 +16,14 @@ class UserError(Exception):
         super().__init__(message.strip().replace("\n", " "))
 
 
+class CellInputError(UserError):
+    """Bad input found while running one cell of a suite; the cells finished before it are saved in ``run_dir``."""
+
+    def __init__(self, message: str, run_dir: object) -> None:
+        super().__init__(message)
+        self.run_dir = run_dir
+
+
 class UnsupportedShape(UserError):
     """A method cannot handle a layer shape (stride, padding, groups, dilation); cells are skipped, not crashed."""
 

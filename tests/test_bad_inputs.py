@@ -374,3 +374,37 @@ def test_odd_checkpoint_tensors(tmp_path, capsys, state, code, text):
         assert text in _one_line(err)
     else:  # torch itself may warn about validating a sparse tensor; svbench says nothing
         assert "svbench:" not in err
+
+
+def test_bad_input_met_mid_run_keeps_the_finished_cells_and_says_how_to_resume(tmp_path, capsys):
+    """A cell whose configuration cannot run (3xTF32 Gram products on float64 weights) stops the run with one line
+    that names the cell, where the finished cells are and the resume command; fixing the suite and resuming works."""
+    suite = """name: midway
+dtype: float64
+tasks:
+  - name: first
+    kind: sv
+    methods: [sedghi]
+    timing: {warmup: 0, min_repeats: 1, max_repeats: 1, budget_s: 0.01}
+    shapes: [{c_in: 2, c_out: 2, k: 3, n: 4}]
+  - name: second
+    kind: sv
+    methods: [gram]
+    variants: {gram: [{precision: PRECISION}]}
+    timing: {warmup: 0, min_repeats: 1, max_repeats: 1, budget_s: 0.01}
+    shapes: [{c_in: 2, c_out: 2, k: 3, n: 4}]
+"""
+    p = tmp_path / "midway.yaml"
+    p.write_text(suite.replace("PRECISION", "3xtf32"))
+    code, err = _run(capsys, "run", str(p), "--out", str(tmp_path / "runs"), "--no-progress")
+    line = _one_line(err)
+    assert code == 2 and "needs float32 weights" in line and "(cell second|" in line
+    run_dir = next((tmp_path / "runs" / "midway").iterdir())
+    assert f"saved in {run_dir}" in line and f"--resume {run_dir}" in line
+    kept = (run_dir / "results.jsonl").read_text().splitlines()
+    assert kept and all('"task": "first"' in r for r in kept) and (run_dir / "table.md").exists()
+    p.write_text(suite.replace("PRECISION", "float64"))
+    code, err = _run(capsys, "run", str(p), "--resume", str(run_dir), "--no-progress")
+    assert code == 0, err
+    text = (run_dir / "results.jsonl").read_text()
+    assert text.startswith("\n".join(kept)) and '"task": "second"' in text

@@ -21,16 +21,19 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
+    from svbench.errors import CellInputError, UserError
     from svbench.suite.runner import run_suite
 
     if args.threads is not None and args.threads < 1:
-        from svbench.errors import UserError
-
         raise UserError(f"--threads must be >= 1, got {args.threads}")
-    res = run_suite(
-        args.suite, methods=args.methods, tasks=args.tasks, device=args.device, out_root=args.out, resume=args.resume,
-        threads=args.threads, progress=not args.no_progress and sys.stderr.isatty(),
-    )
+    try:
+        res = run_suite(
+            args.suite, methods=args.methods, tasks=args.tasks, device=args.device, out_root=args.out,
+            resume=args.resume, threads=args.threads, progress=not args.no_progress and sys.stderr.isatty(),
+        )
+    except CellInputError as e:
+        raise UserError(f"{e}; the cells finished before it are saved in {e.run_dir}: fix the suite, then resume "
+                        f"with: {resume_command(args, e.run_dir)}") from None
     print(res.table_md)
     print(f"results: {res.run_dir}/results.jsonl ({len(res.records)} records; tables: table.md, table.csv)")
     if res.cells_skipped_resume:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from svbench._validate import to_mapping
-from svbench.errors import UnsupportedShape, UserError, out_of_memory_message
+from svbench.errors import CellInputError, UnsupportedShape, UserError, out_of_memory_message
 from svbench.functional.oracle import oracle_singular_values
 from svbench.functional.spectrum import conv_singular_values
 from svbench.measure import (
@@ -222,10 +222,15 @@ def run_suite(
         todo = [c for c in cells if c.cell_id not in done_ids]
         n_done = 0
         interrupted = False
+        bad_input: CellInputError | None = None
         with _StopFlag() as flag, _progress(progress, len(todo)) as (advance, describe):
             ctx.status = describe
             for cell in todo:
-                records = run_cell(cell, ctx)
+                try:
+                    records = run_cell(cell, ctx)
+                except UserError as e:  # stop here, keep what is done (tables too), say where it is
+                    bad_input = CellInputError(f"{e} (cell {cell.cell_id})", run_dir)
+                    break
                 writer.append_cell(records)
                 n_done += 1
                 if on_cell is not None:
@@ -238,6 +243,8 @@ def run_suite(
         torch.set_num_threads(old_threads)
     records = load_results(run_dir) if (run_dir / RESULTS_FILE).exists() else []
     table_md = write_tables(run_dir, records)
+    if bad_input is not None:
+        raise bad_input
     return RunResult(run_dir, records, n_done, len(cells) - len(todo), interrupted, table_md)
 
 
