@@ -8,11 +8,14 @@ for circular padding. Backends (a recorded axis of every result):
                 p x 1 matrices (depthwise blocks, 1-channel convs); on CPU ``eigh64`` for matrices at least
                 4x wider than tall (or taller than wide) with the short side <= 64 -- stride 2 with c_in = c_out
                 is exactly 4x -- else ``svdvals``; both crossovers were measured on this project's CPU machine
-                (reports/cpu-performance.md). On CUDA ``svdvals`` with cuSOLVER's ``gesvda`` (batched), chosen
-                from the H200 reference numbers of issue 6 (6e-8), each result checked against the Frobenius
-                identity sum sigma_i^2 = ||A||_F^2 and recomputed with ``gesvd`` where it fails.
+                (reports/cpu-performance.md). On CUDA ``svdvals`` with cuSOLVER's ``gesvda`` (batched, one call
+                per layer), measured on an H200 as the only fast backend in the class (5.5e-8; reports/gpu/
+                nvidia-h200), each result checked against the Frobenius identity sum sigma_i^2 = ||A||_F^2 and
+                recomputed with ``gesvd`` where it fails.
 - ``svdvals``   batched SVD of the complex transfer matrices in the kernel's precision (LAPACK on CPU, cuSOLVER on
-                CUDA; ``driver`` picks gesvd / gesvdj / gesvda on CUDA). Accurate for every SV.
+                CUDA; ``driver`` picks gesvd / gesvdj / gesvda on CUDA). Accurate for every SV on CPU and with
+                gesvda on CUDA; torch's default CUDA driver behaved exactly like gesvdj on an H200 (same times and
+                values) and missed the accuracy class: 1.7e-5 to 1.9e-4 sigma_max (reports/gpu/nvidia-h200).
 - ``eigh``      ``eigvalsh`` of the smaller Gram side (A A^H or A^H A), clamped at 0, square root. Faster, but the
                 Gram squares the condition number: the error of sigma_i is about (u/2) (sigma_1/sigma_i)^2
                 relative, so small SVs lose accuracy in float32 (use it for sigma_max or coarse histograms).
