@@ -125,6 +125,19 @@ def test_report_writes_md_csv_and_self_contained_html(smoke_run, tmp_path, capsy
     assert (tmp_path / "report.csv").stat().st_size > 0
 
 
+def test_report_reads_a_run_named_twice_once_and_leaves_out_an_empty_input(smoke_run, tmp_path):
+    from svbench.report.render import load_many
+
+    once = load_many([smoke_run.run_dir])
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.warns(UserWarning) as caught:
+        twice = load_many([smoke_run.run_dir, smoke_run.run_dir / "results.jsonl", empty])
+    assert len(twice) == len(once)  # no record counted twice (means and seed counts stay right)
+    said = " ".join(str(w.message) for w in caught)
+    assert "named more than once; read once" in said and "no records" in said and "left out" in said
+
+
 def test_report_mean_and_ci_over_seeds(tmp_path):
     suite = SUITE.replace("name: resumable", "name: seeds\nseeds: [0, 1, 2]")
     p = tmp_path / "s.yaml"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pandas as pd
 
 from svbench.errors import UserError
 from svbench.report import plots
-from svbench.results.io import load_results
+from svbench.results.io import load_results, results_path
 from svbench.results.tables import (
     network_markdown,
     network_table,
@@ -25,9 +26,21 @@ from svbench.results.tables import (
 
 
 def load_many(paths: list[str | Path]) -> list[dict[str, Any]]:
+    """Records of every input (run folders or results files); an input named twice is read once, and one that
+    holds no records is left out with a warning (the report is of the others)."""
     records: list[dict[str, Any]] = []
+    seen: set[Path] = set()
     for p in paths:
-        records += load_results(p)
+        path = results_path(p).resolve()
+        if path in seen:
+            warnings.warn(f"{p}: named more than once; read once", stacklevel=2)
+            continue
+        seen.add(path)
+        got = load_results(path)
+        if not got and len(paths) > 1:
+            warnings.warn(f"{p}: no records (an empty results file, or a run stopped before its first cell); left "
+                          "out of the report", stacklevel=2)
+        records += got
     if not records:
         raise UserError(f"no records in {', '.join(map(str, paths))}")
     return records
