@@ -138,6 +138,34 @@ def test_report_reads_a_run_named_twice_once_and_leaves_out_an_empty_input(smoke
     assert "named more than once; read once" in said and "no records" in said and "left out" in said
 
 
+def test_runs_of_other_code_are_not_averaged_together(smoke_run):
+    """Two runs of one task at different commits: separate rows and ratios (their mean was a time neither had);
+    two runs of the same commit and machine still average."""
+    import copy
+
+    from svbench.results.tables import train_table
+
+    recs = load_results(smoke_run.run_dir)
+    other = copy.deepcopy(recs)
+    for r in other:
+        r["run_id"], r["git_sha"] = "other-run", "f" * 40
+        if r.get("metric") == "sv_time_ms" and r["method"] != "reference" and r["value"] is not None:
+            r["value"] *= 10
+    table = sv_table(recs + other)
+    tasks = set(table["task"])
+    assert len(tasks) == 2 * len(set(sv_table(recs)["task"])) and any(t.endswith("[git fffffff]") for t in tasks)
+    mine = table[~table["task"].str.endswith("[git fffffff]")].reset_index(drop=True)
+    alone = sv_table(recs)
+    assert list(mine["time_ms"].fillna(-1)) == list(alone["time_ms"].fillna(-1))  # no 10x times leak in
+    assert list(mine["speedup_vs_reference"].fillna(-1)) == list(alone["speedup_vs_reference"].fillna(-1))
+    same = copy.deepcopy(recs)
+    for r in same:
+        r["run_id"] = "same-code-run"
+    assert set(sv_table(recs + same)["task"]) == set(alone["task"])
+    assert "test_accuracy_ci95" not in train_table(recs + other).columns or \
+        train_table(recs + other)["test_accuracy_ci95"].isna().all()
+
+
 def test_report_mean_and_ci_over_seeds(tmp_path):
     suite = SUITE.replace("name: resumable", "name: seeds\nseeds: [0, 1, 2]")
     p = tmp_path / "s.yaml"

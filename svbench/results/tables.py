@@ -33,13 +33,34 @@ def shape_label(shape: dict[str, Any] | None) -> str:
         return str(shape)
 
 
+# What makes two runs' numbers incomparable as one sample: other code, another device, another torch.
+RUN_ENVIRONMENT = (("git_sha", "git"), ("device_name", "on"), ("torch_version", "torch"))
+
+
 def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per record with a readable ``shape_label``."""
+    """One row per record with a readable ``shape_label``.
+
+    Records of several runs are averaged together only where they share commit, device and torch version. Where
+    those differ, each task name gets the differing values (``wrn [git 5be69f4]``), so every row, mean and ratio
+    to ``reference`` stays within one of them: averaging a run of one commit with a run of another gave a time
+    neither had measured.
+    """
     if not records:
         return pd.DataFrame()
     df = pd.DataFrame.from_records(records)
     df["shape_label"] = [shape_label(s) for s in df.get("shape", [None] * len(df))]
+    varying = [(f, word) for f, word in RUN_ENVIRONMENT if f in df and df[f].astype(str).nunique() > 1]
+    if varying:
+        tags = [", ".join(f"{word} {_short_env(row[f], f)}" for f, word in varying) for _, row in df.iterrows()]
+        df["task"] = [f"{t} [{tag}]" for t, tag in zip(df["task"], tags)]
     return df
+
+
+def _short_env(value: Any, field: str) -> str:
+    text = str(value)
+    if field == "git_sha" and len(text) >= 40:
+        return text[:7] + text[40:]  # keeps '+dirty'
+    return text
 
 
 def _ok_values(g: pd.DataFrame, metric: str, field: str = "value") -> pd.Series:
