@@ -55,10 +55,10 @@ DEFAULT_CHUNKS = 4  # at most this many chunks by default ...
 # issue-6 target is a peak <= 1.5x the transfer size). CPU: 16 MiB -- on this project's CPU four chunks of a
 # c = 64, n = 16 layer (4.2 MB) were measured 4-7 % slower than one call (paired timing), and RAM is plentiful.
 CHUNK_MIN_BYTES = {"cuda": 2**20, "cpu": 16 * 2**20}
-# cuSOLVER's batched gesvda costs about the same per CALL whatever the batch (H200, torch 2.11, run 1 in
-# reports/gpu/nvidia-h200: c = 640, n = 8 in four calls of 9 matrices took 242 ms against 61 ms for one call of 40
-# in issue 6's figures), and its workspace already puts its peak at 3.9-16x the rfft transfer size when chunked,
-# so chunking it buys little memory for a 2-4x time cost: one call per layer (or layer group) by default.
+# cuSOLVER's batched gesvda costs about the same per CALL whatever the batch. H200, torch 2.11, same run
+# (reports/gpu/nvidia-h200/run2): one call against four, c = 160, n = 32: 28.4 vs 50.2 ms; c = 640, n = 8: 58.2 vs
+# 184 ms; all convs of WRN-16-10: 371 vs 732 ms. Its workspace puts the peak at 3.9-6.8x the rfft transfer size
+# even in four calls (14-27x in one), so one call per layer (or layer group) is the default; ``pieces`` trades back.
 GESVDA_PIECES = 1
 # relative tolerance of the Frobenius check of gesvda results (float32 rounding of both sides is ~1e-6)
 _FROBENIUS_RTOL = 1e-4
