@@ -19,6 +19,13 @@ class InputSizes:
         self._sizes: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
         self._handles: list = []
 
+    def __deepcopy__(self, memo: dict) -> InputSizes:
+        """Not copied: a deep copy of a wrapped model keeps hooks that record into this same tracker (sizes are keyed
+        by module identity, so the copy's convs get their own entries). Copying it copied torch's hook handles,
+        and a copy of that copy failed inside torch ('cannot create weak reference to NoneType'); ``detach``
+        removes the original model's hooks only."""
+        return self
+
     def attach(self, model: nn.Module) -> None:
         for _, conv in self.convs(model):
             self._handles.append(conv.register_forward_pre_hook(self._hook))
