@@ -365,15 +365,16 @@ def test_spectrum_warns_about_weights_that_look_depthwise(tmp_path, capsys):
     ({"c.weight": torch.randn(4, 3, 3, 3).half()}, 0, ""),
     ({"c.weight": torch.randn(4, 3, 3, 3).bfloat16()}, 0, ""),
 ], ids=["empty", "non-square", "tt-chain", "meta", "mixed", "sparse", "half", "bf16"])
-def test_odd_checkpoint_tensors(tmp_path, capsys, state, code, text):
+def test_odd_checkpoint_tensors(tmp_path, capsys, recwarn, state, code, text):
     """Found by feeding odd tensors to `spectrum`: each was a traceback (reshape, einsum, meta .item())."""
     torch.save(state, tmp_path / "ck.pt")
     got, err = _run(capsys, "spectrum", str(tmp_path / "ck.pt"), "--input-size", "8", "--out", str(tmp_path / "o"))
     assert got == code and "Traceback" not in err, err
     if text:
         assert text in _one_line(err)
-    else:  # torch itself may warn about validating a sparse tensor; svbench says nothing
+    else:  # nothing said: torch's two-line notice about validating sparse tensors is silenced too (found by fuzzing)
         assert "svbench:" not in err
+        assert not [w for w in recwarn if "sparse" in str(w.message)], [str(w.message) for w in recwarn]
 
 
 def test_bad_input_met_mid_run_keeps_the_finished_cells_and_says_how_to_resume(tmp_path, capsys):
@@ -408,3 +409,15 @@ tasks:
     assert code == 0, err
     text = (run_dir / "results.jsonl").read_text()
     assert text.startswith("\n".join(kept)) and '"task": "second"' in text
+
+
+@pytest.mark.parametrize("method, text", [
+    ("nope", "unknown method 'nope'"), ("gram", "method 'gram' provides upper_bound, not all SVs; use --method sedghi"),
+    ("tt", "method 'tt' needs its own layer type"),
+])
+def test_spectrum_method_is_checked_before_the_checkpoint(tmp_path, capsys, method, text):
+    """Found by fuzzing: a wrong --method was reported as a problem of the first layer ("layer 'conv': unknown method
+    ...") after the checkpoint was read; it is said first, whatever the checkpoint."""
+    code, err = _run(capsys, "spectrum", str(tmp_path / "missing.pt"), "--method", method, "--input-size", "8")
+    line = _one_line(err)
+    assert code == 2 and text in line and "layer" not in line.split(":")[1] and "not found" not in line

@@ -31,7 +31,10 @@ def load_state_dict(path: str | Path, *, trust: bool = False) -> dict[str, Tenso
     if p.is_dir():
         raise UserError(f"{p} is a folder; pass a checkpoint file (.pt/.pth)")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch announces its O(nnz) check of sparse tensors on every such load; svbench reads them densely
+            warnings.filterwarnings("ignore", message="Validating sparse tensor invariants", category=UserWarning)
+            obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if not _is_wellformed(p):
             raise UserError(f"cannot read checkpoint {p}: not a PyTorch checkpoint or corrupt") from None

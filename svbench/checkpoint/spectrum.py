@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +24,9 @@ from svbench.checkpoint.load import ConvEntry, find_convs, load_state_dict
 from svbench.errors import UserError
 from svbench.functional.spectrum import zero_padding_sigma_max_bound
 from svbench.functional.transfer import check_circular_geometry
+
+if TYPE_CHECKING:
+    from svbench.methods.base import Method
 
 # all-SVs methods that take only their own layer class (TTConv2d), never a plain kernel
 _LAYER_TYPE_METHODS = ("tt",)
@@ -79,8 +83,8 @@ def _load_into(model: nn.Module, state: dict[str, Tensor]) -> tuple[list[str], l
     return list(res.missing_keys), list(res.unexpected_keys)
 
 
-def layer_spectrum(entry: ConvEntry, n: int, stride: int, method: str = "sedghi", padding: str = "zeros") -> Tensor:
-    """All SVs (descending, zeros included) of the circular operator of this conv on n x n."""
+def spectrum_method(method: str) -> Method:
+    """The method that computes a checkpoint's spectra: a registered all-SVs method that reads plain kernels."""
     from svbench.methods import METHODS
 
     m = METHODS.get(method)()
@@ -89,6 +93,12 @@ def layer_spectrum(entry: ConvEntry, n: int, stride: int, method: str = "sedghi"
     if method in _LAYER_TYPE_METHODS:  # they read their own layer type; a checkpoint gives kernels (TT: folded)
         raise UserError(f"method {method!r} needs its own layer type, but a checkpoint's convs are read as kernels "
                         f"(TT layers already QR-folded); use --method sedghi")
+    return m
+
+
+def layer_spectrum(entry: ConvEntry, n: int, stride: int, method: str = "sedghi", padding: str = "zeros") -> Tensor:
+    """All SVs (descending, zeros included) of the circular operator of this conv on n x n."""
+    m = spectrum_method(method)
     k = entry.kernel.shape[-1]
     check_circular_geometry(k, n, stride)
     conv = nn.Conv2d(entry.kernel.shape[1], entry.kernel.shape[0], k, stride=stride, bias=False,
@@ -112,6 +122,7 @@ def checkpoint_spectrum(
     method: str = "sedghi",
     trust: bool = False,
 ) -> list[LayerSpectrum]:
+    spectrum_method(method)  # a wrong --method is said before the checkpoint is read, not as a layer's problem
     state = load_state_dict(path, trust=trust)
     convs = find_convs(state)
     if model is not None:
