@@ -421,3 +421,24 @@ def test_spectrum_method_is_checked_before_the_checkpoint(tmp_path, capsys, meth
     code, err = _run(capsys, "spectrum", str(tmp_path / "missing.pt"), "--method", method, "--input-size", "8")
     line = _one_line(err)
     assert code == 2 and text in line and "layer" not in line.split(":")[1] and "not found" not in line
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--threads", "100000"], "--threads 100000: this machine gives the process"),  # was a libgomp crash, exit 1
+    (["--out", ""], "--out is empty"),  # was: run folders in the current directory
+    (["--methods", "all,none"], "'all' stands alone"),  # was: "unknown method 'all'"
+    (["--tasks", "nope,nope"], "no task 'nope' in suite 'smoke'"),  # each unknown name once
+], ids=["threads", "out", "methods-all", "tasks-twice"])
+def test_run_flags_found_by_probing(tmp_path, capsys, monkeypatch, args, text):
+    monkeypatch.chdir(tmp_path)
+    out = [] if "--out" in args else ["--out", str(tmp_path / "runs")]
+    code, err = _run(capsys, "run", "smoke", "--no-progress", *out, *args)
+    assert code == 2 and text in _one_line(err)
+    assert not list(tmp_path.rglob("results.jsonl"))  # refused before anything ran
+
+
+def test_suite_asking_for_more_threads_than_cpus_is_refused(tmp_path, capsys):
+    p = tmp_path / "greedy.yaml"
+    p.write_text(TINY.replace("name: tiny", "name: greedy\nthreads: 100000"))
+    code, err = _run(capsys, "run", str(p), "--out", str(tmp_path / "runs"), "--no-progress")
+    assert code == 2 and "suite 'greedy' threads: 100000: this machine gives the process" in _one_line(err)

@@ -101,6 +101,9 @@ def select_methods(spec: str | list[str] | None, task_methods: str | list[str] =
         spec = [s.strip() for s in spec.split(",") if s.strip()]
         if not spec:
             raise UserError("--methods is empty; pass 'all' or a comma-separated list of methods")
+        if "all" in spec:
+            raise UserError(f"--methods {','.join(spec)}: 'all' stands alone (every method); pass 'all' or a list "
+                            "of methods")
     for m in spec:
         METHODS.get(m)  # raises with the list and the closest match
     return list(dict.fromkeys(spec))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import os
 import secrets
 import signal
 from collections.abc import Callable, Iterator
@@ -119,6 +120,18 @@ def _method_variants(task: Any, names: list[str]) -> list[Method]:
     return out
 
 
+def check_threads(n: int, what: str) -> None:
+    """More CPU threads than this process may use only adds contention to every timing (and thousands end in
+    libgomp failing to create them, a crash rather than a message): refuse before anything runs."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    if n > cpus:
+        raise UserError(f"{what} {n}: this machine gives the process {cpus} CPUs; use at most {cpus} (CPU timings "
+                        f"here are meant at 1 thread)")
+
+
 def select_tasks(suite: Suite, tasks: str | list[str] | None) -> Suite:
     """The suite with only the named tasks (suite order kept); ``None`` keeps every task."""
     if tasks is None:
@@ -128,7 +141,7 @@ def select_tasks(suite: Suite, tasks: str | list[str] | None) -> Suite:
     known = [t.name for t in suite.tasks]
     unknown = [n for n in names if n not in known]
     if unknown or not names:
-        what = f"no task {', '.join(map(repr, unknown))}" if unknown else "no task named"
+        what = f"no task {', '.join(map(repr, dict.fromkeys(unknown)))}" if unknown else "no task named"
         raise UserError(f"--tasks: {what} in suite '{suite.name}'; its tasks are: {', '.join(known)}")
     return dataclasses.replace(suite, tasks=[t for t in suite.tasks if t.name in names])
 
@@ -195,6 +208,9 @@ def run_suite(
     dev = resolve_device(device or suite.device)
     dtype = DTYPES[suite.dtype]
     cells = plan_cells(suite, methods)
+    n_threads = threads or suite.threads
+    if dev.type == "cpu":
+        check_threads(n_threads, "--threads" if threads else f"suite '{suite.name}' threads:")
 
     if resume is not None:
         run_dir = Path(resume)
@@ -211,7 +227,6 @@ def run_suite(
     done_ids = {r.get("cell_id") for r in previous}
 
     old_threads = torch.get_num_threads()
-    n_threads = threads or suite.threads
     if dev.type == "cpu":
         torch.set_num_threads(n_threads)
     try:
