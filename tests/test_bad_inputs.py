@@ -442,3 +442,18 @@ def test_suite_asking_for_more_threads_than_cpus_is_refused(tmp_path, capsys):
     p.write_text(TINY.replace("name: tiny", "name: greedy\nthreads: 100000"))
     code, err = _run(capsys, "run", str(p), "--out", str(tmp_path / "runs"), "--no-progress")
     assert code == 2 and "suite 'greedy' threads: 100000: this machine gives the process" in _one_line(err)
+
+
+@pytest.mark.parametrize("command", [["compare", "RUN", "--baseline", "baselines/cpu-1thread/smoke.jsonl"],
+                                     ["report", "RUN"], ["spectrum", "CK", "--input-size", "8"]])
+def test_empty_out_is_refused_by_every_command(tmp_path, capsys, monkeypatch, command):
+    p = tmp_path / "tiny.yaml"
+    p.write_text(TINY)
+    res = run_suite(str(p), out_root=tmp_path / "runs", progress=False)
+    torch.save({"c.weight": torch.randn(2, 2, 3, 3)}, tmp_path / "ck.pt")
+    args = [str(res.run_dir) if a == "RUN" else str(tmp_path / "ck.pt") if a == "CK" else a for a in command]
+    monkeypatch.chdir(tmp_path)
+    before = sorted(x.name for x in tmp_path.iterdir())
+    code, err = _run(capsys, *args, "--out", "")
+    assert code == 2 and "--out is empty" in _one_line(err)
+    assert sorted(x.name for x in tmp_path.iterdir()) == before  # nothing written into the current folder

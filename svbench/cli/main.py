@@ -60,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, debug: bool) -> int:
     try:
+        out = getattr(args, "out", None)
+        if out is not None and not str(out).strip():  # an unset shell variable: would write into the current folder
+            raise UserError(f"--out is empty; pass a folder (see 'svbench {args.command} --help')")
         return int(args.func(args) or 0)
     except UserError as e:
         if debug:

@@ -26,8 +26,6 @@ def main(args: argparse.Namespace) -> int:
 
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
-    if not str(args.out).strip():
-        raise UserError("--out is empty; pass a folder for the run folders (default: reports/runs)")
     try:
         res = run_suite(
             args.suite, methods=args.methods, tasks=args.tasks, device=args.device, out_root=args.out,
