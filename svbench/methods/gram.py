@@ -65,8 +65,8 @@ class GramConfig:
     every: int = 1
     penalty_weight: float = 0.0
     # network task: stack the layers of one (shape, grid, stride) into one batched iteration. Off by default: on
-    # this project's CPU (1 thread) it was 0.88x the per-layer loop on ResNet-18 (paired, 5 pairs); the GPU quick
-    # suite measures both (fewer kernel launches there, unmeasured so far).
+    # this project's CPU (1 thread) it was 0.88x the per-layer loop on ResNet-18 (paired, 5 pairs); on an H200
+    # WRN-16-10 took 79.2 ms batched against 78.6 ms per layer (reports/gpu/nvidia-h200/run1): no gain there.
     batch_layers: bool = False
 
     def __post_init__(self) -> None:
