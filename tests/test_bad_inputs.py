@@ -457,3 +457,21 @@ def test_empty_out_is_refused_by_every_command(tmp_path, capsys, monkeypatch, co
     code, err = _run(capsys, *args, "--out", "")
     assert code == 2 and "--out is empty" in _one_line(err)
     assert sorted(x.name for x in tmp_path.iterdir()) == before  # nothing written into the current folder
+
+
+def test_spectrum_device_option(tmp_path, capsys):
+    """`spectrum --device`: cpu (default), cuda, auto; the device is written into spectrum.md."""
+    torch.save({"c.weight": torch.randn(3, 2, 3, 3)}, tmp_path / "ck.pt")
+    base = ["spectrum", str(tmp_path / "ck.pt"), "--input-size", "8"]
+    code, err = _run(capsys, *base, "--device", "gpu", "--out", str(tmp_path / "x"))
+    assert code == 2 and "unknown device 'gpu'; use cpu, cuda or auto" in _one_line(err)
+    if not torch.cuda.is_available():
+        code, err = _run(capsys, *base, "--device", "cuda", "--out", str(tmp_path / "x"))
+        assert code == 2 and "no GPU is available; use --device cpu" in _one_line(err)
+    code, err = _run(capsys, *base, "--device", "auto", "--out", str(tmp_path / "auto"))
+    assert code == 0, err
+    md = (tmp_path / "auto" / "spectrum.md").read_text()
+    assert ("Computed on: cuda (" if torch.cuda.is_available() else "Computed on: cpu (") in md
+    cpu_csv = tmp_path / "cpu" / "spectrum.csv"
+    assert _run(capsys, *base, "--out", str(tmp_path / "cpu"))[0] == 0
+    assert cpu_csv.read_text() == (tmp_path / "auto" / "spectrum.csv").read_text() or torch.cuda.is_available()

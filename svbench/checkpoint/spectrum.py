@@ -24,6 +24,7 @@ from svbench.checkpoint.load import ConvEntry, find_convs, load_state_dict
 from svbench.errors import UserError
 from svbench.functional.spectrum import zero_padding_sigma_max_bound
 from svbench.functional.transfer import check_circular_geometry
+from svbench.measure.env import device_name, resolve_device
 
 if TYPE_CHECKING:
     from svbench.methods.base import Method
@@ -43,6 +44,7 @@ class LayerSpectrum:
     padding: str
     svs: Tensor
     sigma_max_bound: float | None
+    device: str = "cpu"  # where the SVs were computed
 
     @property
     def sigma_max(self) -> float:
@@ -96,16 +98,18 @@ def spectrum_method(method: str) -> Method:
     return m
 
 
-def layer_spectrum(entry: ConvEntry, n: int, stride: int, method: str = "sedghi", padding: str = "zeros") -> Tensor:
-    """All SVs (descending, zeros included) of the circular operator of this conv on n x n."""
+def layer_spectrum(entry: ConvEntry, n: int, stride: int, method: str = "sedghi", padding: str = "zeros",
+                   device: torch.device | str = "cpu") -> Tensor:
+    """All SVs (descending, zeros included, float64 on the CPU) of the circular operator of this conv on n x n,
+    computed on ``device``."""
     m = spectrum_method(method)
     k = entry.kernel.shape[-1]
     check_circular_geometry(k, n, stride)
     conv = nn.Conv2d(entry.kernel.shape[1], entry.kernel.shape[0], k, stride=stride, bias=False,
-                     padding=0, padding_mode="circular")
+                     padding=0, padding_mode="circular", device=device)
     with torch.no_grad():
         conv.weight.copy_(entry.kernel.float())
-    svs = m.layer_svs(conv, n).detach().double()
+    svs = m.layer_svs(conv, n).detach().double().cpu()
     if entry.kind == "tt":
         mo = n // stride
         total = min(entry.c_out * mo * mo, entry.c_in * n * n)
@@ -121,8 +125,10 @@ def checkpoint_spectrum(
     input_shape: tuple[int, int, int] | None = None,
     method: str = "sedghi",
     trust: bool = False,
+    device: torch.device | str = "cpu",
 ) -> list[LayerSpectrum]:
     spectrum_method(method)  # a wrong --method is said before the checkpoint is read, not as a layer's problem
+    dev = resolve_device(str(device))
     state = load_state_dict(path, trust=trust)
     convs = find_convs(state)
     if model is not None:
@@ -147,14 +153,15 @@ def checkpoint_spectrum(
         else:
             n, stride, pad = input_size or input_shape[1], 1, "zeros"
         try:
-            svs = layer_spectrum(e, n, stride, method, pad)
+            svs = layer_spectrum(e, n, stride, method, pad, dev)
         except UserError as err:
             raise UserError(f"layer {e.name!r}: {err}") from None
         k = e.kernel.shape[-1]
-        bound = None if pad == "circular" else float(zero_padding_sigma_max_bound(e.kernel.float(), n, stride))
+        bound = None if pad == "circular" else float(zero_padding_sigma_max_bound(e.kernel.float().to(dev), n,
+                                                                                 stride))
         shape = (e.c_out, e.c_in, k, k)
         out.append(LayerSpectrum(e.name, e.kind, shape, n, stride, source if e.name in geo or model is None
-                                 else "assumed", pad, svs, bound))
+                                 else "assumed", pad, svs, bound, f"{dev.type} ({device_name(dev)})"))
     return out
 
 
@@ -193,6 +200,7 @@ def spectrum_markdown(spectra: list[LayerSpectrum]) -> str:
         "for zero padding). `sigma_max bound` is a guaranteed upper bound for the zero-padded layer (circular",
         "sigma_max on n' = s*ceil((n+k-1)/s)). TT layers: QR-folded core, exact by Theorem 1. A state dict does",
         "not record groups or dilation: every weight is read as a dense, undilated conv of its own shape.",
+        f"Computed on: {', '.join(sorted({s.device for s in spectra})) or 'cpu'}.",
         "",
         "| layer | kind | shape (out, in, k, k) | input n | stride used | padding | #SVs | sigma_max | sigma_min "
         "| condition | sigma_max bound (zero pad) |",

@@ -1,4 +1,5 @@
-"""``svbench spectrum CKPT --input-size N [--method sedghi] [--model NAME --input-shape C,H,W] [--out DIR]``."""
+"""``svbench spectrum CKPT --input-size N [--method sedghi] [--device cpu|cuda|auto] [--model NAME --input-shape C,H,W]
+[--out DIR]``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="registered model name: real per-layer sizes and strides")
     p.add_argument("--input-shape", default=None, help="C,H,W of the model input, e.g. 3,32,32 (with --model)")
     p.add_argument("--method", default="sedghi", help="an all-SVs method (default: sedghi)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto: where the SVs are computed")
     p.add_argument("--out", default=None, help="output folder (default: reports/spectrum/<checkpoint name>)")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a checkpoint that needs to run code when loaded (only for files you trust)")
@@ -47,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
                         "not both")
     spectra = checkpoint_spectrum(
         args.checkpoint, input_size=args.input_size, model=args.model, input_shape=_parse_shape(args.input_shape),
-        method=args.method, trust=args.trust_checkpoint,
+        method=args.method, trust=args.trust_checkpoint, device=args.device,
     )
     out = Path(args.out) if args.out else Path("reports/spectrum") / Path(args.checkpoint).stem
     csv_path, md_path = write_spectrum(spectra, out)

@@ -25,6 +25,19 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
+def resolve_device(requested: str) -> torch.device:
+    """``cpu``, ``cuda[:i]`` or ``auto`` (CUDA when available) as a torch device; one-line errors otherwise."""
+    from svbench.errors import UserError
+
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("CUDA was requested but no GPU is available; use --device cpu")
+    if requested.split(":")[0] not in ("cpu", "cuda"):
+        raise UserError(f"unknown device {requested!r}; use cpu, cuda or auto")
+    return torch.device(requested)
+
+
 def device_name(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":

@@ -30,6 +30,7 @@ from svbench.measure import (
     fix_allocator,
     paired_timing,
     peak_memory,
+    resolve_device,
     time_callable,
     timed_call,
     warm_timing,
@@ -94,16 +95,6 @@ class _Ctx:
     oracle_cache: dict[tuple, tuple[Tensor | None, str]] = field(default_factory=dict)
     data_cache: dict[tuple, Any] = field(default_factory=dict)
     status: Callable[[str], None] | None = None
-
-
-def resolve_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("CUDA was requested but no GPU is available; use --device cpu")
-    if requested.split(":")[0] not in ("cpu", "cuda"):
-        raise UserError(f"unknown device {requested!r}; use cpu, cuda or auto")
-    return torch.device(requested)
 
 
 def new_run_id() -> str:
