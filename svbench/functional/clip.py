@@ -25,7 +25,7 @@ from torch import Tensor
 
 from svbench.errors import UserError
 from svbench.functional.grouped import dilate_kernel, layer_sigma_max
-from svbench.functional.spectrum import frobenius_mismatch, taps_chunk
+from svbench.functional.spectrum import checked_svdvals, taps_chunk
 from svbench.functional.transfer import (
     frequency_basis,
     from_transfer_matrices,
@@ -97,12 +97,11 @@ def resolve_clip_route(route: str, driver: str | None, device: torch.device | st
 
 
 def _svd(a: Tensor, driver: str | None) -> tuple[Tensor, Tensor, Tensor]:
-    u, s, vh = torch.linalg.svd(a, full_matrices=False, driver=driver)
-    if driver == "gesvda":
-        bad = frobenius_mismatch(a, s)
-        if bool(bad.any()):
-            u[bad], s[bad], vh[bad] = torch.linalg.svd(a[bad], full_matrices=False, driver="gesvd")
-    return u, s, vh
+    """Thin SVD; gesvda through the same check and gesvd fallback as the SVs alone (``checked_svdvals``)."""
+    if driver != "gesvda":
+        return torch.linalg.svd(a, full_matrices=False, driver=driver)
+    return checked_svdvals(a, lambda x: torch.linalg.svd(x, full_matrices=False, driver="gesvda"),
+                           lambda x: torch.linalg.svd(x, full_matrices=False, driver="gesvd"))
 
 
 def sedghi_clip(

@@ -31,7 +31,7 @@ smaller than 1 MiB on a GPU or 16 MiB on a CPU, where one call was measured fast
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -183,13 +183,19 @@ def _svals(a: Tensor, backend: str, driver: str | None) -> Tensor:
     return s.to(real_dtype)
 
 
-def checked_svdvals(a: Tensor, first: Callable[[Tensor], Tensor], fallback: Callable[[Tensor], Tensor]) -> Tensor:
-    """``first(a)``, with the matrices that fail the Frobenius identity recomputed by ``fallback`` (one host sync)."""
-    s = first(a)
-    bad = frobenius_mismatch(a, s)
+def checked_svdvals(a: Tensor, first: Callable[[Tensor], Any], fallback: Callable[[Tensor], Any]) -> Any:
+    """``first(a)``, with the matrices that fail the Frobenius identity recomputed by ``fallback`` (one host sync).
+
+    The solvers return the SVs, or (U, S, Vh) as ``torch.linalg.svd`` does (the SVD clip route): the check reads S
+    and every part of a failed matrix is replaced."""
+    out = first(a)
+    parts = out if isinstance(out, tuple) else (out,)
+    bad = frobenius_mismatch(a, parts[1] if len(parts) == 3 else parts[0])
     if bool(bad.any()):
-        s[bad] = fallback(a[bad]).to(s.dtype)
-    return s
+        redo = fallback(a[bad])
+        for part, fixed in zip(parts, redo if isinstance(redo, tuple) else (redo,)):
+            part[bad] = fixed.to(part.dtype)
+    return out
 
 
 def frobenius_mismatch(a: Tensor, s: Tensor, rtol: float = _FROBENIUS_RTOL) -> Tensor:

@@ -186,7 +186,7 @@ class GramMethod(Method):
                 out[name] = self.layer_svs(circular_view(layer), n)
         dtypes = {name: layer.weight.dtype for name, layer, _ in convs}
         with torch.no_grad():
-            split = any(self._split_tf32(w) for _, w, _, _ in plain[:1])
+            split = bool(plain) and self._split_tf32(plain[0][1])  # one model, one dtype
             for name, b in _fft_bounds_by_shape(plain, c.iters, split).items():
                 out[name] = round_up_to(b.reshape(1), dtypes[name])
         return {name: out[name] for name, _, _ in convs}
