@@ -82,6 +82,33 @@ def test_gram_3xtf32_precision_bounds_like_float32(c_out, c_in, s):
     assert all(float(batched[k][0]) == pytest.approx(float(looped[k][0]), rel=2e-6) for k in looped)
 
 
+@pytest.mark.parametrize("batch_layers", [False, True])
+def test_gram_products_option_same_bounds_and_penalty(batch_layers):
+    """``products: complex`` (the paper code's one complex matmul per step) and the default two-real-matmul route
+    give the same bounds for layers, grouped layers and networks, and the same penalty gradient."""
+    convs = [circular_conv(_w(6, 4, 3, 0), 1), circular_conv(_w(4, 6, 3, 1), 2),
+             nn.Conv2d(4, 6, 3, padding=1, padding_mode="circular", groups=2, dtype=torch.float64)]
+    model = nn.Sequential(*convs)
+    real = create_method("gram", batch_layers=batch_layers, penalty_weight=1.0)
+    cplx = create_method("gram", products="complex", batch_layers=batch_layers, penalty_weight=1.0)
+    assert "complex products" in cplx.backend() and "complex" not in real.backend()
+    a, b = real.network_svs(model, (4, 8, 8)), cplx.network_svs(model, (4, 8, 8))
+    assert all(torch.allclose(a[k], b[k], rtol=1e-13) for k in a)
+    exact = oracle_singular_values(convs[0], (4, 8, 8))[0]
+    assert float(a["0"][0]) >= float(exact) * (1 - 1e-12)
+    grads = []
+    for m in (real, cplx):
+        net = m.wrap(nn.Sequential(*[nn.Conv2d(4, 4, 3, padding=1, padding_mode="circular", dtype=torch.float64)
+                                     for _ in range(2)]))
+        torch.manual_seed(0)
+        for layer in net:
+            nn.init.normal_(layer.weight, std=2.0)
+        net(torch.zeros(1, 4, 8, 8, dtype=torch.float64))
+        m.penalty(net).backward()
+        grads.append(torch.cat([layer.weight.grad.flatten() for layer in net]))
+    assert torch.allclose(grads[0], grads[1], rtol=1e-10)
+
+
 def test_gram_3xtf32_needs_float32_and_keeps_the_penalty_differentiable():
     conv = circular_conv(_w(4, 4), 1)  # float64
     with pytest.raises(UserError, match="3xtf32"):

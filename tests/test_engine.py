@@ -232,15 +232,53 @@ def test_auto_float32_is_in_the_accuracy_class_on_random_shapes(c_out, c_in, k, 
     assert (got - exact).abs().max() <= 2e-6 * exact[0]
 
 
+@pytest.mark.parametrize("products", ["real", "complex"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
-@pytest.mark.parametrize("shape", [(5, 3, 7), (5, 7, 3), (5, 4, 4)])
-@pytest.mark.parametrize("iters", [1, 3, 6])
-def test_gram_iteration_matrices_bounds_every_matrix(shape, dtype, iters):
-    """sigma_1 <= bound <= rho^(2^-(T+1)) sigma_1 for tall, wide and square, real and complex batches."""
+@pytest.mark.parametrize("shape", [(5, 3, 7), (5, 7, 3), (5, 4, 4), (2, 3, 1, 6), (4, 6, 1)])
+@pytest.mark.parametrize("iters", [1, 2, 3, 6])
+def test_gram_iteration_matrices_bounds_every_matrix(shape, dtype, iters, products):
+    """sigma_1 <= bound <= rho^(2^-(T+1)) sigma_1 for tall, wide, square and rank-one, real and complex batches,
+    with the Hermitian powers formed by two real matmuls or one complex one."""
     from svbench.functional.gram import gram_iteration_matrices
 
     a = torch.randn(shape, dtype=dtype, generator=torch.Generator().manual_seed(iters))
     s1 = torch.linalg.svdvals(a)[..., 0]
-    b = gram_iteration_matrices(a, iters)
+    b = gram_iteration_matrices(a, iters, products=products)
     rho = min(shape[-2:])
     assert (b >= s1 * (1 - 1e-12)).all() and (b <= s1 * rho ** (2.0 ** -(iters + 1)) * (1 + 1e-12)).all()
+
+
+@pytest.mark.parametrize("shape", [(6, 9, 9), (4, 12, 5), (4, 5, 12), (3, 2, 4, 4)])
+@pytest.mark.parametrize("iters", [1, 2, 6, 12])
+def test_gram_real_products_equal_complex_products(shape, iters):
+    """The two-real-matmul Hermitian square gives the complex product's bound: to 1e-14 in float64, and to float32
+    rounding (against float64) in complex64, including the converged regime (T = 12) where the bound meets sigma_1;
+    the matrices get unequal scales so that a wrong real/imaginary assembly cannot hide in a near-identity Gram."""
+    from svbench.functional.gram import gram_iteration_matrices
+
+    g = torch.Generator().manual_seed(len(shape) * 100 + iters)
+    a = torch.randn(shape, dtype=torch.complex128, generator=g)
+    a = a * torch.logspace(-3, 3, a.shape[-1], dtype=torch.float64)  # column scales 1e-3..1e3
+    real = gram_iteration_matrices(a, iters, products="real")
+    cplx = gram_iteration_matrices(a, iters, products="complex")
+    assert torch.allclose(real, cplx, rtol=1e-14, atol=0)
+    got32 = gram_iteration_matrices(a.to(torch.complex64), iters, products="real").double()
+    assert ((got32 - cplx).abs() / cplx).max() <= 2e-6
+
+
+def test_gram_real_products_gradient_equals_complex_products():
+    """The training penalty differentiates through the real route: same gradient as through complex products."""
+    from svbench.functional.gram import gram_iteration_bound
+
+    w = _w(6, 4, 3, seed=3).requires_grad_(True)
+    real = torch.autograd.grad(gram_iteration_bound(w, 6, 1, 6, products="real"), w)[0]
+    cplx = torch.autograd.grad(gram_iteration_bound(w, 6, 1, 6, products="complex"), w)[0]
+    assert torch.allclose(real, cplx, rtol=1e-10, atol=1e-14)
+    assert torch.autograd.gradcheck(lambda v: gram_iteration_bound(v, 5, 1, 3, products="real"), (w,))
+
+
+def test_gram_products_unknown_is_one_line_error():
+    from svbench.functional.gram import gram_iteration_matrices
+
+    with pytest.raises(UserError, match="products must be one of real, complex, 3xtf32"):
+        gram_iteration_matrices(torch.randn(2, 3, 3), 2, products="fast")

@@ -87,7 +87,9 @@ def test_gpu_script_dry_run(tmp_path, budget, suite):
                                                                                "gram(precision=3xtf32)", "reference"}
     elif suite == "gpu-next-dry-run":
         assert {r["method_label"] for r in records if r["task"] == "calls"} == {
-            *(f"sedghi(chunks={c})" for c in (1, 2, 4, 8, 16)), "sedghi(backend=svdvals, driver=gesvd)"}
+            *(f"sedghi(chunks={c})" for c in (1, 2, 4, 8, 16, 32, 64)), "sedghi(backend=svdvals, driver=gesvd)"}
+        assert {r["method_label"] for r in records if r["task"] == "wrn"} >= {
+            "gram", "gram(products=complex)", "sedghi", "sedghi(merge=pad)", "sedghi(merge=none)", "reference"}
         assert any(r["metric"] == "network_clip_err_rel" for r in records)
     elif budget == "600":
         methods = {r["method_label"] for r in records if r["task"] == "layers"}

@@ -1,5 +1,6 @@
 """Whole-network SVs: batching by transfer shape changes nothing; the network task runs end to end."""
 
+import pytest
 import torch
 
 from svbench.functional.network import batched_conv_singular_values
@@ -19,6 +20,69 @@ def test_batched_equals_per_layer():
     got = batched_conv_singular_values(layers)
     for (w, n, s), sv in zip(layers, got):
         assert torch.allclose(sv, conv_singular_values(w, n, s), atol=1e-12)
+
+
+def _merge_layers():
+    """(c, c) matrices on grids 8 and 4, (c, 4c) (stride 2) and (c, 2c) on grid 4, a grouped (2, 3) pair on grid 8
+    and 4, a 1-column layer: shapes that merge across grids, widths that pad into each other, and ones that do not."""
+    g = torch.Generator().manual_seed(3)
+
+    def w(c_out, c_in, k=3):
+        return torch.randn(c_out, c_in, k, k, generator=g, dtype=torch.float64)
+
+    return [(w(4, 4), 8, 1), (w(4, 4), 8, 2), (w(4, 4), 4, 1), (w(4, 8), 4, 1), (w(4, 4, 1), 8, 1, 1),
+            (w(4, 3), 8, 1, 2), (w(4, 3), 4, 1, 2), (w(4, 1), 8, 1), (w(1, 4), 4, 1)]
+
+
+@pytest.mark.parametrize("merge,calls", [("none", 8), ("grids", 6), ("pad", 5)])
+def test_merged_calls_are_exact_and_fewer(monkeypatch, merge, calls):
+    """Merging across grids, and zero-padding narrower matrices of the same rows into one call, changes no SV
+    (float64 oracle per layer) and makes the number of solver calls the expected one."""
+    import svbench.functional.network as network
+
+    seen = []
+    real = network.matrix_singular_values
+    monkeypatch.setattr(network, "matrix_singular_values", lambda a, *x, **k: seen.append(a.shape) or real(a, *x, **k))
+    layers = _merge_layers()
+    got = batched_conv_singular_values(layers, merge=merge)
+    assert len(seen) == calls, seen
+    for (w, n, s, *grp), sv in zip(layers, got):
+        from svbench.functional.grouped import grouped_conv_singular_values
+
+        exact = grouped_conv_singular_values(w, n, s, groups=grp[0] if grp else 1, backend="svdvals64")
+        assert sv.shape == exact.shape and torch.allclose(sv, exact, atol=1e-12)
+    chunked = batched_conv_singular_values(layers, merge=merge, chunk=3)  # chunked groups are never merged
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(chunked, got))
+
+
+@pytest.mark.parametrize("route", ["svd", "gram"])
+@pytest.mark.parametrize("merge,calls", [("none", 8), ("grids", 6), ("pad", 5)])
+def test_merged_clip_calls_give_each_layers_own_clip(monkeypatch, merge, calls, route):
+    """Clipping many layers with merged (and zero-padded) calls gives every layer the kernel its own one-layer pass
+    gives, in the calls counted above; dilated kernels are clipped through their zero-filled taps as before."""
+    import svbench.functional.clip as clip
+
+    seen = []
+    real = clip.clip_spectrum
+    monkeypatch.setattr(clip, "clip_spectrum", lambda a, *x, **k: seen.append(a.shape) or real(a, *x, **k))
+    layers = [(w, n, s, grp[0] if grp else 1, 1) for w, n, s, *grp in _merge_layers()]
+    got = clip.clip_kernels(layers, 2.0, route=route, merge=merge)
+    assert len(seen) == calls, seen
+    for (w, n, s, g, d), k in zip(layers, got):
+        own = clip.clip_kernel(w, n, 2.0, s, route=route, groups=g, dilation=d)
+        assert k.shape == w.shape and torch.allclose(k, own, atol=1e-12)
+    dil = [(torch.randn(4, 4, 3, 3, dtype=torch.float64), 8, 1, 1, 2), (torch.randn(4, 4, 3, 3, dtype=torch.float64),
+                                                                        8, 1, 1, 1)]
+    both = clip.clip_kernels(dil, 1.5, route=route, merge=merge)
+    assert all(torch.allclose(k, clip.clip_kernel(w, n, 1.5, s, route=route, dilation=d), atol=1e-12)
+               for (w, n, s, _, d), k in zip(dil, both))
+
+
+def test_merge_unknown_is_one_line_error():
+    from svbench.errors import UserError
+
+    with pytest.raises(UserError, match="merge must be one of grids, pad, none"):
+        batched_conv_singular_values(_merge_layers()[:1], merge="all")
 
 
 def test_network_svs_sedghi_tt_reference_agree_with_layers():

@@ -56,6 +56,8 @@ def _exact(layer: nn.Module, n: int) -> torch.Tensor:
 VARIANTS = [(m, {}) for m in METHODS.names() if m != "none"] + [
     ("gram", {"batch_layers": True}), ("gram", {"precision": "float64", "batch_layers": True}),
     ("tt", {"rank": 2, "init": "orthogonal", "keep_first": False}),  # wrapped: TT layers through their cores
+    ("sedghi", {"merge": "pad"}), ("sedghi", {"merge": "none"}), ("gram", {"products": "complex"}),
+    ("tt", {"rank": 2, "init": "orthogonal", "keep_first": False, "merge": "pad"}),
 ]
 
 

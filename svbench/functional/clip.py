@@ -6,8 +6,9 @@ assign) -> rebuild -> inverse FFT -> undo the polyphase -> crop to the original 
 svbench never builds the n x n kernel: with C(w) = A(w) - clip(A(w)) the clipped-and-cropped kernel is
 W - crop(IDFT(C)), and only the k x k taps of that inverse DFT are needed. They are a direct sum over one
 frequency per conjugate pair (C(-w) = conj C(w), so each pair contributes 2 Re(C(w) e^{i w x})), computed in
-chunks of frequencies (``clip_kernel``). ``clip_kernel_naive`` is the textbook full-fft2 + SVD + ifft2 route,
-kept as the speed reference.
+chunks of frequencies (``clip_kernel``); ``clip_kernels`` clips many layers with the matrices of one shape in as
+few solver calls as possible (``functional.batching``). ``clip_kernel_naive`` is the textbook full-fft2 + SVD +
+ifft2 route, kept as the speed reference.
 
 Steps 1-3 are the exact Frobenius projection among kernels with n x n support. The crop (step 4) is a different
 projection and breaks the bound: after one pass sigma_max of the implemented k x k layer is typically 1.2-1.5 x
@@ -24,14 +25,13 @@ import torch
 from torch import Tensor
 
 from svbench.errors import UserError
+from svbench.functional.batching import call_matrices, plan_calls, split_call
 from svbench.functional.grouped import dilate_kernel, layer_sigma_max
-from svbench.functional.spectrum import checked_svdvals, taps_chunk
+from svbench.functional.spectrum import checked_svdvals
 from svbench.functional.transfer import (
     frequency_basis,
     from_transfer_matrices,
     transfer_matrices,
-    transfer_matrices_at,
-    unique_frequency_taps,
     unpolyphase_kernel,
 )
 
@@ -155,29 +155,54 @@ def clip_kernel(
     stacked); a dilated kernel is clipped as its zero-filled (d (k - 1) + 1)-tap kernel and cropped back to the
     dilation lattice.
     """
-    dilated = dilate_kernel(weight, dilation)
-    _check_clip_args(dilated, n, target)
-    route, driver = resolve_clip_route(route, driver, weight.device)
-    c_out, c_in, kh, kw = dilated.shape
-    taps, m, idx, mult = unique_frequency_taps(dilated, n, stride)
-    p, q, t, _ = taps.shape
-    f = idx.numel()
-    step = taps_chunk(taps, f, chunk, route="svdvals" if route == "svd" else route, driver=driver, pieces=pieces)
-    delta = taps.new_zeros(t * t, p * q)
+    return clip_kernels([(weight, n, stride, groups, dilation)], target, mode=mode, route=route, chunk=chunk,
+                        driver=driver, pieces=pieces)[0]
+
+
+def clip_kernels(
+    layers: list[tuple[Tensor, int, int, int, int]], target: float, *, mode: ClipMode = "clip", route: str = "auto",
+    chunk: int | None = None, driver: str | None = None, pieces: int | None = None, merge: str = "grids",
+) -> list[Tensor]:
+    """:func:`clip_kernel` of many layers, (weight, n, stride, groups, dilation) each, with the matrices of layers of
+    one transfer shape clipped in as few solver calls as ``merge`` allows (:mod:`svbench.functional.batching`: on
+    CUDA, one gesvda call per matrix shape instead of one per layer). Same kernels as one call per layer."""
+    if not layers:
+        return []
+    dilated = [dilate_kernel(w, d) for w, _, _, _, d in layers]
+    for w, (_, n, _, _, _) in zip(dilated, layers):
+        _check_clip_args(w, n, target)
+    route, driver = resolve_clip_route(route, driver, layers[0][0].device)
+    solver = "svdvals" if route == "svd" else route  # the chunk policy of the solver the route calls
+    groups, calls = plan_calls([(w, n, s, g) for w, (_, n, s, g, _) in zip(dilated, layers)],
+                               lambda p, q, device: (solver, driver), chunk=chunk, pieces=pieces, merge=merge)
+    taps_of = {i: t for gr in groups for i, t in zip(gr.idxs, gr.taps)}
+    delta = {i: t.new_zeros(t.shape[2] * t.shape[3], t.shape[0] * t.shape[1]) for i, t in taps_of.items()}
     with torch.no_grad():
-        for a in range(0, f, step):
-            sel = idx[a : a + step]
-            spec = transfer_matrices_at(taps, m, sel)
-            blocks = spec.reshape(-1, p // groups, q)  # the g blocks of a grouped conv, clipped each
-            clipped = clip_spectrum(blocks, target, mode, route=route, driver=driver).reshape(spec.shape)
-            corr = (spec - clipped).reshape(sel.numel(), p * q)
-            cos, sin = frequency_basis(m, t, sel, taps.dtype)
-            w = mult[a : a + step].to(taps.dtype).unsqueeze(1)
-            # sum over the pair (w, -w) of C e^{+i w x}: 2 Re(C e^{i w x}) = 2 (Re C cos - Im C sin)
-            delta += (w * cos).T @ corr.real - (w * sin).T @ corr.imag
-    delta = delta.reshape(t, t, p, q).permute(2, 3, 0, 1) / (m * m)
-    full = unpolyphase_kernel(taps - delta, c_in, stride)
-    return full[:, :, :kh:dilation, :kw:dilation].contiguous()
+        for call in calls:
+            spec = call_matrices(call)
+            corr = spec - clip_spectrum(spec, target, mode, route=route, driver=driver)
+            for part, mine in zip(call, split_call(call, corr)):
+                gr = part.group
+                sel = gr.freqs[part.a : part.b]
+                w = gr.mult[part.a : part.b].to(gr.taps[0].dtype).unsqueeze(1)
+                per_layer = mine[..., : gr.q].reshape(len(gr.idxs), sel.numel(), gr.p * gr.g * gr.q)
+                basis = {}  # by tap count: layers of one transfer shape can have k = 1 and k = 3
+                for j, i in enumerate(gr.idxs):
+                    t = gr.taps[j].shape[-1]
+                    if t not in basis:
+                        basis[t] = tuple(w * b for b in frequency_basis(gr.m, t, sel, w.dtype))
+                    cos, sin = basis[t]
+                    # sum over the pair (w, -w) of C e^{+i w x}: 2 Re(C e^{i w x}) = 2 (Re C cos - Im C sin)
+                    delta[i] += cos.T @ per_layer[j].real - sin.T @ per_layer[j].imag
+    out = []
+    for i, ((_, n, stride, _, dilation), dil) in enumerate(zip(layers, dilated)):
+        taps = taps_of[i]
+        p, q, t, _ = taps.shape
+        m = n // stride
+        d = delta[i].reshape(t, t, p, q).permute(2, 3, 0, 1) / (m * m)
+        full = unpolyphase_kernel(taps - d, dil.shape[1], stride)
+        out.append(full[:, :, : dil.shape[2] : dilation, : dil.shape[3] : dilation].contiguous())
+    return out
 
 
 def clip_kernel_naive(weight: Tensor, n: int, target: float, stride: int = 1, *, mode: ClipMode = "clip") -> Tensor:

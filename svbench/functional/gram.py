@@ -30,21 +30,36 @@ from torch import Tensor
 from svbench.errors import UserError
 from svbench.functional.transfer import transfer_matrices_at, unique_frequency_taps
 
+PRODUCTS = ("real", "complex", "3xtf32")
 
-def gram_iteration_matrices(mats: Tensor, iters: int = 6, *, split_tf32: bool = False) -> Tensor:
+
+def gram_iteration_matrices(mats: Tensor, iters: int = 6, *, products: str = "real") -> Tensor:
     """Upper bound on the spectral norm of each matrix in a batch (..., p, q); returns shape (...).
+
+    After the first step G is Hermitian, so G^H G = G G. How the products of complex matrices are formed
+    (``products``; real matrices always take one real matmul per step):
+
+    - ``"real"`` (default): G = S + iK is carried as its real symmetric part S and antisymmetric part K, and
+      G G = (S^2 - K^2) + i(SK + KS) comes from TWO real matmuls, N = S K and M = (S + K)(S - K): as
+      K S = -(S K)^T, Im(G G) = SK + KS = N - N^T and Re(G G) = M + N + N^T. That is 4 c^3 flops against the 8 c^3
+      of one complex matmul; the first step A^H A = (X^T X + Y^T Y) + i(X^T Y - (X^T Y)^T) takes 6 p q^2
+      against 8 p q^2. Same bound in exact arithmetic; the rounding is that of the complex product (float32
+      relative ~1e-7 on ||G G||_F, and the bound's error is that to the power 2^-T).
+    - ``"complex"``: one complex matmul per step (the form of the paper's code), kept for paired comparisons.
+    - ``"3xtf32"``: every product G^H G through :func:`hermitian_gram_3xtf32` (two TF32 tensor-core matmuls of a
+      hi/lo split, about float32 accuracy), on CUDA only; elsewhere the same formula runs in plain float32.
+      Measured slower and looser than plain float32 on an H200 (WRN-16-10: 118 vs 83 ms, 2.4e-7 vs 1.8e-8 under
+      sigma_max; reports/gpu/nvidia-h200/run2): an option to repeat that, not a default.
 
     Complex matrices are rescaled and measured through their real view (``_fro`` / ``_scale``): on CPU the
     complex ``matrix_norm`` and division took 2-3x the time of the matmul itself (c = 64, n = 16, one thread).
-    After the first step G is Hermitian, so G^H G = G G.
-
-    ``split_tf32``: every product G^H G is formed by :func:`hermitian_gram_3xtf32` (two TF32 tensor-core matmuls
-    of a hi/lo split, about float32 accuracy) instead of one float32 matmul. On CUDA only; elsewhere the same
-    formula runs in plain float32. Measured slower and looser than plain float32 on an H200 (WRN-16-10: 118 vs
-    83 ms, 2.4e-7 vs 1.8e-8 under sigma_max; reports/gpu/nvidia-h200/run2): an option to repeat that, not a default.
     """
     if iters < 1:
         raise UserError(f"Gram iteration needs iters >= 1, got {iters}")
+    if products not in PRODUCTS:
+        raise UserError(f"Gram products must be one of {', '.join(PRODUCTS)}; got {products!r}")
+    if products == "real" and mats.is_complex():
+        return _gram_iteration_real_parts(mats, iters)
     g = mats
     wide = g.shape[-1] > g.shape[-2]  # iterate on the smaller Gram side: G = A A^H for a wide A
     log_scale = torch.zeros(g.shape[:-2], dtype=g.real.dtype if g.is_complex() else g.dtype, device=g.device)
@@ -53,7 +68,7 @@ def gram_iteration_matrices(mats: Tensor, iters: int = 6, *, split_tf32: bool = 
         r = _fro(g).clamp_min(tiny)
         g = _scale(g, 1 / r)
         log_scale = 2 * (log_scale + torch.log(r))
-        if split_tf32:  # G^H G of B = A (tall), A^H (wide), then G itself (Hermitian)
+        if products == "3xtf32":  # G^H G of B = A (tall), A^H (wide), then G itself (Hermitian)
             g = hermitian_gram_3xtf32(g.mH if step == 0 and wide else g)
         elif step == 0:
             g = g @ g.mH if wide else g.mH @ g
@@ -61,6 +76,43 @@ def gram_iteration_matrices(mats: Tensor, iters: int = 6, *, split_tf32: bool = 
             g = g @ g
     fro = _fro(g).clamp_min(tiny)
     return torch.exp((log_scale + torch.log(fro)) / 2**iters)
+
+
+def _gram_iteration_real_parts(mats: Tensor, iters: int) -> Tensor:
+    """``gram_iteration_matrices`` with ``products="real"`` for complex input: the Hermitian iterates G = S + iK
+    as (S, K), two real matmuls per step (see there). Each step squares the iterate first and divides by its
+    squared Frobenius norm after: G has ||G||_F <= 1 and >= rho^-1/2 at every step, so no product overflows or
+    underflows, and the rescaling costs one pass instead of two before the products."""
+    p, q = mats.shape[-2:]
+    ri = torch.view_as_real(mats)  # (..., p, q, 2)
+    tiny = torch.finfo(ri.dtype).tiny
+    r = torch.linalg.vector_norm(ri, dim=(-3, -2, -1)).clamp_min(tiny)
+    log_scale = 2 * torch.log(r)
+    inv2 = (1 / r**2)[..., None, None]
+    if q > p:  # wide A: A A^H = (X X^T + Y Y^T) + i (Y X^T - X Y^T), from Z = [X, Y] (p, 2q)
+        z = ri.movedim(-1, -2).reshape(*mats.shape[:-2], p, 2 * q)
+        x, y = z[..., :q], z[..., q:]
+        s, n = (z @ z.mT) * inv2, y @ x.mT
+    else:  # A^H A = (X^T X + Y^T Y) + i (X^T Y - Y^T X), from Z = [X; Y] (2p, q)
+        z = ri.movedim(-1, -3).reshape(*mats.shape[:-2], 2 * p, q)
+        x, y = z[..., :p, :], z[..., p:, :]
+        s, n = (z.mT @ z) * inv2, x.mT @ y
+    k = (n - n.mT).mul_(inv2)
+    for _ in range(1, iters):
+        r = _norm2(s, k).clamp_min(tiny)
+        log_scale = 2 * (log_scale + torch.log(r))
+        inv2 = (1 / r**2)[..., None, None]
+        n = s @ k
+        # (S + K)(S - K) = S^2 - K^2 - SK + KS = Re(G G) - N - N^T, as K S = -(S K)^T = -N^T
+        s = ((s + k) @ (s - k)).add_(n).add_(n.mT).mul_(inv2)
+        k = (n - n.mT).mul_(inv2)
+    fro = _norm2(s, k).clamp_min(tiny)
+    return torch.exp((log_scale + torch.log(fro)) / 2**iters)
+
+
+def _norm2(s: Tensor, k: Tensor) -> Tensor:
+    """Frobenius norm of S + iK over the last two dims."""
+    return torch.sqrt(torch.linalg.vector_norm(s, dim=(-2, -1)) ** 2 + torch.linalg.vector_norm(k, dim=(-2, -1)) ** 2)
 
 
 def hermitian_gram_3xtf32(b: Tensor) -> Tensor:
@@ -117,26 +169,26 @@ def _scale(g: Tensor, factor: Tensor) -> Tensor:
     return g * factor[..., None, None]
 
 
-def gram_iteration_bound(weight: Tensor, n: int, stride: int = 1, iters: int = 6, *, split_tf32: bool = False
+def gram_iteration_bound(weight: Tensor, n: int, stride: int = 1, iters: int = 6, *, products: str = "real"
                          ) -> Tensor:
     """Upper bound on sigma_max of the circular conv on n x n (stride by polyphase). Differentiable (autograd)."""
-    return gram_iteration_matrices(_unique_transfer(weight, n, stride), iters, split_tf32=split_tf32).amax()
+    return gram_iteration_matrices(_unique_transfer(weight, n, stride), iters, products=products).amax()
 
 
 def gram_iteration_bound_batched(weights: Tensor, n: int, stride: int = 1, iters: int = 6, *,
-                                 split_tf32: bool = False) -> Tensor:
+                                 products: str = "real") -> Tensor:
     """Bounds for L layers of one shape at once: weights (L, c_out, c_in, k, k) -> (L,)."""
     specs = torch.stack([_unique_transfer(w, n, stride) for w in weights])
-    return gram_iteration_matrices(specs, iters, split_tf32=split_tf32).flatten(1).amax(1)
+    return gram_iteration_matrices(specs, iters, products=products).flatten(1).amax(1)
 
 
 def gram_iteration_bound_grouped(weight: Tensor, n: int, stride: int = 1, groups: int = 1, iters: int = 6, *,
-                                 split_tf32: bool = False) -> Tensor:
+                                 products: str = "real") -> Tensor:
     """Upper bound on sigma_max of a grouped circular conv, weight (c_out, c_in / g, k, k): its transfer matrices are
     the g blocks stacked, cut apart here and iterated as one batch; sigma_max is the largest block's."""
     mats = _unique_transfer(weight, n, stride)
     f, c_out, q = mats.shape
-    return gram_iteration_matrices(mats.reshape(f * groups, c_out // groups, q), iters, split_tf32=split_tf32).amax()
+    return gram_iteration_matrices(mats.reshape(f * groups, c_out // groups, q), iters, products=products).amax()
 
 
 def _unique_transfer(weight: Tensor, n: int, stride: int) -> Tensor:

@@ -1,24 +1,23 @@
-"""All SVs of many convs at once: layers grouped by transfer shape, one batched decomposition per group.
+"""All SVs of many convs at once: layers grouped by transfer shape, as few batched decompositions as possible.
 
 Exact for the circular model of each conv on its input grid (Sedghi et al., ICLR 2019). Layers whose transfer
-matrices share a shape (c_out, c_in s^2, n/s) are concatenated into ONE ``svdvals`` / ``eigvalsh`` call, so a
-GPU synchronises once per group instead of once per layer.
+matrices share a shape (c_out, c_in s^2) are decomposed in ONE ``svdvals`` / ``eigvalsh`` call, so a GPU
+synchronises (and pays cuSOLVER's per-call cost) once per shape instead of once per layer; ``merge`` as in
+:mod:`svbench.functional.batching` (grids / pad / none).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import torch
 from torch import Tensor
 
-from svbench.functional.spectrum import expand_multiset, matrix_singular_values, resolve_backend, taps_chunk
-from svbench.functional.transfer import compact_polyphase_kernel, transfer_matrices_at, unique_frequencies
+from svbench.functional.batching import call_matrices, plan_calls, split_call
+from svbench.functional.spectrum import expand_multiset, matrix_singular_values, resolve_backend
 
 
 def batched_conv_singular_values(
     layers: list[tuple[Tensor, int, int]] | list[tuple[Tensor, int, int, int]], *, backend: str = "auto",
-    driver: str | None = None, chunk: int | None = None, pieces: int | None = None,
+    driver: str | None = None, chunk: int | None = None, pieces: int | None = None, merge: str = "grids",
 ) -> list[Tensor]:
     """``layers``: (kernel (c_out, c_in, k, k), n, stride[, groups]) -> all SVs of each, descending.
 
@@ -26,27 +25,23 @@ def batched_conv_singular_values(
     its transfer matrix at each frequency is the g blocks of the grouped conv stacked vertically, so it is cut into
     g matrices of c_out / g rows and decomposed with the rest (SVs of a block-diagonal operator: the blocks' SVs).
 
-    Per group, the frequencies are processed ``chunk`` at a time (default: ``taps_chunk``: up to ``pieces`` calls, one
-    for gesvda on CUDA), each chunk's matrices of all the group's layers in one call.
+    Frequencies are processed ``chunk`` at a time (default: ``taps_chunk``: up to ``pieces`` calls per group, one
+    for gesvda on CUDA); one-call groups are merged as ``merge`` says (:mod:`svbench.functional.batching`).
+    ``auto`` is resolved again on a padded call's shape (every auto route is exact).
     """
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for i, (w, n, s, *g) in enumerate(layers):
-        groups[(w.shape[0], w.shape[1] * s * s, n // s, g[0] if g else 1, w.dtype, w.device)].append(i)
+    groups, calls = plan_calls([(w, n, s, g[0] if g else 1) for w, n, s, *g in layers],
+                               lambda p, q, device: resolve_backend(backend, p, q, device, driver),
+                               chunk=chunk, pieces=pieces, merge=merge)
+    pieces_of: dict[int, list[tuple[int, Tensor]]] = {id(gr): [] for gr in groups}
+    for call in calls:
+        svs = matrix_singular_values(call_matrices(call), backend, driver=driver)
+        for part, mine in zip(call, split_call(call, svs)):
+            gr = part.group
+            k = min(gr.p, gr.q)  # a padded call has min(p, q') - k extra (zero) SVs at the end
+            pieces_of[id(gr)].append((part.a, mine[:, :k].reshape(len(gr.idxs), part.b - part.a, gr.g * k)))
     out: list[Tensor | None] = [None] * len(layers)
-    for (c_out, q, m, g, _, device), idxs in groups.items():
-        idx, mult = unique_frequencies(m, device)
-        taps = [compact_polyphase_kernel(*layers[i][:3]) for i in idxs]
-        f = idx.numel()
-        route, drv = resolve_backend(backend, c_out // g, q, device, driver)
-        step = taps_chunk(taps[0], f, chunk, layers=len(taps), route=route, driver=drv, pieces=pieces)
-        parts = []
-        for a in range(0, f, step):
-            mats = torch.cat([transfer_matrices_at(t, m, idx[a : a + step]) for t in taps])
-            if g > 1:
-                mats = mats.reshape(-1, c_out // g, q)
-            svs = matrix_singular_values(mats, backend, driver=driver)
-            parts.append(svs.reshape(len(idxs), -1, g * svs.shape[-1]))
-        per_layer = torch.cat(parts, dim=1)
-        for j, i in enumerate(idxs):
-            out[i] = expand_multiset(per_layer[j], mult)
+    for gr in groups:
+        per_layer = torch.cat([t for _, t in sorted(pieces_of[id(gr)], key=lambda x: x[0])], dim=1)
+        for j, i in enumerate(gr.idxs):
+            out[i] = expand_multiset(per_layer[j], gr.mult)
     return out  # type: ignore[return-value]

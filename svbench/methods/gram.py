@@ -8,6 +8,9 @@ Delattre, Barthelemy, Araujo & Allauzen, ICML 2023 (arXiv:2305.16173); zero-padd
   bound for the zero-padded operator too (methods.md 1.2). UPPER BOUND in exact arithmetic, within
   rho^(2^-(T+1)) of sigma_1 (rho = min(c_in, c_out)); in float32 it may land a few ulps low once converged, so
   ``precision="float64"`` is the certificate setting.
+- ``products``: how each Hermitian square G G of the fft route is formed: ``real`` (default) from the symmetric
+  and antisymmetric real parts of G in two real matmuls (half the flops of the complex product, same bound up to
+  rounding: functional.gram), ``complex`` as one complex matmul (the paper code's form, kept for paired timing).
 - ``bound="delattre2024"``: the n-independent zero-padding bound (slower convergence, +7.5 % at T = 4 on a
   c = 8 example); valid for every n and any stride.
 - Control (``target``): w <- w * min(1, target / bound) every ``every`` steps; since bound >= sigma_1 the layer
@@ -61,6 +64,9 @@ class GramConfig:
     # H200 took 118 ms against 83 ms in float32 and landed 2.4e-7 under sigma_max against 1.8e-8
     # (reports/gpu/nvidia-h200/run2); kept so that measurement can be repeated, not recommended.
     precision: Literal["input", "float64", "3xtf32"] = "input"
+    # complex Gram products (fft bound): "real" = two real matmuls per Hermitian square (half the flops of one
+    # complex matmul, functional.gram); "complex" = one complex matmul (the paper code's form, for paired timing)
+    products: Literal["real", "complex"] = "real"
     target: float | None = None  # control: rescale so that the bound <= target
     every: int = 1
     penalty_weight: float = 0.0
@@ -97,7 +103,7 @@ def _grid(n: int, k: int, stride: int, padding: str) -> int:
     return n if padding == "circular" else zero_padding_bound_size(n, k, stride)
 
 
-def _fft_bounds_by_shape(layers: list[tuple[str, Tensor, int, int]], iters: int, split_tf32: bool = False
+def _fft_bounds_by_shape(layers: list[tuple[str, Tensor, int, int]], iters: int, products: str = "real"
                          ) -> dict[str, Tensor]:
     """Gram bounds of (name, weight, grid, stride) layers: one batched iteration per (weight shape, grid, stride).
     Differentiable (the training penalty); callers that only read the bounds wrap it in ``no_grad``."""
@@ -107,7 +113,7 @@ def _fft_bounds_by_shape(layers: list[tuple[str, Tensor, int, int]], iters: int,
     out: dict[str, Tensor] = {}
     for (_, _, grid, stride), members in groups.items():
         bounds = gram_iteration_bound_batched(torch.stack([w for _, w in members]), grid, stride, iters,
-                                              split_tf32=split_tf32)
+                                              products=products)
         out.update({name: b for (name, _), b in zip(members, bounds)})
     return out
 
@@ -128,7 +134,8 @@ class GramMethod(Method):
     def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
         c = self.config
         if c.bound == "fft":
-            return f"gram_iteration(T={c.iters}{', 3xtf32' if c.precision == '3xtf32' else ''})"
+            extra = ", 3xtf32" if c.precision == "3xtf32" else ", complex products" if c.products == "complex" else ""
+            return f"gram_iteration(T={c.iters}{extra})"
         return f"delattre2024(T={c.zero_iters})"
 
     def bound(self, weight: Tensor, n: int, stride: int, padding: str) -> Tensor:
@@ -137,15 +144,16 @@ class GramMethod(Method):
         if c.bound == "delattre2024":
             return delattre2024_bound(w, c.zero_iters)
         return gram_iteration_bound(w, _grid(n, weight.shape[-1], stride, padding), stride, c.iters,
-                                    split_tf32=self._split_tf32(w))
+                                    products=self._products(w))
 
-    def _split_tf32(self, w: Tensor) -> bool:
-        """3xTF32 products for this (no-grad) bound: asked for, and float32 weights (else a one-line error)."""
-        if self.config.precision != "3xtf32":
-            return False
+    def _products(self, w: Tensor, differentiable: bool = False) -> str:
+        """How the Gram products are formed: "3xtf32" for a no-grad bound when asked for (float32 weights, else a
+        one-line error), otherwise the configured "real" or "complex"."""
+        if self.config.precision != "3xtf32" or differentiable:
+            return self.config.products
         if w.dtype != torch.float32:
             raise UserError(f"gram precision '3xtf32' needs float32 weights, got {w.dtype}; use 'input' or 'float64'")
-        return True
+        return "3xtf32"
 
     def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
         stride, padding, groups, dilation = conv_geometry(layer)
@@ -167,7 +175,7 @@ class GramMethod(Method):
         if c.bound == "delattre2024":
             return torch.stack([delattre2024_bound(b, c.zero_iters) for b in group_kernels(w, groups)]).max()
         return gram_iteration_bound_grouped(w, _grid(n, w.shape[-1], stride, padding), stride, groups, c.iters,
-                                            split_tf32=not differentiable and self._split_tf32(w))
+                                            products=self._products(w, differentiable))
 
     def network_svs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, Tensor]:
         """The bound of every conv (circular model on its own grid); with ``batch_layers`` (and ``bound="fft"``)
@@ -186,8 +194,8 @@ class GramMethod(Method):
                 out[name] = self.layer_svs(circular_view(layer), n)
         dtypes = {name: layer.weight.dtype for name, layer, _ in convs}
         with torch.no_grad():
-            split = bool(plain) and self._split_tf32(plain[0][1])  # one model, one dtype
-            for name, b in _fft_bounds_by_shape(plain, c.iters, split).items():
+            products = self._products(plain[0][1]) if plain else c.products  # one model, one dtype
+            for name, b in _fft_bounds_by_shape(plain, c.iters, products).items():
                 out[name] = round_up_to(b.reshape(1), dtypes[name])
         return {name: out[name] for name, _, _ in convs}
 
@@ -221,7 +229,7 @@ class GramMethod(Method):
         if plain and c.bound == "fft":
             grids = [(name, conv.weight, _grid(n, conv.kernel_size[0], conv.stride[0], conv.padding_mode),
                       conv.stride[0]) for name, conv, n in plain]
-            bounds.append(torch.stack(list(_fft_bounds_by_shape(grids, c.iters).values())))
+            bounds.append(torch.stack(list(_fft_bounds_by_shape(grids, c.iters, c.products).values())))
         elif plain:
             bounds.append(torch.stack([delattre2024_bound(conv.weight, c.zero_iters) for _, conv, _ in plain]))
         bounds = torch.cat(bounds)

@@ -15,6 +15,9 @@ Sedghi, Gupta & Long, "The Singular Values of Convolutional Layers", ICLR 2019 (
   reports/cpu-performance.md, reports/gpu/nvidia-h200).
 - ``chunks``: at most this many solver calls per layer (or layer group); by default one for gesvda on CUDA
   (a gesvda call costs about the same whatever its batch), else up to four. More calls, less peak memory.
+- ``merge`` (network SVs): layers whose transfer matrices have one shape share a call across grids (default), and
+  with ``pad`` narrower ones of the same rows are zero-padded into it (exact: the padding adds only zero SVs,
+  which are cut off); ``none`` keeps one call per (shape, grid).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from svbench.errors import UnsupportedShape
-from svbench.functional.clip import clip_kernel, sedghi_clip
+from svbench.functional.clip import clip_kernels, sedghi_clip
 from svbench.functional.grouped import (
     dense_equivalent_kernel,
     grouped_conv_singular_values,
@@ -59,6 +62,9 @@ class SedghiConfig:
     # split each layer's (or layer group's) frequencies into at most this many solver calls (memory against time);
     # None: the engine's default (one call for gesvda on CUDA, else up to 4 calls of >= 1 MiB / 16 MiB on GPU / CPU)
     chunks: int | None = None
+    # network SVs: layers of one matrix shape in one call whatever their grid ("grids"), also narrower layers of
+    # the same rows zero-padded into it ("pad"), or one call per (shape, grid) ("none"); functional.network
+    merge: Literal["grids", "pad", "none"] = "grids"
 
     def __post_init__(self) -> None:
         if self.clip_to is not None and not self.clip_to > 0:
@@ -120,16 +126,19 @@ class SedghiMethod(Method):
         with torch.no_grad():
             svs = grouped_network_singular_values(
                 [(m.weight.detach(), n, m.stride[0], m.groups, m.dilation[0]) for _, m, n in convs],
-                backend=c.backend, driver=c.driver, pieces=c.chunks)
+                backend=c.backend, driver=c.driver, pieces=c.chunks, merge=c.merge)
         return {name: s for (name, _, _), s in zip(convs, svs)}
 
     def network_clip(self, model: nn.Module, input_shape: tuple[int, int, int], target: float
                      ) -> dict[str, Tensor]:
-        """The clip-and-crop pass of every plain conv (circular model on its grid), unique frequencies only."""
+        """The clip-and-crop pass of every plain conv (circular model on its grid), unique frequencies only; the
+        matrices of layers of one transfer shape clipped together (``merge``, as for the SVs)."""
         c = self.config
-        return {name: clip_kernel(m.weight.detach(), n, target, m.stride[0], mode=c.mode, route=c.clip_route,
-                                  groups=m.groups, dilation=m.dilation[0], driver=c.driver, pieces=c.chunks)
-                for name, m, n in plain_convs(model, input_shape)}
+        convs = plain_convs(model, input_shape)
+        kernels = clip_kernels([(m.weight.detach(), n, m.stride[0], m.groups, m.dilation[0]) for _, m, n in convs],
+                               target, mode=c.mode, route=c.clip_route, driver=c.driver, pieces=c.chunks,
+                               merge=c.merge)
+        return {name: k for (name, _, _), k in zip(convs, kernels)}
 
     # ---- training hooks ---------------------------------------------------------------------------------
     def wrap(self, model: nn.Module) -> nn.Module:

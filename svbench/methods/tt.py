@@ -237,6 +237,7 @@ class TTConfig:
     backend: Literal["auto", "svdvals", "eigh", "eigh64", "svdvals64"] = "auto"
     driver: Literal["gesvd", "gesvdj", "gesvda"] | None = None
     chunks: int | None = None  # at most this many solver calls per core (group); None: engine default (sedghi's)
+    merge: Literal["grids", "pad", "none"] = "grids"  # network SVs: cores of one shape share a call (as sedghi's)
     init: Literal["orthogonal", "tt_svd"] = "tt_svd"  # wrap(): fresh orthogonal cores or TT-SVD of the kernel
     keep_first: bool = True  # wrap(): leave the first conv dense
     control: Literal["none", "clip", "divide"] = "none"
@@ -345,7 +346,7 @@ class TTMethod(Method):
                     continue
                 names.append(name)
             svs = batched_conv_singular_values(items, backend=self.config.backend, driver=self.config.driver,
-                                               pieces=self.config.chunks)
+                                               pieces=self.config.chunks, merge=self.config.merge)
         out = {}
         for name, sv, total in zip(names, svs, totals):
             out[name] = sv if total is None else torch.cat([sv, sv.new_zeros(total - sv.numel())])

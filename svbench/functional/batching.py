@@ -1,0 +1,114 @@
+"""Which transfer matrices of which layers go into which solver call (whole-network SVs and clipping).
+
+A batched GPU solver (cuSOLVER's gesvda above all) costs about the same per CALL whatever its batch (H200:
+reports/gpu/nvidia-h200), so the network routes decompose as many matrices per call as memory policy allows:
+
+- layers of one transfer shape and grid form a group (their frequencies chunked by ``taps_chunk``: one call for
+  gesvda on CUDA, or at most ``pieces`` calls, or ``chunk`` frequencies per call);
+- ``merge="grids"`` (default): groups that take one call are merged with the other one-call groups of the same
+  matrix shape, whatever their grid (e.g. a network with one channel count at two resolutions, TT cores of one
+  rank at several stages);
+- ``merge="pad"``: also one-call groups with the same rows and at most 2x fewer columns, zero-padded to the
+  widest. [A, 0] has A's SVs plus zeros and clips to [clip(A), 0], so the padding is cut off again: exact; it
+  costs the padded flops and saves calls;
+- ``merge="none"``: one call per group chunk.
+
+Chunked groups (more than one call) are never merged: their calls were bounded for memory on purpose.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from svbench.errors import UserError
+from svbench.functional.spectrum import taps_chunk
+from svbench.functional.transfer import compact_polyphase_kernel, transfer_matrices_at, unique_frequencies
+
+MERGES = ("grids", "pad", "none")
+
+
+@dataclass
+class Group:
+    """Layers (positions ``idxs`` in the caller's list) with one transfer shape (c_out, q = c_in s^2), grid m and
+    group count g; the solver sees their matrices cut into g blocks of p = c_out / g rows."""
+
+    idxs: list[int]
+    taps: list[Tensor]  # compact polyphase taps per layer
+    m: int
+    g: int
+    p: int
+    q: int
+    freqs: Tensor  # flat rfft indices of one frequency per conjugate pair
+    mult: Tensor  # how often each stands in the full spectrum
+
+
+@dataclass
+class Part:
+    """Frequencies ``freqs[a:b]`` of every layer of ``group``, inside one call."""
+
+    group: Group
+    a: int
+    b: int
+
+    def matrices(self) -> Tensor:
+        """(layers * (b - a) * g, p, q): layer-major, then frequency, then block."""
+        gr = self.group
+        sel = gr.freqs[self.a : self.b]
+        return torch.cat([transfer_matrices_at(t, gr.m, sel) for t in gr.taps]).reshape(-1, gr.p, gr.q)
+
+
+def plan_calls(
+    layers: list[tuple[Tensor, int, int, int]], route_of: Callable[[int, int, torch.device], tuple[str, str | None]],
+    *, chunk: int | None = None, pieces: int | None = None, merge: str = "grids",
+) -> tuple[list[Group], list[list[Part]]]:
+    """(kernel, n, stride, groups) per layer -> the groups and the solver calls (lists of parts) that cover them.
+
+    ``route_of(p, q, device)`` gives the (route, driver) the caller will use on p x q matrices: it sets the chunk
+    policy, and only groups with the same route are merged.
+    """
+    if merge not in MERGES:
+        raise UserError(f"merge must be one of {', '.join(MERGES)}; got {merge!r}")
+    keyed: dict[tuple, list[int]] = defaultdict(list)
+    for i, (w, n, s, g) in enumerate(layers):
+        keyed[(w.shape[0], w.shape[1] * s * s, n // s, g, w.dtype, w.device)].append(i)
+    groups: list[Group] = []
+    calls: list[list[Part]] = []
+    mergeable: dict[tuple, list[Group]] = defaultdict(list)
+    for (c_out, q, m, g, dtype, device), idxs in keyed.items():
+        freqs, mult = unique_frequencies(m, device)
+        taps = [compact_polyphase_kernel(*layers[i][:3]) for i in idxs]
+        group = Group(idxs, taps, m, g, c_out // g, q, freqs, mult)
+        groups.append(group)
+        f = freqs.numel()
+        route, drv = route_of(group.p, q, device)
+        step = taps_chunk(taps[0], f, chunk, layers=len(idxs), route=route, driver=drv, pieces=pieces)
+        if merge != "none" and step >= f:
+            mergeable[(group.p, None if merge == "pad" else q, dtype, device, route, drv)].append(group)
+        else:
+            calls.extend([Part(group, a, min(a + step, f))] for a in range(0, f, step))
+    for members in mergeable.values():
+        rest = sorted(members, key=lambda gr: -gr.q)
+        while rest:  # widest first; a call takes every group at least half as wide
+            widest = rest[0].q
+            calls.append([Part(gr, 0, gr.freqs.numel()) for gr in rest if 2 * gr.q >= widest])
+            rest = [gr for gr in rest if 2 * gr.q < widest]
+    return groups, calls
+
+
+def call_matrices(call: list[Part]) -> Tensor:
+    """Every matrix of a call in one batch, narrower ones zero-padded on the right to the widest."""
+    width = max(part.group.q for part in call)
+    mats = [part.matrices() for part in call]
+    mats = [torch.nn.functional.pad(a, (0, width - a.shape[-1])) if a.shape[-1] < width else a for a in mats]
+    return torch.cat(mats) if len(mats) > 1 else mats[0]
+
+
+def split_call(call: list[Part], out: Tensor) -> list[Tensor]:
+    """A per-matrix result of :func:`call_matrices`' batch cut back into the parts, in call order."""
+    sizes = [len(part.group.idxs) * (part.b - part.a) * part.group.g for part in call]
+    return list(torch.split(out, sizes))
