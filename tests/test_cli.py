@@ -189,6 +189,40 @@ def test_spectrum_with_model_hooks(tmp_path, capsys):
     assert "features.6 | conv | (64, 32, 3, 3) | 14 | 2 (model hooks)" in md
 
 
+def test_spectrum_with_model_reads_groups_and_dilation(tmp_path, capsys, monkeypatch):
+    """With --model, a grouped (depthwise) and a dilated conv are read as what they are: their SVs are the grouped /
+    dilated operator's (float64 route of the engine), the zero-padding bound holds them, and no depthwise warning."""
+    from torch import nn
+
+    from svbench.functional.grouped import grouped_conv_singular_values
+    from svbench.models.registry import MODELS
+
+    def grouped_net(in_channels=3, image_size=8, **_):
+        return nn.Sequential(nn.Conv2d(in_channels, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1, groups=6),
+                             nn.Conv2d(6, 4, 3, padding=2, dilation=2, padding_mode="circular"),
+                             nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=2))
+
+    monkeypatch.setitem(MODELS._items, "grouped_test_net", grouped_net)
+    torch.manual_seed(0)
+    model = grouped_net()
+    path = tmp_path / "g.pt"
+    torch.save(model.state_dict(), path)
+    code, _, err = _inproc(capsys, "spectrum", str(path), "--model", "grouped_test_net", "--input-shape", "3,8,8",
+                           "--out", str(tmp_path / "o"))
+    assert code == 0 and "1 input channel" not in err
+    md = (tmp_path / "o" / "spectrum.md").read_text()
+    assert "| 1 | conv | (6, 6, 3, 3) g=6 | 8 |" in md and "| 2 | conv | (4, 6, 3, 3) d=2 | 8 |" in md
+    rows = {}
+    for line in (tmp_path / "o" / "spectrum.csv").read_text().splitlines()[1:]:
+        name, _, _, _, _, sigma = line.split(",")
+        rows.setdefault(name, []).append(float(sigma))
+    for name, g, d, s in (("1", 6, 1, 1), ("2", 1, 2, 1), ("3", 2, 1, 2)):
+        w = model.get_submodule(name).weight.detach().double()
+        exact = grouped_conv_singular_values(w, 8, s, groups=g, dilation=d, backend="svdvals64")
+        got = torch.tensor(rows[name], dtype=torch.float64)
+        assert got.shape == exact.shape and (got - exact).abs().max() <= 2e-6 * exact[0], name
+
+
 def test_checkpoint_without_convs(tmp_path, capsys):
     path = tmp_path / "lin.pt"
     torch.save({"fc.weight": torch.zeros(3, 4)}, path)

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from svbench.checkpoint.load import ConvEntry, find_convs, load_state_dict
 from svbench.errors import UserError
+from svbench.functional.grouped import dense_equivalent_kernel
 from svbench.functional.spectrum import zero_padding_sigma_max_bound
 from svbench.functional.transfer import check_circular_geometry
 from svbench.measure.env import device_name, resolve_device
@@ -45,6 +46,8 @@ class LayerSpectrum:
     svs: Tensor
     sigma_max_bound: float | None
     device: str = "cpu"  # where the SVs were computed
+    groups: int = 1  # from the model's conv (with --model); a state dict alone does not record it
+    dilation: int = 1
 
     @property
     def sigma_max(self) -> float:
@@ -61,7 +64,8 @@ class LayerSpectrum:
 
 def _model_geometry(
     model_name: str, input_shape: tuple[int, ...], state: dict[str, Tensor]
-) -> dict[str, tuple[int, int, str]]:
+) -> dict[str, tuple[int, int, str, int, int]]:
+    """name -> (input size, stride, padding mode, groups, dilation) of every conv of the model, by forward hooks."""
     from svbench.models import build_model
 
     model = build_model(model_name, in_channels=input_shape[0], image_size=input_shape[1])
@@ -74,7 +78,8 @@ def _model_geometry(
     from svbench.models.probe import probe_inputs
 
     found = probe_inputs(model, input_shape, lambda name, mod: isinstance(mod, nn.Conv2d))
-    return {name: (int(shape[-1]), int(mod.stride[0]), mod.padding_mode) for name, mod, shape in found}
+    return {name: (int(shape[-1]), int(mod.stride[0]), mod.padding_mode, int(mod.groups), int(mod.dilation[0]))
+            for name, mod, shape in found}
 
 
 def _load_into(model: nn.Module, state: dict[str, Tensor]) -> tuple[list[str], list[str]]:
@@ -99,14 +104,14 @@ def spectrum_method(method: str) -> Method:
 
 
 def layer_spectrum(entry: ConvEntry, n: int, stride: int, method: str = "sedghi", padding: str = "zeros",
-                   device: torch.device | str = "cpu") -> Tensor:
+                   device: torch.device | str = "cpu", groups: int = 1, dilation: int = 1) -> Tensor:
     """All SVs (descending, zeros included, float64 on the CPU) of the circular operator of this conv on n x n,
-    computed on ``device``."""
+    computed on ``device``; a grouped or dilated conv (known from a model) as that operator."""
     m = spectrum_method(method)
     k = entry.kernel.shape[-1]
-    check_circular_geometry(k, n, stride)
-    conv = nn.Conv2d(entry.kernel.shape[1], entry.kernel.shape[0], k, stride=stride, bias=False,
-                     padding=0, padding_mode="circular", device=device)
+    check_circular_geometry(dilation * (k - 1) + 1, n, stride)
+    conv = nn.Conv2d(entry.kernel.shape[1] * groups, entry.kernel.shape[0], k, stride=stride, bias=False, padding=0,
+                     dilation=dilation, groups=groups, padding_mode="circular", device=device)
     with torch.no_grad():
         conv.weight.copy_(entry.kernel.float())
     svs = m.layer_svs(conv, n).detach().double().cpu()
@@ -147,21 +152,21 @@ def checkpoint_spectrum(
             raise UserError(f"layer {e.name!r} has NaN or Inf weights: the checkpoint is corrupt or its training "
                             f"diverged")
         if e.name in geo:
-            n, stride, pad = geo[e.name]
+            n, stride, pad, groups, dilation = geo[e.name]
         elif model is not None and e.kind == "tt":
             raise UserError(f"TT layer {e.name!r} is not in model {model!r}; run without --model")
         else:
-            n, stride, pad = input_size or input_shape[1], 1, "zeros"
+            n, stride, pad, groups, dilation = input_size or input_shape[1], 1, "zeros", 1, 1
         try:
-            svs = layer_spectrum(e, n, stride, method, pad, dev)
+            svs = layer_spectrum(e, n, stride, method, pad, dev, groups, dilation)
         except UserError as err:
             raise UserError(f"layer {e.name!r}: {err}") from None
         k = e.kernel.shape[-1]
-        bound = None if pad == "circular" else float(zero_padding_sigma_max_bound(e.kernel.float().to(dev), n,
-                                                                                 stride))
-        shape = (e.c_out, e.c_in, k, k)
+        dense = dense_equivalent_kernel(e.kernel.float().to(dev), groups, dilation)
+        bound = None if pad == "circular" else float(zero_padding_sigma_max_bound(dense, n, stride))
+        shape = (e.c_out, e.c_in * groups, k, k)
         out.append(LayerSpectrum(e.name, e.kind, shape, n, stride, source if e.name in geo or model is None
-                                 else "assumed", pad, svs, bound, f"{dev.type} ({device_name(dev)})"))
+                                 else "assumed", pad, svs, bound, f"{dev.type} ({device_name(dev)})", groups, dilation))
     return out
 
 
@@ -186,12 +191,17 @@ def write_spectrum(spectra: list[LayerSpectrum], out_dir: str | Path) -> tuple[P
 
 def depthwise_note(spectra: list[LayerSpectrum]) -> str | None:
     """A warning for weights that look depthwise: (C, 1, k, k) after the first layer, read as 1 -> C convs."""
-    names = [s.name for i, s in enumerate(spectra) if i > 0 and s.kind == "conv" and s.shape[1] == 1 and s.shape[0] > 1]
+    names = [s.name for i, s in enumerate(spectra) if i > 0 and s.kind == "conv" and s.shape[1] == 1 and s.shape[0] > 1
+             and s.geometry_source != "model hooks"]  # with --model the conv's own groups were used
     if not names:
         return None
     return (f"layer(s) {', '.join(names)} have 1 input channel though not first: read as 1 -> C convs; if they are "
             f"depthwise or grouped convs these SVs are of another operator (a state dict does not record groups; "
-            f"sedghi's network_svs on the model is exact for grouped and dilated convs)")
+            f"pass --model NAME --input-shape C,H,W to read groups and dilation from the model)")
+
+
+def _grouping(s: LayerSpectrum) -> str:
+    return (f" g={s.groups}" if s.groups > 1 else "") + (f" d={s.dilation}" if s.dilation > 1 else "")
 
 
 def spectrum_markdown(spectra: list[LayerSpectrum]) -> str:
@@ -199,7 +209,8 @@ def spectrum_markdown(spectra: list[LayerSpectrum]) -> str:
         "SVs of each conv's circular operator on its input grid (exact for circular padding; a proxy, not a bound,",
         "for zero padding). `sigma_max bound` is a guaranteed upper bound for the zero-padded layer (circular",
         "sigma_max on n' = s*ceil((n+k-1)/s)). TT layers: QR-folded core, exact by Theorem 1. A state dict does",
-        "not record groups or dilation: every weight is read as a dense, undilated conv of its own shape.",
+        "not record groups or dilation: without --model every weight is read as a dense, undilated conv of its own",
+        "shape; with --model they come from the model's convs (shown as g=, d= after the shape).",
         f"Computed on: {', '.join(sorted({s.device for s in spectra})) or 'cpu'}.",
         "",
         "| layer | kind | shape (out, in, k, k) | input n | stride used | padding | #SVs | sigma_max | sigma_min "
@@ -208,12 +219,12 @@ def spectrum_markdown(spectra: list[LayerSpectrum]) -> str:
     ]
     note = depthwise_note(spectra)
     if note:
-        lines[4:4] = [note]
+        lines[5:5] = [note]
     for s in spectra:
         cond = "inf" if s.condition == float("inf") else f"{s.condition:.4g}"
         bound = "—" if s.sigma_max_bound is None else f"{s.sigma_max_bound:.6g}"
         lines.append(
-            f"| {s.name} | {s.kind} | {s.shape} | {s.n} | {s.stride} ({s.geometry_source}) | {s.padding} | "
+            f"| {s.name} | {s.kind} | {s.shape}{_grouping(s)} | {s.n} | {s.stride} ({s.geometry_source}) | {s.padding} | "
             f"{s.svs.numel()} | {s.sigma_max:.6g} | {s.sigma_min:.4g} | {cond} | {bound} |"
         )
     return "\n".join(lines) + "\n"
