@@ -224,7 +224,7 @@ def spectrum_markdown(spectra: list[LayerSpectrum]) -> str:
         cond = "inf" if s.condition == float("inf") else f"{s.condition:.4g}"
         bound = "—" if s.sigma_max_bound is None else f"{s.sigma_max_bound:.6g}"
         lines.append(
-            f"| {s.name} | {s.kind} | {s.shape}{_grouping(s)} | {s.n} | {s.stride} ({s.geometry_source}) | {s.padding} | "
-            f"{s.svs.numel()} | {s.sigma_max:.6g} | {s.sigma_min:.4g} | {cond} | {bound} |"
+            f"| {s.name} | {s.kind} | {s.shape}{_grouping(s)} | {s.n} | {s.stride} ({s.geometry_source}) | "
+            f"{s.padding} | {s.svs.numel()} | {s.sigma_max:.6g} | {s.sigma_min:.4g} | {cond} | {bound} |"
         )
     return "\n".join(lines) + "\n"

@@ -48,8 +48,14 @@ Backend = Literal["auto", "svdvals", "eigh", "eigh64", "svdvals64"]
 BACKENDS: tuple[str, ...] = ("auto", "svdvals", "eigh", "eigh64", "svdvals64")
 CUDA_DRIVERS: tuple[str, ...] = ("gesvd", "gesvdj", "gesvda")
 # ``auto`` on CPU: eigh64 when max(p, q) >= AUTO_EIGH64_ASPECT * min(p, q) and min(p, q) <= AUTO_EIGH64_MAX_SIDE
+# (faster there), and for accuracy when min(p, q) >= AUTO_EIGH64_MIN_SIDE: the float32 LAPACK SVD's error grows
+# with the side, max |error| / sigma_max measured 0.6-0.8e-6 at 64, 1.0-1.1e-6 at 128, 1.2-1.75e-6 at 256 and
+# 2.2-2.8e-6 at 512 (ResNet-18 and seeded Gaussian kernels, this project's CPU), i.e. OUTSIDE the 2e-6 accuracy
+# class from ~400 on, while eigh64 (float64 Gram + eigvalsh) stays at 5e-8 for 1.3-1.5x the time (1.5-2x faster
+# than svdvals64). reports/cpu-performance.md, session 6.
 AUTO_EIGH64_ASPECT = 4
 AUTO_EIGH64_MAX_SIDE = 64
+AUTO_EIGH64_MIN_SIDE = 256
 DEFAULT_CHUNKS = 4  # at most this many chunks by default ...
 # ... and none smaller than this many bytes of transfer matrices. GPU: 1 MiB (memory is the scarce resource; the
 # issue-6 target is a peak <= 1.5x the transfer size). CPU: 16 MiB -- on this project's CPU four chunks of a
@@ -126,7 +132,7 @@ def resolve_backend(
     if torch.device(device).type == "cuda":
         return "svdvals", driver or "gesvda"
     short, long = min(p, q), max(p, q)
-    if long >= AUTO_EIGH64_ASPECT * short and short <= AUTO_EIGH64_MAX_SIDE:
+    if long >= AUTO_EIGH64_ASPECT * short and short <= AUTO_EIGH64_MAX_SIDE or short >= AUTO_EIGH64_MIN_SIDE:
         return "eigh64", None
     return "svdvals", driver
 
