@@ -107,6 +107,26 @@ def test_sedghi_network_route_is_the_same_in_any_number_of_calls(chunks):
             assert torch.allclose(base[key], split[key], rtol=0, atol=1e-12), (seed, key, chunks)
 
 
+@pytest.mark.parametrize("options", [{}, {"merge": "pad"}, {"merge": "none"}, {"chunks": 3},
+                                     {"clip_route": "svd"}])
+def test_sedghi_network_clip_equals_the_textbook_clip_on_random_nets(options):
+    """The clipping pass of every conv -- layers of one shape merged into one call (across grids, zero-padded, or
+    not), chunked, Gram-eig or SVD route -- against the textbook pass (full fft2, SVD of every matrix, ifft2, crop)
+    of each conv's dense equivalent, float64."""
+    checked = 0
+    for seed in range(N_MODELS):
+        model, shape = _random_net(seed)
+        target = 0.3 + 0.2 * (seed % 5)
+        got = create_method("sedghi", **options).network_clip(model, shape, target)
+        want = create_method("reference").network_clip(model, shape, target)
+        assert got.keys() == want.keys(), seed
+        for key in got:
+            assert got[key].shape == want[key].shape, (seed, key)
+            assert torch.allclose(got[key], want[key], rtol=0, atol=1e-10), (seed, key, options)
+            checked += 1
+    assert checked >= N_MODELS
+
+
 @pytest.mark.parametrize("name", ["gram", "power", "tt", "sedghi"])
 def test_wrapped_models_deep_copy_twice_and_the_copies_keep_working(name):
     """gram / power / tt attach input-size hooks in ``wrap``; a copy of a copy of such a model failed inside torch's

@@ -31,6 +31,9 @@ def test_create_method_validates_config():
         create_method("sedghi", backend="magic")
     with pytest.raises(UserError, match="clip_to must be > 0"):
         create_method("sedghi", clip_to=-1.0)
+    for name, key, value in (("sedghi", "merge", "all"), ("tt", "merge", "pad-all"), ("gram", "products", "fast")):
+        with pytest.raises(UserError, match=f"{key}: expected one of"):
+            create_method(name, **{key: value})
 
 
 def test_list_pattern():
