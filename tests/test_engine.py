@@ -284,8 +284,18 @@ def test_gram_real_products_gradient_equals_complex_products():
 def test_gram_products_unknown_is_one_line_error():
     from svbench.functional.gram import gram_iteration_matrices
 
-    with pytest.raises(UserError, match="products must be one of real, complex, 3xtf32"):
+    with pytest.raises(UserError, match="products must be one of auto, real, complex, 3xtf32"):
         gram_iteration_matrices(torch.randn(2, 3, 3), 2, products="fast")
+
+
+def test_gram_products_auto_is_real_from_the_measured_crossover():
+    from svbench.functional.gram import REAL_PRODUCTS_MIN_SIDE, resolve_products
+
+    side = REAL_PRODUCTS_MIN_SIDE
+    assert resolve_products("auto", torch.zeros(2, side, side + 5, dtype=torch.complex64)) == "real"
+    assert resolve_products("auto", torch.zeros(2, side + 5, side - 1, dtype=torch.complex64)) == "complex"
+    assert resolve_products("auto", torch.zeros(2, 4 * side, 4 * side)) == "complex"  # real input: one real matmul
+    assert resolve_products("complex", torch.zeros(2, 4 * side, 4 * side, dtype=torch.complex64)) == "complex"
 
 
 @pytest.mark.parametrize("c,n,s", [(512, 4, 1), (256, 8, 2), (384, 4, 1)])

@@ -30,16 +30,32 @@ from torch import Tensor
 from svbench.errors import UserError
 from svbench.functional.transfer import transfer_matrices_at, unique_frequency_taps
 
-PRODUCTS = ("real", "complex", "3xtf32")
+PRODUCTS = ("auto", "real", "complex", "3xtf32")
+# ``auto``: real products from this Gram side on. Measured on this project's CPU, 1 thread, paired (interleaved)
+# medians, T = 6 (reports/cpu-performance.md, session 6): complex/real time 0.54-0.85 for sides 8-32 (the real
+# route's extra elementwise passes dominate), 1.01-1.09 for 48-96, 1.16 at 128 and 1.06-1.49 for 160-640 layers
+# (same-run suite); with the backward pass (the training penalty) 0.65-0.93 up to 64, 1.00 at 96, 1.19 at 128.
+REAL_PRODUCTS_MIN_SIDE = 128
 
 
-def gram_iteration_matrices(mats: Tensor, iters: int = 6, *, products: str = "real") -> Tensor:
+def resolve_products(products: str, mats: Tensor) -> str:
+    """The concrete product form for this batch: ``auto`` is ``real`` for complex matrices whose smaller side is
+    >= ``REAL_PRODUCTS_MIN_SIDE``, else ``complex`` (real matrices take one real matmul per step either way)."""
+    if products not in PRODUCTS:
+        raise UserError(f"Gram products must be one of {', '.join(PRODUCTS)}; got {products!r}")
+    if products != "auto":
+        return products
+    return "real" if mats.is_complex() and min(mats.shape[-2:]) >= REAL_PRODUCTS_MIN_SIDE else "complex"
+
+
+def gram_iteration_matrices(mats: Tensor, iters: int = 6, *, products: str = "auto") -> Tensor:
     """Upper bound on the spectral norm of each matrix in a batch (..., p, q); returns shape (...).
 
     After the first step G is Hermitian, so G^H G = G G. How the products of complex matrices are formed
     (``products``; real matrices always take one real matmul per step):
 
-    - ``"real"`` (default): G = S + iK is carried as its real symmetric part S and antisymmetric part K, and
+    - ``"auto"`` (default): ``"real"`` from a Gram side of ``REAL_PRODUCTS_MIN_SIDE`` on, else ``"complex"``.
+    - ``"real"``: G = S + iK is carried as its real symmetric part S and antisymmetric part K, and
       G G = (S^2 - K^2) + i(SK + KS) comes from TWO real matmuls, N = S K and M = (S + K)(S - K): as
       K S = -(S K)^T, Im(G G) = SK + KS = N - N^T and Re(G G) = M + N + N^T. That is 4 c^3 flops against the 8 c^3
       of one complex matmul; the first step A^H A = (X^T X + Y^T Y) + i(X^T Y - (X^T Y)^T) takes 6 p q^2
@@ -56,8 +72,7 @@ def gram_iteration_matrices(mats: Tensor, iters: int = 6, *, products: str = "re
     """
     if iters < 1:
         raise UserError(f"Gram iteration needs iters >= 1, got {iters}")
-    if products not in PRODUCTS:
-        raise UserError(f"Gram products must be one of {', '.join(PRODUCTS)}; got {products!r}")
+    products = resolve_products(products, mats)
     if products == "real" and mats.is_complex():
         return _gram_iteration_real_parts(mats, iters)
     g = mats
@@ -169,21 +184,21 @@ def _scale(g: Tensor, factor: Tensor) -> Tensor:
     return g * factor[..., None, None]
 
 
-def gram_iteration_bound(weight: Tensor, n: int, stride: int = 1, iters: int = 6, *, products: str = "real"
+def gram_iteration_bound(weight: Tensor, n: int, stride: int = 1, iters: int = 6, *, products: str = "auto"
                          ) -> Tensor:
     """Upper bound on sigma_max of the circular conv on n x n (stride by polyphase). Differentiable (autograd)."""
     return gram_iteration_matrices(_unique_transfer(weight, n, stride), iters, products=products).amax()
 
 
 def gram_iteration_bound_batched(weights: Tensor, n: int, stride: int = 1, iters: int = 6, *,
-                                 products: str = "real") -> Tensor:
+                                 products: str = "auto") -> Tensor:
     """Bounds for L layers of one shape at once: weights (L, c_out, c_in, k, k) -> (L,)."""
     specs = torch.stack([_unique_transfer(w, n, stride) for w in weights])
     return gram_iteration_matrices(specs, iters, products=products).flatten(1).amax(1)
 
 
 def gram_iteration_bound_grouped(weight: Tensor, n: int, stride: int = 1, groups: int = 1, iters: int = 6, *,
-                                 products: str = "real") -> Tensor:
+                                 products: str = "auto") -> Tensor:
     """Upper bound on sigma_max of a grouped circular conv, weight (c_out, c_in / g, k, k): its transfer matrices are
     the g blocks stacked, cut apart here and iterated as one batch; sigma_max is the largest block's."""
     mats = _unique_transfer(weight, n, stride)

@@ -8,9 +8,10 @@ Delattre, Barthelemy, Araujo & Allauzen, ICML 2023 (arXiv:2305.16173); zero-padd
   bound for the zero-padded operator too (methods.md 1.2). UPPER BOUND in exact arithmetic, within
   rho^(2^-(T+1)) of sigma_1 (rho = min(c_in, c_out)); in float32 it may land a few ulps low once converged, so
   ``precision="float64"`` is the certificate setting.
-- ``products``: how each Hermitian square G G of the fft route is formed: ``real`` (default) from the symmetric
-  and antisymmetric real parts of G in two real matmuls (half the flops of the complex product, same bound up to
-  rounding: functional.gram), ``complex`` as one complex matmul (the paper code's form, kept for paired timing).
+- ``products``: how each Hermitian square G G of the fft route is formed: ``real`` from the symmetric and
+  antisymmetric real parts of G in two real matmuls (half the flops of the complex product, same bound up to
+  rounding: functional.gram), ``complex`` as one complex matmul (the paper code's form), ``auto`` (default) real
+  from a Gram side of 128 on, complex below (measured crossover on a CPU).
 - ``bound="delattre2024"``: the n-independent zero-padding bound (slower convergence, +7.5 % at T = 4 on a
   c = 8 example); valid for every n and any stride.
 - Control (``target``): w <- w * min(1, target / bound) every ``every`` steps; since bound >= sigma_1 the layer
@@ -65,8 +66,9 @@ class GramConfig:
     # (reports/gpu/nvidia-h200/run2); kept so that measurement can be repeated, not recommended.
     precision: Literal["input", "float64", "3xtf32"] = "input"
     # complex Gram products (fft bound): "real" = two real matmuls per Hermitian square (half the flops of one
-    # complex matmul, functional.gram); "complex" = one complex matmul (the paper code's form, for paired timing)
-    products: Literal["real", "complex"] = "real"
+    # complex matmul, functional.gram); "complex" = one complex matmul (the paper code's form); "auto" = real from
+    # a Gram side of 128 on (where it measured faster on a CPU), complex below
+    products: Literal["auto", "real", "complex"] = "auto"
     target: float | None = None  # control: rescale so that the bound <= target
     every: int = 1
     penalty_weight: float = 0.0
@@ -103,7 +105,7 @@ def _grid(n: int, k: int, stride: int, padding: str) -> int:
     return n if padding == "circular" else zero_padding_bound_size(n, k, stride)
 
 
-def _fft_bounds_by_shape(layers: list[tuple[str, Tensor, int, int]], iters: int, products: str = "real"
+def _fft_bounds_by_shape(layers: list[tuple[str, Tensor, int, int]], iters: int, products: str = "auto"
                          ) -> dict[str, Tensor]:
     """Gram bounds of (name, weight, grid, stride) layers: one batched iteration per (weight shape, grid, stride).
     Differentiable (the training penalty); callers that only read the bounds wrap it in ``no_grad``."""
@@ -134,7 +136,8 @@ class GramMethod(Method):
     def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
         c = self.config
         if c.bound == "fft":
-            extra = ", 3xtf32" if c.precision == "3xtf32" else ", complex products" if c.products == "complex" else ""
+            extra = "" if c.products == "auto" else f", {c.products} products"
+            extra = ", 3xtf32" if c.precision == "3xtf32" else extra
             return f"gram_iteration(T={c.iters}{extra})"
         return f"delattre2024(T={c.zero_iters})"
 
