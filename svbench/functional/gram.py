@@ -31,10 +31,10 @@ from svbench.errors import UserError
 from svbench.functional.transfer import transfer_matrices_at, unique_frequency_taps
 
 PRODUCTS = ("auto", "real", "complex", "3xtf32")
-# ``auto``: real products from this Gram side on. Measured on this project's CPU, 1 thread, paired (interleaved)
-# medians, T = 6 (reports/cpu-performance.md, session 6): complex/real time 0.54-0.85 for sides 8-32 (the real
-# route's extra elementwise passes dominate), 1.01-1.09 for 48-96, 1.16 at 128 and 1.06-1.49 for 160-640 layers
-# (same-run suite); with the backward pass (the training penalty) 0.65-0.93 up to 64, 1.00 at 96, 1.19 at 128.
+# ``auto``: real products from this Gram side on. Measured on this project's CPU, 1 thread, the two forms alternated
+# on one kernel (scripts/gram-products-paired.py, reports/gram-products-cpu/paired.md), T = 6: complex/real time
+# 0.75-0.88 for sides 8-48 (the real route's extra elementwise passes dominate), 1.01-1.02 at 64-96, 1.17-1.36 for
+# 128-256; with the backward pass (the training penalty) 0.68-0.88 up to 32, 0.99-1.05 at 48-96, 1.21-1.30 from 128.
 REAL_PRODUCTS_MIN_SIDE = 128
 
 
