@@ -22,24 +22,24 @@ SHAPES = [(8, 8), (16, 8), (16, 32), (32, 16), (48, 16), (64, 16), (96, 16), (12
 ROUNDS, REPS = 15, 3
 
 
-def _median_ms(fn) -> float:
+def _median_ms(fn, reps: int) -> float:
     times = []
-    for _ in range(REPS):
+    for _ in range(reps):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3
 
 
-def main() -> None:
+def main(shapes: list[tuple[int, int]] = SHAPES, rounds: int = ROUNDS, reps: int = REPS) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     print(f"device: cpu ({device_name('cpu')}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"T = 6, {ROUNDS} rounds x {REPS} calls, float32\n")
+          f"T = 6, {rounds} rounds x {reps} calls, float32\n")
     print("| c | n | fwd real ms | fwd complex ms | complex / real | fwd+bwd real ms | fwd+bwd complex ms | "
           "complex / real |")
     print("|---|---|---|---|---|---|---|---|")
-    for c, n in SHAPES:
+    for c, n in shapes:
         w = torch.randn(c, c, 3, 3)
         wg = w.clone().requires_grad_(True)
         runs = {
@@ -52,8 +52,8 @@ def main() -> None:
             for fn in runs[kind].values():
                 fn()  # warm-up
             real, cplx, ratio = [], [], []
-            for _ in range(ROUNDS):
-                a, b = _median_ms(runs[kind]["real"]), _median_ms(runs[kind]["complex"])
+            for _ in range(rounds):
+                a, b = _median_ms(runs[kind]["real"], reps), _median_ms(runs[kind]["complex"], reps)
                 real.append(a)
                 cplx.append(b)
                 ratio.append(b / a)

@@ -138,3 +138,16 @@ def test_dry_run_suite_mirrors_the_gpu_suite(gpu_suite, dry_suite):
             {k: len(v) for k, v in ref.get("variants", {}).items()}
         if "sedghi" in ref.get("variants", {}):
             assert task["variants"]["sedghi"] == ref["variants"]["sedghi"]
+
+
+def test_gram_products_paired_script_prints_its_table(capsys):
+    """scripts/gram-products-paired.py (the crossover behind ``products: auto``) runs and prints one row per shape."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("paired", ROOT / "scripts" / "gram-products-paired.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(shapes=[(4, 4), (6, 4)], rounds=2, reps=1)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 2 and all(len(r.split("|")) == 10 for r in rows)
+    assert float(rows[0].split("|")[5]) > 0
