@@ -196,3 +196,19 @@ def test_network_svs_gram_batches_layers_of_one_shape_and_keeps_each_bound():
         alone = gram.layer_svs(circular_view(layer), n)
         assert torch.allclose(got[name], alone, rtol=1e-12)
         assert exact * (1 - 1e-12) <= got[name][0] <= exact * 1.01
+
+
+@pytest.mark.parametrize("model_name,calls", [("wrn16_10", (7, 7, 5)), ("resnet18", (8, 8, 5)), ("vgg19", (8, 8, 5))])
+def test_gesvda_call_counts_of_the_registered_networks(model_name, calls):
+    """The call counts the GPU write-up cites (one gesvda call per group, as on CUDA): none / grids / pad; the
+    clipping pass makes the same calls (WRN-16-10: 13 convs, so 13 calls when each layer was clipped alone)."""
+    from svbench.functional.batching import plan_calls
+    from svbench.methods.base import plain_convs
+
+    model = build_model(model_name, in_channels=3, image_size=32)
+    layers = [(m.weight.detach(), n, m.stride[0], m.groups) for _, m, n in plain_convs(model, (3, 32, 32))]
+    got = tuple(len(plan_calls(layers, lambda p, q, d: ("svdvals", "gesvda"), pieces=1, merge=merge)[1])
+                for merge in ("none", "grids", "pad"))
+    assert got == calls
+    if model_name == "wrn16_10":
+        assert len(layers) == 13
