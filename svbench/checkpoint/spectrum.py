@@ -162,8 +162,8 @@ def checkpoint_spectrum(
         except UserError as err:
             raise UserError(f"layer {e.name!r}: {err}") from None
         k = e.kernel.shape[-1]
-        dense = dense_equivalent_kernel(e.kernel.float().to(dev), groups, dilation)
-        bound = None if pad == "circular" else float(zero_padding_sigma_max_bound(dense, n, stride))
+        bound = None if pad == "circular" else float(zero_padding_sigma_max_bound(
+            dense_equivalent_kernel(e.kernel.float().to(dev), groups, dilation), n, stride))
         shape = (e.c_out, e.c_in * groups, k, k)
         out.append(LayerSpectrum(e.name, e.kind, shape, n, stride, source if e.name in geo or model is None
                                  else "assumed", pad, svs, bound, f"{dev.type} ({device_name(dev)})", groups, dilation))

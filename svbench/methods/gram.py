@@ -151,7 +151,7 @@ class GramMethod(Method):
 
     def _products(self, w: Tensor, differentiable: bool = False) -> str:
         """How the Gram products are formed: "3xtf32" for a no-grad bound when asked for (float32 weights, else a
-        one-line error), otherwise the configured "real" or "complex"."""
+        one-line error), otherwise the configured "auto", "real" or "complex"."""
         if self.config.precision != "3xtf32" or differentiable:
             return self.config.products
         if w.dtype != torch.float32:
