@@ -280,8 +280,32 @@ def test_other_runtime_errors_are_not_called_out_of_memory(tmp_path, monkeypatch
     monkeypatch.setattr(SedghiMethod, "layer_svs", bug)
     p = tmp_path / "t.yaml"
     p.write_text(TINY)
-    with pytest.raises(RuntimeError, match="shape mismatch"):
-        run_suite(str(p), out_root=tmp_path / "runs", progress=False)
+    res = run_suite(str(p), out_root=tmp_path / "runs", progress=False)
+    failed = [r for r in res.records if r["status"] == "error"]
+    assert failed and all(r["method"] == "sedghi" for r in failed)
+    assert all(r["reason"] == "RuntimeError: shape mismatch: a bug, not a resource problem (traceback in errors.log)"
+               for r in failed)
+    assert not any(r["status"] == "oom" for r in res.records)
+    assert ("none", "ok") in {(r["method"], r["status"]) for r in res.records}  # the suite went on
+    assert res.cells_failed == len({r["cell_id"] for r in failed})
+    log = (res.run_dir / "errors.log").read_text()
+    assert "Traceback" in log and "shape mismatch" in log and "=== cell " in log
+
+
+def test_a_failed_cell_makes_run_exit_1_with_one_line(tmp_path, capsys, monkeypatch):
+    """An unexpected exception in one cell: the other cells run and are saved, the run says so in one line and
+    exits 1 (a failure, not bad input: exit 2 stays for what the user can fix)."""
+    from svbench.methods.sedghi import SedghiMethod
+
+    def bug(self, layer, n):
+        raise ValueError("solver returned garbage")
+
+    monkeypatch.setattr(SedghiMethod, "layer_svs", bug)
+    p = tmp_path / "t.yaml"
+    p.write_text(TINY)
+    code, err = _run(capsys, "run", str(p), "--out", str(tmp_path / "runs"), "--no-progress")
+    line = _one_line(err)
+    assert code == 1 and "cell(s) failed (status 'error'; tracebacks in" in line and "errors.log" in line
 
 
 def test_spectrum_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):

@@ -87,9 +87,12 @@ def test_gpu_script_dry_run(tmp_path, budget, suite):
                                                                                "gram(precision=3xtf32)", "reference"}
     elif suite == "gpu-next-dry-run":
         assert {r["method_label"] for r in records if r["task"] == "calls"} == {
-            *(f"sedghi(chunks={c})" for c in (1, 2, 4, 8, 16, 32, 64)), "sedghi(backend=svdvals, driver=gesvd)"}
+            *(f"sedghi(chunks={c})" for c in (1, 4, 16, 64)), "sedghi(chunks=16, streams=4)",
+            "sedghi(chunks=64, streams=8)", "sedghi(backend=svdvals, driver=gesvd)"}
         assert {r["method_label"] for r in records if r["task"] == "wrn"} >= {
-            "gram", "gram(products=complex)", "sedghi", "sedghi(merge=pad)", "sedghi(merge=none)", "reference"}
+            "gram", "gram(products=complex)", "sedghi", "sedghi(merge=pad)", "sedghi(merge=none)",
+            "sedghi(streams=4)", "sedghi(merge=pad, streams=4)", "reference"}
+        assert [r["task"] for r in records].index("calls") < [r["task"] for r in records].index("networks")
         assert any(r["metric"] == "network_clip_err_rel" for r in records)
     elif budget == "600":
         methods = {r["method_label"] for r in records if r["task"] == "layers"}

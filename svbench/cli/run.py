@@ -44,6 +44,10 @@ def main(args: argparse.Namespace) -> int:
             f"Resume with: {resume_command(args, res.run_dir)}\n"
         )
         return 130
+    if res.cells_failed:
+        sys.stderr.write(f"svbench: {res.cells_failed} cell(s) failed (status 'error'; tracebacks in "
+                         f"{res.run_dir}/errors.log); every other cell ran and is saved\n")
+        return 1
     return 0
 
 

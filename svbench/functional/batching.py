@@ -108,6 +108,14 @@ def call_matrices(call: list[Part]) -> Tensor:
     return torch.cat(mats) if len(mats) > 1 else mats[0]
 
 
+def call_cost(call: list[Part]) -> float:
+    """A call's work in units of p q min(p, q) per matrix (the SVD flop count up to a constant), padding included:
+    what :func:`svbench.functional.lanes.run_lanes` balances its lanes by."""
+    width = max(part.group.q for part in call)
+    return float(sum(len(part.group.idxs) * (part.b - part.a) * part.group.g * part.group.p * width
+                     * min(part.group.p, width) for part in call))
+
+
 def split_call(call: list[Part], out: Tensor) -> list[Tensor]:
     """A per-matrix result of :func:`call_matrices`' batch cut back into the parts, in call order."""
     sizes = [len(part.group.idxs) * (part.b - part.a) * part.group.g for part in call]

@@ -25,8 +25,9 @@ import torch
 from torch import Tensor
 
 from svbench.errors import UserError
-from svbench.functional.batching import call_matrices, plan_calls, split_call
+from svbench.functional.batching import call_cost, call_matrices, plan_calls, split_call
 from svbench.functional.grouped import dilate_kernel, layer_sigma_max
+from svbench.functional.lanes import check_streams, run_lanes
 from svbench.functional.spectrum import checked_svdvals
 from svbench.functional.transfer import (
     frequency_basis,
@@ -162,10 +163,13 @@ def clip_kernel(
 def clip_kernels(
     layers: list[tuple[Tensor, int, int, int, int]], target: float, *, mode: ClipMode = "clip", route: str = "auto",
     chunk: int | None = None, driver: str | None = None, pieces: int | None = None, merge: str = "grids",
+    streams: int = 1,
 ) -> list[Tensor]:
     """:func:`clip_kernel` of many layers, (weight, n, stride, groups, dilation) each, with the matrices of layers of
     one transfer shape clipped in as few solver calls as ``merge`` allows (:mod:`svbench.functional.batching`: on
-    CUDA, one gesvda call per matrix shape instead of one per layer). Same kernels as one call per layer."""
+    CUDA, one gesvda call per matrix shape instead of one per layer). Same kernels as one call per layer.
+    ``streams`` > 1 runs the calls on that many concurrent lanes (:mod:`svbench.functional.lanes`)."""
+    check_streams(streams)
     if not layers:
         return []
     dilated = [dilate_kernel(w, d) for w, _, _, _, d in layers]
@@ -177,23 +181,37 @@ def clip_kernels(
                                lambda p, q, device: (solver, driver), chunk=chunk, pieces=pieces, merge=merge)
     taps_of = {i: t for gr in groups for i, t in zip(gr.idxs, gr.taps)}
     delta = {i: t.new_zeros(t.shape[2] * t.shape[3], t.shape[0] * t.shape[1]) for i, t in taps_of.items()}
+
+    def correct(call: list) -> list[tuple[int, Tensor]]:
+        """One solver call: the kernel-space correction each of its layers' frequencies contributes."""
+        spec = call_matrices(call)
+        corr = spec - clip_spectrum(spec, target, mode, route=route, driver=driver)
+        out = []
+        for part, mine in zip(call, split_call(call, corr)):
+            gr = part.group
+            sel = gr.freqs[part.a : part.b]
+            w = gr.mult[part.a : part.b].to(gr.taps[0].dtype).unsqueeze(1)
+            per_layer = mine[..., : gr.q].reshape(len(gr.idxs), sel.numel(), gr.p * gr.g * gr.q)
+            basis = {}  # by tap count: layers of one transfer shape can have k = 1 and k = 3
+            for j, i in enumerate(gr.idxs):
+                t = gr.taps[j].shape[-1]
+                if t not in basis:
+                    basis[t] = tuple(w * b for b in frequency_basis(gr.m, t, sel, w.dtype))
+                cos, sin = basis[t]
+                # sum over the pair (w, -w) of C e^{+i w x}: 2 Re(C e^{i w x}) = 2 (Re C cos - Im C sin)
+                out.append((i, cos.T @ per_layer[j].real - sin.T @ per_layer[j].imag))
+        return out
+
     with torch.no_grad():
-        for call in calls:
-            spec = call_matrices(call)
-            corr = spec - clip_spectrum(spec, target, mode, route=route, driver=driver)
-            for part, mine in zip(call, split_call(call, corr)):
-                gr = part.group
-                sel = gr.freqs[part.a : part.b]
-                w = gr.mult[part.a : part.b].to(gr.taps[0].dtype).unsqueeze(1)
-                per_layer = mine[..., : gr.q].reshape(len(gr.idxs), sel.numel(), gr.p * gr.g * gr.q)
-                basis = {}  # by tap count: layers of one transfer shape can have k = 1 and k = 3
-                for j, i in enumerate(gr.idxs):
-                    t = gr.taps[j].shape[-1]
-                    if t not in basis:
-                        basis[t] = tuple(w * b for b in frequency_basis(gr.m, t, sel, w.dtype))
-                    cos, sin = basis[t]
-                    # sum over the pair (w, -w) of C e^{+i w x}: 2 Re(C e^{i w x}) = 2 (Re C cos - Im C sin)
-                    delta[i] += cos.T @ per_layer[j].real - sin.T @ per_layer[j].imag
+        if streams == 1:  # in order, one call's matrices alive at a time
+            for call in calls:
+                for i, d in correct(call):
+                    delta[i] += d
+        else:
+            for contributions in run_lanes(calls, correct, streams=streams, costs=[call_cost(c) for c in calls],
+                                           device=layers[0][0].device):
+                for i, d in contributions:
+                    delta[i] += d
     out = []
     for i, ((_, n, stride, _, dilation), dil) in enumerate(zip(layers, dilated)):
         taps = taps_of[i]

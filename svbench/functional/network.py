@@ -11,13 +11,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from svbench.functional.batching import call_matrices, plan_calls, split_call
+from svbench.functional.batching import call_cost, call_matrices, plan_calls, split_call
+from svbench.functional.lanes import check_streams, run_lanes
 from svbench.functional.spectrum import expand_multiset, matrix_singular_values, resolve_backend
 
 
 def batched_conv_singular_values(
     layers: list[tuple[Tensor, int, int]] | list[tuple[Tensor, int, int, int]], *, backend: str = "auto",
     driver: str | None = None, chunk: int | None = None, pieces: int | None = None, merge: str = "grids",
+    streams: int = 1,
 ) -> list[Tensor]:
     """``layers``: (kernel (c_out, c_in, k, k), n, stride[, groups]) -> all SVs of each, descending.
 
@@ -27,14 +29,18 @@ def batched_conv_singular_values(
 
     Frequencies are processed ``chunk`` at a time (default: ``taps_chunk``: up to ``pieces`` calls per group, one
     for gesvda on CUDA); one-call groups are merged as ``merge`` says (:mod:`svbench.functional.batching`).
-    ``auto`` is resolved again on a padded call's shape (every auto route is exact).
+    ``auto`` is resolved again on a padded call's shape (every auto route is exact). ``streams`` > 1 runs the calls
+    on that many concurrent lanes (:mod:`svbench.functional.lanes`; same values).
     """
+    check_streams(streams)
     groups, calls = plan_calls([(w, n, s, g[0] if g else 1) for w, n, s, *g in layers],
                                lambda p, q, device: resolve_backend(backend, p, q, device, driver),
                                chunk=chunk, pieces=pieces, merge=merge)
     pieces_of: dict[int, list[tuple[int, Tensor]]] = {id(gr): [] for gr in groups}
-    for call in calls:
-        svs = matrix_singular_values(call_matrices(call), backend, driver=driver)
+    results = run_lanes(calls, lambda call: matrix_singular_values(call_matrices(call), backend, driver=driver),
+                        streams=streams, costs=[call_cost(c) for c in calls],
+                        device=layers[0][0].device if layers else "cpu")
+    for call, svs in zip(calls, results):
         for part, mine in zip(call, split_call(call, svs)):
             gr = part.group
             k = min(gr.p, gr.q)  # a padded call has min(p, q') - k extra (zero) SVs at the end

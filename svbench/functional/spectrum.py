@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from svbench.errors import UserError
+from svbench.functional.lanes import run_lanes
 from svbench.functional.transfer import (
     rfft_multiplicity,
     transfer_matrices,
@@ -245,18 +246,23 @@ def unique_frequency_singular_values(
     driver: str | None = None,
     chunk: int | None = None,
     pieces: int | None = None,
+    streams: int = 1,
 ) -> tuple[Tensor, Tensor]:
     """SVs at one frequency per conjugate pair, (F, r), and how often each stands in the full spectrum, (F,).
 
     The transfer matrices are built ``chunk`` frequencies at a time (default: :func:`frequency_chunk`) straight
-    from the kernel taps and decomposed before the next chunk is built.
+    from the kernel taps and decomposed before the next chunk is built; ``streams`` > 1 decomposes chunks on that
+    many concurrent lanes (:mod:`svbench.functional.lanes`: same values, the lanes' working sets add up).
     """
     taps, m, idx, mult = unique_frequency_taps(weight, n, stride)
     f = idx.numel()
     route, drv = resolve_backend(backend, taps.shape[0], taps.shape[1], taps.device, driver)
     step = taps_chunk(taps, f, chunk, route=route, driver=drv, pieces=pieces)
-    parts = [matrix_singular_values(transfer_matrices_at(taps, m, idx[i : i + step]), backend, driver=driver)
-             for i in range(0, f, step)]
+    starts = list(range(0, f, step))
+    parts = run_lanes(
+        starts, lambda i: matrix_singular_values(transfer_matrices_at(taps, m, idx[i : i + step]), backend,
+                                                 driver=driver),
+        streams=streams, costs=[min(step, f - i) for i in starts], device=taps.device)
     return torch.cat(parts), mult
 
 
@@ -277,6 +283,7 @@ def conv_singular_values(
     driver: str | None = None,
     chunk: int | None = None,
     pieces: int | None = None,
+    streams: int = 1,
 ) -> Tensor:
     """All (n/s)^2 * min(c_out, c_in s^2) SVs of the circular conv on n x n, descending (zeros included). Exact.
 
@@ -289,7 +296,7 @@ def conv_singular_values(
                                         chunk=chunk)
         return per.reshape(-1).sort(descending=True).values
     per, mult = unique_frequency_singular_values(weight, n, stride, backend=backend, driver=driver, chunk=chunk,
-                                                 pieces=pieces)
+                                                 pieces=pieces, streams=streams)
     return expand_multiset(per, mult)
 
 

@@ -18,6 +18,9 @@ Sedghi, Gupta & Long, "The Singular Values of Convolutional Layers", ICLR 2019 (
 - ``merge`` (network SVs): layers whose transfer matrices have one shape share a call across grids (default), and
   with ``pad`` narrower ones of the same rows are zero-padded into it (exact: the padding adds only zero SVs,
   which are cut off); ``none`` keeps one call per (shape, grid).
+- ``streams``: the solver calls of the network SVs, of the network clipping pass and of a chunked layer run on
+  that many concurrent lanes, each a host thread with its own CUDA stream (``functional.lanes``; torch syncs the
+  host after every gesvda call, so calls from one thread never overlap). Same values, more peak memory.
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ class SedghiConfig:
     # network SVs: layers of one matrix shape in one call whatever their grid ("grids"), also narrower layers of
     # the same rows zero-padded into it ("pad"), or one call per (shape, grid) ("none"); functional.network
     merge: Literal["grids", "pad", "none"] = "grids"
+    # concurrent lanes (host thread + CUDA stream each) for the solver calls of network SVs, the network clipping
+    # pass and a chunked layer (functional.lanes); 1: in order. Same values; more peak memory.
+    streams: int = 1
 
     def __post_init__(self) -> None:
         if self.clip_to is not None and not self.clip_to > 0:
@@ -73,6 +79,8 @@ class SedghiConfig:
             raise ValueError(f"clip_every must be >= 1, got {self.clip_every}")
         if self.chunks is not None and self.chunks < 1:
             raise ValueError(f"chunks must be >= 1, got {self.chunks}")
+        if self.streams < 1:
+            raise ValueError(f"streams must be >= 1, got {self.streams}")
 
 
 @METHODS.register("sedghi")
@@ -106,7 +114,7 @@ class SedghiMethod(Method):
                                                     pieces=c.chunks)
         with torch.no_grad():
             return conv_singular_values(layer.weight.detach(), int(input_hw), stride, backend=c.backend,
-                                        real_fft=c.real_fft, driver=c.driver, pieces=c.chunks)
+                                        real_fft=c.real_fft, driver=c.driver, pieces=c.chunks, streams=c.streams)
 
     def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
         c = self.config
@@ -126,7 +134,7 @@ class SedghiMethod(Method):
         with torch.no_grad():
             svs = grouped_network_singular_values(
                 [(m.weight.detach(), n, m.stride[0], m.groups, m.dilation[0]) for _, m, n in convs],
-                backend=c.backend, driver=c.driver, pieces=c.chunks, merge=c.merge)
+                backend=c.backend, driver=c.driver, pieces=c.chunks, merge=c.merge, streams=c.streams)
         return {name: s for (name, _, _), s in zip(convs, svs)}
 
     def network_clip(self, model: nn.Module, input_shape: tuple[int, int, int], target: float
@@ -137,7 +145,7 @@ class SedghiMethod(Method):
         convs = plain_convs(model, input_shape)
         kernels = clip_kernels([(m.weight.detach(), n, m.stride[0], m.groups, m.dilation[0]) for _, m, n in convs],
                                target, mode=c.mode, route=c.clip_route, driver=c.driver, pieces=c.chunks,
-                               merge=c.merge)
+                               merge=c.merge, streams=c.streams)
         return {name: k for (name, _, _), k in zip(convs, kernels)}
 
     # ---- training hooks ---------------------------------------------------------------------------------

@@ -238,6 +238,7 @@ class TTConfig:
     driver: Literal["gesvd", "gesvdj", "gesvda"] | None = None
     chunks: int | None = None  # at most this many solver calls per core (group); None: engine default (sedghi's)
     merge: Literal["grids", "pad", "none"] = "grids"  # network SVs: cores of one shape share a call (as sedghi's)
+    streams: int = 1  # network SVs: concurrent lanes for the solver calls (as sedghi's; functional.lanes)
     init: Literal["orthogonal", "tt_svd"] = "tt_svd"  # wrap(): fresh orthogonal cores or TT-SVD of the kernel
     keep_first: bool = True  # wrap(): leave the first conv dense
     control: Literal["none", "clip", "divide"] = "none"
@@ -259,6 +260,8 @@ class TTConfig:
             raise ValueError(f"penalty_lambda must be >= 0, got {self.penalty_lambda}")
         if self.chunks is not None and self.chunks < 1:
             raise ValueError(f"chunks must be >= 1, got {self.chunks}")
+        if self.streams < 1:
+            raise ValueError(f"streams must be >= 1, got {self.streams}")
 
 
 @METHODS.register("tt")
@@ -346,7 +349,8 @@ class TTMethod(Method):
                     continue
                 names.append(name)
             svs = batched_conv_singular_values(items, backend=self.config.backend, driver=self.config.driver,
-                                               pieces=self.config.chunks, merge=self.config.merge)
+                                               pieces=self.config.chunks, merge=self.config.merge,
+                                               streams=self.config.streams)
         out = {}
         for name, sv, total in zip(names, svs, totals):
             out[name] = sv if total is None else torch.cat([sv, sv.new_zeros(total - sv.numel())])

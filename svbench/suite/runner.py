@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import signal
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ class RunResult:
     cells_skipped_resume: int
     interrupted: bool = False
     table_md: str = ""
+    cells_failed: int = 0  # cells recorded as ``error`` by an unexpected exception (tracebacks in errors.log)
 
 
 @dataclass
@@ -227,6 +229,7 @@ def run_suite(
         _write_meta(run_dir, suite, ctx, methods)
         todo = [c for c in cells if c.cell_id not in done_ids]
         n_done = 0
+        n_failed = 0
         interrupted = False
         bad_input: CellInputError | None = None
         with _StopFlag() as flag, _progress(progress, len(todo)) as (advance, describe):
@@ -239,6 +242,7 @@ def run_suite(
                     break
                 writer.append_cell(records)
                 n_done += 1
+                n_failed += any(r.get("status") == "error" for r in records)
                 if on_cell is not None:
                     on_cell(cell, records)
                 advance(cell)
@@ -251,7 +255,7 @@ def run_suite(
     table_md = write_tables(run_dir, records)
     if bad_input is not None:
         raise bad_input
-    return RunResult(run_dir, records, n_done, len(cells) - len(todo), interrupted, table_md)
+    return RunResult(run_dir, records, n_done, len(cells) - len(todo), interrupted, table_md, n_failed)
 
 
 def _check_resumable(run_dir: Path, records: list[dict[str, Any]], suite_name: str, device_type: str) -> None:
@@ -407,13 +411,36 @@ def run_cell(cell: Cell, ctx: _Ctx) -> list[dict[str, Any]]:
         raise UserError(f"unknown task kind {cell.task.kind!r}")
     except UnsupportedShape as e:
         return _status_record(base, "skipped", str(e))
+    except UserError:
+        raise
     except (MemoryError, RuntimeError) as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
         why = out_of_memory_message(e)
         if why is None:
-            raise
+            return _error_record(base, e, ctx)
         if ctx.device.type == "cuda":
             torch.cuda.empty_cache()
         return _status_record(base, "oom", why)
+    except Exception as e:  # a failure of one cell (a bug, a solver error): recorded, the suite goes on
+        return _error_record(base, e, ctx)
+
+
+ERRORS_FILE = "errors.log"
+
+
+def _error_record(base: dict[str, Any], exc: BaseException, ctx: _Ctx) -> list[dict[str, Any]]:
+    """Status ``error`` with the exception's first line; the full traceback is appended to the run's errors.log."""
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    where = ""
+    if ctx.run_dir is not None:
+        try:
+            ctx.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(ctx.run_dir / ERRORS_FILE, "a", encoding="utf-8") as f:
+                f.write(f"=== cell {base.get('cell_id')} ===\n")
+                f.write("".join(traceback.format_exception(exc)))
+            where = f" (traceback in {ERRORS_FILE})"
+        except OSError:
+            pass
+    return _status_record(base, "error", f"{type(exc).__name__}: {first}{where}")
 
 
 def _oracle(cell: Cell, layer: torch.nn.Module, ctx: _Ctx) -> tuple[Tensor | None, str]:
