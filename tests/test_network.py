@@ -34,7 +34,7 @@ def _merge_layers():
             (w(4, 3), 8, 1, 2), (w(4, 3), 4, 1, 2), (w(4, 1), 8, 1), (w(1, 4), 4, 1)]
 
 
-@pytest.mark.parametrize("merge,calls", [("none", 8), ("grids", 6), ("pad", 5)])
+@pytest.mark.parametrize("merge,calls", [("none", 9), ("grids", 7), ("pad", 6)])
 def test_merged_calls_are_exact_and_fewer(monkeypatch, merge, calls):
     """Merging across grids, and zero-padding narrower matrices of the same rows into one call, changes no SV
     (float64 oracle per layer) and makes the number of solver calls the expected one."""
@@ -198,10 +198,14 @@ def test_network_svs_gram_batches_layers_of_one_shape_and_keeps_each_bound():
         assert exact * (1 - 1e-12) <= got[name][0] <= exact * 1.01
 
 
-@pytest.mark.parametrize("model_name,calls", [("wrn16_10", (7, 7, 5)), ("resnet18", (8, 8, 5)), ("vgg19", (8, 8, 5))])
-def test_gesvda_call_counts_of_the_registered_networks(model_name, calls):
-    """The call counts the GPU write-up cites (one gesvda call per group, as on CUDA): none / grids / pad; the
-    clipping pass makes the same calls (WRN-16-10: 13 convs, so 13 calls when each layer was clipped alone)."""
+@pytest.mark.parametrize("model_name,clip_calls,sv_calls", [("wrn16_10", (7, 7, 5), (7, 7, 5)),
+                                                           ("resnet18", (8, 8, 5), (11, 11, 8)),
+                                                           ("vgg19", (8, 8, 5), (8, 8, 5))])
+def test_gesvda_call_counts_of_the_registered_networks(monkeypatch, model_name, clip_calls, sv_calls):
+    """The call counts the GPU write-up cites (one gesvda call per group, as on CUDA) for merge none / grids / pad:
+    the clipping pass (WRN-16-10: 13 convs, so 13 calls when each layer was clipped alone) and the SVs, where
+    ResNet-18's three 1 x 1 stride-2 shortcuts leave the 3 x 3 calls for one matrix each (frequency_free_matrix)."""
+    import svbench.functional.network as network
     from svbench.functional.batching import plan_calls
     from svbench.methods.base import plain_convs
 
@@ -209,6 +213,34 @@ def test_gesvda_call_counts_of_the_registered_networks(model_name, calls):
     layers = [(m.weight.detach(), n, m.stride[0], m.groups) for _, m, n in plain_convs(model, (3, 32, 32))]
     got = tuple(len(plan_calls(layers, lambda p, q, d: ("svdvals", "gesvda"), pieces=1, merge=merge)[1])
                 for merge in ("none", "grids", "pad"))
-    assert got == calls
+    assert got == clip_calls
+    seen = []
+    monkeypatch.setattr(network, "resolve_backend", lambda *a, **k: ("svdvals", "gesvda"))
+    monkeypatch.setattr(network, "matrix_singular_values",
+                        lambda a, *x, **k: seen.append(a.shape) or torch.zeros(a.shape[0], min(a.shape[-2:])))
+    counts = []
+    for merge in ("none", "grids", "pad"):
+        seen.clear()
+        network.batched_conv_singular_values(layers, merge=merge, pieces=1)
+        counts.append(len(seen))
+    assert tuple(counts) == sv_calls
     if model_name == "wrn16_10":
         assert len(layers) == 13
+
+
+@pytest.mark.parametrize("c_out,c_in,kh,kw,n,s,g", [(6, 4, 1, 1, 8, 1, 1), (6, 4, 1, 1, 8, 2, 1), (3, 5, 1, 1, 8, 2, 1),
+                                                    (4, 4, 2, 2, 8, 2, 1), (5, 3, 1, 2, 12, 2, 1),
+                                                    (6, 4, 1, 1, 9, 3, 2), (4, 6, 2, 1, 6, 3, 1)])
+def test_frequency_free_layers_are_exact(c_out, c_in, kh, kw, n, s, g):
+    """Kernels no larger than their stride are decomposed once (one matrix, empty phases dropped): every SV, zeros
+    included, equals the per-frequency route on the layer's dense equivalent in float64."""
+    from svbench.functional.grouped import dense_equivalent_kernel
+    from svbench.functional.network import frequency_free_matrix
+
+    w = torch.randn(c_out, c_in // g, kh, kw, generator=torch.Generator().manual_seed(c_out * n + s),
+                    dtype=torch.float64)
+    assert frequency_free_matrix(w, n, s) is not None
+    got = batched_conv_singular_values([(w, n, s, g)])[0]
+    exact = conv_singular_values(dense_equivalent_kernel(w, g, 1), n, s, backend="svdvals64")
+    assert got.shape == exact.shape and torch.allclose(got, exact, rtol=0, atol=1e-12)
+    assert frequency_free_matrix(torch.zeros(2, 2, 3, 3), 8, 2) is None  # 3 > 2: two taps in a phase

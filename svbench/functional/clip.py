@@ -27,7 +27,7 @@ from torch import Tensor
 from svbench.errors import UserError
 from svbench.functional.batching import call_cost, call_matrices, plan_calls, split_call
 from svbench.functional.grouped import dilate_kernel, layer_sigma_max
-from svbench.functional.lanes import check_streams, run_lanes
+from svbench.functional.lanes import resolve_streams, run_lanes
 from svbench.functional.spectrum import checked_svdvals
 from svbench.functional.transfer import (
     frequency_basis,
@@ -163,15 +163,16 @@ def clip_kernel(
 def clip_kernels(
     layers: list[tuple[Tensor, int, int, int, int]], target: float, *, mode: ClipMode = "clip", route: str = "auto",
     chunk: int | None = None, driver: str | None = None, pieces: int | None = None, merge: str = "grids",
-    streams: int = 1,
+    streams: int | None = 1,
 ) -> list[Tensor]:
     """:func:`clip_kernel` of many layers, (weight, n, stride, groups, dilation) each, with the matrices of layers of
     one transfer shape clipped in as few solver calls as ``merge`` allows (:mod:`svbench.functional.batching`: on
     CUDA, one gesvda call per matrix shape instead of one per layer). Same kernels as one call per layer.
-    ``streams`` > 1 runs the calls on that many concurrent lanes (:mod:`svbench.functional.lanes`)."""
-    check_streams(streams)
+    ``streams`` > 1 runs the calls on that many concurrent lanes (:mod:`svbench.functional.lanes`; None: the
+    device's default)."""
     if not layers:
         return []
+    streams = resolve_streams(streams, layers[0][0].device)
     dilated = [dilate_kernel(w, d) for w, _, _, _, d in layers]
     for w, (_, n, _, _, _) in zip(dilated, layers):
         _check_clip_args(w, n, target)

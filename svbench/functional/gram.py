@@ -35,17 +35,23 @@ PRODUCTS = ("auto", "real", "complex", "3xtf32")
 # on one kernel (scripts/gram-products-paired.py, reports/gram-products-cpu/paired.md), T = 6: complex/real time
 # 0.75-0.88 for sides 8-48 (the real route's extra elementwise passes dominate), 1.01-1.02 at 64-96, 1.17-1.36 for
 # 128-256; with the backward pass (the training penalty) 0.68-0.88 up to 32, 0.99-1.05 at 48-96, 1.21-1.30 from 128.
+# On CUDA ``auto`` stays ``complex``: NVIDIA H200, torch 2.11, WRN-16-10 at 32 x 32, T = 6, same run
+# (reports/gpu/nvidia-h200/run3): real products 82.9 ms against 78.0 ms complex -- half the flops, but cuBLAS's
+# complex sgemm runs at a higher rate and the real route adds elementwise passes.
 REAL_PRODUCTS_MIN_SIDE = 128
 
 
 def resolve_products(products: str, mats: Tensor) -> str:
-    """The concrete product form for this batch: ``auto`` is ``real`` for complex matrices whose smaller side is
-    >= ``REAL_PRODUCTS_MIN_SIDE``, else ``complex`` (real matrices take one real matmul per step either way)."""
+    """The concrete product form for this batch: ``auto`` is ``real`` for complex matrices on a CPU whose smaller
+    side is >= ``REAL_PRODUCTS_MIN_SIDE``, else ``complex`` (always on CUDA; real matrices take one real matmul per
+    step either way)."""
     if products not in PRODUCTS:
         raise UserError(f"Gram products must be one of {', '.join(PRODUCTS)}; got {products!r}")
     if products != "auto":
         return products
-    return "real" if mats.is_complex() and min(mats.shape[-2:]) >= REAL_PRODUCTS_MIN_SIDE else "complex"
+    if mats.is_cuda or not mats.is_complex():
+        return "complex"
+    return "real" if min(mats.shape[-2:]) >= REAL_PRODUCTS_MIN_SIDE else "complex"
 
 
 def gram_iteration_matrices(mats: Tensor, iters: int = 6, *, products: str = "auto") -> Tensor:
@@ -54,7 +60,8 @@ def gram_iteration_matrices(mats: Tensor, iters: int = 6, *, products: str = "au
     After the first step G is Hermitian, so G^H G = G G. How the products of complex matrices are formed
     (``products``; real matrices always take one real matmul per step):
 
-    - ``"auto"`` (default): ``"real"`` from a Gram side of ``REAL_PRODUCTS_MIN_SIDE`` on, else ``"complex"``.
+    - ``"auto"`` (default): on a CPU ``"real"`` from a Gram side of ``REAL_PRODUCTS_MIN_SIDE`` on, else (and on
+      CUDA, where it was measured slower) ``"complex"``.
     - ``"real"``: G = S + iK is carried as its real symmetric part S and antisymmetric part K, and
       G G = (S^2 - K^2) + i(SK + KS) comes from TWO real matmuls, N = S K and M = (S + K)(S - K): as
       K S = -(S K)^T, Im(G G) = SK + KS = N - N^T and Re(G G) = M + N + N^T. That is 4 c^3 flops against the 8 c^3

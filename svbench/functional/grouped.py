@@ -95,7 +95,7 @@ def layer_sigma_max(weight: Tensor, n: int, stride: int, padding: str, groups: i
 
 def grouped_network_singular_values(
     layers: list[tuple[Tensor, int, int, int, int]], *, backend: str = "auto", driver: str | None = None,
-    pieces: int | None = None, merge: str = "grids", streams: int = 1,
+    pieces: int | None = None, merge: str = "grids", streams: int | None = 1,
 ) -> list[Tensor]:
     """(weight, n, stride, groups, dilation) per layer -> all SVs of each; the blocks of every layer of one transfer
     shape go into one batched decomposition (``batched_conv_singular_values``, which says what ``merge`` does)."""

@@ -29,10 +29,24 @@ from svbench.errors import UserError
 T = TypeVar("T")
 
 
-def check_streams(streams: int) -> int:
+# Lanes when the caller does not say: on CUDA 4 (NVIDIA H200, torch 2.11, same run, reports/gpu/nvidia-h200/run3:
+# all SVs of WRN-16-10's 13 convs 382 ms in order, 318 ms on 2 lanes, 301 ms on 4; its clipping pass 435 / 370 /
+# 355 ms; tt rank 192 155.5 -> 128.6 ms on 4); elsewhere 1 (CPU timings are taken on one thread).
+DEFAULT_STREAMS = {"cuda": 4}
+
+
+def check_streams(streams: int | None) -> int | None:
+    if streams is None:
+        return None
     if not isinstance(streams, int) or isinstance(streams, bool) or streams < 1:
         raise UserError(f"streams must be an integer >= 1, got {streams!r}")
     return streams
+
+
+def resolve_streams(streams: int | None, device: torch.device | str) -> int:
+    """``streams``, or the device's default (``DEFAULT_STREAMS``, else 1) for None. Validates."""
+    check_streams(streams)
+    return streams if streams is not None else DEFAULT_STREAMS.get(torch.device(device).type, 1)
 
 
 def assign_lanes(costs: Sequence[float], lanes: int) -> list[list[int]]:
@@ -56,13 +70,13 @@ def _tensors(obj: Any) -> list[Tensor]:
 
 
 def run_lanes(
-    items: Sequence[T], work: Callable[[T], Any], *, streams: int = 1, costs: Sequence[float] | None = None,
+    items: Sequence[T], work: Callable[[T], Any], *, streams: int | None = 1, costs: Sequence[float] | None = None,
     device: torch.device | str = "cpu",
 ) -> list[Any]:
     """``[work(item) for item in items]``, with the items spread over up to ``streams`` lanes (see the module
     docstring). ``costs`` (one per item, any unit) balance the lanes; equal costs by default. Exceptions of a lane
-    propagate to the caller."""
-    check_streams(streams)
+    propagate to the caller. ``streams=None``: the device's default (:func:`resolve_streams`)."""
+    streams = resolve_streams(streams, device)
     if streams == 1 or len(items) < 2:
         return [work(item) for item in items]
     device = torch.device(device)

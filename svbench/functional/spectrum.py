@@ -30,6 +30,7 @@ smaller than 1 MiB on a GPU or 16 MiB on a CPU, where one call was measured fast
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -191,11 +192,13 @@ def _svals(a: Tensor, backend: str, driver: str | None) -> Tensor:
 
 
 def checked_svdvals(a: Tensor, first: Callable[[Tensor], Any], fallback: Callable[[Tensor], Any]) -> Any:
-    """``first(a)``, with the matrices that fail the Frobenius identity recomputed by ``fallback`` (one host sync).
+    """``first(a)``, with the matrices that fail the Frobenius identity recomputed by ``fallback`` (one host sync),
+    and those ``first`` reports as not converged (a ``LinAlgError`` for the whole batch, as cuSOLVER's gesvda gives
+    through torch) isolated and given to ``fallback`` (:func:`first_isolating_failures`).
 
     The solvers return the SVs, or (U, S, Vh) as ``torch.linalg.svd`` does (the SVD clip route): the check reads S
     and every part of a failed matrix is replaced."""
-    out = first(a)
+    out = first_isolating_failures(a, first, fallback)
     parts = out if isinstance(out, tuple) else (out,)
     bad = frobenius_mismatch(a, parts[1] if len(parts) == 3 else parts[0])
     if bool(bad.any()):
@@ -203,6 +206,47 @@ def checked_svdvals(a: Tensor, first: Callable[[Tensor], Any], fallback: Callabl
         for part, fixed in zip(parts, redo if isinstance(redo, tuple) else (redo,)):
             part[bad] = fixed.to(part.dtype)
     return out
+
+
+_FAILED_ELEMENT = re.compile(r"[Bb]atch element (\d+)")
+
+
+def first_isolating_failures(a: Tensor, first: Callable[[Tensor], Any], fallback: Callable[[Tensor], Any]) -> Any:
+    """``first(a)`` for a batch (B, p, q); where it raises ``torch.linalg.LinAlgError`` the failed matrix goes to
+    ``fallback`` and the rest is retried, so one bad matrix costs two more calls, not a fallback of the whole batch.
+
+    torch raises for the whole batch when cuSOLVER's gesvda reports a matrix as not converged (seen on an H200 with
+    ResNet-18's layers: "linalg.svd: (Batch element 130): The algorithm failed to converge ...", error codes 100
+    and 400) and names the FIRST failed element, so the ones before it converged and are recomputed as one call.
+    A message without an element index halves the batch instead. Results are in the order of ``a``; (U, S, Vh)
+    tuples are concatenated part by part.
+    """
+    pieces: list[Any] = []
+    rest = a
+    while rest.shape[0]:
+        try:
+            pieces.append(first(rest))
+            break
+        except torch.linalg.LinAlgError as exc:
+            b = rest.shape[0]
+            if b == 1:
+                pieces.append(fallback(rest))
+                break
+            found = _FAILED_ELEMENT.search(str(exc))
+            i = int(found.group(1)) if found else -1
+            if not 0 <= i < b:  # which one is unknown: solve the first half on its own, go on with the second
+                pieces.append(first_isolating_failures(rest[: b // 2], first, fallback))
+                rest = rest[b // 2 :]
+                continue
+            if i:
+                pieces.append(first_isolating_failures(rest[:i], first, fallback))
+            pieces.append(fallback(rest[i : i + 1]))
+            rest = rest[i + 1 :]
+    if len(pieces) == 1:
+        return pieces[0]
+    if isinstance(pieces[0], tuple):
+        return tuple(torch.cat([p[j] for p in pieces]) for j in range(len(pieces[0])))
+    return torch.cat(pieces)
 
 
 def frobenius_mismatch(a: Tensor, s: Tensor, rtol: float = _FROBENIUS_RTOL) -> Tensor:

@@ -238,7 +238,7 @@ class TTConfig:
     driver: Literal["gesvd", "gesvdj", "gesvda"] | None = None
     chunks: int | None = None  # at most this many solver calls per core (group); None: engine default (sedghi's)
     merge: Literal["grids", "pad", "none"] = "grids"  # network SVs: cores of one shape share a call (as sedghi's)
-    streams: int = 1  # network SVs: concurrent lanes for the solver calls (as sedghi's; functional.lanes)
+    streams: int | None = None  # network SVs: concurrent lanes for the solver calls (as sedghi's; None: 4 on CUDA)
     init: Literal["orthogonal", "tt_svd"] = "tt_svd"  # wrap(): fresh orthogonal cores or TT-SVD of the kernel
     keep_first: bool = True  # wrap(): leave the first conv dense
     control: Literal["none", "clip", "divide"] = "none"
@@ -260,7 +260,7 @@ class TTConfig:
             raise ValueError(f"penalty_lambda must be >= 0, got {self.penalty_lambda}")
         if self.chunks is not None and self.chunks < 1:
             raise ValueError(f"chunks must be >= 1, got {self.chunks}")
-        if self.streams < 1:
+        if self.streams is not None and self.streams < 1:
             raise ValueError(f"streams must be >= 1, got {self.streams}")
 
 
