@@ -56,7 +56,7 @@ def test_merged_calls_are_exact_and_fewer(monkeypatch, merge, calls):
 
 
 @pytest.mark.parametrize("route", ["svd", "gram"])
-@pytest.mark.parametrize("merge,calls", [("none", 8), ("grids", 6), ("pad", 5)])
+@pytest.mark.parametrize("merge,calls", [("none", 9), ("grids", 7), ("pad", 6)])
 def test_merged_clip_calls_give_each_layers_own_clip(monkeypatch, merge, calls, route):
     """Clipping many layers with merged (and zero-padded) calls gives every layer the kernel its own one-layer pass
     gives, in the calls counted above; dilated kernels are clipped through their zero-filled taps as before."""
@@ -198,32 +198,34 @@ def test_network_svs_gram_batches_layers_of_one_shape_and_keeps_each_bound():
         assert exact * (1 - 1e-12) <= got[name][0] <= exact * 1.01
 
 
-@pytest.mark.parametrize("model_name,clip_calls,sv_calls", [("wrn16_10", (7, 7, 5), (7, 7, 5)),
-                                                           ("resnet18", (8, 8, 5), (11, 11, 8)),
-                                                           ("vgg19", (8, 8, 5), (8, 8, 5))])
-def test_gesvda_call_counts_of_the_registered_networks(monkeypatch, model_name, clip_calls, sv_calls):
-    """The call counts the GPU write-up cites (one gesvda call per group, as on CUDA) for merge none / grids / pad:
-    the clipping pass (WRN-16-10: 13 convs, so 13 calls when each layer was clipped alone) and the SVs, where
-    ResNet-18's three 1 x 1 stride-2 shortcuts leave the 3 x 3 calls for one matrix each (frequency_free_matrix)."""
+@pytest.mark.parametrize("model_name,calls", [("wrn16_10", (7, 7, 5)), ("resnet18", (11, 11, 8)), ("vgg19", (8, 8, 5))])
+def test_gesvda_call_counts_of_the_registered_networks(monkeypatch, model_name, calls):
+    """The call counts the GPU write-up cites (one gesvda call per group, as on CUDA) for merge none / grids / pad,
+    the same for the SVs and for the clipping pass (WRN-16-10: 13 convs, so 13 calls when each layer was clipped
+    alone). ResNet-18's three 1 x 1 stride-2 shortcuts are one matrix each (frequency_free_matrix): they left the
+    3 x 3 stride-2 calls (8 / 8 / 5 calls before, with 130 / 34 / 10 of their matrices in them)."""
+    import svbench.functional.clip as clip
     import svbench.functional.network as network
-    from svbench.functional.batching import plan_calls
     from svbench.methods.base import plain_convs
 
     model = build_model(model_name, in_channels=3, image_size=32)
     layers = [(m.weight.detach(), n, m.stride[0], m.groups) for _, m, n in plain_convs(model, (3, 32, 32))]
-    got = tuple(len(plan_calls(layers, lambda p, q, d: ("svdvals", "gesvda"), pieces=1, merge=merge)[1])
-                for merge in ("none", "grids", "pad"))
-    assert got == clip_calls
     seen = []
     monkeypatch.setattr(network, "resolve_backend", lambda *a, **k: ("svdvals", "gesvda"))
     monkeypatch.setattr(network, "matrix_singular_values",
                         lambda a, *x, **k: seen.append(a.shape) or torch.zeros(a.shape[0], min(a.shape[-2:])))
-    counts = []
-    for merge in ("none", "grids", "pad"):
-        seen.clear()
-        network.batched_conv_singular_values(layers, merge=merge, pieces=1)
-        counts.append(len(seen))
-    assert tuple(counts) == sv_calls
+    monkeypatch.setattr(clip, "resolve_clip_route", lambda *a: ("svd", "gesvda"))
+    monkeypatch.setattr(clip, "clip_spectrum", lambda a, *x, **k: seen.append(a.shape) or a)
+    for route in ("svs", "clip"):
+        counts = []
+        for merge in ("none", "grids", "pad"):
+            seen.clear()
+            if route == "svs":
+                network.batched_conv_singular_values(layers, merge=merge, pieces=1)
+            else:
+                clip.clip_kernels([(w, n, s, g, 1) for w, n, s, g in layers], 1.0, merge=merge, pieces=1)
+            counts.append(len(seen))
+        assert tuple(counts) == calls, route
     if model_name == "wrn16_10":
         assert len(layers) == 13
 
@@ -235,7 +237,7 @@ def test_frequency_free_layers_are_exact(c_out, c_in, kh, kw, n, s, g):
     """Kernels no larger than their stride are decomposed once (one matrix, empty phases dropped): every SV, zeros
     included, equals the per-frequency route on the layer's dense equivalent in float64."""
     from svbench.functional.grouped import dense_equivalent_kernel
-    from svbench.functional.network import frequency_free_matrix
+    from svbench.functional.transfer import frequency_free_matrix
 
     w = torch.randn(c_out, c_in // g, kh, kw, generator=torch.Generator().manual_seed(c_out * n + s),
                     dtype=torch.float64)
@@ -244,3 +246,35 @@ def test_frequency_free_layers_are_exact(c_out, c_in, kh, kw, n, s, g):
     exact = conv_singular_values(dense_equivalent_kernel(w, g, 1), n, s, backend="svdvals64")
     assert got.shape == exact.shape and torch.allclose(got, exact, rtol=0, atol=1e-12)
     assert frequency_free_matrix(torch.zeros(2, 2, 3, 3), 8, 2) is None  # 3 > 2: two taps in a phase
+
+
+def test_frequency_free_clip_is_the_textbook_clip():
+    """A 1 x 1 stride-2 conv and a 2 x 2 stride-2 conv are clipped through their one matrix: the same kernel as the
+    textbook pass (full fft2, SVD clip of every matrix, ifft2, crop), float64."""
+    from svbench.functional.clip import clip_kernel, clip_kernel_naive
+
+    g = torch.Generator().manual_seed(5)
+    for shape, n, s in (((6, 4, 1, 1), 8, 2), ((4, 3, 2, 2), 8, 2), ((5, 5, 1, 1), 6, 1)):
+        w = torch.randn(*shape, generator=g, dtype=torch.float64)
+        for target in (0.5, 1.5):
+            want = clip_kernel_naive(w, n, target, s)
+            for route in ("svd", "gram"):
+                assert torch.allclose(clip_kernel(w, n, target, s, route=route), want, rtol=0, atol=1e-10)
+
+
+def test_sedghi_and_tt_cover_kernels_wider_than_their_grid_like_reference():
+    """VGG-19 at 32 x 32 ends in 3 x 3 convs on 2 x 2 grids: sedghi and tt decompose them too (the taps wrap), so
+    their network rows cover the same layers as the reference's (12 of 16 before, on an H200 run)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, 2, padding=1),
+                                torch.nn.Conv2d(4, 5, 5, padding=2), torch.nn.Conv2d(5, 3, 3, padding=2, dilation=2))
+    shape = (3, 4, 4)  # the last three convs run on 2 x 2: kernels of span 3, 5, 5
+    ref = create_method("reference").network_svs(model, shape)
+    for name, opts in (("sedghi", {}), ("tt", {"rank": 2, "init": "orthogonal", "keep_first": True})):
+        method = create_method(name, **opts)
+        got = method.network_svs(method.wrap(model) if name == "tt" else model, shape)
+        # tt: the two middle convs are TT layers (one with a 5 x 5 kernel on 2 x 2), the dilated one stays out
+        assert set(got) == (set(ref) if name == "sedghi" else {"0", "1", "2"}), name
+        if name == "sedghi":
+            for key in ref:
+                assert torch.allclose(got[key].double(), ref[key].double(), rtol=0, atol=1e-5), key

@@ -14,27 +14,7 @@ from torch import Tensor
 from svbench.functional.batching import call_cost, call_matrices, plan_calls, split_call
 from svbench.functional.lanes import resolve_streams, run_lanes
 from svbench.functional.spectrum import expand_multiset, matrix_singular_values, resolve_backend
-from svbench.functional.transfer import compact_polyphase_kernel
-
-
-def frequency_free_matrix(weight: Tensor, n: int, stride: int) -> Tensor | None:
-    """The one transfer matrix of a conv whose kernel is no larger than its stride (1 x 1 convs of any stride, a
-    2 x 2 kernel at stride 2, ...), or None for other kernels.
-
-    With at most one tap per phase, the polyphase transfer matrix is the same at every frequency (no phase factor):
-    the compact taps (c_out, c_in s^2). The columns of the phases the kernel does not reach (a >= kh or b >= kw) are
-    zero, so they are dropped: [A, 0] has A's SVs plus zeros. So its SVs are those of ONE c_out x (c_in kh kw)
-    matrix, each m^2 times (m = n / s), plus the zeros. Exact; no host sync (the structure comes from the shape).
-    """
-    kh, kw = weight.shape[-2:]
-    if kh > stride or kw > stride:
-        return None
-    taps = compact_polyphase_kernel(weight, n, stride)[:, :, 0, 0]  # validates the geometry
-    if stride == 1:
-        return taps
-    c_in, s2 = weight.shape[1], stride * stride
-    keep = [ci * s2 + a * stride + b for ci in range(c_in) for a in range(kh) for b in range(kw)]
-    return taps[:, torch.tensor(keep, device=taps.device)]
+from svbench.functional.transfer import frequency_free_matrix
 
 
 def batched_conv_singular_values(

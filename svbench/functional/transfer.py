@@ -107,6 +107,33 @@ def compact_polyphase_kernel(weight: Tensor, n: int, stride: int) -> Tensor:
     return w.reshape(c_out, c_in * stride * stride, t, t)
 
 
+def frequency_free_columns(weight: Tensor, stride: int) -> Tensor | None:
+    """For a kernel no larger than its stride (1 x 1 convs of any stride, a 2 x 2 kernel at stride 2, ...): the
+    polyphase columns (c_in s^2 of them) its taps reach, else None. Structural (from the shape): no host sync."""
+    kh, kw = weight.shape[-2:]
+    if kh > stride or kw > stride:
+        return None
+    s2 = stride * stride
+    keep = [ci * s2 + a * stride + b for ci in range(weight.shape[1]) for a in range(kh) for b in range(kw)]
+    return torch.tensor(keep, device=weight.device)
+
+
+def frequency_free_matrix(weight: Tensor, n: int, stride: int) -> Tensor | None:
+    """The one transfer matrix of a conv whose kernel is no larger than its stride, or None for other kernels.
+
+    With at most one tap per phase the polyphase transfer matrix is the same at every frequency (no phase factor):
+    the compact taps (c_out, c_in s^2). The columns of the phases the kernel does not reach (a >= kh or b >= kw)
+    are zero and are dropped (``frequency_free_columns``): [A, 0] has A's SVs plus zeros, and clips to
+    [clip(A), 0]. So the conv's SVs are those of ONE c_out x (c_in kh kw) matrix, each m^2 times (m = n / s),
+    plus the zeros, and its Sedghi clip is that matrix's clip (nothing for the crop to cut). Exact.
+    """
+    cols = frequency_free_columns(weight, stride)
+    if cols is None:
+        return None
+    taps = compact_polyphase_kernel(weight, n, stride)[:, :, 0, 0]  # validates the geometry
+    return taps if stride == 1 else taps[:, cols]
+
+
 def unique_frequency_taps(weight: Tensor, n: int, stride: int) -> tuple[Tensor, int, Tensor, Tensor]:
     """What every unique-frequency route starts from: (compact polyphase taps, m = n / s, flat rfft indices of one
     frequency per conjugate pair, how often each stands in the full spectrum). Validates the geometry."""

@@ -47,6 +47,7 @@ from svbench.methods.base import (
     LayerSpec,
     Method,
     conv_geometry,
+    conv_inputs,
     kernel_span,
     plain_convs,
 )
@@ -130,9 +131,10 @@ class SedghiMethod(Method):
         return self.config.clip_to
 
     def network_svs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, Tensor]:
-        """All SVs of every conv (grouped and dilated ones included), the blocks of all layers of one transfer shape
-        batched into one call."""
-        convs = plain_convs(model, input_shape)
+        """All SVs of every plain conv (grouped and dilated ones, and kernels wider than their grid, whose taps wrap,
+        included: the set ``reference`` covers), the blocks of all layers of one transfer shape batched into one
+        call."""
+        convs = [(name, m, n) for name, m, n in conv_inputs(model, input_shape) if type(m) is nn.Conv2d]
         c = self.config
         with torch.no_grad():
             svs = grouped_network_singular_values(

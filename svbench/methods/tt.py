@@ -342,7 +342,7 @@ class TTMethod(Method):
                     core, _, _ = fold_cores(m.k1, m.k2, m.k3)
                     items.append((core, n, s))
                     totals.append(min(m.out_channels * (n // s) ** 2, m.in_channels * n * n))
-                elif type(m) is nn.Conv2d and m.groups == 1 and m.dilation[0] == 1 and m.kernel_size[0] <= n:
+                elif type(m) is nn.Conv2d and m.groups == 1 and m.dilation[0] == 1:
                     items.append((m.weight.detach(), n, s))
                     totals.append(None)
                 else:
