@@ -11,7 +11,8 @@ for circular padding. Backends (a recorded axis of every result):
                 (reports/cpu-performance.md). On CUDA ``svdvals`` with cuSOLVER's ``gesvda`` (batched, one call
                 per layer), measured on an H200 as the only fast backend in the class (5.5e-8; reports/gpu/
                 nvidia-h200), each result checked against the Frobenius identity sum sigma_i^2 = ||A||_F^2 and
-                recomputed with ``gesvd`` where it fails.
+                recomputed with ``gesvd`` where it fails, and a matrix gesvda reports as not converged (torch
+                raises for the whole batch) redone alone with ``gesvd`` (``first_isolating_failures``).
 - ``svdvals``   batched SVD of the complex transfer matrices in the kernel's precision (LAPACK on CPU, cuSOLVER on
                 CUDA; ``driver`` picks gesvd / gesvdj / gesvda on CUDA). Accurate for every SV on CPU and with
                 gesvda on CUDA; torch's default CUDA driver behaved exactly like gesvdj on an H200 (same times and
@@ -66,7 +67,9 @@ CHUNK_MIN_BYTES = {"cuda": 2**20, "cpu": 16 * 2**20}
 # cuSOLVER's batched gesvda costs about the same per CALL whatever the batch. H200, torch 2.11, same run
 # (reports/gpu/nvidia-h200/run2): one call against four, c = 160, n = 32: 28.4 vs 50.2 ms; c = 640, n = 8: 58.2 vs
 # 184 ms; all convs of WRN-16-10: 371 vs 732 ms. Its workspace puts the peak at 3.9-6.8x the rfft transfer size
-# even in four calls (14-27x in one), so one call per layer (or layer group) is the default; ``pieces`` trades back.
+# even in four calls (14-27x in one), so one call per layer (or layer group) is the default; ``pieces`` trades back:
+# 64 calls peak at 0.49x (c = 160, n = 32) and 0.53x (c = 640, n = 8) -- inside the 1.5x -- at 781 and
+# 257 ms against 28 and 59 ms in one call (run3).
 GESVDA_PIECES = 1
 # relative tolerance of the Frobenius check of gesvda results (float32 rounding of both sides is ~1e-6)
 _FROBENIUS_RTOL = 1e-4
