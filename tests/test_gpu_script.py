@@ -160,3 +160,16 @@ def test_gram_products_paired_script_prints_its_table(capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert len(rows) == 2 and all(len(r.split("|")) == 10 for r in rows)
     assert float(rows[0].split("|")[5]) > 0
+
+
+def test_frequency_free_paired_script_prints_its_table(capsys):
+    """scripts/frequency-free-paired.py (the CPU figures of reports/frequency-free-cpu) runs and prints its two rows."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ffp", ROOT / "scripts" / "frequency-free-paired.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(model_name="small_cnn", image=16, rounds=1, reps=1)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| all SVs")
+            or line.startswith("| clipping pass")]
+    assert len(rows) == 2 and all(float(r.split("|")[4]) > 0 for r in rows)

@@ -1,0 +1,69 @@
+"""Paired CPU timing of the frequency-free route (issue 6): kernels no larger than their stride (ResNet-18's 1 x 1
+stride-2 shortcuts) decomposed and clipped through their ONE transfer matrix, against the per-frequency route they
+took before, alternated on the same model: ROUNDS rounds, each the median of REPS calls of either form, in turn;
+the table holds each form's median over rounds and the median of the per-round ratios. All SVs of every conv
+(``sedghi.network_svs``) and the clipping pass (``sedghi.network_clip``), float32, one thread, plus the largest
+difference of the two forms' results. Run: ``OMP_NUM_THREADS=1 python scripts/frequency-free-paired.py``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from unittest import mock
+
+import torch
+
+import svbench.functional.clip as clip
+import svbench.functional.network as network
+from svbench.measure.env import device_name
+from svbench.methods import create_method
+from svbench.models import build_model
+
+ROUNDS, REPS = 7, 1
+
+
+def _ms(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def main(model_name: str = "resnet18", image: int = 32, rounds: int = ROUNDS, reps: int = REPS) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build_model(model_name, in_channels=3, image_size=image).eval()
+    shape = (3, image, image)
+    method = create_method("sedghi")
+    per_freq = (mock.patch.object(network, "frequency_free_matrix", lambda *a: None),
+                mock.patch.object(clip, "frequency_free_columns", lambda *a: None))
+
+    def old(fn):
+        def run():
+            with per_freq[0], per_freq[1]:
+                return fn()
+        return run
+
+    print(f"device: cpu ({device_name('cpu')}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"{model_name} at {image}x{image}, {rounds} rounds x {reps} calls, float32\n")
+    print("| what | per-frequency ms | frequency-free ms | per-frequency / frequency-free | max abs difference |")
+    print("|---|---|---|---|---|")
+    for what, fn in (("all SVs", lambda: method.network_svs(model, shape)),
+                     ("clipping pass", lambda: method.network_clip(model, shape, 1.0))):
+        a, b = old(fn)(), fn()  # warm-up, and the two results
+        diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+        before, after, ratio = [], [], []
+        for _ in range(rounds):
+            x, y = _ms(old(fn), reps), _ms(fn, reps)
+            before.append(x)
+            after.append(y)
+            ratio.append(x / y)
+        print(f"| {what} | {statistics.median(before):.4g} | {statistics.median(after):.4g} | "
+              f"{statistics.median(ratio):.3f} | {diff:.2g} |")
+
+
+if __name__ == "__main__":
+    main()
