@@ -36,10 +36,11 @@ if torch.cuda.is_available():
 PYEOF
 cat "$WORK/env.txt"
 
+TASKS=${SVBENCH_TASKS:-}  # e.g. SVBENCH_TASKS=networks: only these tasks of the suite
 timeout --signal=INT --kill-after=30 "$BUDGET" "$PY" -m svbench run "$SUITE" --device "$DEVICE" --out "$WORK/runs" \
-    --no-progress > "$WORK/run.log" 2>&1
+    ${TASKS:+--tasks "$TASKS"} --no-progress > "$WORK/run.log" 2>&1
 rc=$?
-echo "svbench run exit code: $rc (124/130: cut at the ${BUDGET}s budget; finished cells are kept)" | tee -a "$WORK/run.log"
+echo "svbench run exit code: $rc (124/130: cut at the ${BUDGET}s budget; 1: some cell failed, see errors.log; finished cells are kept)" | tee -a "$WORK/run.log"
 tail -n 5 "$WORK/run.log"
 
 run_dir=$(find "$WORK/runs" -name results.jsonl -printf '%h\n' 2>/dev/null | head -n 1)

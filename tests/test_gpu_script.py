@@ -107,6 +107,18 @@ def test_gpu_script_dry_run(tmp_path, budget, suite):
         assert "halted; None in sys.modules" not in (out / "run.log").read_text()
 
 
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash + timeout")
+def test_gpu_script_runs_only_the_named_tasks(tmp_path):
+    env = dict(os.environ, OUT=str(tmp_path / "out"), SVBENCH_DEVICE="cpu", SVBENCH_BUDGET_S="600",
+               SVBENCH_SUITE="tests/data/gpu-check-dry-run.yaml", SVBENCH_TASKS="memory", PYTHON=sys.executable,
+               OMP_NUM_THREADS="1")
+    res = subprocess.run(["bash", "scripts/gpu-measure.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert records and {r["task"] for r in records} == {"memory"}
+
+
 def _assert_device_tool_returns_all(out: Path) -> None:
     """The device tool brings back at most 8 files, none more than 2 folders below $OUT, names of [A-Za-z0-9._-]."""
     files = [f for f in out.rglob("*") if f.is_file()]
