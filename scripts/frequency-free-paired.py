@@ -9,7 +9,6 @@ difference of the two forms' results. Run: ``OMP_NUM_THREADS=1 python scripts/fr
 from __future__ import annotations
 
 import statistics
-import time
 from unittest import mock
 
 import torch
@@ -17,19 +16,11 @@ import torch
 import svbench.functional.clip as clip
 import svbench.functional.network as network
 from svbench.measure.env import device_name
+from svbench.measure.timing import median_wall_ms
 from svbench.methods import create_method
 from svbench.models import build_model
 
 ROUNDS, REPS = 7, 1
-
-
-def _ms(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def main(model_name: str = "resnet18", image: int = 32, rounds: int = ROUNDS, reps: int = REPS) -> None:
@@ -57,7 +48,7 @@ def main(model_name: str = "resnet18", image: int = 32, rounds: int = ROUNDS, re
         diff = max(float((a[k] - b[k]).abs().max()) for k in a)
         before, after, ratio = [], [], []
         for _ in range(rounds):
-            x, y = _ms(old(fn), reps), _ms(fn, reps)
+            x, y = median_wall_ms(old(fn), reps), median_wall_ms(fn, reps)
             before.append(x)
             after.append(y)
             ratio.append(x / y)

@@ -11,24 +11,15 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 
 import torch
 
 from svbench.functional.gram import gram_iteration_bound
 from svbench.measure.env import device_name
+from svbench.measure.timing import median_wall_ms
 
 SHAPES = [(8, 8), (16, 8), (16, 32), (32, 16), (48, 16), (64, 16), (96, 16), (128, 8), (160, 8), (256, 4)]
 ROUNDS, REPS = 15, 3
-
-
-def _median_ms(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def main(shapes: list[tuple[int, int]] = SHAPES, rounds: int = ROUNDS, reps: int = REPS) -> None:
@@ -53,7 +44,7 @@ def main(shapes: list[tuple[int, int]] = SHAPES, rounds: int = ROUNDS, reps: int
                 fn()  # warm-up
             real, cplx, ratio = [], [], []
             for _ in range(rounds):
-                a, b = _median_ms(runs[kind]["real"], reps), _median_ms(runs[kind]["complex"], reps)
+                a, b = median_wall_ms(runs[kind]["real"], reps), median_wall_ms(runs[kind]["complex"], reps)
                 real.append(a)
                 cplx.append(b)
                 ratio.append(b / a)

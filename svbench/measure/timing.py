@@ -158,3 +158,14 @@ def warm_timing(spec: object, prior_ms: float | None = None) -> dict[str, object
     args["warmup"] = max(0, int(args["warmup"]) - 1)
     args["prior_ms"] = prior_ms
     return args
+
+
+def median_wall_ms(fn: Callable[[], object], reps: int) -> float:
+    """Median host wall time of ``reps`` calls in ms (CPU work; the paired scripts in scripts/ alternate two forms
+    with it)."""
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
