@@ -4,6 +4,7 @@ import threading
 
 import pytest
 import torch
+from test_network import _merge_layers
 
 from svbench.errors import UserError
 from svbench.functional import clip
@@ -11,7 +12,6 @@ from svbench.functional.lanes import assign_lanes, run_lanes
 from svbench.functional.network import batched_conv_singular_values
 from svbench.functional.spectrum import conv_singular_values
 from svbench.methods import create_method
-from tests.test_network import _merge_layers
 
 
 def test_assign_lanes_balances_by_cost_and_keeps_order():
@@ -87,7 +87,7 @@ def test_chunked_layer_in_lanes_equals_one_call():
 
 
 def test_methods_take_streams_and_validate_it():
-    from tests.test_network_fuzz import _random_net
+    from test_network_fuzz import _random_net
 
     model, shape = _random_net(2)
     base = create_method("sedghi").network_svs(model, shape)
