@@ -99,3 +99,33 @@ def test_methods_take_streams_and_validate_it():
     for name in ("sedghi", "tt"):
         with pytest.raises(UserError, match="streams must be >= 1"):
             create_method(name, streams=0)
+
+
+def test_split_for_lanes_covers_every_frequency_once_and_balances():
+    from svbench.functional.batching import call_cost, plan_calls, split_for_lanes
+
+    layers = [(w, n, s, grp[0] if grp else 1) for w, n, s, *grp in _merge_layers()]
+    groups, calls = plan_calls(layers, lambda p, q, d: ("svdvals", "gesvda"), pieces=1)
+    assert split_for_lanes(calls, 1) == calls
+    split = split_for_lanes(calls, 4)
+    assert len(calls) < len(split) <= len(calls) + 4
+    for gr in groups:
+        covered = sorted((p.a, p.b) for call in split for p in call if p.group is gr)
+        edges = [a for a, _ in covered] + [covered[-1][1]]
+        assert edges[0] == 0 and edges[-1] == gr.freqs.numel()
+        assert all(b == a2 for (_, b), (a2, _) in zip(covered, covered[1:]))  # contiguous, no overlap
+    assert max(map(call_cost, split)) < max(map(call_cost, calls))
+
+
+@pytest.mark.parametrize("merge", ["grids", "pad"])
+def test_split_calls_give_the_same_svs_and_clip(merge):
+    layers = _merge_layers()
+    base = batched_conv_singular_values(layers, merge=merge)
+    got = batched_conv_singular_values(layers, merge=merge, streams=3, split=True)
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-12) for a, b in zip(base, got))
+    clip_layers = [(w, n, s, grp[0] if grp else 1, 1) for w, n, s, *grp in layers]
+    base_k = clip.clip_kernels(clip_layers, 1.5, merge=merge)
+    got_k = clip.clip_kernels(clip_layers, 1.5, merge=merge, streams=2, split=True)
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-12) for a, b in zip(base_k, got_k))
+    m = create_method("sedghi", split=True, streams=2)
+    assert m.label == "sedghi(streams=2, split=True)"

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from svbench.errors import UserError
-from svbench.functional.batching import call_cost, call_matrices, plan_calls, split_call
+from svbench.functional.batching import call_cost, call_matrices, plan_calls, split_call, split_for_lanes
 from svbench.functional.grouped import dilate_kernel, layer_sigma_max
 from svbench.functional.lanes import resolve_streams, run_lanes
 from svbench.functional.spectrum import checked_svdvals
@@ -165,13 +165,13 @@ def clip_kernel(
 def clip_kernels(
     layers: list[tuple[Tensor, int, int, int, int]], target: float, *, mode: ClipMode = "clip", route: str = "auto",
     chunk: int | None = None, driver: str | None = None, pieces: int | None = None, merge: str = "grids",
-    streams: int | None = 1,
+    streams: int | None = 1, split: bool = False,
 ) -> list[Tensor]:
     """:func:`clip_kernel` of many layers, (weight, n, stride, groups, dilation) each, with the matrices of layers of
     one transfer shape clipped in as few solver calls as ``merge`` allows (:mod:`svbench.functional.batching`: on
     CUDA, one gesvda call per matrix shape instead of one per layer). Same kernels as one call per layer.
     ``streams`` > 1 runs the calls on that many concurrent lanes (:mod:`svbench.functional.lanes`; None: the
-    device's default)."""
+    device's default); ``split`` as in :func:`svbench.functional.network.batched_conv_singular_values`."""
     if not layers:
         return []
     streams = resolve_streams(streams, layers[0][0].device)
@@ -189,6 +189,8 @@ def clip_kernels(
     rest = [i for i in range(len(geo)) if i not in fixed]
     groups, calls = plan_calls([geo[i] for i in rest], lambda p, q, device: (solver, driver), chunk=chunk,
                                pieces=pieces, merge=merge)
+    if split:
+        calls = split_for_lanes(calls, streams)
     taps_of = {rest[j]: t for gr in groups for j, t in zip(gr.idxs, gr.taps)}
     taps_of.update({i: taps for i, (taps, _) in fixed.items()})
     delta = {i: t.new_zeros(t.shape[2] * t.shape[3], t.shape[0] * t.shape[1]) for i, t in taps_of.items()}

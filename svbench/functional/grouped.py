@@ -95,10 +95,10 @@ def layer_sigma_max(weight: Tensor, n: int, stride: int, padding: str, groups: i
 
 def grouped_network_singular_values(
     layers: list[tuple[Tensor, int, int, int, int]], *, backend: str = "auto", driver: str | None = None,
-    pieces: int | None = None, merge: str = "grids", streams: int | None = 1,
+    pieces: int | None = None, merge: str = "grids", streams: int | None = 1, split: bool = False,
 ) -> list[Tensor]:
     """(weight, n, stride, groups, dilation) per layer -> all SVs of each; the blocks of every layer of one transfer
     shape go into one batched decomposition (``batched_conv_singular_values``, which says what ``merge`` does)."""
     return batched_conv_singular_values([(dilate_kernel(w, d), n, s, g) for w, n, s, g, d in layers],
                                         backend=backend, driver=driver, pieces=pieces, merge=merge,
-                                        streams=streams)
+                                        streams=streams, split=split)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from svbench.functional.batching import call_cost, call_matrices, plan_calls, split_call
+from svbench.functional.batching import call_cost, call_matrices, plan_calls, split_call, split_for_lanes
 from svbench.functional.lanes import resolve_streams, run_lanes
 from svbench.functional.spectrum import expand_multiset, matrix_singular_values, resolve_backend
 from svbench.functional.transfer import frequency_free_matrix
@@ -20,7 +20,7 @@ from svbench.functional.transfer import frequency_free_matrix
 def batched_conv_singular_values(
     layers: list[tuple[Tensor, int, int]] | list[tuple[Tensor, int, int, int]], *, backend: str = "auto",
     driver: str | None = None, chunk: int | None = None, pieces: int | None = None, merge: str = "grids",
-    streams: int | None = 1,
+    streams: int | None = 1, split: bool = False,
 ) -> list[Tensor]:
     """``layers``: (kernel (c_out, c_in, k, k), n, stride[, groups]) -> all SVs of each, descending.
 
@@ -33,7 +33,8 @@ def batched_conv_singular_values(
     The rest: frequencies are processed ``chunk`` at a time (default: ``taps_chunk``: up to ``pieces`` calls per
     group, one for gesvda on CUDA); one-call groups are merged as ``merge`` says (:mod:`svbench.functional.batching`).
     ``auto`` is resolved again on a padded call's shape (every auto route is exact). ``streams`` > 1 runs the calls
-    on that many concurrent lanes (:mod:`svbench.functional.lanes`; same values; None: the device's default).
+    on that many concurrent lanes (:mod:`svbench.functional.lanes`; same values; None: the device's default);
+    ``split`` halves calls that would hold one lane much longer than the others (``split_for_lanes``, experimental).
     """
     device = layers[0][0].device if layers else torch.device("cpu")
     streams = resolve_streams(streams, device)
@@ -47,6 +48,8 @@ def batched_conv_singular_values(
     groups, calls = plan_calls([geo[i] for i in rest],
                                lambda p, q, device: resolve_backend(backend, p, q, device, driver),
                                chunk=chunk, pieces=pieces, merge=merge)
+    if split:
+        calls = split_for_lanes(calls, streams)
     by_shape: dict[tuple[int, int], list[int]] = {}
     for i, mat in fixed.items():
         by_shape.setdefault(tuple(mat.shape[1:]), []).append(i)

@@ -74,6 +74,9 @@ class SedghiConfig:
     # pass and a chunked layer (functional.lanes); 1: in order. Same values; more peak memory. None: 4 on CUDA for
     # the network routes (measured faster, functional.lanes.DEFAULT_STREAMS), 1 on CPU and for a single layer
     streams: int | None = None
+    # network routes: halve calls that would hold one lane much longer than the others (experimental, not yet
+    # measured on a GPU: functional.batching.split_for_lanes)
+    split: bool = False
 
     def __post_init__(self) -> None:
         if self.clip_to is not None and not self.clip_to > 0:
@@ -139,7 +142,8 @@ class SedghiMethod(Method):
         with torch.no_grad():
             svs = grouped_network_singular_values(
                 [(m.weight.detach(), n, m.stride[0], m.groups, m.dilation[0]) for _, m, n in convs],
-                backend=c.backend, driver=c.driver, pieces=c.chunks, merge=c.merge, streams=c.streams)
+                backend=c.backend, driver=c.driver, pieces=c.chunks, merge=c.merge, streams=c.streams,
+                split=c.split)
         return {name: s for (name, _, _), s in zip(convs, svs)}
 
     def network_clip(self, model: nn.Module, input_shape: tuple[int, int, int], target: float
@@ -150,7 +154,7 @@ class SedghiMethod(Method):
         convs = plain_convs(model, input_shape)
         kernels = clip_kernels([(m.weight.detach(), n, m.stride[0], m.groups, m.dilation[0]) for _, m, n in convs],
                                target, mode=c.mode, route=c.clip_route, driver=c.driver, pieces=c.chunks,
-                               merge=c.merge, streams=c.streams)
+                               merge=c.merge, streams=c.streams, split=c.split)
         return {name: k for (name, _, _), k in zip(convs, kernels)}
 
     # ---- training hooks ---------------------------------------------------------------------------------

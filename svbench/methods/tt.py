@@ -239,6 +239,7 @@ class TTConfig:
     chunks: int | None = None  # at most this many solver calls per core (group); None: engine default (sedghi's)
     merge: Literal["grids", "pad", "none"] = "grids"  # network SVs: cores of one shape share a call (as sedghi's)
     streams: int | None = None  # network SVs: concurrent lanes for the solver calls (as sedghi's; None: 4 on CUDA)
+    split: bool = False  # network SVs: halve calls that would hold one lane longest (as sedghi's; experimental)
     init: Literal["orthogonal", "tt_svd"] = "tt_svd"  # wrap(): fresh orthogonal cores or TT-SVD of the kernel
     keep_first: bool = True  # wrap(): leave the first conv dense
     control: Literal["none", "clip", "divide"] = "none"
@@ -350,7 +351,7 @@ class TTMethod(Method):
                 names.append(name)
             svs = batched_conv_singular_values(items, backend=self.config.backend, driver=self.config.driver,
                                                pieces=self.config.chunks, merge=self.config.merge,
-                                               streams=self.config.streams)
+                                               streams=self.config.streams, split=self.config.split)
         out = {}
         for name, sv, total in zip(names, svs, totals):
             out[name] = sv if total is None else torch.cat([sv, sv.new_zeros(total - sv.numel())])
