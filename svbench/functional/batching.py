@@ -13,6 +13,10 @@ reports/gpu/nvidia-h200), so the network routes decompose as many matrices per c
   costs the padded flops and saves calls;
 - ``merge="none"``: one call per group chunk.
 
+Layers whose kernel is no larger than their stride (1 x 1 shortcuts) form frequency-free groups: one matrix per
+layer (frequency 0, standing m^2 times), the polyphase columns their taps never reach dropped
+(:func:`svbench.functional.transfer.frequency_free_matrix`); they merge only among themselves.
+
 Chunked groups (more than one call) are never merged: their calls were bounded for memory on purpose.
 """
 
@@ -27,7 +31,12 @@ from torch import Tensor
 
 from svbench.errors import UserError
 from svbench.functional.spectrum import taps_chunk
-from svbench.functional.transfer import compact_polyphase_kernel, transfer_matrices_at, unique_frequencies
+from svbench.functional.transfer import (
+    compact_polyphase_kernel,
+    frequency_free_columns,
+    transfer_matrices_at,
+    unique_frequencies,
+)
 
 MERGES = ("grids", "pad", "none")
 
@@ -45,6 +54,23 @@ class Group:
     q: int
     freqs: Tensor  # flat rfft indices of one frequency per conjugate pair
     mult: Tensor  # how often each stands in the full spectrum
+    # frequency-free layers (kernel no larger than the stride, :func:`frequency_free_matrix`): the polyphase columns
+    # the taps reach (``taps`` hold only those; q counts them) and the full column count c_in s^2; the group has
+    # the one frequency 0, standing m^2 times. None / q for the others.
+    cols: Tensor | None = None
+    q_full: int = 0
+
+    def __post_init__(self) -> None:
+        self.q_full = self.q_full or self.q
+
+    def full_taps(self, j: int) -> Tensor:
+        """Layer j's compact polyphase taps with every column (the dropped ones zero)."""
+        t = self.taps[j]
+        if self.cols is None:
+            return t
+        full = t.new_zeros(t.shape[0], self.q_full, *t.shape[2:])
+        full[:, self.cols] = t
+        return full
 
 
 @dataclass
@@ -74,21 +100,36 @@ def plan_calls(
     if merge not in MERGES:
         raise UserError(f"merge must be one of {', '.join(MERGES)}; got {merge!r}")
     keyed: dict[tuple, list[int]] = defaultdict(list)
+    free: dict[int, Tensor] = {}
     for i, (w, n, s, g) in enumerate(layers):
-        keyed[(w.shape[0], w.shape[1] * s * s, n // s, g, w.dtype, w.device)].append(i)
+        cols = frequency_free_columns(w, s)
+        if cols is not None:
+            free[i] = cols
+        q = w.shape[1] * s * s if cols is None else cols.numel()
+        # frequency-free layers group by what sets their columns too (c_in, kernel size, stride)
+        how = None if cols is None else (w.shape[1], *w.shape[-2:], s)
+        keyed[(w.shape[0], q, n // s, g, w.dtype, w.device, how)].append(i)
     groups: list[Group] = []
     calls: list[list[Part]] = []
     mergeable: dict[tuple, list[Group]] = defaultdict(list)
-    for (c_out, q, m, g, dtype, device), idxs in keyed.items():
+    for (c_out, q, m, g, dtype, device, how), idxs in keyed.items():
+        is_free = how is not None
         freqs, mult = unique_frequencies(m, device)
         taps = [compact_polyphase_kernel(*layers[i][:3]) for i in idxs]
-        group = Group(idxs, taps, m, g, c_out // g, q, freqs, mult)
+        if is_free:  # one matrix for every frequency: frequency 0, standing m^2 times; unreached columns dropped
+            cols = free[idxs[0]]
+            freqs, mult = freqs[:1], torch.full_like(mult[:1], m * m)
+            taps = [t[:, cols] for t in taps]
+            group = Group(idxs, taps, m, g, c_out // g, q, freqs, mult, cols, layers[idxs[0]][0].shape[1] *
+                          layers[idxs[0]][2] ** 2)
+        else:
+            group = Group(idxs, taps, m, g, c_out // g, q, freqs, mult)
         groups.append(group)
         f = freqs.numel()
         route, drv = route_of(group.p, q, device)
         step = taps_chunk(taps[0], f, chunk, layers=len(idxs), route=route, driver=drv, pieces=pieces)
-        if merge != "none" and step >= f:
-            mergeable[(group.p, None if merge == "pad" else q, dtype, device, route, drv)].append(group)
+        if merge != "none" and step >= f:  # frequency-free groups merge among themselves (their own call)
+            mergeable[(group.p, None if merge == "pad" else q, dtype, device, route, drv, is_free)].append(group)
         else:
             calls.extend([Part(group, a, min(a + step, f))] for a in range(0, f, step))
     for members in mergeable.values():

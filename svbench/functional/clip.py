@@ -30,9 +30,7 @@ from svbench.functional.grouped import dilate_kernel, layer_sigma_max
 from svbench.functional.lanes import resolve_streams, run_lanes
 from svbench.functional.spectrum import checked_svdvals
 from svbench.functional.transfer import (
-    compact_polyphase_kernel,
     frequency_basis,
-    frequency_free_columns,
     from_transfer_matrices,
     transfer_matrices,
     unpolyphase_kernel,
@@ -180,38 +178,12 @@ def clip_kernels(
         _check_clip_args(w, n, target)
     route, driver = resolve_clip_route(route, driver, layers[0][0].device)
     solver = "svdvals" if route == "svd" else route  # the chunk policy of the solver the route calls
-    geo = [(w, n, s, g) for w, (_, n, s, g, _) in zip(dilated, layers)]
-    fixed: dict[int, tuple[Tensor, Tensor]] = {}  # frequency-free layers: (compact taps, the columns they reach)
-    for i, (w, n, s, _) in enumerate(geo):
-        cols = frequency_free_columns(w, s)
-        if cols is not None:
-            fixed[i] = (compact_polyphase_kernel(w, n, s), cols)
-    rest = [i for i in range(len(geo)) if i not in fixed]
-    groups, calls = plan_calls([geo[i] for i in rest], lambda p, q, device: (solver, driver), chunk=chunk,
-                               pieces=pieces, merge=merge)
+    groups, calls = plan_calls([(w, n, s, g) for w, (_, n, s, g, _) in zip(dilated, layers)],
+                               lambda p, q, device: (solver, driver), chunk=chunk, pieces=pieces, merge=merge)
     if split:
         calls = split_for_lanes(calls, streams)
-    taps_of = {rest[j]: t for gr in groups for j, t in zip(gr.idxs, gr.taps)}
-    taps_of.update({i: taps for i, (taps, _) in fixed.items()})
+    taps_of = {i: gr.full_taps(j) for gr in groups for j, i in enumerate(gr.idxs)}
     delta = {i: t.new_zeros(t.shape[2] * t.shape[3], t.shape[0] * t.shape[1]) for i, t in taps_of.items()}
-    by_shape: dict[tuple[int, int], list[int]] = {}
-    for i, (taps, cols) in fixed.items():
-        by_shape.setdefault((taps.shape[0] // geo[i][3], cols.numel()), []).append(i)
-
-    def correct_fixed(idxs: list[int]) -> list[tuple[int, Tensor]]:
-        """Frequency-free layers of one block shape in one call: the correction is the same at every frequency, so
-        its sum over the m^2 frequencies is m^2 times it (at the one tap)."""
-        blocks = [fixed[i][0][:, fixed[i][1], 0, 0].reshape(geo[i][3], -1, fixed[i][1].numel()) for i in idxs]
-        mats = torch.cat(blocks)
-        corr = mats - clip_spectrum(mats, target, mode, route=route, driver=driver)
-        out = []
-        for i, mine in zip(idxs, torch.split(corr, [b.shape[0] for b in blocks])):
-            taps, cols = fixed[i]
-            m = geo[i][1] // geo[i][2]
-            full = taps.new_zeros(taps.shape[0], taps.shape[1])
-            full[:, cols] = mine.reshape(taps.shape[0], -1).to(full.dtype)
-            out.append((i, (m * m) * full.reshape(1, -1)))
-        return out
 
     def correct(call: list) -> list[tuple[int, Tensor]]:
         """One solver call: the kernel-space correction each of its layers' frequencies contributes."""
@@ -230,22 +202,19 @@ def clip_kernels(
                     basis[t] = tuple(w * b for b in frequency_basis(gr.m, t, sel, w.dtype))
                 cos, sin = basis[t]
                 # sum over the pair (w, -w) of C e^{+i w x}: 2 Re(C e^{i w x}) = 2 (Re C cos - Im C sin)
-                out.append((rest[i], cos.T @ per_layer[j].real - sin.T @ per_layer[j].imag))
+                d = cos.T @ per_layer[j].real - sin.T @ per_layer[j].imag
+                if gr.cols is not None:  # frequency-free: the dropped (zero) columns get no correction
+                    full = d.new_zeros(d.shape[0], gr.p * gr.g, gr.q_full)
+                    full[:, :, gr.cols] = d.reshape(d.shape[0], gr.p * gr.g, gr.q)
+                    d = full.reshape(d.shape[0], -1)
+                out.append((i, d))
         return out
 
-    items = [(correct, call) for call in calls] + [(correct_fixed, idxs) for idxs in by_shape.values()]
-    costs = [call_cost(call) for call in calls] + [
-        float(sum(geo[i][3] for i in idxs) * p * q * min(p, q)) for (p, q), idxs in by_shape.items()]
-    with torch.no_grad():
-        if streams == 1:  # in order, one call's matrices alive at a time
-            for fn, what in items:
-                for i, d in fn(what):
-                    delta[i] += d
-        else:
-            for contributions in run_lanes(items, lambda item: item[0](item[1]), streams=streams, costs=costs,
-                                           device=layers[0][0].device):
-                for i, d in contributions:
-                    delta[i] += d
+    with torch.no_grad():  # each call's matrices are freed when it returns; only kernel-sized corrections remain
+        for contributions in run_lanes(calls, correct, streams=streams, costs=[call_cost(c) for c in calls],
+                                       device=layers[0][0].device):
+            for i, d in contributions:
+                delta[i] += d
     out = []
     for i, ((_, n, stride, _, dilation), dil) in enumerate(zip(layers, dilated)):
         taps = taps_of[i]

@@ -9,9 +9,10 @@ one lane's call runs while another waits for its sync. Results are identical to 
 call is the same computation on the same inputs); what changes is time and peak memory (the lanes' working sets
 add up).
 
-``streams=1`` (the default everywhere) runs the calls in order in the caller's thread and stream. On a CPU, lanes
-are plain threads (each op still uses torch's intra-op thread setting): they use more cores, so CPU benchmarks keep
-``streams=1``. Autograd works across lanes (the caller's grad mode is carried into each worker).
+``streams=1`` runs the calls in order in the caller's thread and stream; ``None`` takes the device's default
+(``DEFAULT_STREAMS``: 4 on CUDA, else 1). On a CPU, lanes are plain threads (each op still uses torch's intra-op
+thread setting): they use more cores, so CPU benchmarks keep ``streams=1``. Autograd works across lanes (the
+caller's grad mode is carried into each worker).
 """
 
 from __future__ import annotations
@@ -35,18 +36,13 @@ T = TypeVar("T")
 DEFAULT_STREAMS = {"cuda": 4}
 
 
-def check_streams(streams: int | None) -> int | None:
+def resolve_streams(streams: int | None, device: torch.device | str) -> int:
+    """``streams``, or the device's default (``DEFAULT_STREAMS``, else 1) for None. Validates."""
     if streams is None:
-        return None
+        return DEFAULT_STREAMS.get(torch.device(device).type, 1)
     if not isinstance(streams, int) or isinstance(streams, bool) or streams < 1:
         raise UserError(f"streams must be an integer >= 1, got {streams!r}")
     return streams
-
-
-def resolve_streams(streams: int | None, device: torch.device | str) -> int:
-    """``streams``, or the device's default (``DEFAULT_STREAMS``, else 1) for None. Validates."""
-    check_streams(streams)
-    return streams if streams is not None else DEFAULT_STREAMS.get(torch.device(device).type, 1)
 
 
 def assign_lanes(costs: Sequence[float], lanes: int) -> list[list[int]]:

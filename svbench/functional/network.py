@@ -14,7 +14,6 @@ from torch import Tensor
 from svbench.functional.batching import call_cost, call_matrices, plan_calls, split_call, split_for_lanes
 from svbench.functional.lanes import resolve_streams, run_lanes
 from svbench.functional.spectrum import expand_multiset, matrix_singular_values, resolve_backend
-from svbench.functional.transfer import frequency_free_matrix
 
 
 def batched_conv_singular_values(
@@ -28,58 +27,35 @@ def batched_conv_singular_values(
     its transfer matrix at each frequency is the g blocks of the grouped conv stacked vertically, so it is cut into
     g matrices of c_out / g rows and decomposed with the rest (SVs of a block-diagonal operator: the blocks' SVs).
 
-    Kernels no larger than their stride (1 x 1 shortcuts above all) have one transfer matrix for every frequency
-    (:func:`frequency_free_matrix`): their blocks are decomposed once, layers of one matrix shape in one call.
-    The rest: frequencies are processed ``chunk`` at a time (default: ``taps_chunk``: up to ``pieces`` calls per
-    group, one for gesvda on CUDA); one-call groups are merged as ``merge`` says (:mod:`svbench.functional.batching`).
+    Kernels no larger than their stride (1 x 1 shortcuts above all) have one transfer matrix for every frequency:
+    their blocks are decomposed once (the frequency-free groups of ``plan_calls``). Frequencies are processed
+    ``chunk`` at a time (default: ``taps_chunk``: up to ``pieces`` calls per group, one for gesvda on CUDA);
+    one-call groups are merged as ``merge`` says (:mod:`svbench.functional.batching`).
     ``auto`` is resolved again on a padded call's shape (every auto route is exact). ``streams`` > 1 runs the calls
     on that many concurrent lanes (:mod:`svbench.functional.lanes`; same values; None: the device's default);
     ``split`` halves calls that would hold one lane much longer than the others (``split_for_lanes``, experimental).
     """
     device = layers[0][0].device if layers else torch.device("cpu")
     streams = resolve_streams(streams, device)
-    geo = [(w, n, s, g[0] if g else 1) for w, n, s, *g in layers]
-    fixed: dict[int, Tensor] = {}
-    for i, (w, n, s, g) in enumerate(geo):
-        mat = frequency_free_matrix(w, n, s)
-        if mat is not None:
-            fixed[i] = mat.reshape(g, w.shape[0] // g, mat.shape[1])
-    rest = [i for i in range(len(geo)) if i not in fixed]
-    groups, calls = plan_calls([geo[i] for i in rest],
+    groups, calls = plan_calls([(w, n, s, g[0] if g else 1) for w, n, s, *g in layers],
                                lambda p, q, device: resolve_backend(backend, p, q, device, driver),
                                chunk=chunk, pieces=pieces, merge=merge)
     if split:
         calls = split_for_lanes(calls, streams)
-    by_shape: dict[tuple[int, int], list[int]] = {}
-    for i, mat in fixed.items():
-        by_shape.setdefault(tuple(mat.shape[1:]), []).append(i)
-    items = [("freqs", call) for call in calls] + [("fixed", idxs) for idxs in by_shape.values()]
-    costs = [call_cost(call) for call in calls] + [
-        float(sum(fixed[i].shape[0] for i in idxs) * p * q * min(p, q)) for (p, q), idxs in by_shape.items()]
-
-    def work(item: tuple[str, object]) -> Tensor:
-        kind, what = item
-        mats = call_matrices(what) if kind == "freqs" else torch.cat([fixed[i] for i in what])  # type: ignore
-        return matrix_singular_values(mats, backend, driver=driver)
-
-    results = run_lanes(items, work, streams=streams, costs=costs, device=device)
+    results = run_lanes(calls, lambda call: matrix_singular_values(call_matrices(call), backend, driver=driver),
+                        streams=streams, costs=[call_cost(c) for c in calls], device=device)
     pieces_of: dict[int, list[tuple[int, Tensor]]] = {id(gr): [] for gr in groups}
-    out: list[Tensor | None] = [None] * len(layers)
-    for (kind, what), svs in zip(items, results):
-        if kind == "fixed":
-            for i, mine in zip(what, torch.split(svs, [fixed[i].shape[0] for i in what])):  # type: ignore
-                w, n, s, g = geo[i]
-                m = n // s
-                pad = min(w.shape[0] // g, w.shape[1] * s * s) - mine.shape[-1]  # the dropped phases' zero SVs
-                per = torch.nn.functional.pad(mine, (0, pad)).reshape(1, -1)
-                out[i] = expand_multiset(per, torch.tensor([m * m], device=per.device))
-            continue
-        for part, mine in zip(what, split_call(what, svs)):  # type: ignore
+    for call, svs in zip(calls, results):
+        for part, mine in zip(call, split_call(call, svs)):
             gr = part.group
             k = min(gr.p, gr.q)  # a padded call has min(p, q') - k extra (zero) SVs at the end
-            pieces_of[id(gr)].append((part.a, mine[:, :k].reshape(len(gr.idxs), part.b - part.a, gr.g * k)))
+            mine, zeros = mine[:, :k], min(gr.p, gr.q_full) - k
+            if zeros:  # a frequency-free group's dropped columns: that many zero SVs per block
+                mine = torch.nn.functional.pad(mine, (0, zeros))
+            pieces_of[id(gr)].append((part.a, mine.reshape(len(gr.idxs), part.b - part.a, -1)))
+    out: list[Tensor | None] = [None] * len(layers)
     for gr in groups:
         per_layer = torch.cat([t for _, t in sorted(pieces_of[id(gr)], key=lambda x: x[0])], dim=1)
         for j, i in enumerate(gr.idxs):
-            out[rest[i]] = expand_multiset(per_layer[j], gr.mult)
+            out[i] = expand_multiset(per_layer[j], gr.mult)
     return out  # type: ignore[return-value]

@@ -413,15 +413,13 @@ def run_cell(cell: Cell, ctx: _Ctx) -> list[dict[str, Any]]:
         return _status_record(base, "skipped", str(e))
     except UserError:
         raise
-    except (MemoryError, RuntimeError) as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+    except Exception as e:  # out of memory (host or CUDA): ``oom``; anything else (a bug, a solver error): ``error``
         why = out_of_memory_message(e)
         if why is None:
             return _error_record(base, e, ctx)
         if ctx.device.type == "cuda":
             torch.cuda.empty_cache()
         return _status_record(base, "oom", why)
-    except Exception as e:  # a failure of one cell (a bug, a solver error): recorded, the suite goes on
-        return _error_record(base, e, ctx)
 
 
 ERRORS_FILE = "errors.log"
