@@ -57,7 +57,7 @@ def _gpu_machine_pythonpath(tmp_path) -> str:
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash + timeout")
 @pytest.mark.parametrize("budget,suite", [("600", "gpu-dry-run"), ("4", "gpu-dry-run"),
                                           ("600", "gpu-followup-dry-run"), ("600", "gpu-next-dry-run"),
-                                          ("600", "gpu-check-dry-run")])
+                                          ("600", "gpu-check-dry-run"), ("600", "gpu-run5-dry-run")])
 def test_gpu_script_dry_run(tmp_path, budget, suite):
     """The budget-600 runs also hide every package the GPU machine lacks, as there."""
     env = dict(os.environ, OUT=str(tmp_path / "out"), SVBENCH_DEVICE="cpu", SVBENCH_BUDGET_S=budget,
@@ -98,6 +98,13 @@ def test_gpu_script_dry_run(tmp_path, budget, suite):
     elif suite == "gpu-check-dry-run":
         assert {r["task"] for r in records} == {"networks", "wrn-tt", "memory"}
         assert {r["status"] for r in records} == {"ok"}
+        assert any(r["metric"] == "network_clip_err_rel" for r in records if r["task"] == "networks")
+    elif suite == "gpu-run5-dry-run":
+        assert [r["task"] for r in records].index("wrn") < [r["task"] for r in records].index("networks")
+        assert {r["status"] for r in records} == {"ok"}
+        assert {r["method_label"] for r in records if r["task"] == "wrn"} >= {
+            "reference", "sedghi", "sedghi(split=True)", "gram", "gram(products=real)"}
+        assert not any(r["metric"] == "network_clip_err_rel" for r in records if r["task"] == "wrn")
         assert any(r["metric"] == "network_clip_err_rel" for r in records if r["task"] == "networks")
     elif budget == "600":
         methods = {r["method_label"] for r in records if r["task"] == "layers"}
@@ -144,7 +151,8 @@ def test_package_blocker_blocks(tmp_path):
 @pytest.mark.parametrize("gpu_suite,dry_suite", [("sv-speed-gpu-quick", "gpu-dry-run"),
                                                  ("sv-speed-gpu-followup", "gpu-followup-dry-run"),
                                                  ("sv-speed-gpu-next", "gpu-next-dry-run"),
-                                                 ("sv-speed-gpu-check", "gpu-check-dry-run")])
+                                                 ("sv-speed-gpu-check", "gpu-check-dry-run"),
+                                                 ("sv-speed-gpu-run5", "gpu-run5-dry-run")])
 def test_dry_run_suite_mirrors_the_gpu_suite(gpu_suite, dry_suite):
     import yaml
 

@@ -32,13 +32,13 @@ from svbench.functional.transfer import transfer_matrices_at, unique_frequency_t
 
 PRODUCTS = ("auto", "real", "complex", "3xtf32")
 # ``auto``: real products from this Gram side on. Measured on this project's CPU, 1 thread, the two forms alternated
-# on one kernel (scripts/gram-products-paired.py, reports/gram-products-cpu/paired.md), T = 6: complex/real time
-# 0.75-0.88 for sides 8-48 (the real route's extra elementwise passes dominate), 1.01-1.02 at 64-96, 1.17-1.36 for
-# 128-256; with the backward pass (the training penalty) 0.68-0.88 up to 32, 0.99-1.05 at 48-96, 1.21-1.30 from 128.
-# On CUDA ``auto`` stays ``complex``: NVIDIA H200, torch 2.11, WRN-16-10 at 32 x 32, T = 6, same run
-# (reports/gpu/nvidia-h200/run3): real products 82.9 ms against 78.0 ms complex -- half the flops, but cuBLAS's
-# complex sgemm runs at a higher rate and the real route adds elementwise passes.
-REAL_PRODUCTS_MIN_SIDE = 128
+# on one kernel (scripts/gram-products-paired.py, reports/gram-products-cpu/paired.md, session 8's one-matrix real
+# form), T = 6: complex/real time 0.89-0.91 for sides 8-16, 1.06 at 32, 1.20-1.45 for 48-256; with the backward
+# pass (the training penalty) 0.91-0.99 up to 16 (1.14 at 16 on a 32 x 32 grid), 1.21 at 32, 1.34-1.54 from 48.
+# On CUDA ``auto`` stays ``complex`` until the one-matrix form is measured there: NVIDIA H200, torch 2.11,
+# WRN-16-10 at 32 x 32, T = 6, same run (reports/gpu/nvidia-h200/run3): session 6's two-matrix real form (23
+# tensor passes per step) took 82.9 ms against 78.0 ms complex -- half the flops, but more memory traffic.
+REAL_PRODUCTS_MIN_SIDE = 32
 
 
 def resolve_products(products: str, mats: Tensor) -> str:
@@ -62,12 +62,11 @@ def gram_iteration_matrices(mats: Tensor, iters: int = 6, *, products: str = "au
 
     - ``"auto"`` (default): on a CPU ``"real"`` from a Gram side of ``REAL_PRODUCTS_MIN_SIDE`` on, else (and on
       CUDA, where it was measured slower) ``"complex"``.
-    - ``"real"``: G = S + iK is carried as its real symmetric part S and antisymmetric part K, and
-      G G = (S^2 - K^2) + i(SK + KS) comes from TWO real matmuls, N = S K and M = (S + K)(S - K): as
-      K S = -(S K)^T, Im(G G) = SK + KS = N - N^T and Re(G G) = M + N + N^T. That is 4 c^3 flops against the 8 c^3
-      of one complex matmul; the first step A^H A = (X^T X + Y^T Y) + i(X^T Y - (X^T Y)^T) takes 6 p q^2
-      against 8 p q^2. Same bound in exact arithmetic; the rounding is that of the complex product (float32
-      relative ~1e-7 on ||G G||_F, and the bound's error is that to the power 2^-T).
+    - ``"real"``: the Hermitian iterate G = S + iK is carried as the one real matrix A = S + K and squared by
+      TWO real matmuls, A' = A A^T + (1/2)(A + A^T)(A - A^T) (see ``_gram_iteration_real_parts``): 4 c^3 flops
+      against the 8 c^3 of one complex matmul, 4 p q^2 against 8 p q^2 for the first step. Same bound in exact
+      arithmetic; the rounding is that of the complex product (float32 relative ~1e-7 on ||G G||_F, and the
+      bound's error is that to the power 2^-T).
     - ``"complex"``: one complex matmul per step (the form of the paper's code), kept for paired comparisons.
     - ``"3xtf32"``: every product G^H G through :func:`hermitian_gram_3xtf32` (two TF32 tensor-core matmuls of a
       hi/lo split, about float32 accuracy), on CUDA only; elsewhere the same formula runs in plain float32.
@@ -101,40 +100,43 @@ def gram_iteration_matrices(mats: Tensor, iters: int = 6, *, products: str = "au
 
 
 def _gram_iteration_real_parts(mats: Tensor, iters: int) -> Tensor:
-    """``gram_iteration_matrices`` with ``products="real"`` for complex input: the Hermitian iterates G = S + iK
-    as (S, K), two real matmuls per step (see there). Each step squares the iterate first and divides by its
-    squared Frobenius norm after: G has ||G||_F <= 1 and >= rho^-1/2 at every step, so no product overflows or
-    underflows, and the rescaling costs one pass instead of two before the products."""
+    """``gram_iteration_matrices`` with ``products="real"`` for complex input.
+
+    A Hermitian G = S + iK (S symmetric, K antisymmetric) is carried as ONE real matrix A = S + K: S and K are its
+    symmetric and antisymmetric parts, and ||A||_F = ||G||_F (S and K are orthogonal in the Frobenius inner product).
+    With N = S K and M = (S + K)(S - K) = A A^T, Re(G G) = M + N + N^T and Im(G G) = N - N^T (K S = -N^T), so the
+    next iterate is A' = M + 2N = A A^T + (1/2)(A + A^T)(A - A^T): two real matmuls (4 c^3 flops against 8 c^3 for
+    one complex product), the second accumulating onto the first, and half the memory of a complex iterate. The
+    first step packs A^H A (or A A^H for a wide A) the same way from X = Re A, Y = Im A:
+    X^T X + Y^T Y + X^T Y - Y^T X = [X; Y]^T [X + Y; Y - X] (wide: [X, Y] [X - Y, X + Y]^T), one real matmul.
+    Each iterate is divided by its Frobenius norm before it is squared (||A||_F = 1, so no product overflows and
+    ||A'||_F >= 1 / c keeps it far from underflow); the divisions are kept in log space as in the complex route.
+    """
     p, q = mats.shape[-2:]
+    batch = mats.shape[:-2]
     ri = torch.view_as_real(mats)  # (..., p, q, 2)
     tiny = torch.finfo(ri.dtype).tiny
     r = torch.linalg.vector_norm(ri, dim=(-3, -2, -1)).clamp_min(tiny)
     log_scale = 2 * torch.log(r)
     inv2 = (1 / r**2)[..., None, None]
-    if q > p:  # wide A: A A^H = (X X^T + Y Y^T) + i (Y X^T - X Y^T), from Z = [X, Y] (p, 2q)
-        z = ri.movedim(-1, -2).reshape(*mats.shape[:-2], p, 2 * q)
+    if q > p:  # wide: Z = [X, Y] (p, 2q)
+        z = ri.movedim(-1, -2).reshape(*batch, p, 2 * q)
         x, y = z[..., :q], z[..., q:]
-        s, n = (z @ z.mT) * inv2, y @ x.mT
-    else:  # A^H A = (X^T X + Y^T Y) + i (X^T Y - Y^T X), from Z = [X; Y] (2p, q)
-        z = ri.movedim(-1, -3).reshape(*mats.shape[:-2], 2 * p, q)
+        a = (z @ torch.cat([x - y, x + y], dim=-1).mT) * inv2
+    else:  # tall or square: Z = [X; Y] (2p, q)
+        z = ri.movedim(-1, -3).reshape(*batch, 2 * p, q)
         x, y = z[..., :p, :], z[..., p:, :]
-        s, n = (z.mT @ z) * inv2, x.mT @ y
-    k = (n - n.mT).mul_(inv2)
+        a = (z.mT @ torch.cat([x + y, y - x], dim=-2)) * inv2
+    side = a.shape[-1]
+    a, log_scale = a.reshape(-1, side, side), log_scale.reshape(-1)  # baddbmm takes one batch dim
     for _ in range(1, iters):
-        r = _norm2(s, k).clamp_min(tiny)
+        r = torch.linalg.vector_norm(a, dim=(-2, -1)).clamp_min(tiny)
         log_scale = 2 * (log_scale + torch.log(r))
-        inv2 = (1 / r**2)[..., None, None]
-        n = s @ k
-        # (S + K)(S - K) = S^2 - K^2 - SK + KS = Re(G G) - N - N^T, as K S = -(S K)^T = -N^T
-        s = ((s + k) @ (s - k)).add_(n).add_(n.mT).mul_(inv2)
-        k = (n - n.mT).mul_(inv2)
-    fro = _norm2(s, k).clamp_min(tiny)
-    return torch.exp((log_scale + torch.log(fro)) / 2**iters)
-
-
-def _norm2(s: Tensor, k: Tensor) -> Tensor:
-    """Frobenius norm of S + iK over the last two dims."""
-    return torch.sqrt(torch.linalg.vector_norm(s, dim=(-2, -1)) ** 2 + torch.linalg.vector_norm(k, dim=(-2, -1)) ** 2)
+        a = a * (1 / r)[:, None, None]
+        at = a.mT
+        a = torch.baddbmm(a @ at, a + at, a - at, alpha=0.5)
+    fro = torch.linalg.vector_norm(a, dim=(-2, -1)).clamp_min(tiny)
+    return torch.exp((log_scale + torch.log(fro)) / 2**iters).reshape(batch)
 
 
 def hermitian_gram_3xtf32(b: Tensor) -> Tensor:

@@ -8,11 +8,11 @@ Delattre, Barthelemy, Araujo & Allauzen, ICML 2023 (arXiv:2305.16173); zero-padd
   bound for the zero-padded operator too (methods.md 1.2). UPPER BOUND in exact arithmetic, within
   rho^(2^-(T+1)) of sigma_1 (rho = min(c_in, c_out)); in float32 it may land a few ulps low once converged, so
   ``precision="float64"`` is the certificate setting.
-- ``products``: how each Hermitian square G G of the fft route is formed: ``real`` from the symmetric and
-  antisymmetric real parts of G in two real matmuls (half the flops of the complex product, same bound up to
+- ``products``: how each Hermitian square G G of the fft route is formed: ``real`` carries G as the one real
+  matrix Re G + Im G and squares it in two real matmuls (half the flops of the complex product, same bound up to
   rounding: functional.gram), ``complex`` as one complex matmul (the paper code's form), ``auto`` (default) real
-  from a Gram side of 128 on, complex below (measured crossover on a CPU); complex on CUDA (real measured
-  slower on an H200: 82.9 vs 78.0 ms for WRN-16-10).
+  from a Gram side of 32 on, complex below (measured crossover on a CPU); complex on CUDA (an older two-matrix
+  real form measured slower on an H200: 82.9 vs 78.0 ms for WRN-16-10; the one-matrix form is not measured there).
 - ``bound="delattre2024"``: the n-independent zero-padding bound (slower convergence, +7.5 % at T = 4 on a
   c = 8 example); valid for every n and any stride.
 - Control (``target``): w <- w * min(1, target / bound) every ``every`` steps; since bound >= sigma_1 the layer
@@ -68,7 +68,7 @@ class GramConfig:
     precision: Literal["input", "float64", "3xtf32"] = "input"
     # complex Gram products (fft bound): "real" = two real matmuls per Hermitian square (half the flops of one
     # complex matmul, functional.gram); "complex" = one complex matmul (the paper code's form); "auto" = real from
-    # a Gram side of 128 on (where it measured faster on a CPU), complex below
+    # a Gram side of 32 on a CPU (where it measured faster), complex below and on CUDA
     products: Literal["auto", "real", "complex"] = "auto"
     target: float | None = None  # control: rescale so that the bound <= target
     every: int = 1
