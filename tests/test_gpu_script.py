@@ -105,6 +105,9 @@ def test_gpu_script_dry_run(tmp_path, budget, suite):
         assert {r["method_label"] for r in records if r["task"] == "wrn"} >= {
             "reference", "sedghi", "sedghi(split=True)", "gram", "gram(products=real)"}
         assert not any(r["metric"] == "network_clip_err_rel" for r in records if r["task"] == "wrn")
+        assert {r["method_label"] for r in records if r["metric"] == "network_profile_busy_ms"} >= {
+            "sedghi", "sedghi(split=True)", "gram(products=real)"}
+        assert list(work.glob("runs/*/*/profiles/wrn*.txt"))  # the full tables travel in the archive
         assert any(r["metric"] == "network_clip_err_rel" for r in records if r["task"] == "networks")
     elif budget == "600":
         methods = {r["method_label"] for r in records if r["task"] == "layers"}

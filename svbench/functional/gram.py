@@ -133,8 +133,9 @@ def _gram_iteration_real_parts(mats: Tensor, iters: int) -> Tensor:
         r = torch.linalg.vector_norm(a, dim=(-2, -1)).clamp_min(tiny)
         log_scale = 2 * (log_scale + torch.log(r))
         a = a * (1 / r)[:, None, None]
-        at = a.mT
-        a = torch.baddbmm(a @ at, a + at, a - at, alpha=0.5)
+        v = a - a.mT
+        u = torch.lerp(v, a, 2.0)  # A + A^T = 2A - V: no second transposed read
+        a = (a @ a.mT).baddbmm_(u, v, alpha=0.5)  # in place: the product is fresh, no copy of it
     fro = torch.linalg.vector_norm(a, dim=(-2, -1)).clamp_min(tiny)
     return torch.exp((log_scale + torch.log(fro)) / 2**iters).reshape(batch)
 

@@ -18,6 +18,7 @@ from svbench.results.io import load_results, results_path
 from svbench.results.tables import (
     network_markdown,
     network_table,
+    profile_markdown,
     sv_markdown,
     sv_table,
     train_markdown,
@@ -68,6 +69,8 @@ def build_report(paths: list[str | Path], out_dir: str | Path) -> dict[str, Path
     nt = network_table(records)
     if not nt.empty:
         md.append(network_markdown(nt))
+    if profiles := profile_markdown(records):
+        md.append(profiles)
     figures = {
         "time_vs_channels": plots.time_vs_channels(sv),
         "error_vs_time": plots.error_vs_time(sv),

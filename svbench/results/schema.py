@@ -79,6 +79,10 @@ METRICS: dict[str, MetricInfo] = {
         "ratio", False, "median over interleaved pairs of t_forward / t_plain-conv forward, same input, eval mode "
         "(paired_forward; issue-6 Cayley target: <= 5 on GPU at batch 128)"
     ),
+    "sv_profile_busy_ms": MetricInfo(
+        "ms", False, "one profiled call of the SV computation (task option profile): self time summed on the device "
+        "clock (CUDA kernels) or the host clock (CPU); extra.top = largest operators, extra.file = full table"
+    ),
     # network task
     "network_sv_time_ms": MetricInfo("ms", False, "median time for all SVs (or bounds) of every conv of a model"),
     "network_peak_mem_bytes": MetricInfo("bytes", False, "peak extra memory of that computation"),
@@ -88,6 +92,12 @@ METRICS: dict[str, MetricInfo] = {
     "network_clip_err_rel": MetricInfo(
         "ratio", False, "max over layers of ||K - K64||_F / ||K64||_F: the clipped kernels against the same "
         "clip-and-crop pass in float64 (check_error)"
+    ),
+    "network_profile_busy_ms": MetricInfo(
+        "ms", False, "as sv_profile_busy_ms, for the network's all-SVs (or bounds) computation"
+    ),
+    "network_clip_profile_busy_ms": MetricInfo(
+        "ms", False, "as sv_profile_busy_ms, for the network's clipping pass"
     ),
     "network_sigma_max": MetricInfo("1", False, "largest per-layer sigma_max found"),
     "network_max_err_rel": MetricInfo("ratio", False, "max over layers and SVs of |error| / layer sigma_max"),

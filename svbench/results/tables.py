@@ -292,3 +292,29 @@ def network_markdown(table: pd.DataFrame) -> str:
                        f"{f(r['clip_speedup_vs_reference'])} | {f(r['network_clip_err_rel'])} | {r['status']} |")
         out.append("")
     return "\n".join(out) + "\n"
+
+
+PROFILE_METRICS = {"sv_profile_busy_ms": "SVs", "network_profile_busy_ms": "SVs",
+                   "network_clip_profile_busy_ms": "clipping pass"}
+
+
+def profile_markdown(records: list[dict[str, Any]], top: int = 5) -> str:
+    """One row per profiled call (task option ``profile``): busy vs wall time and the largest operators."""
+    rows = [r for r in records if r.get("metric") in PROFILE_METRICS and r.get("status", "ok") == "ok"]
+    if not rows:
+        return ""
+    out = ["### Profiles (one call each under torch.profiler: a breakdown, not a timing)\n",
+           "| cell | what | clock | busy ms | wall ms | largest operators by self time (share) |", "|" + "---|" * 6]
+    for r in rows:
+        extra = r.get("extra") or {}
+        if r.get("value") is None:
+            ops = f"profiler failed: {extra.get('error', '?')}"
+        else:
+            ops = ", ".join(f"`{o['op'][:60]}` {o['calls']}x ({100 * (o.get('share') or 0):.0f}%)"
+                            for o in (extra.get("top") or [])[:top])
+        busy = "—" if r.get("value") is None else f"{r['value']:.4g}"
+        wall = "—" if extra.get("wall_ms") is None else f"{extra['wall_ms']:.4g}"
+        cell = str(r.get("cell_id")).replace("|", " · ")  # a pipe would split the markdown cell
+        out.append(f"| {cell} | {PROFILE_METRICS[r['metric']]} | {extra.get('clock', '—')} | {busy} | "
+                   f"{wall} | {ops.replace('|', '/')} |")
+    return "\n".join(out) + "\n\n"

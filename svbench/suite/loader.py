@@ -84,6 +84,12 @@ def _check_methods(task: Any, where: str) -> None:
         for i, m in enumerate(task.methods):
             if m not in METHODS:
                 raise UserError(f"{where}.methods[{i}]: {METHODS.unknown_message(m)}")
+    for i, name in enumerate(getattr(task, "profile", [])):
+        if name not in METHODS:
+            raise UserError(f"{where}.profile[{i}]: {METHODS.unknown_message(name)}")
+        if isinstance(task.methods, list) and name not in task.methods:
+            raise UserError(f"{where}.profile[{i}]: {name!r} is not one of this task's methods "
+                            f"({', '.join(task.methods)}); profile names methods the task runs")
     for name, configs in getattr(task, "variants", {}).items():
         if name not in METHODS:
             raise UserError(f"{where}.variants: {METHODS.unknown_message(name)}")

@@ -11,6 +11,7 @@ from svbench.functional.spectrum import conv_singular_values
 from svbench.measure import peak_memory, time_callable, timed_call, warm_timing
 from svbench.methods.base import conv_inputs
 from svbench.models import build_model
+from svbench.suite.profiling import profile_item, wants_profile
 
 
 def run_network_cell(cell: Any, ctx: Any, base: dict[str, Any], records: Any) -> list[dict[str, Any]]:
@@ -32,6 +33,8 @@ def run_network_cell(cell: Any, ctx: Any, base: dict[str, Any], records: Any) ->
                    "n_values": int(sum(v.numel() for v in first.values()))}},
         {"metric": "network_sigma_max", "value": max(float(v[0]) for v in first.values()) if first else None},
     ]
+    if wants_profile(cell):
+        items.append(profile_item(cell, ctx, compute, "network_profile_busy_ms"))
     if task.measure_memory:
         mem = peak_memory(compute, ctx.device)
         items.append({"metric": "network_peak_mem_bytes", "value": mem.bytes, "extra": {"how": mem.how}})
@@ -45,6 +48,8 @@ def run_network_cell(cell: Any, ctx: Any, base: dict[str, Any], records: Any) ->
             items.append({"metric": "network_clip_time_ms", "value": ct.median_ms, "iqr": ct.iqr_ms,
                           "repeats": ct.repeats, "extra": {"clock": ct.clock, "first_call_timed": ct.first_call_timed,
                                     "target": task.clip_to}})
+            if wants_profile(cell):
+                items.append(profile_item(cell, ctx, clip, "network_clip_profile_busy_ms"))
             if task.check_error and isinstance(clipped, dict) and clipped:
                 items.append({"metric": "network_clip_err_rel", "value": _clip_error(ctx, model, shape, clipped,
                                                                                     task.clip_to),

@@ -43,6 +43,7 @@ from svbench.results.schema import SCHEMA_VERSION, metric_info
 from svbench.results.tables import (
     network_markdown,
     network_table,
+    profile_markdown,
     sv_markdown,
     sv_table,
     train_markdown,
@@ -50,6 +51,7 @@ from svbench.results.tables import (
 )
 from svbench.suite.loader import load_suite, select_methods
 from svbench.suite.network_cell import run_network_cell
+from svbench.suite.profiling import profile_item, wants_profile
 from svbench.suite.schema import NetworkTask, Suite, SVTask, TrainTask
 from svbench.suite.train_cell import run_train_cell
 
@@ -286,6 +288,7 @@ def write_tables(run_dir: Path, records: list[dict[str, Any]]) -> str:
     ntable = network_table(records)
     if not ntable.empty:
         md += network_markdown(ntable)
+    md += profile_markdown(records)
     try:
         (run_dir / "table.md").write_text(md or "_no results_\n")
         table.to_csv(run_dir / "table.csv", index=False)
@@ -494,6 +497,9 @@ def _run_sv_cell(cell: Cell, ctx: _Ctx, base: dict[str, Any]) -> list[dict[str, 
         if mem.bytes is not None:
             items.append({"metric": "sv_peak_mem_vs_transfer", "value": mem.bytes / transfer,
                           "extra": {"how": mem.how, "rfft_transfer_bytes": transfer}})
+
+    if wants_profile(cell):
+        items.append(profile_item(cell, ctx, compute, "sv_profile_busy_ms"))
 
     if task.paired_reference and method.name != "reference":
         items.extend(_paired_with_reference(compute, method, layer, spec, ctx, task.paired_reference))

@@ -75,6 +75,7 @@ class SVTask:
     measure_memory: bool = True
     paired_reference: int = 0  # N > 0: also time against `reference` on the same kernel, N interleaved pairs
     paired_forward: int = 0  # N > 0: also time the eval forward against the plain conv (`none`), N interleaved pairs
+    profile: list[str] = field(default_factory=list)  # methods whose timed call is also profiled once (by operator)
 
     def __post_init__(self) -> None:
         if not self.all_shapes():
@@ -148,6 +149,7 @@ class NetworkTask:
     check_error: bool = True  # compare every layer with the float64 FFT SVD (costly for big nets)
     measure_memory: bool = True
     clip_to: float | None = None  # also time one clipping pass over every conv (methods with network_clip)
+    profile: list[str] = field(default_factory=list)  # methods whose timed calls are also profiled once (by operator)
 
     def __post_init__(self) -> None:
         if not self.models:
