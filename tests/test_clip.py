@@ -5,7 +5,7 @@ import torch
 from conftest import circular_conv
 
 from svbench.errors import UserError
-from svbench.functional.clip import clip_kernel, clip_kernel_naive, clip_spectrum, sedghi_clip
+from svbench.functional.clip import clip_correction, clip_kernel, clip_kernel_naive, clip_spectrum, sedghi_clip
 from svbench.functional.oracle import oracle_singular_values
 from svbench.functional.spectrum import conv_sigma_max
 from svbench.functional.transfer import from_transfer_matrices, transfer_matrices
@@ -32,6 +32,33 @@ def test_gram_and_svd_routes_agree():
     a = clip_spectrum(transfer_matrices(w, 8, 1), 1.3, route="svd")
     b = clip_spectrum(transfer_matrices(w, 8, 1), 1.3, route="gram")
     assert torch.allclose(a, b, atol=1e-10)
+
+
+@pytest.mark.parametrize("route", ["svd", "gram"])
+@pytest.mark.parametrize("shape", [(6, 6), (4, 7), (7, 4)])
+def test_clip_correction_is_the_part_above_the_target(route, shape):
+    """C = A - U min(sigma, tau) V^H (textbook, full SVD in float64), built from the directions above tau only: a
+    batch whose matrices have 0, some and all SVs above tau (the products use the batch's largest count)."""
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(5, *shape, generator=g, dtype=torch.complex128)
+    s = torch.linalg.svdvals(a)
+    a[0] *= 0.9 / s[0, 0]  # nothing above tau = 1
+    a[1] *= 1.1 / s[1, -1]  # everything above
+    u, s, vh = torch.linalg.svd(a, full_matrices=False)
+    textbook = a - (u * s.clamp(max=1.0).unsqueeze(-2).to(a.dtype)) @ vh
+    got = clip_correction(a, 1.0, route=route)
+    assert got.shape == a.shape and torch.allclose(got, textbook, atol=1e-12)
+    assert float(got[0].abs().max()) == 0.0
+    below = clip_correction(a[:1], 1.0, route=route)  # no SV above tau anywhere: an exact zero of the right shape
+    assert below.shape == (1, *shape) and not below.any()
+    assert clip_correction(a[:0], 1.0, route=route).shape == (0, *shape)
+    assign = clip_correction(a, 1.0, "assign", route=route)
+    assert torch.allclose(assign, a - (u * torch.ones_like(s).unsqueeze(-2).to(a.dtype)) @ vh, atol=1e-12)
+
+
+def test_clip_correction_unknown_route_is_one_line():
+    with pytest.raises(UserError, match="unknown clip route 'eig'; use 'svd' or 'gram'"):
+        clip_correction(torch.randn(2, 3, 3), 1.0, route="eig")
 
 
 @pytest.mark.parametrize("stride", [1, 2])

@@ -196,3 +196,16 @@ def test_frequency_free_paired_script_prints_its_table(capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| all SVs")
             or line.startswith("| clipping pass")]
     assert len(rows) == 2 and all(float(r.split("|")[4]) > 0 for r in rows)
+
+
+def test_clip_correction_paired_script_prints_its_table(capsys):
+    """scripts/clip-correction-paired.py (the CPU figures of the clipping correction) prints its four rows, with the
+    two forms' kernels equal to float32 rounding."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ccp", ROOT / "scripts" / "clip-correction-paired.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(model_name="small_cnn", image=16, rounds=1, reps=1)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| first", "| second"))]
+    assert len(rows) == 4 and all(float(r.split("|")[5]) > 0 and float(r.split("|")[6]) < 1e-5 for r in rows)

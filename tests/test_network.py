@@ -63,8 +63,8 @@ def test_merged_clip_calls_give_each_layers_own_clip(monkeypatch, merge, calls, 
     import svbench.functional.clip as clip
 
     seen = []
-    real = clip.clip_spectrum
-    monkeypatch.setattr(clip, "clip_spectrum", lambda a, *x, **k: seen.append(a.shape) or real(a, *x, **k))
+    real = clip.clip_correction
+    monkeypatch.setattr(clip, "clip_correction", lambda a, *x, **k: seen.append(a.shape) or real(a, *x, **k))
     layers = [(w, n, s, grp[0] if grp else 1, 1) for w, n, s, *grp in _merge_layers()]
     got = clip.clip_kernels(layers, 2.0, route=route, merge=merge)
     assert len(seen) == calls, seen
@@ -215,7 +215,7 @@ def test_gesvda_call_counts_of_the_registered_networks(monkeypatch, model_name, 
     monkeypatch.setattr(network, "matrix_singular_values",
                         lambda a, *x, **k: seen.append(a.shape) or torch.zeros(a.shape[0], min(a.shape[-2:])))
     monkeypatch.setattr(clip, "resolve_clip_route", lambda *a: ("svd", "gesvda"))
-    monkeypatch.setattr(clip, "clip_spectrum", lambda a, *x, **k: seen.append(a.shape) or a)
+    monkeypatch.setattr(clip, "clip_correction", lambda a, *x, **k: seen.append(a.shape) or torch.zeros_like(a))
     for route in ("svs", "clip"):
         counts = []
         for merge in ("none", "grids", "pad"):

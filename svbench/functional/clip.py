@@ -56,28 +56,53 @@ class ClipResult:
 
 def clip_spectrum(spec: Tensor, target: float, mode: ClipMode = "clip", *, route: str = "svd",
                   driver: str | None = None) -> Tensor:
-    """Clamp the SVs of a batch of matrices at ``target`` (``assign``: set all SVs to target).
+    """Clamp the SVs of a batch of matrices at ``target`` (``assign``: set all SVs to target): A - C with C from
+    :func:`clip_correction` (``assign``: U diag(target) V^H)."""
+    if mode == "assign":
+        u, s, vh = _svd(spec, driver if spec.is_cuda else None)
+        return (u * torch.full_like(s, target).unsqueeze(-2).to(u.dtype)) @ vh
+    return spec - clip_correction(spec, target, mode, route=route, driver=driver)
 
-    ``route="svd"``: A' = U diag(min(sigma, tau)) V^H. ``route="gram"`` (clip mode only): with the eigenvectors
-    V of A^H A, A' = A - A V diag((1 - tau/sigma)_+) V^H, which needs no U (methods.md, issue 6). The Gram route
-    squares the condition number, but the correction only touches SVs above tau, whose relative error is small.
+
+def clip_correction(spec: Tensor, target: float, mode: ClipMode = "clip", *, route: str = "svd",
+                    driver: str | None = None) -> Tensor:
+    """C = A - clip(A) for a batch of matrices A: what a clipping pass removes (``assign``: A - U diag(tau) V^H).
+
+    ``route="svd"``: C = U_k diag(sigma_k - tau) V_k^H over the k singular triplets above tau. ``route="gram"`` (clip
+    mode only): with the eigenvectors V of A^H A, C = A V_k diag(1 - tau / sigma_k) V_k^H, which needs no U
+    (methods.md, issue 6); the Gram squares the condition number, but C only involves the SVs above tau, whose
+    relative error is small. In clip mode only the k directions above tau enter the products (k = the largest count
+    in the batch; one host sync): p q k flops instead of p q^2, exact since the other terms are zero. Computing C
+    directly (instead of A - clip(A)) also avoids the cancellation of subtracting two nearly equal matrices.
     ``driver`` (CUDA, svd route): the cuSOLVER driver; ``gesvda`` results are checked against the Frobenius
     identity and the matrices that fail it redone with ``gesvd``, as for the SVs alone.
     """
+    if route not in ("svd", "gram"):
+        raise UserError(f"unknown clip route {route!r}; use 'svd' or 'gram'")
     if route == "svd" or mode == "assign":
         u, s, vh = _svd(spec, driver if spec.is_cuda else None)
-        s_new = torch.full_like(s, target) if mode == "assign" else s.clamp(max=target)
-        return (u * s_new.unsqueeze(-2).to(u.dtype)) @ vh
-    if route != "gram":
-        raise UserError(f"unknown clip route {route!r}; use 'svd' or 'gram'")
+        if mode == "assign":
+            return (u * (s - target).unsqueeze(-2).to(u.dtype)) @ vh
+        k = _count_above(s, target)
+        excess = (s[..., :k] - target).clamp_min(0).unsqueeze(-2).to(u.dtype)  # SVs in descending order
+        return (u[..., :k] * excess) @ vh[..., :k, :]
     p, q = spec.shape[-2:]
-    if q <= p:  # small side is the input side: A^H A = V diag(sigma^2) V^H
-        ev, v = torch.linalg.eigh(spec.mH @ spec)
-        shrink = (1 - target / ev.clamp_min(1e-30).sqrt()).clamp_min(0).to(spec.dtype)
-        return spec - ((spec @ v) * shrink.unsqueeze(-2)) @ v.mH
-    ev, u = torch.linalg.eigh(spec @ spec.mH)
-    shrink = (1 - target / ev.clamp_min(1e-30).sqrt()).clamp_min(0).to(spec.dtype)
-    return spec - (u * shrink.unsqueeze(-2)) @ (u.mH @ spec)
+    wide = q > p  # the smaller Gram side: A A^H = U diag(sigma^2) U^H for a wide A
+    ev, vec = torch.linalg.eigh(spec @ spec.mH if wide else spec.mH @ spec)  # ascending
+    sigma = ev.clamp_min(1e-30).sqrt()
+    k = _count_above(sigma, target)
+    vec = vec[..., vec.shape[-1] - k :]
+    shrink = (1 - target / sigma[..., sigma.shape[-1] - k :]).clamp_min(0).unsqueeze(-2).to(spec.dtype)
+    if wide:
+        return (vec * shrink) @ (vec.mH @ spec)
+    return ((spec @ vec) * shrink) @ vec.mH
+
+
+def _count_above(sigma: Tensor, target: float) -> int:
+    """The largest number of SVs above ``target`` in any matrix of the batch (0 for an empty batch)."""
+    if sigma.numel() == 0:
+        return 0
+    return int((sigma > target).sum(-1).max())
 
 
 CLIP_ROUTES = ("auto", "svd", "gram")
@@ -188,7 +213,7 @@ def clip_kernels(
     def correct(call: list) -> list[tuple[int, Tensor]]:
         """One solver call: the kernel-space correction each of its layers' frequencies contributes."""
         spec = call_matrices(call)
-        corr = spec - clip_spectrum(spec, target, mode, route=route, driver=driver)
+        corr = clip_correction(spec, target, mode, route=route, driver=driver)
         out = []
         for part, mine in zip(call, split_call(call, corr)):
             gr = part.group
