@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from svbench.cli.main import main
-from svbench.measure.profile import profile_call, profile_text
+from svbench.measure.profile import profile_call, profile_text, summarise
 from svbench.report.render import build_report
 from svbench.results.io import load_results
 from svbench.suite.runner import run_suite
@@ -44,6 +44,30 @@ def test_profile_call_breaks_one_call_down_by_operator(capfd):
     assert "profiler_start" not in capfd.readouterr().err  # kineto's start/stop lines are captured, not printed
     text = profile_text(p, "title line")
     assert text.startswith("title line\n") and "aten::bmm" in text
+
+
+def test_cuda_busy_time_counts_every_kernel_once():
+    """On a GPU an operator's self device time is the time of the kernels it launched, and the kernels are events of
+    their own: busy = the device events only; the rows are the operators, ranked by their kernels' time."""
+    from types import SimpleNamespace as E
+
+    events = [
+        E(key="aten::_linalg_svd", count=2, device_type="DeviceType.CPU", self_device_time_total=7000.0,
+          self_cpu_time_total=900.0),
+        E(key="aten::bmm", count=6, device_type="DeviceType.CPU", self_device_time_total=2000.0,
+          self_cpu_time_total=50.0),
+        E(key="gesvda_kernel", count=2, device_type="DeviceType.CUDA", self_device_time_total=7000.0,
+          self_cpu_time_total=0.0),
+        E(key="sgemm_128x64", count=6, device_type="DeviceType.CUDA", self_device_time_total=2000.0,
+          self_cpu_time_total=0.0),
+        E(key="## lane ##", count=1, device_type="DeviceType.CUDA", self_device_time_total=5000.0,
+          self_cpu_time_total=0.0, is_user_annotation=True),
+    ]
+    busy, rows, attr = summarise(events, cuda=True)
+    assert attr == "self_device_time_total" and busy == 9.0
+    assert [r[0] for r in rows] == ["aten::_linalg_svd", "aten::bmm"] and rows[0] == ("aten::_linalg_svd", 2, 7.0)
+    busy, rows, attr = summarise(events[:2], cuda=False)
+    assert attr == "self_cpu_time_total" and busy == 0.95 and rows[0][0] == "aten::_linalg_svd"
 
 
 def test_suite_profiles_only_the_named_methods_and_keeps_the_tables(tmp_path):

@@ -48,23 +48,44 @@ def profile_call(fn: Callable[[], Any], device: torch.device, *, top: int = 12) 
     with _stderr_captured() as log, profile(activities=activities) as prof:
         _, wall_ms = timed_call(fn, device)
     events = prof.key_averages()
-    attr = "self_cpu_time_total"
-    if cuda:  # torch >= 2.4 names it for any device; older releases only had the CUDA name
-        attr = "self_device_time_total" if all(hasattr(e, "self_device_time_total") for e in events[:1]) \
-            else "self_cuda_time_total"
-    rows = sorted(((e.key, int(e.count), float(getattr(e, attr, 0.0)) / 1e3) for e in events),
-                  key=lambda r: r[2], reverse=True)
-    busy = sum(ms for _, _, ms in rows)
+    busy, top_rows, attr = summarise(events, cuda)
     table = events.table(sort_by=attr, row_limit=max(top, 25))
     return Profile(
         clock="cuda" if cuda else "cpu",
         busy_ms=busy,
         wall_ms=wall_ms,
         top=[{"op": name, "calls": calls, "self_ms": round(ms, 4), "share": round(ms / busy, 4) if busy else None}
-             for name, calls, ms in rows[:top] if ms > 0],
+             for name, calls, ms in top_rows[:top] if ms > 0],
         table=table,
         log=log.read(),
     )
+
+
+def summarise(events: Any, cuda: bool) -> tuple[float, list[tuple[str, int, float]], str]:
+    """(busy ms, operator rows (name, calls, self ms) largest first, the sort attribute) of profiler averages.
+
+    CPU: busy = summed host self time of every operator. CUDA: busy = summed time of the device events (kernels,
+    copies), counted once -- an operator's own self device time is the time of the kernels it launched, so adding
+    both would count every kernel twice; the rows are the torch operators (not the kernels), ranked by the device
+    time of the kernels they launched (the kernels themselves are in the full table)."""
+    if not cuda:
+        attr = "self_cpu_time_total"
+        rows = list(events)
+        busy = sum(float(getattr(e, attr, 0.0)) for e in rows)
+    else:  # torch >= 2.4 names it for any device; older releases only had the CUDA name
+        attr = "self_device_time_total" if all(hasattr(e, "self_device_time_total") for e in list(events)[:1]) \
+            else "self_cuda_time_total"
+        device = [e for e in events if _on_device(e) and not getattr(e, "is_user_annotation", False)]
+        rows = [e for e in events if not _on_device(e)]
+        busy = sum(float(getattr(e, attr, 0.0)) for e in device)
+    ranked = sorted(((e.key, int(e.count), float(getattr(e, attr, 0.0)) / 1e3) for e in rows),
+                    key=lambda r: r[2], reverse=True)
+    return busy / 1e3, ranked, attr
+
+
+def _on_device(event: Any) -> bool:
+    """An event of a device (kernel, copy) rather than a host operator (``device_type`` is a torch enum)."""
+    return not str(getattr(event, "device_type", "CPU")).endswith("CPU")
 
 
 def profile_text(p: Profile, title: str) -> str:
