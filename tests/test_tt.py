@@ -6,7 +6,7 @@ from torch import nn
 
 from svbench.errors import UnsupportedShape
 from svbench.functional.oracle import oracle_singular_values
-from svbench.functional.tt import compose_kernel, fold_cores, tt_svd
+from svbench.functional.tt import compose_kernel, fold_cores, folded_cores, tt_svd
 from svbench.methods import create_method
 from svbench.methods.base import LayerSpec
 from svbench.methods.tt import TTConv2d, tt_layer_singular_values, tt_ranks
@@ -47,6 +47,28 @@ def test_theorem1_composed_svs_equal_folded_core_svs(c_in, c_out, r1, r2, s, pad
     assert (top - core_svs).abs().max() <= 1e-10 * composed[0]
     rest = composed[core_svs.numel():]
     assert rest.numel() == 0 or rest.abs().max() <= 1e-10 * composed[0]
+
+
+def test_folded_cores_are_fold_cores_cores_with_one_qr_per_core_shape(monkeypatch):
+    """The SV routes fold with R factors only, outer cores of one shape in one batched QR: the same middle cores as
+    ``fold_cores`` (a missing outer core stays the identity), 3 QR calls for the 3 distinct outer-core shapes here."""
+    g = torch.Generator().manual_seed(3)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    layers = [(r(6, 4), r(5, 4, 3, 3), r(5, 7)), (r(6, 4), r(5, 4, 3, 3), r(5, 7)), (None, r(5, 6, 1, 1), r(5, 7)),
+              (r(8, 3), r(2, 3, 3, 3), None), (None, r(4, 4, 3, 3), None)]
+    calls = []
+    real = torch.linalg.qr
+    monkeypatch.setattr(torch.linalg, "qr", lambda a, *x, **k: calls.append(tuple(a.shape)) or real(a, *x, **k))
+    got = folded_cores(layers)
+    assert sorted(calls) == sorted([(2, 6, 4), (1, 8, 3), (3, 7, 5)])
+    monkeypatch.setattr(torch.linalg, "qr", real)
+    for (k1, k2, k3), core in zip(layers, got):
+        want = fold_cores(k1, k2, k3)[0]
+        assert core.shape == want.shape and torch.allclose(core, want, atol=1e-12)
+    assert folded_cores([]) == []
 
 
 @pytest.mark.parametrize("c_in,c_out,r1,r2,s", GEOMS)

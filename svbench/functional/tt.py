@@ -39,6 +39,38 @@ def fold_cores(k1: Tensor | None, k2: Tensor, k3: Tensor | None) -> tuple[Tensor
     return core, q1, q3t
 
 
+def folded_cores(layers: list[tuple[Tensor | None, Tensor, Tensor | None]]) -> list[Tensor]:
+    """The middle core K2' of :func:`fold_cores` for many layers (k1, k2, k3) at once, from the R factors only.
+
+    The SVs need K2' = R3 K2 R1 alone: the QR runs in ``mode="r"`` (no Q is formed) and outer cores of one shape,
+    dtype and device share one batched call, so a network costs one QR per distinct core shape instead of two full
+    QRs per layer. Same R as ``fold_cores`` (same factorisation), hence the same core."""
+    r1 = _r_factors([k1 for k1, _, _ in layers])
+    r3 = _r_factors([None if k3 is None else k3.T for _, _, k3 in layers])
+    out = []
+    for (_, core, _), a, b in zip(layers, r1, r3):
+        if a is not None:
+            core = torch.einsum("bauv,ca->bcuv", core, a)
+        if b is not None:
+            core = torch.einsum("db,bauv->dauv", b, core)
+        out.append(core)
+    return out
+
+
+def _r_factors(mats: list[Tensor | None]) -> list[Tensor | None]:
+    """R of the reduced QR of each matrix (None stays None); matrices of one shape, dtype and device in one call."""
+    groups: dict[tuple, list[int]] = {}
+    for i, m in enumerate(mats):
+        if m is not None:
+            groups.setdefault((tuple(m.shape), m.dtype, m.device), []).append(i)
+    out: list[Tensor | None] = [None] * len(mats)
+    for idxs in groups.values():
+        r = torch.linalg.qr(torch.stack([mats[i] for i in idxs]), mode="r").R
+        for i, ri in zip(idxs, r):
+            out[i] = ri
+    return out
+
+
 def orthogonality_defect(k1: Tensor | None, k3: Tensor | None) -> tuple[Tensor, Tensor]:
     """(||K1^T K1 - I||_F^2, ||K3 K3^T - I||_F^2); zero terms for missing cores."""
     zero = torch.zeros((), dtype=k1.dtype if k1 is not None else (k3.dtype if k3 is not None else torch.float32))

@@ -35,7 +35,7 @@ from svbench.functional.spectrum import (
     describe_backend,
     zero_padding_sigma_max_bound,
 )
-from svbench.functional.tt import compose_kernel, fold_cores, orthogonality_defect, tt_svd
+from svbench.functional.tt import compose_kernel, fold_cores, folded_cores, orthogonality_defect, tt_svd
 from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, seeded_conv
 from svbench.methods.hooks import InputSizes
 
@@ -222,7 +222,7 @@ def tt_layer_singular_values(
     if layer.dilation[0] != 1:
         raise UnsupportedShape("tt: dilation not supported for SV computation")
     with torch.no_grad():
-        core, _, _ = fold_cores(layer.k1, layer.k2, layer.k3)
+        (core,) = folded_cores([(layer.k1, layer.k2, layer.k3)])
         svs = conv_singular_values(core, n, s, backend=backend, driver=driver, pieces=pieces)
     m = n // s
     total = min(layer.out_channels * m * m, layer.in_channels * n * n)
@@ -335,13 +335,13 @@ class TTMethod(Method):
         from svbench.functional.network import batched_conv_singular_values
         from svbench.methods.base import conv_inputs
 
-        items, names, totals = [], [], []
+        items, names, totals, tt_items = [], [], [], []
         with torch.no_grad():
             for name, m, n in conv_inputs(model, input_shape):
                 s = m.stride[0]
                 if isinstance(m, TTConv2d):
-                    core, _, _ = fold_cores(m.k1, m.k2, m.k3)
-                    items.append((core, n, s))
+                    tt_items.append((len(items), (m.k1, m.k2, m.k3)))
+                    items.append((None, n, s))  # its folded core below: all layers' QRs batched by shape
                     totals.append(min(m.out_channels * (n // s) ** 2, m.in_channels * n * n))
                 elif type(m) is nn.Conv2d and m.groups == 1 and m.dilation[0] == 1:
                     items.append((m.weight.detach(), n, s))
@@ -349,6 +349,8 @@ class TTMethod(Method):
                 else:
                     continue
                 names.append(name)
+            for (i, _), core in zip(tt_items, folded_cores([cores for _, cores in tt_items])):
+                items[i] = (core, *items[i][1:])
             svs = batched_conv_singular_values(items, backend=self.config.backend, driver=self.config.driver,
                                                pieces=self.config.chunks, merge=self.config.merge,
                                                streams=self.config.streams, split=self.config.split)

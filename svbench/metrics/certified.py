@@ -53,10 +53,10 @@ def layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[float, st
         kernel = dense_equivalent_kernel(module.weight.detach(), module.groups, module.dilation[0])
         return _conv_bound(kernel, in_shape[-1], module.stride[0], module.padding_mode)
     if isinstance(module, TTConv2d):
-        from svbench.functional.tt import fold_cores
+        from svbench.functional.tt import folded_cores
 
-        core, _, _ = fold_cores(*(p.detach().double() if p is not None else None
-                                  for p in (module.k1, module.k2, module.k3)))
+        (core,) = folded_cores([tuple(p.detach().double() if p is not None else None
+                                      for p in (module.k1, module.k2, module.k3))])
         b, src = _conv_bound(core, in_shape[-1], module.stride[0], module.padding_mode)
         return b, "TT folded core: " + src
     if isinstance(module, CayleyConv2d):
