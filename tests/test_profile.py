@@ -125,3 +125,33 @@ def test_bad_profile_option_is_one_line(tmp_path, capsys, profile, words):
     lines = [x for x in err.splitlines() if x.strip()]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err and words in lines[0], err
     assert not (tmp_path / "runs").exists()
+
+
+def test_cli_profile_flag_sets_every_task_and_resumes_with_it(tmp_path, capsys):
+    import argparse
+
+    from svbench.cli.run import resume_command
+
+    path = tmp_path / "s.yaml"
+    path.write_text(SUITE)
+    code = main(["run", str(path), "--tasks", "layers", "--profile", "sedghi", "--out", str(tmp_path / "runs"),
+                 "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    (run_dir,) = (tmp_path / "runs" / "prof").iterdir()
+    recs = load_results(run_dir)
+    # the suite's profile: [gram] is replaced
+    assert {r["method"] for r in recs if r["metric"] == "sv_profile_busy_ms"} == {"sedghi"}
+    args = argparse.Namespace(suite="s.yaml", methods=None, tasks="layers", device=None, threads=None, profile="sedghi")
+    assert resume_command(args, run_dir).endswith(f"--tasks layers --profile sedghi --resume {run_dir}")
+
+
+@pytest.mark.parametrize("flag,words", [("gramm", "--profile: unknown method 'gramm'. Did you mean 'gram'?"),
+                                        (" , ", "--profile is empty")])
+def test_bad_profile_flag_is_one_line(tmp_path, capsys, flag, words):
+    path = tmp_path / "s.yaml"
+    path.write_text(SUITE)
+    code = main(["run", str(path), "--profile", flag, "--out", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert code == 2 and len(lines) == 1 and words in lines[0], err
+    assert not (tmp_path / "runs").exists()

@@ -1,4 +1,5 @@
-"""``svbench run [SUITE] [--methods all|a,b] [--tasks a,b] [--device cpu|cuda|auto] [--out DIR] [--resume RUN_DIR]``."""
+"""``svbench run [SUITE] [--methods all|a,b] [--tasks a,b] [--device cpu|cuda|auto] [--profile a,b] [--out DIR]
+[--resume RUN_DIR]``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports/runs", help="root folder of run folders (default: reports/runs)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run, skipping finished cells")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the suite's, usually 1)")
+    p.add_argument("--profile", default=None, metavar="METHODS",
+                   help="comma-separated methods whose timed operations are also profiled once by operator "
+                        "(torch.profiler; tables in RUN_DIR/profiles/); sets the profile option of every task")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -30,6 +34,7 @@ def main(args: argparse.Namespace) -> int:
         res = run_suite(
             args.suite, methods=args.methods, tasks=args.tasks, device=args.device, out_root=args.out,
             resume=args.resume, threads=args.threads, progress=not args.no_progress and sys.stderr.isatty(),
+            profile=args.profile,
         )
     except CellInputError as e:
         raise UserError(f"{e}; the cells finished before it are saved in {e.run_dir}: fix the suite, then resume "
@@ -55,7 +60,7 @@ def resume_command(args: argparse.Namespace, run_dir: object) -> str:
     """The command that continues this run with the same selection (methods, tasks, device, threads)."""
     parts = ["svbench", "run", shlex.quote(str(args.suite))]
     for flag, value in (("--methods", args.methods), ("--tasks", args.tasks), ("--device", args.device),
-                        ("--threads", args.threads)):
+                        ("--threads", args.threads), ("--profile", getattr(args, "profile", None))):
         if value is not None:
             parts += [flag, shlex.quote(str(value))]
     return " ".join([*parts, "--resume", shlex.quote(str(run_dir))])

@@ -141,6 +141,22 @@ def select_tasks(suite: Suite, tasks: str | list[str] | None) -> Suite:
     return dataclasses.replace(suite, tasks=[t for t in suite.tasks if t.name in names])
 
 
+def with_profile(suite: Suite, profile: str | list[str] | None) -> Suite:
+    """The suite with ``profile`` (``--profile``) as the profile option of every sv and network task; None keeps
+    the suite's own."""
+    if profile is None:
+        return suite
+    names = [p.strip() for p in profile.split(",")] if isinstance(profile, str) else [str(p).strip() for p in profile]
+    names = list(dict.fromkeys(n for n in names if n))
+    if not names:
+        raise UserError("--profile is empty; pass a comma-separated list of methods to profile, e.g. sedghi,gram")
+    for name in names:
+        if name not in METHODS:
+            raise UserError(f"--profile: {METHODS.unknown_message(name)}")
+    tasks = [dataclasses.replace(t, profile=names) if isinstance(t, SVTask | NetworkTask) else t for t in suite.tasks]
+    return dataclasses.replace(suite, tasks=tasks)
+
+
 def plan_cells(suite: Suite, methods: str | list[str] | None = None) -> list[Cell]:
     cells: list[Cell] = []
     for task in suite.tasks:
@@ -192,14 +208,17 @@ def run_suite(
     threads: int | None = None,
     progress: bool = True,
     on_cell: Callable[[Cell, list[dict[str, Any]]], None] | None = None,
+    profile: str | list[str] | None = None,
 ) -> RunResult:
     """Run a suite (object, file or bundled name); returns the run folder and all its records.
 
     ``tasks`` (names, or one comma-separated string) runs only those tasks of the suite, in the suite's order.
+    ``profile`` (method names, or one comma-separated string) sets the ``profile`` option of every sv and network
+    task: those methods' timed operations are also profiled once (``svbench.suite.profiling``).
     """
     if isinstance(suite, str):
         suite = load_suite(suite)
-    suite = select_tasks(suite, tasks)
+    suite = with_profile(select_tasks(suite, tasks), profile)
     dev = resolve_device(device or suite.device)
     dtype = DTYPES[suite.dtype]
     cells = plan_cells(suite, methods)
