@@ -11,14 +11,13 @@ Run: ``OMP_NUM_THREADS=1 python scripts/clip-correction-paired.py``.
 
 from __future__ import annotations
 
-import statistics
 from unittest import mock
 
 import torch
 
 import svbench.functional.clip as clip
 from svbench.measure.env import device_name
-from svbench.measure.timing import median_wall_ms
+from svbench.measure.timing import alternated_ms
 from svbench.methods.base import conv_inputs
 from svbench.models import build_model
 
@@ -66,14 +65,8 @@ def main(model_name: str = "resnet18", image: int = 32, rounds: int = ROUNDS, re
                 return clip.clip_kernels(ls, target, route=route)
             a, b = old(fn)(), fn()  # warm-up, and the two results
             diff = max(float((x - y).abs().max()) for x, y in zip(a, b))
-            before, after, ratio = [], [], []
-            for _ in range(rounds):
-                x, y = median_wall_ms(old(fn), reps), median_wall_ms(fn, reps)
-                before.append(x)
-                after.append(y)
-                ratio.append(x / y)
-            print(f"| {what} | {route} | {statistics.median(before):.4g} | {statistics.median(after):.4g} | "
-                  f"{statistics.median(ratio):.3f} | {diff:.2g} |", flush=True)
+            before, after, ratio = alternated_ms(old(fn), fn, rounds, reps)
+            print(f"| {what} | {route} | {before:.4g} | {after:.4g} | {ratio:.3f} | {diff:.2g} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,13 @@ difference of the two forms' results. Run: ``OMP_NUM_THREADS=1 python scripts/fr
 
 from __future__ import annotations
 
-import statistics
 from unittest import mock
 
 import torch
 
 import svbench.functional.batching as batching
 from svbench.measure.env import device_name
-from svbench.measure.timing import median_wall_ms
+from svbench.measure.timing import alternated_ms
 from svbench.methods import create_method
 from svbench.models import build_model
 
@@ -42,14 +41,8 @@ def main(model_name: str = "resnet18", image: int = 32, rounds: int = ROUNDS, re
                      ("clipping pass", lambda: method.network_clip(model, shape, 1.0))):
         a, b = old(fn)(), fn()  # warm-up, and the two results
         diff = max(float((a[k] - b[k]).abs().max()) for k in a)
-        before, after, ratio = [], [], []
-        for _ in range(rounds):
-            x, y = median_wall_ms(old(fn), reps), median_wall_ms(fn, reps)
-            before.append(x)
-            after.append(y)
-            ratio.append(x / y)
-        print(f"| {what} | {statistics.median(before):.4g} | {statistics.median(after):.4g} | "
-              f"{statistics.median(ratio):.3f} | {diff:.2g} |")
+        before, after, ratio = alternated_ms(old(fn), fn, rounds, reps)
+        print(f"| {what} | {before:.4g} | {after:.4g} | {ratio:.3f} | {diff:.2g} |")
 
 
 if __name__ == "__main__":

@@ -9,14 +9,13 @@ forward + backward (the training penalty). Run: ``OMP_NUM_THREADS=1 python scrip
 
 from __future__ import annotations
 
-import statistics
 import sys
 
 import torch
 
 from svbench.functional.gram import gram_iteration_bound
 from svbench.measure.env import device_name
-from svbench.measure.timing import median_wall_ms
+from svbench.measure.timing import alternated_ms
 
 SHAPES = [(8, 8), (16, 8), (16, 32), (32, 16), (48, 16), (64, 16), (96, 16), (128, 8), (160, 8), (256, 4)]
 ROUNDS, REPS = 15, 3
@@ -42,14 +41,8 @@ def main(shapes: list[tuple[int, int]] = SHAPES, rounds: int = ROUNDS, reps: int
         for kind in ("fwd", "bwd"):
             for fn in runs[kind].values():
                 fn()  # warm-up
-            real, cplx, ratio = [], [], []
-            for _ in range(rounds):
-                a, b = median_wall_ms(runs[kind]["real"], reps), median_wall_ms(runs[kind]["complex"], reps)
-                real.append(a)
-                cplx.append(b)
-                ratio.append(b / a)
-            cells += [f"{statistics.median(real):.3g}", f"{statistics.median(cplx):.3g}",
-                      f"{statistics.median(ratio):.2f}"]
+            cplx, real, ratio = alternated_ms(runs[kind]["complex"], runs[kind]["real"], rounds, reps)
+            cells += [f"{real:.3g}", f"{cplx:.3g}", f"{ratio:.2f}"]
         print(f"| {c} | {n} | " + " | ".join(cells) + " |")
         sys.stdout.flush()
 

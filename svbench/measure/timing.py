@@ -169,3 +169,17 @@ def median_wall_ms(fn: Callable[[], object], reps: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3
+
+
+def alternated_ms(fn_a: Callable[[], object], fn_b: Callable[[], object], rounds: int, reps: int
+                  ) -> tuple[float, float, float]:
+    """Two forms of one CPU operation timed in alternation (the paired scripts in scripts/): ``rounds`` rounds, each
+    the median of ``reps`` calls of a then of b; returns (median over rounds of a, of b, median of the per-round
+    ratios a / b). Alternating cancels most of a shared machine's drift, which unpaired cells do not."""
+    a, b, ratio = [], [], []
+    for _ in range(rounds):
+        x, y = median_wall_ms(fn_a, reps), median_wall_ms(fn_b, reps)
+        a.append(x)
+        b.append(y)
+        ratio.append(x / y)
+    return statistics.median(a), statistics.median(b), statistics.median(ratio)
