@@ -56,6 +56,31 @@ def test_clip_correction_is_the_part_above_the_target(route, shape):
     assert torch.allclose(assign, a - (u * torch.ones_like(s).unsqueeze(-2).to(a.dtype)) @ vh, atol=1e-12)
 
 
+@pytest.mark.parametrize("route", ["svd", "gram"])
+def test_sigma_before_is_read_off_the_pass_and_exact(route):
+    """clip_kernels(sigma_before=...) gives each layer's exact circular sigma_max on its grid before the pass (the
+    decomposition the pass makes anyway): stride 2, a frequency-free 1x1 stride-2 shortcut, grouped, dilated, and
+    layers sharing calls; sedghi_clip reports it as sigma_max_before."""
+    from svbench.functional.clip import clip_kernels
+    from svbench.functional.grouped import layer_sigma_max
+
+    g = torch.Generator().manual_seed(5)
+    layers = [(torch.randn(6, 6, 3, 3, generator=g, dtype=torch.float64), 8, 1, 1, 1),
+              (torch.randn(6, 6, 3, 3, generator=g, dtype=torch.float64), 8, 1, 1, 1),
+              (torch.randn(8, 4, 3, 3, generator=g, dtype=torch.float64), 8, 2, 1, 1),
+              (torch.randn(8, 4, 1, 1, generator=g, dtype=torch.float64), 8, 2, 1, 1),
+              (torch.randn(6, 3, 3, 3, generator=g, dtype=torch.float64), 8, 1, 2, 1),
+              (torch.randn(4, 4, 3, 3, generator=g, dtype=torch.float64), 8, 1, 1, 2)]
+    seen = []
+    clip_kernels(layers, 0.5, route=route, sigma_before=seen)
+    want = [layer_sigma_max(w, n, s, "circular", grp, d) for w, n, s, grp, d in layers]
+    assert seen == pytest.approx(want, rel=1e-10)
+    res = sedghi_clip(layers[2][0], 8, 0.5, 2, route=route)
+    assert res.sigma_max_before == pytest.approx(want[2], rel=1e-10)
+    zero = sedghi_clip(layers[0][0], 8, 0.5, 1, route=route, padding="zeros")  # zeros: the n' bound, as before
+    assert zero.sigma_max_before == pytest.approx(layer_sigma_max(layers[0][0], 8, 1, "zeros"), rel=1e-12)
+
+
 def test_clip_correction_unknown_route_is_one_line():
     with pytest.raises(UserError, match="unknown clip route 'eig'; use 'svd' or 'gram'"):
         clip_correction(torch.randn(2, 3, 3), 1.0, route="eig")

@@ -207,5 +207,8 @@ def test_clip_correction_paired_script_prints_its_table(capsys):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     mod.main(model_name="small_cnn", image=16, rounds=1, reps=1)
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| first", "| second"))]
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line.startswith(("| first", "| second"))]
     assert len(rows) == 4 and all(float(r.split("|")[5]) > 0 and float(r.split("|")[6]) < 1e-5 for r in rows)
+    (step,) = [line for line in lines if line.startswith("| sedghi_clip per layer")]
+    assert float(step.split("|")[4]) > 0 and float(step.split("|")[6]) < 1e-5

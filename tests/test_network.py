@@ -215,7 +215,8 @@ def test_gesvda_call_counts_of_the_registered_networks(monkeypatch, model_name, 
     monkeypatch.setattr(network, "matrix_singular_values",
                         lambda a, *x, **k: seen.append(a.shape) or torch.zeros(a.shape[0], min(a.shape[-2:])))
     monkeypatch.setattr(clip, "resolve_clip_route", lambda *a: ("svd", "gesvda"))
-    monkeypatch.setattr(clip, "clip_correction", lambda a, *x, **k: seen.append(a.shape) or torch.zeros_like(a))
+    monkeypatch.setattr(clip, "clip_correction", lambda a, *x, **k: seen.append(a.shape)
+                        or (torch.zeros_like(a), a.real.new_zeros(a.shape[0])))
     for route in ("svs", "clip"):
         counts = []
         for merge in ("none", "grids", "pad"):

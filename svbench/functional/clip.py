@@ -65,7 +65,7 @@ def clip_spectrum(spec: Tensor, target: float, mode: ClipMode = "clip", *, route
 
 
 def clip_correction(spec: Tensor, target: float, mode: ClipMode = "clip", *, route: str = "svd",
-                    driver: str | None = None) -> Tensor:
+                    driver: str | None = None, with_sigma: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """C = A - clip(A) for a batch of matrices A: what a clipping pass removes (``assign``: A - U diag(tau) V^H).
 
     ``route="svd"``: C = U_k diag(sigma_k - tau) V_k^H over the k singular triplets above tau. ``route="gram"`` (clip
@@ -75,17 +75,25 @@ def clip_correction(spec: Tensor, target: float, mode: ClipMode = "clip", *, rou
     in the batch; one host sync): p q k flops instead of p q^2, exact since the other terms are zero. Computing C
     directly (instead of A - clip(A)) also avoids the cancellation of subtracting two nearly equal matrices.
     ``driver`` (CUDA, svd route): the cuSOLVER driver; ``gesvda`` results are checked against the Frobenius
-    identity and the matrices that fail it redone with ``gesvd``, as for the SVs alone.
+    identity and the matrices that fail it redone with ``gesvd``, as for the SVs alone. ``with_sigma``: also return
+    each matrix's sigma_max from the same decomposition, (C, sigma_max).
     """
+    c, sigma_max = _clip_correction(spec, target, mode, route, driver)
+    return (c, sigma_max) if with_sigma else c
+
+
+def _clip_correction(spec: Tensor, target: float, mode: ClipMode, route: str, driver: str | None
+                     ) -> tuple[Tensor, Tensor]:
     if route not in ("svd", "gram"):
         raise UserError(f"unknown clip route {route!r}; use 'svd' or 'gram'")
     if route == "svd" or mode == "assign":
         u, s, vh = _svd(spec, driver if spec.is_cuda else None)
+        top = s[..., 0] if s.shape[-1] else s.new_zeros(s.shape[:-1])
         if mode == "assign":
-            return (u * (s - target).unsqueeze(-2).to(u.dtype)) @ vh
+            return (u * (s - target).unsqueeze(-2).to(u.dtype)) @ vh, top
         k = _count_above(s, target)
         excess = (s[..., :k] - target).clamp_min(0).unsqueeze(-2).to(u.dtype)  # SVs in descending order
-        return (u[..., :k] * excess) @ vh[..., :k, :]
+        return (u[..., :k] * excess) @ vh[..., :k, :], top
     p, q = spec.shape[-2:]
     wide = q > p  # the smaller Gram side: A A^H = U diag(sigma^2) U^H for a wide A
     ev, vec = torch.linalg.eigh(spec @ spec.mH if wide else spec.mH @ spec)  # ascending
@@ -93,9 +101,10 @@ def clip_correction(spec: Tensor, target: float, mode: ClipMode = "clip", *, rou
     k = _count_above(sigma, target)
     vec = vec[..., vec.shape[-1] - k :]
     shrink = (1 - target / sigma[..., sigma.shape[-1] - k :]).clamp_min(0).unsqueeze(-2).to(spec.dtype)
+    top = sigma[..., -1] if sigma.shape[-1] else sigma.new_zeros(sigma.shape[:-1])
     if wide:
-        return (vec * shrink) @ (vec.mH @ spec)
-    return ((spec @ vec) * shrink) @ vec.mH
+        return (vec * shrink) @ (vec.mH @ spec), top
+    return ((spec @ vec) * shrink) @ vec.mH, top
 
 
 def _count_above(sigma: Tensor, target: float) -> int:
@@ -152,9 +161,10 @@ def sedghi_clip(
     """
     _check_clip_args(dilate_kernel(weight, dilation), n, target)
     with torch.no_grad():
-        before = layer_sigma_max(weight, n, stride, padding, groups, dilation)
-        cropped = clip_kernel(weight, n, target, stride, mode=mode, route=route, groups=groups, dilation=dilation,
-                              driver=driver, pieces=pieces)
+        seen: list[float] = []  # circular: sigma_max before, from the pass's own decomposition (exact, same grid)
+        cropped = clip_kernels([(weight, n, stride, groups, dilation)], target, mode=mode, route=route, driver=driver,
+                               pieces=pieces, sigma_before=seen if padding == "circular" else None)[0]
+        before = seen[0] if seen else layer_sigma_max(weight, n, stride, padding, groups, dilation)
         after = layer_sigma_max(cropped, n, stride, padding, groups, dilation)
     source = "circular_exact@n" if padding == "circular" else "circular_bound@n'"
     return ClipResult(cropped, float(target), before, after, source)
@@ -188,13 +198,15 @@ def clip_kernel(
 def clip_kernels(
     layers: list[tuple[Tensor, int, int, int, int]], target: float, *, mode: ClipMode = "clip", route: str = "auto",
     chunk: int | None = None, driver: str | None = None, pieces: int | None = None, merge: str = "grids",
-    streams: int | None = 1, split: bool = False,
+    streams: int | None = 1, split: bool = False, sigma_before: list[float] | None = None,
 ) -> list[Tensor]:
     """:func:`clip_kernel` of many layers, (weight, n, stride, groups, dilation) each, with the matrices of layers of
     one transfer shape clipped in as few solver calls as ``merge`` allows (:mod:`svbench.functional.batching`: on
     CUDA, one gesvda call per matrix shape instead of one per layer). Same kernels as one call per layer.
     ``streams`` > 1 runs the calls on that many concurrent lanes (:mod:`svbench.functional.lanes`; None: the
-    device's default); ``split`` as in :func:`svbench.functional.network.batched_conv_singular_values`."""
+    device's default); ``split`` as in :func:`svbench.functional.network.batched_conv_singular_values`.
+    ``sigma_before``: a list that receives each layer's exact circular sigma_max on its grid BEFORE the pass, read
+    off the decomposition the pass makes anyway (every unique frequency of every group block is decomposed)."""
     if not layers:
         return []
     streams = resolve_streams(streams, layers[0][0].device)
@@ -209,14 +221,16 @@ def clip_kernels(
         calls = split_for_lanes(calls, streams)
     taps_of = {i: gr.full_taps(j) for gr in groups for j, i in enumerate(gr.idxs)}
     delta = {i: t.new_zeros(t.shape[2] * t.shape[3], t.shape[0] * t.shape[1]) for i, t in taps_of.items()}
+    peak: dict[int, Tensor] = {}
 
     def correct(call: list) -> list[tuple[int, Tensor]]:
         """One solver call: the kernel-space correction each of its layers' frequencies contributes."""
         spec = call_matrices(call)
-        corr = clip_correction(spec, target, mode, route=route, driver=driver)
+        corr, top = clip_correction(spec, target, mode, route=route, driver=driver, with_sigma=True)
         out = []
-        for part, mine in zip(call, split_call(call, corr)):
+        for part, mine, tops in zip(call, split_call(call, corr), split_call(call, top)):
             gr = part.group
+            layer_top = tops.reshape(len(gr.idxs), -1).amax(1)  # per layer: the largest SV of its frequencies
             sel = gr.freqs[part.a : part.b]
             w = gr.mult[part.a : part.b].to(gr.taps[0].dtype).unsqueeze(1)
             per_layer = mine[..., : gr.q].reshape(len(gr.idxs), sel.numel(), gr.p * gr.g * gr.q)
@@ -232,14 +246,17 @@ def clip_kernels(
                     full = d.new_zeros(d.shape[0], gr.p * gr.g, gr.q_full)
                     full[:, :, gr.cols] = d.reshape(d.shape[0], gr.p * gr.g, gr.q)
                     d = full.reshape(d.shape[0], -1)
-                out.append((i, d))
+                out.append((i, d, layer_top[j]))
         return out
 
     with torch.no_grad():  # each call's matrices are freed when it returns; only kernel-sized corrections remain
         for contributions in run_lanes(calls, correct, streams=streams, costs=[call_cost(c) for c in calls],
                                        device=layers[0][0].device):
-            for i, d in contributions:
+            for i, d, top in contributions:
                 delta[i] += d
+                peak[i] = torch.maximum(peak[i], top) if i in peak else top
+    if sigma_before is not None:
+        sigma_before.extend(float(peak[i]) if i in peak else 0.0 for i in range(len(layers)))
     out = []
     for i, ((_, n, stride, _, dilation), dil) in enumerate(zip(layers, dilated)):
         taps = taps_of[i]
