@@ -155,9 +155,11 @@ def sedghi_clip(
 ) -> ClipResult:
     """One Sedghi clipping pass of a (c_out, c_in, k, k) kernel for an n x n input; returns the cropped kernel.
 
-    The returned ``sigma_max_after`` is measured on the cropped kernel: exact circular sigma_max at n for circular
-    padding; for zero padding the guaranteed bound (circular sigma_max on n' = s ceil((n+k-1)/s)). Grouped and
-    dilated convs: see :func:`clip_kernel`; their sigma_max through the dense equivalent kernel.
+    ``sigma_max_before`` is, for circular padding, read off the pass's own decomposition (exact: every unique
+    frequency is decomposed; no second SV computation). The returned ``sigma_max_after`` is measured on the cropped
+    kernel: exact circular sigma_max at n for circular padding; for zero padding the guaranteed bound (circular
+    sigma_max on n' = s ceil((n+k-1)/s)), as is sigma_max_before there. Grouped and dilated convs: see
+    :func:`clip_kernel`; their sigma_max through the dense equivalent kernel.
     """
     _check_clip_args(dilate_kernel(weight, dilation), n, target)
     with torch.no_grad():
@@ -223,8 +225,9 @@ def clip_kernels(
     delta = {i: t.new_zeros(t.shape[2] * t.shape[3], t.shape[0] * t.shape[1]) for i, t in taps_of.items()}
     peak: dict[int, Tensor] = {}
 
-    def correct(call: list) -> list[tuple[int, Tensor]]:
-        """One solver call: the kernel-space correction each of its layers' frequencies contributes."""
+    def correct(call: list) -> list[tuple[int, Tensor, Tensor]]:
+        """One solver call: the kernel-space correction each of its layers' frequencies contributes, and the largest
+        SV among them."""
         spec = call_matrices(call)
         corr, top = clip_correction(spec, target, mode, route=route, driver=driver, with_sigma=True)
         out = []
