@@ -452,11 +452,11 @@ def _control_kernel(kernel: Tensor, n: int, stride: int, pad: str, cfg: TTConfig
         if cfg.control == "clip" and kernel.shape[-1] <= n:
             res = sedghi_clip(kernel.detach(), n, cfg.target, stride, mode=cfg.clip_mode, padding=pad)
             kernel.copy_(res.weight)
-            before = res.sigma_max_before
+            before, after = res.sigma_max_before, res.sigma_max_after  # the pass measured both: no third SV run
         else:
             before = _core_sigma(kernel, n, stride, pad)
             kernel.div_(max(1.0, before / cfg.target))
-        after = _core_sigma(kernel, n, stride, pad)
+            after = _core_sigma(kernel, n, stride, pad)
     return {"layer": "", "target": cfg.target, "sigma_max_before": before, "sigma_max_after": after,
             "sigma_source": "circular_exact@n" if pad == "circular" else "circular_bound@n'",
             "overshoot": after / cfg.target}
