@@ -79,17 +79,18 @@ class LayerSVsGPUMemory:
 
 
 class LayerClip:
-    """One Sedghi clip-and-crop pass of one layer: svbench's unique-frequency route against the textbook one."""
+    """One Sedghi clip-and-crop pass of one layer: svbench's unique-frequency route against the textbook one, and a
+    whole training control step (``sedghi_clip``: sigma_max before, the pass, the true sigma_max after the crop)."""
 
-    params = (["textbook", "sedghi"], [sh for sh in SHAPES if "-g" not in sh])  # ungrouped layers
+    params = (["textbook", "sedghi", "control-step"], [sh for sh in SHAPES if "-g" not in sh])  # ungrouped layers
     param_names = ["route", "shape"]
     timeout = 300
 
     def setup(self, route, shape):
-        from svbench.functional.clip import clip_kernel, clip_kernel_naive
+        from svbench.functional.clip import clip_kernel, clip_kernel_naive, sedghi_clip
 
         _, self.layer, self.n = _prepare("none", shape)
-        self.clip = clip_kernel_naive if route == "textbook" else clip_kernel
+        self.clip = {"textbook": clip_kernel_naive, "sedghi": clip_kernel, "control-step": sedghi_clip}[route]
         self.weight, self.stride = self.layer.weight.detach(), self.layer.stride[0]
         self.clip(self.weight, self.n, 1.0, self.stride)
 
