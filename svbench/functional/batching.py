@@ -34,6 +34,7 @@ from svbench.functional.spectrum import taps_chunk
 from svbench.functional.transfer import (
     compact_polyphase_kernel,
     frequency_free_columns,
+    frequency_free_matrix,
     transfer_matrices_at,
     unique_frequencies,
 )
@@ -115,14 +116,14 @@ def plan_calls(
     for (c_out, q, m, g, dtype, device, how), idxs in keyed.items():
         is_free = how is not None
         freqs, mult = unique_frequencies(m, device)
-        taps = [compact_polyphase_kernel(*layers[i][:3]) for i in idxs]
         if is_free:  # one matrix for every frequency: frequency 0, standing m^2 times; unreached columns dropped
             cols = free[idxs[0]]
             freqs, mult = freqs[:1], torch.full_like(mult[:1], m * m)
-            taps = [t[:, cols] for t in taps]
+            taps = [frequency_free_matrix(*layers[i][:3])[:, :, None, None] for i in idxs]
             group = Group(idxs, taps, m, g, c_out // g, q, freqs, mult, cols, layers[idxs[0]][0].shape[1] *
                           layers[idxs[0]][2] ** 2)
         else:
+            taps = [compact_polyphase_kernel(*layers[i][:3]) for i in idxs]
             group = Group(idxs, taps, m, g, c_out // g, q, freqs, mult)
         groups.append(group)
         f = freqs.numel()

@@ -97,8 +97,10 @@ def _check_methods(task: Any, where: str) -> None:
             METHODS.get(name).from_options(cfg, f"{where}.variants.{name}[{j}]")
 
 
-def select_methods(spec: str | list[str] | None, task_methods: str | list[str] = "all") -> list[str]:
-    """Method names from a CLI ``--methods`` value ('all' or 'a,b') or, if None, the task's own list."""
+def select_methods(spec: str | list[str] | None, task_methods: str | list[str] = "all", *,
+                   flag: str = "--methods") -> list[str]:
+    """Method names from a CLI value ('all' or 'a,b'; ``flag`` names the option in messages) or, if None, the
+    task's own list."""
     if spec is None:
         spec = task_methods
     if isinstance(spec, str):
@@ -106,10 +108,11 @@ def select_methods(spec: str | list[str] | None, task_methods: str | list[str] =
             return METHODS.names()
         spec = [s.strip() for s in spec.split(",") if s.strip()]
         if not spec:
-            raise UserError("--methods is empty; pass 'all' or a comma-separated list of methods")
+            raise UserError(f"{flag} is empty; pass 'all' or a comma-separated list of methods")
         if "all" in spec:
-            raise UserError(f"--methods {','.join(spec)}: 'all' stands alone (every method); pass 'all' or a list "
+            raise UserError(f"{flag} {','.join(spec)}: 'all' stands alone (every method); pass 'all' or a list "
                             "of methods")
     for m in spec:
-        METHODS.get(m)  # raises with the list and the closest match
+        if m not in METHODS:
+            raise UserError(f"{flag}: {METHODS.unknown_message(m)}")
     return list(dict.fromkeys(spec))

@@ -146,13 +146,7 @@ def with_profile(suite: Suite, profile: str | list[str] | None) -> Suite:
     the suite's own."""
     if profile is None:
         return suite
-    names = [p.strip() for p in profile.split(",")] if isinstance(profile, str) else [str(p).strip() for p in profile]
-    names = list(dict.fromkeys(n for n in names if n))
-    if not names:
-        raise UserError("--profile is empty; pass a comma-separated list of methods to profile, e.g. sedghi,gram")
-    for name in names:
-        if name not in METHODS:
-            raise UserError(f"--profile: {METHODS.unknown_message(name)}")
+    names = select_methods(profile, flag="--profile")
     tasks = [dataclasses.replace(t, profile=names) if isinstance(t, SVTask | NetworkTask) else t for t in suite.tasks]
     return dataclasses.replace(suite, tasks=tasks)
 
