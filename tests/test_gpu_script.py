@@ -57,7 +57,8 @@ def _gpu_machine_pythonpath(tmp_path) -> str:
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash + timeout")
 @pytest.mark.parametrize("budget,suite", [("600", "gpu-dry-run"), ("4", "gpu-dry-run"),
                                           ("600", "gpu-followup-dry-run"), ("600", "gpu-next-dry-run"),
-                                          ("600", "gpu-check-dry-run"), ("600", "gpu-run5-dry-run")])
+                                          ("600", "gpu-check-dry-run"), ("600", "gpu-run5-dry-run"),
+                                          ("600", "gpu-run6-dry-run")])
 def test_gpu_script_dry_run(tmp_path, budget, suite):
     """The budget-600 runs also hide every package the GPU machine lacks, as there."""
     env = dict(os.environ, OUT=str(tmp_path / "out"), SVBENCH_DEVICE="cpu", SVBENCH_BUDGET_S=budget,
@@ -109,6 +110,12 @@ def test_gpu_script_dry_run(tmp_path, budget, suite):
             "sedghi", "sedghi(split=True)", "gram(products=real)"}
         assert list(work.glob("runs/*/*/profiles/wrn*.txt"))  # the full tables travel in the archive
         assert any(r["metric"] == "network_clip_err_rel" for r in records if r["task"] == "networks")
+    elif suite == "gpu-run6-dry-run":
+        assert {r["status"] for r in records} == {"ok"}
+        assert {r["method_label"] for r in records} == {
+            "reference", "sedghi", "tt(rank=8, init=orthogonal)", "gram", "gram(products=real)"}
+        assert {r["method_label"] for r in records if r["metric"] == "network_profile_busy_ms"} == {
+            "tt(rank=8, init=orthogonal)"}
     elif budget == "600":
         methods = {r["method_label"] for r in records if r["task"] == "layers"}
         assert len([m for m in methods if m.startswith("sedghi")]) == 6  # every backend/driver variant ran
@@ -155,7 +162,8 @@ def test_package_blocker_blocks(tmp_path):
                                                  ("sv-speed-gpu-followup", "gpu-followup-dry-run"),
                                                  ("sv-speed-gpu-next", "gpu-next-dry-run"),
                                                  ("sv-speed-gpu-check", "gpu-check-dry-run"),
-                                                 ("sv-speed-gpu-run5", "gpu-run5-dry-run")])
+                                                 ("sv-speed-gpu-run5", "gpu-run5-dry-run"),
+                                                 ("sv-speed-gpu-run6", "gpu-run6-dry-run")])
 def test_dry_run_suite_mirrors_the_gpu_suite(gpu_suite, dry_suite):
     import yaml
 
@@ -212,3 +220,18 @@ def test_clip_correction_paired_script_prints_its_table(capsys):
     assert len(rows) == 4 and all(float(r.split("|")[5]) > 0 and float(r.split("|")[6]) < 1e-5 for r in rows)
     (step,) = [line for line in lines if line.startswith("| sedghi_clip per layer")]
     assert float(step.split("|")[4]) > 0 and float(step.split("|")[6]) < 1e-5
+
+
+def test_gpu_probe_runs_with_tiny_shapes_on_the_gpu_machines_packages(tmp_path):
+    """scripts/gpu-probe.py (run 6's paired probes) on CPU with tiny shapes and only the GPU machine's packages:
+    every section prints its table or says why it is skipped, none fails."""
+    env = dict(os.environ, PYTHONPATH=f"{_gpu_machine_pythonpath(tmp_path)}{os.pathsep}{ROOT}", OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "scripts/gpu-probe.py", "--tiny", "--device", "cpu", "--rounds", "1",
+                          "--reps", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout
+    assert "Traceback" not in out
+    for section in ("tt-fold", "gram-products", "gesvda", "gram-graph", "overheads"):
+        assert f"## {section}" in out
+    assert "| fold (R factors + cores) |" in out and "| 8 | 8 | 34 |" in out
+    assert out.count("skipped:") == 2  # gesvda and CUDA graphs need a GPU

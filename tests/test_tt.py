@@ -6,7 +6,7 @@ from torch import nn
 
 from svbench.errors import UnsupportedShape
 from svbench.functional.oracle import oracle_singular_values
-from svbench.functional.tt import compose_kernel, fold_cores, folded_cores, tt_svd
+from svbench.functional.tt import CHOLESKY_MAX_DEFECT, compose_kernel, fold_cores, folded_cores, tt_svd
 from svbench.methods import create_method
 from svbench.methods.base import LayerSpec
 from svbench.methods.tt import TTConv2d, tt_layer_singular_values, tt_ranks
@@ -59,6 +59,9 @@ def test_folded_cores_are_fold_cores_cores_with_one_qr_per_core_shape(monkeypatc
 
     layers = [(r(6, 4), r(5, 4, 3, 3), r(5, 7)), (r(6, 4), r(5, 4, 3, 3), r(5, 7)), (None, r(5, 6, 1, 1), r(5, 7)),
               (r(8, 3), r(2, 3, 3, 3), None), (None, r(4, 4, 3, 3), None)]
+    # Gaussian outer cores are far from orthonormal (CholeskyQR refused): every shape goes through the QR
+    for k in (layers[0][0], layers[0][2].T, layers[3][0]):
+        assert _defect(k) > CHOLESKY_MAX_DEFECT
     calls = []
     real = torch.linalg.qr
     monkeypatch.setattr(torch.linalg, "qr", lambda a, *x, **k: calls.append(tuple(a.shape)) or real(a, *x, **k))
@@ -69,6 +72,70 @@ def test_folded_cores_are_fold_cores_cores_with_one_qr_per_core_shape(monkeypatc
         want = fold_cores(k1, k2, k3)[0]
         assert core.shape == want.shape and torch.allclose(core, want, atol=1e-12)
     assert folded_cores([]) == []
+
+
+def _defect(k):
+    k = k.detach()
+    gram = k.T @ k
+    d = gram.diagonal().rsqrt()
+    return float((gram * d[:, None] * d[None, :] - torch.eye(k.shape[1], dtype=k.dtype)).abs().sum(1).max())
+
+
+def _near_orthonormal(rows, cols, eps, g, dtype=torch.float64):
+    q = torch.linalg.qr(torch.randn(rows, cols, generator=g, dtype=torch.float64)).Q
+    scale = torch.linspace(0.5, 3.0, cols, dtype=torch.float64)  # column scaling is allowed (Jacobi-scaled check)
+    return ((q + eps * torch.randn(rows, cols, generator=g, dtype=torch.float64)) * scale).to(dtype)
+
+
+def test_folded_cores_take_near_orthonormal_outer_cores_through_cholesky_qr(monkeypatch):
+    """Outer cores near orthonormal up to column scaling (the TT paper's regime) skip the QR: R comes from the
+    Cholesky factor of K^T K, and the core equals fold_cores's up to the signs of its rows and columns."""
+    g = torch.Generator().manual_seed(5)
+    k1, k3 = _near_orthonormal(12, 5, 0.02, g), _near_orthonormal(9, 4, 0.02, g).T
+    k2 = torch.randn(4, 5, 3, 3, generator=g, dtype=torch.float64)
+    assert _defect(k1) <= CHOLESKY_MAX_DEFECT and _defect(k3.T) <= CHOLESKY_MAX_DEFECT
+    calls = []
+    real = torch.linalg.qr
+    monkeypatch.setattr(torch.linalg, "qr", lambda a, *x, **k: calls.append(tuple(a.shape)) or real(a, *x, **k))
+    (core,) = folded_cores([(k1, k2, k3)])
+    assert calls == []
+    monkeypatch.setattr(torch.linalg, "qr", real)
+    want = fold_cores(k1, k2, k3)[0]
+    assert torch.allclose(core.abs(), want.abs(), atol=1e-12)
+
+
+def test_folded_cores_fall_back_to_qr_for_ill_conditioned_or_wide_outer_cores(monkeypatch):
+    """One matrix of a batch too far from orthonormal sends the whole batch to the QR; wide cores (rank above the
+    channels) have a singular Gram and always take the QR."""
+    g = torch.Generator().manual_seed(6)
+    good = _near_orthonormal(10, 4, 0.01, g)
+    bad = good.clone()
+    bad[:, 3] = bad[:, 2] + 1e-3 * bad[:, 3]  # two nearly parallel columns: kappa ~ 1e3
+    wide = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    k2 = torch.randn(4, 4, 3, 3, generator=g, dtype=torch.float64)
+    calls = []
+    real = torch.linalg.qr
+    monkeypatch.setattr(torch.linalg, "qr", lambda a, *x, **k: calls.append(tuple(a.shape)) or real(a, *x, **k))
+    got = folded_cores([(good, k2, None), (bad, k2, None), (wide, torch.randn(4, 5, 3, 3, dtype=torch.float64), None)])
+    assert sorted(calls) == [(1, 3, 5), (2, 10, 4)]
+    monkeypatch.setattr(torch.linalg, "qr", real)
+    for (k1, core2), core in zip([(good, k2), (bad, k2)], got):
+        assert torch.allclose(core, fold_cores(k1, core2, None)[0], atol=1e-12)
+
+
+def test_cholesky_fold_keeps_float32_svs_in_the_accuracy_class():
+    """float32 near-orthonormal cores folded by CholeskyQR: the layer's SVs against the float64 dense oracle stay
+    far inside the issue-6 class (2e-6 sigma_max)."""
+    g = torch.Generator().manual_seed(7)
+    layer = TTConv2d(12, 10, 3, r1=6, r2=5, padding=1, padding_mode="circular", bias=False)
+    with torch.no_grad():
+        layer.k1.copy_(_near_orthonormal(12, 6, 0.05, g, torch.float32))
+        layer.k3.copy_(_near_orthonormal(10, 5, 0.05, g, torch.float32).T)
+    assert _defect(layer.k1.double()) <= CHOLESKY_MAX_DEFECT
+    n = 6
+    got = tt_layer_singular_values(layer, n)
+    want = oracle_singular_values(layer.double(), (12, n, n))
+    assert (got.double().sort(descending=True).values - want).abs().max() <= 2e-6 * want[0]
 
 
 @pytest.mark.parametrize("c_in,c_out,r1,r2,s", GEOMS)

@@ -1,0 +1,201 @@
+"""Paired GPU probes for issue 6 (run 6): the measurements the suite's cells cannot pair, in one short call.
+
+Each section alternates two forms of one operation on the same inputs (``measure.timing.alternated_ms``, the GPU
+synchronised after every call) and prints a markdown table; a section that fails prints its error and the next one
+runs. Sections:
+
+1. ``tt-fold``: the tt fold of WRN-16-10 at rank 192 (orthogonal init) by CholeskyQR (the default since run 5)
+   against the batched Householder QR it replaced, alone and inside the network's SVs.
+2. ``gram-products``: the Gram bound's complex and one-matrix real products per layer shape (T = 6), for the
+   CUDA crossover of ``products: auto``.
+3. ``gesvda``: one gesvda call on B matrices of side m for several B: is the call's time set by m (sequential
+   steps) rather than by the batch?
+4. ``gram-graph``: WRN-16-10's whole Gram bound (real products) eager against one CUDA-graph replay of it.
+5. ``overheads``: the model walk (``conv_inputs``) every network timing includes, against the whole gram bound.
+
+Run on the device machine: ``PYTHONPATH=. python3 scripts/gpu-probe.py > $OUT/probe.md``; a CPU check with tiny
+shapes: ``python scripts/gpu-probe.py --tiny``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable
+
+import torch
+
+from svbench.functional import tt as tt_functional
+from svbench.functional.gram import _unique_transfer, gram_iteration_matrices
+from svbench.measure.env import device_name
+from svbench.measure.timing import alternated_ms
+from svbench.methods import create_method
+from svbench.methods.base import conv_inputs
+from svbench.methods.tt import TTConv2d
+from svbench.models.registry import build_model
+
+
+def synced(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    def call() -> object:
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return out
+    return call
+
+
+def paired(fn_a, fn_b, device, rounds, reps) -> tuple[float, float, float]:
+    a, b = synced(fn_a, device), synced(fn_b, device)
+    a(), b()  # warm-up (plans, handles, allocator)
+    return alternated_ms(a, b, rounds, reps)
+
+
+def _build(name: str, shape: tuple[int, int, int]) -> torch.nn.Module:
+    return build_model(name, num_classes=10, in_channels=shape[0], image_size=shape[1])
+
+
+def section_tt_fold(device, tiny, rounds, reps) -> None:
+    model_name, shape, rank = ("small_cnn", (3, 16, 16), 8) if tiny else ("wrn16_10", (3, 32, 32), 192)
+    method = create_method("tt", rank=rank, init="orthogonal", keep_first=True)
+    model = method.wrap(_build(model_name, shape)).to(device).eval()
+    layers = [(m.k1, m.k2, m.k3) for m in model.modules() if isinstance(m, TTConv2d)]
+    chol = tt_functional._cholesky_r
+
+    def qr_only(fn):
+        def call():
+            tt_functional._cholesky_r = lambda k: None
+            try:
+                return fn()
+            finally:
+                tt_functional._cholesky_r = chol
+        return call
+
+    with torch.no_grad():
+        fold = lambda: tt_functional.folded_cores(layers)  # noqa: E731
+        svs = lambda: method.network_svs(model, shape)  # noqa: E731
+        new, old = fold(), qr_only(fold)()
+        err = max(float((a.abs() - b.abs()).abs().max() / b.abs().max()) for a, b in zip(new, old))
+        s_new, s_old = svs(), qr_only(svs)()
+        sv_err = max(float((s_new[k] - s_old[k]).abs().max() / s_old[k].max()) for k in s_old)
+        print(f"{model_name}, tt rank {rank}, {len(layers)} TT layers; |core| CholeskyQR vs QR max rel diff "
+              f"{err:.2e}; network SVs max diff / sigma_max {sv_err:.2e}\n")
+        print("| what | CholeskyQR ms | QR ms | QR / CholeskyQR |\n|---|---|---|---|")
+        for what, fn in (("fold (R factors + cores)", fold), ("network SVs (fold + lanes)", svs)):
+            a, b, ratio = paired(qr_only(fn), fn, device, rounds, reps)
+            print(f"| {what} | {b:.2f} | {a:.2f} | {ratio:.3f} |")
+
+
+def section_gram_products(device, tiny, rounds, reps) -> None:
+    shapes = ([(8, 8), (16, 4)] if tiny else
+              [(16, 32), (32, 32), (64, 32), (64, 16), (96, 32), (128, 32), (128, 16), (128, 8), (160, 32), (256, 16),
+               (256, 8), (256, 4), (320, 16), (512, 8), (512, 4), (512, 2), (640, 8)])
+    print("| c | n | frequencies | complex ms | real ms | complex / real |\n|---|---|---|---|---|---|")
+    g = torch.Generator(device="cpu").manual_seed(0)
+    for c, n in shapes:
+        w = (torch.randn(c, c, 3, 3, generator=g) / (3 * c**0.5)).to(device)
+        mats = _unique_transfer(w, n, 1)
+        with torch.no_grad():
+            cplx, real, ratio = paired(lambda: gram_iteration_matrices(mats, 6, products="complex"),
+                                       lambda: gram_iteration_matrices(mats, 6, products="real"), device, rounds, reps)
+        print(f"| {c} | {n} | {mats.shape[0]} | {cplx:.3f} | {real:.3f} | {ratio:.2f} |")
+        sys.stdout.flush()
+
+
+def section_gesvda(device, tiny, rounds, reps) -> None:
+    if device.type != "cuda":
+        print("skipped: gesvda is a cuSOLVER driver (CUDA only)")
+        return
+    grid = [(160, [1, 8, 64, 514]), (320, [1, 8, 34, 130]), (640, [1, 4, 34])]
+    print("| m | B | ms per call | ms per matrix |\n|---|---|---|---|")
+    g = torch.Generator(device="cpu").manual_seed(1)
+    for m, batches in grid:
+        for b in batches:
+            x = torch.randn(b, m, m, dtype=torch.complex64, generator=g).to(device)
+            fn = synced(lambda x=x: torch.linalg.svdvals(x, driver="gesvda"), device)
+            fn()
+            t, _, _ = alternated_ms(fn, fn, max(1, rounds // 2), reps)
+            print(f"| {m} | {b} | {t:.2f} | {t / b:.3f} |")
+            sys.stdout.flush()
+
+
+def _wrn_transfer(device, tiny):
+    model_name, shape = ("small_cnn", (3, 16, 16)) if tiny else ("wrn16_10", (3, 32, 32))
+    model = _build(model_name, shape).to(device).eval()
+    convs = [(layer.weight.detach(), n, layer.stride[0]) for _, layer, n in conv_inputs(model, shape)]
+    return model, shape, convs
+
+
+def section_gram_graph(device, tiny, rounds, reps) -> None:
+    if device.type != "cuda":
+        print("skipped: CUDA graphs need a GPU")
+        return
+    _, _, convs = _wrn_transfer(device, tiny)
+    with torch.no_grad():
+        mats = [_unique_transfer(w, n, s) for w, n, s in convs]
+        eager = lambda: [gram_iteration_matrices(m, 6, products="real").amax() for m in mats]  # noqa: E731
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            eager()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static = eager()
+        graph.replay()
+        torch.cuda.synchronize(device)
+        diff = max(abs(float(a) - float(b)) / float(b) for a, b in zip(static, eager()))
+        a, b, ratio = paired(eager, graph.replay, device, rounds, reps)
+        build, _, _ = paired(lambda: [_unique_transfer(w, n, s) for w, n, s in convs],
+                             lambda: None, device, rounds, reps)
+    print(f"{len(mats)} convs, real products, T = 6; graph vs eager max rel diff {diff:.1e}\n")
+    print("| eager ms | graph replay ms | eager / graph | transfer matrices alone ms |\n|---|---|---|---|")
+    print(f"| {a:.2f} | {b:.2f} | {ratio:.2f} | {build:.2f} |")
+
+
+def section_overheads(device, tiny, rounds, reps) -> None:
+    model, shape, _ = _wrn_transfer(device, tiny)
+    method = create_method("gram", products="real")
+    with torch.no_grad():
+        walk, whole, ratio = paired(lambda: conv_inputs(model, shape), lambda: method.network_svs(model, shape),
+                                    device, rounds, reps)
+    print("| model walk (conv_inputs) ms | gram network bound ms | share |\n|---|---|---|")
+    print(f"| {walk:.2f} | {whole:.2f} | {walk / whole:.1%} |")
+
+
+SECTIONS = {"tt-fold": section_tt_fold, "gram-products": section_gram_products, "gesvda": section_gesvda,
+            "gram-graph": section_gram_graph, "overheads": section_overheads}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--tiny", action="store_true", help="tiny shapes (a CPU check of the script)")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    torch.manual_seed(0)
+    print(f"# GPU probes (scripts/gpu-probe.py)\n\ndevice: {device_name(device)}, torch {torch.__version__}, "
+          f"cuda {torch.version.cuda}, tf32 matmul {torch.backends.cuda.matmul.allow_tf32}, threads "
+          f"{torch.get_num_threads()}, float32, {args.rounds} rounds x {args.reps} calls per form, alternated\n")
+    failed = 0
+    for name in args.sections.split(","):
+        print(f"## {name}\n")
+        start = time.perf_counter()
+        try:
+            SECTIONS[name](device, args.tiny, args.rounds, args.reps)
+        except Exception:  # noqa: BLE001 -- a probe that fails is reported; the next one runs
+            failed += 1
+            print("```\n" + traceback.format_exc() + "```")
+        print(f"\n({time.perf_counter() - start:.1f} s)\n")
+        sys.stdout.flush()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
