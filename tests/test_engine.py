@@ -298,6 +298,19 @@ def test_gram_products_auto_is_real_from_the_measured_crossover():
     assert resolve_products("complex", torch.zeros(2, 4 * side, 4 * side, dtype=torch.complex64)) == "complex"
 
 
+@pytest.mark.parametrize("c,freqs,want", [(16, 514, "complex"), (128, 514, "complex"), (160, 514, "complex"),
+                                          (256, 130, "real"), (256, 34, "complex"), (256, 10, "complex"),
+                                          (320, 130, "real"), (512, 34, "real"), (512, 10, "real"),
+                                          (512, 4, "complex"), (640, 34, "real")])
+def test_gram_products_auto_on_cuda_follows_the_h200_probe(c, freqs, want):
+    """On CUDA ``auto`` is real only where the H200 probe (run 6) measured it faster: every (side, matrices) of
+    the probe's table with complex/real >= 1.16 is real, every one <= 0.96 complex."""
+    from svbench.functional.gram import auto_products
+
+    assert auto_products("cuda", freqs, c) == want
+    assert auto_products("cpu", freqs, c) == ("real" if c >= 32 else "complex")  # CPU: by side alone
+
+
 @pytest.mark.parametrize("c,n,s", [(512, 4, 1), (256, 8, 2), (384, 4, 1)])
 def test_auto_on_cpu_stays_in_the_accuracy_class_for_wide_layers(c, n, s):
     """float32 LAPACK SVD measured 2.7e-6 sigma_max off at c = 512 (outside the 2e-6 class): ``auto`` takes eigh64

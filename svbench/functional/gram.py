@@ -31,27 +31,41 @@ from svbench.errors import UserError
 from svbench.functional.transfer import transfer_matrices_at, unique_frequency_taps
 
 PRODUCTS = ("auto", "real", "complex", "3xtf32")
-# ``auto``: real products from this Gram side on. Measured on this project's CPU, 1 thread, the two forms alternated
-# on one kernel (scripts/gram-products-paired.py, reports/gram-products-cpu/paired.md, session 8's one-matrix real
-# form), T = 6: complex/real time 0.89-0.91 for sides 8-16, 1.06 at 32, 1.20-1.45 for 48-256; with the backward
-# pass (the training penalty) 0.91-0.99 up to 16 (1.14 at 16 on a 32 x 32 grid), 1.21 at 32, 1.34-1.54 from 48.
-# On CUDA ``auto`` stays ``complex`` until the one-matrix form is measured there: NVIDIA H200, torch 2.11,
-# WRN-16-10 at 32 x 32, T = 6, same run (reports/gpu/nvidia-h200/run3): session 6's two-matrix real form (23
-# tensor passes per step) took 82.9 ms against 78.0 ms complex -- half the flops, but more memory traffic.
+# ``auto`` on a CPU: real products from this Gram side on. Measured on this project's CPU, 1 thread, the two forms
+# alternated on one kernel (scripts/gram-products-paired.py, reports/gram-products-cpu/paired.md, session 8's
+# one-matrix real form), T = 6: complex/real time 0.89-0.91 for sides 8-16, 1.06 at 32, 1.20-1.45 for 48-256; with
+# the backward pass (the training penalty) 0.91-0.99 up to 16 (1.14 at 16 on a 32 x 32 grid), 1.21 at 32, 1.34-1.54
+# from 48.
 REAL_PRODUCTS_MIN_SIDE = 32
+# ``auto`` on CUDA: real products for batches of side >= 256 holding >= 1e9 side^3 of work (matrices x side^3),
+# else complex: the real form launches about twice the kernels, which only large products amortise. NVIDIA H200,
+# torch 2.11, T = 6, the two forms alternated (scripts/gpu-probe.py, reports/gpu/nvidia-h200/run6/probe.md):
+# complex/real 0.79-0.82 for sides 16-128 at every grid, 0.96 at 160 x 514 frequencies, 0.84-0.91 for 256 / 512 on
+# 2-8 x 2-8 grids (<= 0.6e9), 1.16-1.33 for (256, 130), (320, 130), (512, 10), (512, 34), (640, 34) (1.3e9-8.9e9).
+CUDA_REAL_PRODUCTS_MIN_SIDE = 256
+CUDA_REAL_PRODUCTS_MIN_WORK = 1e9
 
 
 def resolve_products(products: str, mats: Tensor) -> str:
-    """The concrete product form for this batch: ``auto`` is ``real`` for complex matrices on a CPU whose smaller
-    side is >= ``REAL_PRODUCTS_MIN_SIDE``, else ``complex`` (always on CUDA; real matrices take one real matmul per
-    step either way)."""
+    """The concrete product form for this batch: ``auto`` picks by device and size (:func:`auto_products`); real
+    matrices take one real matmul per step either way (reported as ``complex``)."""
     if products not in PRODUCTS:
         raise UserError(f"Gram products must be one of {', '.join(PRODUCTS)}; got {products!r}")
     if products != "auto":
         return products
-    if mats.is_cuda or not mats.is_complex():
+    if not mats.is_complex():
         return "complex"
-    return "real" if min(mats.shape[-2:]) >= REAL_PRODUCTS_MIN_SIDE else "complex"
+    return auto_products(mats.device.type, mats.shape[:-2].numel(), min(mats.shape[-2:]))
+
+
+def auto_products(device_type: str, matrices: int, side: int) -> str:
+    """``auto``'s choice for ``matrices`` complex matrices whose Gram side is ``side``: on CUDA ``real`` when
+    side >= ``CUDA_REAL_PRODUCTS_MIN_SIDE`` and matrices * side^3 >= ``CUDA_REAL_PRODUCTS_MIN_WORK``; elsewhere
+    ``real`` from side ``REAL_PRODUCTS_MIN_SIDE`` on; else ``complex``."""
+    if device_type == "cuda":
+        big = side >= CUDA_REAL_PRODUCTS_MIN_SIDE and matrices * side**3 >= CUDA_REAL_PRODUCTS_MIN_WORK
+        return "real" if big else "complex"
+    return "real" if side >= REAL_PRODUCTS_MIN_SIDE else "complex"
 
 
 def gram_iteration_matrices(mats: Tensor, iters: int = 6, *, products: str = "auto") -> Tensor:
@@ -60,8 +74,8 @@ def gram_iteration_matrices(mats: Tensor, iters: int = 6, *, products: str = "au
     After the first step G is Hermitian, so G^H G = G G. How the products of complex matrices are formed
     (``products``; real matrices always take one real matmul per step):
 
-    - ``"auto"`` (default): on a CPU ``"real"`` from a Gram side of ``REAL_PRODUCTS_MIN_SIDE`` on, else (and on
-      CUDA, where it was measured slower) ``"complex"``.
+    - ``"auto"`` (default): by device and size, as measured (:func:`auto_products`): on a CPU ``"real"`` from a
+      Gram side of ``REAL_PRODUCTS_MIN_SIDE`` on; on CUDA only for large batches of large matrices.
     - ``"real"``: the Hermitian iterate G = S + iK is carried as the one real matrix A = S + K and squared by
       TWO real matmuls, A' = A A^T + (1/2)(A + A^T)(A - A^T) (see ``_gram_iteration_real_parts``): 4 c^3 flops
       against the 8 c^3 of one complex matmul, 4 p q^2 against 8 p q^2 for the first step. Same bound in exact
