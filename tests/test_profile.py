@@ -70,6 +70,26 @@ def test_cuda_busy_time_counts_every_kernel_once():
     assert attr == "self_cpu_time_total" and busy == 0.95 and rows[0][0] == "aten::_linalg_svd"
 
 
+def test_cuda_rows_are_the_kernels_when_operators_explain_under_half_the_busy_time():
+    """Kernels the profiler did not tie to any operator (cuSOLVER's own launches, lane threads: the H200 run-5
+    profiles of gesvda showed every operator at 0 %) make the kernels themselves the rows."""
+    from types import SimpleNamespace as E
+
+    events = [
+        E(key="aten::sort", count=13, device_type="DeviceType.CPU", self_device_time_total=300.0),
+        E(key="aten::copy_", count=60, device_type="DeviceType.CPU", self_device_time_total=100.0),
+        E(key="cuds_symv_lower<double2>", count=892, device_type="DeviceType.CUDA", self_device_time_total=49000.0),
+        E(key="gemv2N_kernel", count=848, device_type="DeviceType.CUDA", self_device_time_total=26000.0),
+        E(key="sort_kernel", count=13, device_type="DeviceType.CUDA", self_device_time_total=400.0),
+    ]
+    busy, rows, _ = summarise(events, cuda=True)
+    assert busy == 75.4
+    assert rows[0] == ("kernel: cuds_symv_lower<double2>", 892, 49.0) and rows[1][0] == "kernel: gemv2N_kernel"
+    events[0].self_device_time_total = 40000.0  # operators now hold more than half: they stay the rows
+    _, rows, _ = summarise(events, cuda=True)
+    assert rows[0][0] == "aten::sort"
+
+
 def test_suite_profiles_only_the_named_methods_and_keeps_the_tables(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(SUITE)

@@ -6,13 +6,14 @@ for circular padding. Backends (a recorded axis of every result):
 - ``auto``      (default) the fastest route that meets the accuracy class (max abs error <= 2e-6 sigma_max over
                 all SVs against float64), picked per matrix shape: ``norm`` (the 2-norm, exact) for 1 x q and
                 p x 1 matrices (depthwise blocks, 1-channel convs); on CPU ``eigh64`` for matrices at least
-                4x wider than tall (or taller than wide) with the short side <= 64 -- stride 2 with c_in = c_out
-                is exactly 4x -- else ``svdvals``; both crossovers were measured on this project's CPU machine
-                (reports/cpu-performance.md). On CUDA ``svdvals`` with cuSOLVER's ``gesvda`` (batched, one call
-                per layer), measured on an H200 as the only fast backend in the class (5.5e-8; reports/gpu/
-                nvidia-h200), each result checked against the Frobenius identity sum sigma_i^2 = ||A||_F^2 and
-                recomputed with ``gesvd`` where it fails, and a matrix gesvda reports as not converged (torch
-                raises for the whole batch) redone alone with ``gesvd`` (``first_isolating_failures``).
+                3x wider than tall (or taller than wide) -- stride 2 with c_in = c_out is exactly 4x -- or with a
+                short side >= 256, where the float32 LAPACK SVD leaves the class, else ``svdvals``; both
+                crossovers were measured on this project's CPU machine (reports/cpu-performance.md). On CUDA
+                ``svdvals`` with cuSOLVER's ``gesvda`` (batched, one call per layer), measured on an H200 as the
+                only fast backend in the class (5.5e-8; reports/gpu/nvidia-h200), each result checked against the
+                Frobenius identity sum sigma_i^2 = ||A||_F^2 and recomputed with ``gesvd`` where it fails, and a
+                matrix gesvda reports as not converged (torch raises for the whole batch) redone alone with
+                ``gesvd`` (``first_isolating_failures``).
 - ``svdvals``   batched SVD of the complex transfer matrices in the kernel's precision (LAPACK on CPU, cuSOLVER on
                 CUDA; ``driver`` picks gesvd / gesvdj / gesvda on CUDA). Accurate for every SV on CPU and with
                 gesvda on CUDA; torch's default CUDA driver behaved exactly like gesvdj on an H200 (same times and
@@ -50,14 +51,15 @@ from svbench.functional.transfer import (
 Backend = Literal["auto", "svdvals", "eigh", "eigh64", "svdvals64"]
 BACKENDS: tuple[str, ...] = ("auto", "svdvals", "eigh", "eigh64", "svdvals64")
 CUDA_DRIVERS: tuple[str, ...] = ("gesvd", "gesvdj", "gesvda")
-# ``auto`` on CPU: eigh64 when max(p, q) >= AUTO_EIGH64_ASPECT * min(p, q) and min(p, q) <= AUTO_EIGH64_MAX_SIDE
-# (faster there), and for accuracy when min(p, q) >= AUTO_EIGH64_MIN_SIDE: the float32 LAPACK SVD's error grows
-# with the side, max |error| / sigma_max measured 0.6-0.8e-6 at 64, 1.0-1.1e-6 at 128, 1.2-1.75e-6 at 256 and
-# 2.2-2.8e-6 at 512 (ResNet-18 and seeded Gaussian kernels, this project's CPU), i.e. OUTSIDE the 2e-6 accuracy
-# class from ~400 on, while eigh64 (float64 Gram + eigvalsh) stays at 5e-8 for 1.3-1.5x the time (1.5-2x faster
-# than svdvals64). reports/cpu-performance.md, session 6.
-AUTO_EIGH64_ASPECT = 4
-AUTO_EIGH64_MAX_SIDE = 64
+# ``auto`` on CPU: eigh64 when max(p, q) >= AUTO_EIGH64_ASPECT * min(p, q), and when min(p, q) >=
+# AUTO_EIGH64_MIN_SIDE, both for accuracy: the float32 LAPACK SVD's error grows with the side, max |error| / sigma_max
+# measured 0.6-0.8e-6 at 64, 1.0-1.1e-6 at 128, 1.2-1.75e-6 at 256 and 2.2-2.8e-6 at 512 (ResNet-18 and seeded
+# Gaussian kernels, this project's CPU), i.e. OUTSIDE the 2e-6 accuracy class from ~400 on, and more for wide
+# matrices: 1.9-2.1e-6 for every 4x-wide stride-2 shape from 64 x 256 to 192 x 768 (the rank-192 tt cores of
+# WRN-16-10 at stride 2: 2.0-2.1e-6), 1.45-1.65e-6 at 2.7-3.3x, 1.1-1.3e-6 at 2x (3 seeds each, session 9). eigh64
+# (float64 Gram + eigvalsh) stays at 4-5e-8; its time against svdvals: 1.3-1.5x on square sides 128-192, 0.9-1.1x
+# from 2.7x wide on (paired, 1 thread, session 9; 1.5-2x faster than svdvals64). reports/cpu-performance.md.
+AUTO_EIGH64_ASPECT = 3
 AUTO_EIGH64_MIN_SIDE = 256
 DEFAULT_CHUNKS = 4  # at most this many chunks by default ...
 # ... and none smaller than this many bytes of transfer matrices. GPU: 1 MiB (memory is the scarce resource; the
@@ -137,7 +139,7 @@ def resolve_backend(
     if torch.device(device).type == "cuda":
         return "svdvals", driver or "gesvda"
     short, long = min(p, q), max(p, q)
-    if long >= AUTO_EIGH64_ASPECT * short and short <= AUTO_EIGH64_MAX_SIDE or short >= AUTO_EIGH64_MIN_SIDE:
+    if long >= AUTO_EIGH64_ASPECT * short or short >= AUTO_EIGH64_MIN_SIDE:
         return "eigh64", None
     return "svdvals", driver
 

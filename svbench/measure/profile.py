@@ -67,7 +67,10 @@ def summarise(events: Any, cuda: bool) -> tuple[float, list[tuple[str, int, floa
     CPU: busy = summed host self time of every operator. CUDA: busy = summed time of the device events (kernels,
     copies), counted once -- an operator's own self device time is the time of the kernels it launched, so adding
     both would count every kernel twice; the rows are the torch operators (not the kernels), ranked by the device
-    time of the kernels they launched (the kernels themselves are in the full table)."""
+    time of the kernels they launched -- unless the operators account for less than ``MIN_ATTRIBUTED`` of the busy
+    time (kernels the profiler did not tie to an operator: cuSOLVER's internal launches, work issued from lane
+    threads; seen on an H200 for gesvda, where every operator showed 0 %), then the kernels themselves, each
+    prefixed ``kernel:``."""
     if not cuda:
         attr = "self_cpu_time_total"
         rows = list(events)
@@ -78,9 +81,19 @@ def summarise(events: Any, cuda: bool) -> tuple[float, list[tuple[str, int, floa
         device = [e for e in events if _on_device(e) and not getattr(e, "is_user_annotation", False)]
         rows = [e for e in events if not _on_device(e)]
         busy = sum(float(getattr(e, attr, 0.0)) for e in device)
-    ranked = sorted(((e.key, int(e.count), float(getattr(e, attr, 0.0)) / 1e3) for e in rows),
-                    key=lambda r: r[2], reverse=True)
+    ranked = _ranked(rows, attr)
+    if cuda and sum(r[2] for r in ranked) < MIN_ATTRIBUTED * busy / 1e3:
+        ranked = [(f"kernel: {name}", calls, ms) for name, calls, ms in _ranked(device, attr)]
     return busy / 1e3, ranked, attr
+
+
+# the share of a CUDA profile's busy time the operators must account for to be the rows; else the kernels are
+MIN_ATTRIBUTED = 0.5
+
+
+def _ranked(events: list[Any], attr: str) -> list[tuple[str, int, float]]:
+    return sorted(((e.key, int(e.count), float(getattr(e, attr, 0.0)) / 1e3) for e in events),
+                  key=lambda r: r[2], reverse=True)
 
 
 def _on_device(event: Any) -> bool:

@@ -74,8 +74,8 @@ class SedghiConfig:
     # pass and a chunked layer (functional.lanes); 1: in order. Same values; more peak memory. None: 4 on CUDA for
     # the network routes (measured faster, functional.lanes.DEFAULT_STREAMS), 1 on CPU and for a single layer
     streams: int | None = None
-    # network routes: halve calls that would hold one lane much longer than the others (experimental, not yet
-    # measured on a GPU: functional.batching.split_for_lanes)
+    # network routes: halve calls that would hold one lane much longer than the others (functional.batching.
+    # split_for_lanes); measured slower on an H200 (WRN-16-10: 311.2 vs 303.5 ms, 343.2 on 8 lanes; run 5): off
     split: bool = False
 
     def __post_init__(self) -> None:

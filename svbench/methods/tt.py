@@ -239,7 +239,7 @@ class TTConfig:
     chunks: int | None = None  # at most this many solver calls per core (group); None: engine default (sedghi's)
     merge: Literal["grids", "pad", "none"] = "grids"  # network SVs: cores of one shape share a call (as sedghi's)
     streams: int | None = None  # network SVs: concurrent lanes for the solver calls (as sedghi's; None: 4 on CUDA)
-    split: bool = False  # network SVs: halve calls that would hold one lane longest (as sedghi's; experimental)
+    split: bool = False  # network SVs: halve calls that would hold one lane longest (as sedghi's; slower on an H200)
     init: Literal["orthogonal", "tt_svd"] = "tt_svd"  # wrap(): fresh orthogonal cores or TT-SVD of the kernel
     keep_first: bool = True  # wrap(): leave the first conv dense
     control: Literal["none", "clip", "divide"] = "none"

@@ -81,7 +81,8 @@ METRICS: dict[str, MetricInfo] = {
     ),
     "sv_profile_busy_ms": MetricInfo(
         "ms", False, "one profiled call of the SV computation (task option profile): self time summed on the device "
-        "clock (CUDA kernels) or the host clock (CPU); extra.top = largest operators, extra.file = full table"
+        "clock (CUDA kernels) or the host clock (CPU); extra.top = largest operators (on CUDA the kernels, named "
+        "'kernel: ...', when the operators hold under half the busy time), extra.file = full table"
     ),
     # network task
     "network_sv_time_ms": MetricInfo("ms", False, "median time for all SVs (or bounds) of every conv of a model"),

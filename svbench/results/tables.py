@@ -304,7 +304,8 @@ def profile_markdown(records: list[dict[str, Any]], top: int = 5) -> str:
     if not rows:
         return ""
     out = ["### Profiles (one call each under torch.profiler: a breakdown, not a timing)\n",
-           "| cell | what | clock | busy ms | wall ms | largest operators by self time (share) |", "|" + "---|" * 6]
+           "| cell | what | clock | busy ms | wall ms | largest operators (or kernels) by self time (share) |",
+           "|" + "---|" * 6]
     for r in rows:
         extra = r.get("extra") or {}
         if r.get("value") is None:
