@@ -12,6 +12,8 @@ runs. Sections:
    steps) rather than by the batch?
 4. ``gram-graph``: WRN-16-10's whole Gram bound (real products) eager against one CUDA-graph replay of it.
 5. ``overheads``: the model walk (``conv_inputs``) every network timing includes, against the whole gram bound.
+6. ``gram-networks``: the Gram bound of whole networks (WRN-16-10, ResNet-18, VGG-19) with ``products: auto``
+   against each fixed form, alternated (run 7's unpaired ResNet-18 auto cell was slower than both forms).
 
 Run on the device machine: ``PYTHONPATH=. python3 scripts/gpu-probe.py > $OUT/probe.md``; a CPU check with tiny
 shapes: ``python scripts/gpu-probe.py --tiny``.
@@ -164,8 +166,22 @@ def section_overheads(device, tiny, rounds, reps) -> None:
     print(f"| {walk:.2f} | {whole:.2f} | {walk / whole:.1%} |")
 
 
+def section_gram_networks(device, tiny, rounds, reps) -> None:
+    models = [("small_cnn", (3, 16, 16))] if tiny else [(m, (3, 32, 32)) for m in ("wrn16_10", "resnet18", "vgg19")]
+    print("| model | auto ms | complex ms | real ms | complex / auto | real / auto |\n|---|---|---|---|---|---|")
+    for name, shape in models:
+        model = _build(name, shape).to(device).eval()
+        forms = {p: create_method("gram", products=p) for p in ("auto", "complex", "real")}
+        with torch.no_grad():
+            calls = {p: (lambda m=m: m.network_svs(model, shape)) for p, m in forms.items()}
+            auto, cplx, r_c = paired(calls["auto"], calls["complex"], device, rounds, reps)
+            auto2, real, r_r = paired(calls["auto"], calls["real"], device, rounds, reps)
+        print(f"| {name} | {auto:.2f} / {auto2:.2f} | {cplx:.2f} | {real:.2f} | {1 / r_c:.2f} | {1 / r_r:.2f} |")
+        sys.stdout.flush()
+
+
 SECTIONS = {"tt-fold": section_tt_fold, "gram-products": section_gram_products, "gesvda": section_gesvda,
-            "gram-graph": section_gram_graph, "overheads": section_overheads}
+            "gram-graph": section_gram_graph, "overheads": section_overheads, "gram-networks": section_gram_networks}
 
 
 def main(argv: list[str] | None = None) -> int:

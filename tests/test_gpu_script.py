@@ -236,7 +236,7 @@ def test_gpu_probe_runs_with_tiny_shapes_on_the_gpu_machines_packages(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
     assert "Traceback" not in out
-    for section in ("tt-fold", "gram-products", "gesvda", "gram-graph", "overheads"):
+    for section in ("tt-fold", "gram-products", "gesvda", "gram-graph", "overheads", "gram-networks"):
         assert f"## {section}" in out
-    assert "| fold (R factors + cores) |" in out and "| 8 | 8 | 34 |" in out
+    assert "| fold (R factors + cores) |" in out and "| 8 | 8 | 34 |" in out and "| small_cnn |" in out
     assert out.count("skipped:") == 2  # gesvda and CUDA graphs need a GPU
