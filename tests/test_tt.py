@@ -104,6 +104,23 @@ def test_folded_cores_take_near_orthonormal_outer_cores_through_cholesky_qr(monk
     assert torch.allclose(core.abs(), want.abs(), atol=1e-12)
 
 
+def test_folded_cores_qr_route_skips_cholesky_qr(monkeypatch):
+    """``route="qr"`` (the paired timings' baseline) takes the Householder QR even for orthonormal cores; an unknown
+    route is refused."""
+    g = torch.Generator().manual_seed(8)
+    k1 = _near_orthonormal(10, 4, 0.0, g)
+    k2 = torch.randn(3, 4, 3, 3, generator=g, dtype=torch.float64)
+    calls = []
+    real = torch.linalg.qr
+    monkeypatch.setattr(torch.linalg, "qr", lambda a, *x, **k: calls.append(tuple(a.shape)) or real(a, *x, **k))
+    (core,) = folded_cores([(k1, k2, None)], route="qr")
+    assert calls == [(1, 10, 4)]
+    monkeypatch.setattr(torch.linalg, "qr", real)
+    assert torch.allclose(core, fold_cores(k1, k2, None)[0], atol=1e-12)
+    with pytest.raises(ValueError, match="route must be one of"):
+        folded_cores([(k1, k2, None)], route="cholesky")
+
+
 def test_folded_cores_fall_back_to_qr_for_ill_conditioned_or_wide_outer_cores(monkeypatch):
     """One matrix of a batch too far from orthonormal sends the whole batch to the QR; wide cores (rank above the
     channels) have a singular Gram and always take the QR."""

@@ -123,3 +123,34 @@ class NetworkSVs:
         self.method.network_svs(self.model, (3, 32, 32))
         if DEVICE == "cuda":
             torch.cuda.synchronize()
+
+
+class TTFold:
+    """tt's fold of WRN-16-10 at rank 192 (orthogonal cores: the R factors of 8 TT layers' outer cores and the folded
+    middle cores), CholeskyQR (``auto``, the default) against the batched Householder QR it replaced."""
+
+    params = (["auto", "qr"],)
+    param_names = ["route"]
+    timeout = 300
+
+    def setup(self, route):
+        from svbench.methods.tt import TTConv2d
+        from svbench.models import build_model
+
+        if DEVICE == "cuda" and not torch.cuda.is_available():
+            raise NotImplementedError("no GPU")
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        method = create_method("tt", rank=192, init="orthogonal")
+        model = method.wrap(build_model("wrn16_10", in_channels=3, image_size=32)).to(DEVICE).eval()
+        self.layers = [(None if k1 is None else k1.detach(), k2.detach(), None if k3 is None else k3.detach())
+                       for k1, k2, k3 in ((m.k1, m.k2, m.k3) for m in model.modules() if isinstance(m, TTConv2d))]
+        self.time_fold(route)
+
+    def time_fold(self, route):
+        from svbench.functional.tt import folded_cores
+
+        folded_cores(self.layers, route)
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()
+

@@ -39,16 +39,17 @@ def fold_cores(k1: Tensor | None, k2: Tensor, k3: Tensor | None) -> tuple[Tensor
     return core, q1, q3t
 
 
-def folded_cores(layers: list[tuple[Tensor | None, Tensor, Tensor | None]]) -> list[Tensor]:
+def folded_cores(layers: list[tuple[Tensor | None, Tensor, Tensor | None]], route: str = "auto") -> list[Tensor]:
     """The middle core K2' of :func:`fold_cores` for many layers (k1, k2, k3) at once, from the R factors only.
 
     The SVs need K2' = R3 K2 R1^T alone, and only up to orthogonal factors: any F with F^T F = K^T K serves as R.
     Outer cores of one shape, dtype and device share one call (:func:`r_factors`): near-orthonormal ones (the TT
     paper's regime: orthogonal init, orthogonality penalty or control) by CholeskyQR, the rest by a batched QR in
     ``mode="r"``. The core equals ``fold_cores``'s up to the signs of its rows and columns (QR's R has diagonal
-    entries of either sign, Cholesky's positive ones), so its SVs are the same."""
-    r1 = r_factors([k1 for k1, _, _ in layers])
-    r3 = r_factors([None if k3 is None else k3.T for _, _, k3 in layers])
+    entries of either sign, Cholesky's positive ones), so its SVs are the same. ``route="qr"`` skips CholeskyQR
+    (the form it replaced, for paired timings)."""
+    r1 = r_factors([k1 for k1, _, _ in layers], route)
+    r3 = r_factors([None if k3 is None else k3.T for _, _, k3 in layers], route)
     out = []
     for (_, core, _), a, b in zip(layers, r1, r3):
         if a is not None:
@@ -69,10 +70,16 @@ def folded_cores(layers: list[tuple[Tensor | None, Tensor, Tensor | None]]) -> l
 CHOLESKY_MAX_DEFECT = 0.5
 
 
-def r_factors(mats: list[Tensor | None]) -> list[Tensor | None]:
+R_ROUTES = ("auto", "qr")
+
+
+def r_factors(mats: list[Tensor | None], route: str = "auto") -> list[Tensor | None]:
     """An R factor (K^T K = R^T R, R upper triangular) of each matrix; None stays None. Matrices of one shape,
-    dtype and device share one call: CholeskyQR (one batched Gram product and Cholesky) when all of them are tall
-    and near-orthonormal up to column scaling (``CHOLESKY_MAX_DEFECT``), else one batched QR (``mode="r"``)."""
+    dtype and device share one call: with ``route="auto"`` CholeskyQR (one batched Gram product and Cholesky) when
+    all of them are tall and near-orthonormal up to column scaling (``CHOLESKY_MAX_DEFECT``), else (and always
+    with ``route="qr"``) one batched QR (``mode="r"``)."""
+    if route not in R_ROUTES:
+        raise ValueError(f"r_factors: route must be one of {R_ROUTES}, got {route!r}")
     groups: dict[tuple, list[int]] = {}
     for i, m in enumerate(mats):
         if m is not None:
@@ -80,7 +87,7 @@ def r_factors(mats: list[Tensor | None]) -> list[Tensor | None]:
     out: list[Tensor | None] = [None] * len(mats)
     for idxs in groups.values():
         k = torch.stack([mats[i] for i in idxs])
-        r = _cholesky_r(k)
+        r = _cholesky_r(k) if route == "auto" else None
         if r is None:
             r = torch.linalg.qr(k, mode="r").R
         for i, ri in zip(idxs, r):

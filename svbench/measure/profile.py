@@ -61,6 +61,10 @@ def profile_call(fn: Callable[[], Any], device: torch.device, *, top: int = 12) 
     )
 
 
+# the share of a CUDA profile's busy time the operators must account for to be the rows; else the kernels are
+MIN_ATTRIBUTED = 0.5
+
+
 def summarise(events: Any, cuda: bool) -> tuple[float, list[tuple[str, int, float]], str]:
     """(busy ms, operator rows (name, calls, self ms) largest first, the sort attribute) of profiler averages.
 
@@ -85,10 +89,6 @@ def summarise(events: Any, cuda: bool) -> tuple[float, list[tuple[str, int, floa
     if cuda and sum(r[2] for r in ranked) < MIN_ATTRIBUTED * busy / 1e3:
         ranked = [(f"kernel: {name}", calls, ms) for name, calls, ms in _ranked(device, attr)]
     return busy / 1e3, ranked, attr
-
-
-# the share of a CUDA profile's busy time the operators must account for to be the rows; else the kernels are
-MIN_ATTRIBUTED = 0.5
 
 
 def _ranked(events: list[Any], attr: str) -> list[tuple[str, int, float]]:
