@@ -96,7 +96,8 @@ def test_auto_resolution_rules():
     assert resolve_backend("auto", 128, 512, "cpu") == ("eigh64", None)  # 4x wide: float32 SVD 1.9e-6 off
     assert resolve_backend("auto", 192, 640, "cpu") == ("eigh64", None)  # 3.3x (tt cores at stride 2)
     assert resolve_backend("auto", 128, 256, "cpu") == ("svdvals", None)  # 2x: float32 SVD 1.1-1.3e-6
-    assert resolve_backend("auto", 192, 192, "cpu") == ("svdvals", None)
+    assert resolve_backend("auto", 144, 144, "cpu") == ("svdvals", None)  # float32 SVD <= 1.1e-6 up to 144
+    assert resolve_backend("auto", 160, 160, "cpu") == ("eigh64", None)  # ... up to 1.66e-6 at 160, 1.93e-6 at 240
     assert resolve_backend("auto", 256, 256, "cpu") == ("eigh64", None)  # float32 SVD error grows with the side
     assert resolve_backend("auto", 512, 1024, "cpu") == ("eigh64", None)
     assert resolve_backend("auto", 512, 512, "cuda") == ("svdvals", "gesvda")

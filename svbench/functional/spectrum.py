@@ -7,7 +7,7 @@ for circular padding. Backends (a recorded axis of every result):
                 all SVs against float64), picked per matrix shape: ``norm`` (the 2-norm, exact) for 1 x q and
                 p x 1 matrices (depthwise blocks, 1-channel convs); on CPU ``eigh64`` for matrices at least
                 3x wider than tall (or taller than wide) -- stride 2 with c_in = c_out is exactly 4x -- or with a
-                short side >= 256, where the float32 LAPACK SVD leaves the class, else ``svdvals``; both
+                short side >= 160, where the float32 LAPACK SVD nears the class limit, else ``svdvals``; both
                 crossovers were measured on this project's CPU machine (reports/cpu-performance.md). On CUDA
                 ``svdvals`` with cuSOLVER's ``gesvda`` (batched, one call per layer), measured on an H200 as the
                 only fast backend in the class (5.5e-8; reports/gpu/nvidia-h200), each result checked against the
@@ -52,15 +52,16 @@ Backend = Literal["auto", "svdvals", "eigh", "eigh64", "svdvals64"]
 BACKENDS: tuple[str, ...] = ("auto", "svdvals", "eigh", "eigh64", "svdvals64")
 CUDA_DRIVERS: tuple[str, ...] = ("gesvd", "gesvdj", "gesvda")
 # ``auto`` on CPU: eigh64 when max(p, q) >= AUTO_EIGH64_ASPECT * min(p, q), and when min(p, q) >=
-# AUTO_EIGH64_MIN_SIDE, both for accuracy: the float32 LAPACK SVD's error grows with the side, max |error| / sigma_max
-# measured 0.6-0.8e-6 at 64, 1.0-1.1e-6 at 128, 1.2-1.75e-6 at 256 and 2.2-2.8e-6 at 512 (ResNet-18 and seeded
-# Gaussian kernels, this project's CPU), i.e. OUTSIDE the 2e-6 accuracy class from ~400 on, and more for wide
-# matrices: 1.9-2.1e-6 for every 4x-wide stride-2 shape from 64 x 256 to 192 x 768 (the rank-192 tt cores of
-# WRN-16-10 at stride 2: 2.0-2.1e-6), 1.45-1.65e-6 at 2.7-3.3x, 1.1-1.3e-6 at 2x (3 seeds each, session 9). eigh64
-# (float64 Gram + eigvalsh) stays at 4-5e-8; its time against svdvals: 1.3-1.5x on square sides 128-192, 0.9-1.1x
-# from 2.7x wide on (paired, 1 thread, session 9; 1.5-2x faster than svdvals64). reports/cpu-performance.md.
+# AUTO_EIGH64_MIN_SIDE, both for accuracy: the float32 LAPACK SVD's error grows with the side and has a tail. Max
+# |error| / sigma_max on conv transfer matrices of seeded Gaussian kernels, this project's CPU (session 9, 10 seeds
+# per square shape): <= 1.10e-6 up to side 144, but up to 1.66e-6 at 160, 1.91e-6 at 176, 1.68e-6 at 192 and
+# 1.93e-6 at 240 -- at the 2e-6 accuracy class -- and 2.2-2.8e-6 at 512 (session 6); wide matrices are worse:
+# 1.9-2.1e-6 for every 4x-wide stride-2 shape from 64 x 256 to 192 x 768 (WRN-16-10's rank-192 tt cores at
+# stride 2: 2.0-2.1e-6), 1.45-1.65e-6 at 2.7-3.3x, 1.1-1.3e-6 at 2x (3 seeds each). eigh64 (float64 Gram +
+# eigvalsh) stays at 4-5e-8; its time against svdvals (paired, 1 thread): 1.4-1.5x on square sides 160-192,
+# 0.9-1.1x from 2.7x wide on (1.5-2x faster than svdvals64). reports/cpu-performance.md.
 AUTO_EIGH64_ASPECT = 3
-AUTO_EIGH64_MIN_SIDE = 256
+AUTO_EIGH64_MIN_SIDE = 160
 DEFAULT_CHUNKS = 4  # at most this many chunks by default ...
 # ... and none smaller than this many bytes of transfer matrices. GPU: 1 MiB (memory is the scarce resource; the
 # issue-6 target is a peak <= 1.5x the transfer size). CPU: 16 MiB -- on this project's CPU four chunks of a
