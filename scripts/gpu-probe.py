@@ -14,6 +14,8 @@ runs. Sections:
 5. ``overheads``: the model walk (``conv_inputs``) every network timing includes, against the whole gram bound.
 6. ``gram-networks``: the Gram bound of whole networks (WRN-16-10, ResNet-18, VGG-19) with ``products: auto``
    against each fixed form, alternated (run 7's unpaired ResNet-18 auto cell was slower than both forms).
+7. ``gram-fused``: the experimental fused Triton step (``products: triton``, tiles of 32 and 64) against the
+   real form per layer shape and on WRN-16-10's whole bound, with the largest relative difference of the bounds.
 
 Run on the device machine: ``PYTHONPATH=. python3 scripts/gpu-probe.py > $OUT/probe.md``; a CPU check with tiny
 shapes: ``python scripts/gpu-probe.py --tiny``.
@@ -22,6 +24,7 @@ shapes: ``python scripts/gpu-probe.py --tiny``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import traceback
@@ -182,8 +185,43 @@ def section_gram_networks(device, tiny, rounds, reps) -> None:
         sys.stdout.flush()
 
 
+def section_gram_fused(device, tiny, rounds, reps) -> None:
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        print("skipped: the fused Triton step is timed on a GPU (TRITON_INTERPRET=1 runs it slowly on a CPU)")
+        return
+    from svbench.functional.gram import _gram_iteration_real_parts
+
+    shapes = [(8, 4), (20, 4)] if tiny else [(64, 32), (160, 32), (256, 16), (320, 16), (512, 4), (640, 8)]
+    print("| c | n | real ms | fused 32 ms | fused 64 ms | real / fused 32 | real / fused 64 | max rel diff |\n"
+          "|---|---|---|---|---|---|---|---|")
+    g = torch.Generator(device="cpu").manual_seed(0)
+    for c, n in shapes:
+        w = (torch.randn(c, c, 3, 3, generator=g) / (3 * c**0.5)).to(device)
+        mats = _unique_transfer(w, n, 1)
+        cells, diff = [], 0.0
+        with torch.no_grad():
+            real = gram_iteration_matrices(mats, 6, products="real")
+            for block in (32, 64):
+                fused = lambda block=block: _gram_iteration_real_parts(mats, 6, fused=True, block=block)  # noqa: E731
+                diff = max(diff, float(((fused() - real) / real).abs().max()))
+                a, b, ratio = paired(lambda: gram_iteration_matrices(mats, 6, products="real"), fused, device,
+                                     rounds, reps)
+                cells.append((a, b, ratio))
+        print(f"| {c} | {n} | {cells[0][0]:.3f} | {cells[0][1]:.3f} | {cells[1][1]:.3f} | {cells[0][2]:.2f} | "
+              f"{cells[1][2]:.2f} | {diff:.1e} |")
+        sys.stdout.flush()
+    model, shape, _ = _wrn_transfer(device, tiny)
+    forms = {p: create_method("gram", products=p) for p in ("real", "triton")}
+    with torch.no_grad():
+        a, b, ratio = paired(lambda: forms["real"].network_svs(model, shape),
+                             lambda: forms["triton"].network_svs(model, shape), device, rounds, reps)
+    print(f"\n{'small_cnn' if tiny else 'WRN-16-10'} whole bound: real {a:.2f} ms, fused {b:.2f} ms, "
+          f"real / fused {ratio:.2f}")
+
+
 SECTIONS = {"tt-fold": section_tt_fold, "gram-products": section_gram_products, "gesvda": section_gesvda,
-            "gram-graph": section_gram_graph, "overheads": section_overheads, "gram-networks": section_gram_networks}
+            "gram-graph": section_gram_graph, "overheads": section_overheads, "gram-networks": section_gram_networks,
+            "gram-fused": section_gram_fused}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -287,7 +287,7 @@ def test_gram_real_products_gradient_equals_complex_products():
 def test_gram_products_unknown_is_one_line_error():
     from svbench.functional.gram import gram_iteration_matrices
 
-    with pytest.raises(UserError, match="products must be one of auto, real, complex, 3xtf32"):
+    with pytest.raises(UserError, match="products must be one of auto, real, complex, 3xtf32, triton"):
         gram_iteration_matrices(torch.randn(2, 3, 3), 2, products="fast")
 
 

@@ -236,7 +236,20 @@ def test_gpu_probe_runs_with_tiny_shapes_on_the_gpu_machines_packages(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
     assert "Traceback" not in out
-    for section in ("tt-fold", "gram-products", "gesvda", "gram-graph", "overheads", "gram-networks"):
+    for section in ("tt-fold", "gram-products", "gesvda", "gram-graph", "overheads", "gram-networks", "gram-fused"):
         assert f"## {section}" in out
     assert "| fold (R factors + cores) |" in out and "| 8 | 8 | 34 |" in out and "| small_cnn |" in out
-    assert out.count("skipped:") == 2  # gesvda and CUDA graphs need a GPU
+    assert out.count("skipped:") == 3  # gesvda, CUDA graphs and the fused Triton step are timed on a GPU
+
+
+def test_gpu_probe_fused_gram_section_runs_in_the_triton_interpreter(tmp_path):
+    """The fused-step section (timed on a GPU only) runs end to end through Triton's CPU interpreter."""
+    pytest.importorskip("triton")
+    env = dict(os.environ, PYTHONPATH=f"{_gpu_machine_pythonpath(tmp_path)}{os.pathsep}{ROOT}", OMP_NUM_THREADS="1",
+               TRITON_INTERPRET="1")
+    res = subprocess.run([sys.executable, "scripts/gpu-probe.py", "--tiny", "--device", "cpu", "--rounds", "1",
+                          "--reps", "1", "--sections", "gram-fused"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0 and "Traceback" not in res.stdout, res.stdout + res.stderr
+    assert "| 20 | 4 |" in res.stdout and "small_cnn whole bound: real" in res.stdout
+

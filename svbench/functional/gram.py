@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from svbench.errors import UserError
+from svbench.functional.gram_triton import fused_gram_step, triton_available
 from svbench.functional.transfer import transfer_matrices_at, unique_frequency_taps
 
-PRODUCTS = ("auto", "real", "complex", "3xtf32")
+PRODUCTS = ("auto", "real", "complex", "3xtf32", "triton")
 # ``auto`` on a CPU: real products from this Gram side on. Measured on this project's CPU, 1 thread, the two forms
 # alternated on one kernel (scripts/gram-products-paired.py, reports/gram-products-cpu/paired.md, session 8's
 # one-matrix real form), T = 6: complex/real time 0.89-0.91 for sides 8-16, 1.06 at 32, 1.20-1.45 for 48-256; with
@@ -82,6 +83,9 @@ def gram_iteration_matrices(mats: Tensor, iters: int = 6, *, products: str = "au
       arithmetic; the rounding is that of the complex product (float32 relative ~1e-7 on ||G G||_F, and the
       bound's error is that to the power 2^-T).
     - ``"complex"``: one complex matmul per step (the form of the paper's code), kept for paired comparisons.
+    - ``"triton"``: the ``"real"`` form with each step after the first fused into one Triton kernel
+      (:mod:`svbench.functional.gram_triton`: no elementwise passes, 3/4 of the two matmuls' flops); EXPERIMENTAL,
+      CUDA (or Triton's CPU interpreter), no backward pass, speed not measured yet.
     - ``"3xtf32"``: every product G^H G through :func:`hermitian_gram_3xtf32` (two TF32 tensor-core matmuls of a
       hi/lo split, about float32 accuracy), on CUDA only; elsewhere the same formula runs in plain float32.
       Measured slower and looser than plain float32 on an H200 (WRN-16-10: 118 vs 83 ms, 2.4e-7 vs 1.8e-8 under
@@ -93,8 +97,15 @@ def gram_iteration_matrices(mats: Tensor, iters: int = 6, *, products: str = "au
     if iters < 1:
         raise UserError(f"Gram iteration needs iters >= 1, got {iters}")
     products = resolve_products(products, mats)
-    if products == "real" and mats.is_complex():
-        return _gram_iteration_real_parts(mats, iters)
+    if products == "triton":
+        why = triton_available(mats.device)
+        if why:
+            raise UserError(why)
+        if mats.requires_grad and torch.is_grad_enabled():
+            raise UserError("Gram products 'triton' have no backward pass; use 'real' or 'auto' for a differentiable "
+                            "bound")
+    if products in ("real", "triton") and mats.is_complex():
+        return _gram_iteration_real_parts(mats, iters, fused=products == "triton")
     g = mats
     wide = g.shape[-1] > g.shape[-2]  # iterate on the smaller Gram side: G = A A^H for a wide A
     log_scale = torch.zeros(g.shape[:-2], dtype=g.real.dtype if g.is_complex() else g.dtype, device=g.device)
@@ -113,8 +124,10 @@ def gram_iteration_matrices(mats: Tensor, iters: int = 6, *, products: str = "au
     return torch.exp((log_scale + torch.log(fro)) / 2**iters)
 
 
-def _gram_iteration_real_parts(mats: Tensor, iters: int) -> Tensor:
-    """``gram_iteration_matrices`` with ``products="real"`` for complex input.
+def _gram_iteration_real_parts(mats: Tensor, iters: int, fused: bool = False, block: int | None = None) -> Tensor:
+    """``gram_iteration_matrices`` with ``products="real"`` for complex input (``fused``: each step after the first
+    through :func:`svbench.functional.gram_triton.fused_gram_step` with tiles of ``block``, one Triton launch;
+    ``products="triton"``).
 
     A Hermitian G = S + iK (S symmetric, K antisymmetric) is carried as ONE real matrix A = S + K: S and K are its
     symmetric and antisymmetric parts, and ||A||_F = ||G||_F (S and K are orthogonal in the Frobenius inner product).
@@ -146,6 +159,9 @@ def _gram_iteration_real_parts(mats: Tensor, iters: int) -> Tensor:
     for _ in range(1, iters):
         r = torch.linalg.vector_norm(a, dim=(-2, -1)).clamp_min(tiny)
         log_scale = 2 * (log_scale + torch.log(r))
+        if fused:  # the same A' = (A A^T + (1/2)(A + A^T)(A - A^T)) / r^2 in one kernel
+            a = fused_gram_step(a, 1 / r**2, block)
+            continue
         a = a * (1 / r)[:, None, None]
         v = a - a.mT
         u = torch.lerp(v, a, 2.0)  # A + A^T = 2A - V: no second transposed read

@@ -67,9 +67,11 @@ class GramConfig:
     # (reports/gpu/nvidia-h200/run2); kept so that measurement can be repeated, not recommended.
     precision: Literal["input", "float64", "3xtf32"] = "input"
     # complex Gram products (fft bound): "real" = two real matmuls per Hermitian square (half the flops of one
-    # complex matmul, functional.gram); "complex" = one complex matmul (the paper code's form); "auto" = real from
-    # a Gram side of 32 on a CPU (where it measured faster), complex below and on CUDA
-    products: Literal["auto", "real", "complex"] = "auto"
+    # complex matmul, functional.gram); "complex" = one complex matmul (the paper code's form); "auto" = as
+    # measured per device and size (functional.gram.auto_products); "triton" = the real form's step fused into one
+    # Triton kernel (functional.gram_triton; EXPERIMENTAL, CUDA, not measured yet; the penalty, which needs a
+    # gradient, takes "real")
+    products: Literal["auto", "real", "complex", "triton"] = "auto"
     target: float | None = None  # control: rescale so that the bound <= target
     every: int = 1
     penalty_weight: float = 0.0
@@ -152,7 +154,10 @@ class GramMethod(Method):
 
     def _products(self, w: Tensor, differentiable: bool = False) -> str:
         """How the Gram products are formed: "3xtf32" for a no-grad bound when asked for (float32 weights, else a
-        one-line error), otherwise the configured "auto", "real" or "complex"."""
+        one-line error), otherwise the configured form ("triton", which has no backward pass, is "real" where a
+        gradient is needed)."""
+        if differentiable and self.config.products == "triton":
+            return "real"
         if self.config.precision != "3xtf32" or differentiable:
             return self.config.products
         if w.dtype != torch.float32:
@@ -233,7 +238,8 @@ class GramMethod(Method):
         if plain and c.bound == "fft":
             grids = [(name, conv.weight, _grid(n, conv.kernel_size[0], conv.stride[0], conv.padding_mode),
                       conv.stride[0]) for name, conv, n in plain]
-            bounds.append(torch.stack(list(_fft_bounds_by_shape(grids, c.iters, c.products).values())))
+            products = self._products(grids[0][1], differentiable=True)
+            bounds.append(torch.stack(list(_fft_bounds_by_shape(grids, c.iters, products).values())))
         elif plain:
             bounds.append(torch.stack([delattre2024_bound(conv.weight, c.zero_iters) for _, conv, _ in plain]))
         bounds = torch.cat(bounds)
