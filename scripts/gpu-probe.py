@@ -14,8 +14,9 @@ runs. Sections:
 5. ``overheads``: the model walk (``conv_inputs``) every network timing includes, against the whole gram bound.
 6. ``gram-networks``: the Gram bound of whole networks (WRN-16-10, ResNet-18, VGG-19) with ``products: auto``
    against each fixed form, alternated (run 7's unpaired ResNet-18 auto cell was slower than both forms).
-7. ``gram-fused``: the experimental fused Triton step (``products: triton``, tiles of 32 and 64) against the
-   real form per layer shape and on WRN-16-10's whole bound, with the largest relative difference of the bounds.
+7. ``gram-fused``: the experimental fused Triton step (``products: triton``: tiles of 32 and 64 in float32 FMAs,
+   and tiles of 32 through 3xTF32 tensor-core products) against the real form per layer shape, with the largest
+   relative difference of the bounds, and on WRN-16-10's whole bound.
 
 Run on the device machine: ``PYTHONPATH=. python3 scripts/gpu-probe.py > $OUT/probe.md``; a CPU check with tiny
 shapes: ``python scripts/gpu-probe.py --tiny``.
@@ -192,23 +193,25 @@ def section_gram_fused(device, tiny, rounds, reps) -> None:
     from svbench.functional.gram import _gram_iteration_real_parts
 
     shapes = [(8, 4), (20, 4)] if tiny else [(64, 32), (160, 32), (256, 16), (320, 16), (512, 4), (640, 8)]
-    print("| c | n | real ms | fused 32 ms | fused 64 ms | real / fused 32 | real / fused 64 | max rel diff |\n"
-          "|---|---|---|---|---|---|---|---|")
+    variants = [(32, "ieee"), (64, "ieee"), (32, "tf32x3")]
+    print("| c | n | real ms | " + " | ".join(f"fused {b} {p} ms | real / it | rel diff" for b, p in variants) + " |")
+    print("|---|---|---|" + "---|---|---|" * len(variants))
     g = torch.Generator(device="cpu").manual_seed(0)
     for c, n in shapes:
         w = (torch.randn(c, c, 3, 3, generator=g) / (3 * c**0.5)).to(device)
         mats = _unique_transfer(w, n, 1)
-        cells, diff = [], 0.0
+        cells = []
         with torch.no_grad():
             real = gram_iteration_matrices(mats, 6, products="real")
-            for block in (32, 64):
-                fused = lambda block=block: _gram_iteration_real_parts(mats, 6, fused=True, block=block)  # noqa: E731
-                diff = max(diff, float(((fused() - real) / real).abs().max()))
+            for block, prec in variants:
+                fused = lambda b=block, p=prec: _gram_iteration_real_parts(  # noqa: E731
+                    mats, 6, fused=True, block=b, precision=p)
+                diff = float(((fused() - real) / real).abs().max())
                 a, b, ratio = paired(lambda: gram_iteration_matrices(mats, 6, products="real"), fused, device,
                                      rounds, reps)
-                cells.append((a, b, ratio))
-        print(f"| {c} | {n} | {cells[0][0]:.3f} | {cells[0][1]:.3f} | {cells[1][1]:.3f} | {cells[0][2]:.2f} | "
-              f"{cells[1][2]:.2f} | {diff:.1e} |")
+                cells.append((a, b, ratio, diff))
+        print(f"| {c} | {n} | {cells[0][0]:.3f} | "
+              + " | ".join(f"{b:.3f} | {ratio:.2f} | {diff:.1e}" for _, b, ratio, diff in cells) + " |")
         sys.stdout.flush()
     model, shape, _ = _wrn_transfer(device, tiny)
     forms = {p: create_method("gram", products=p) for p in ("real", "triton")}

@@ -25,8 +25,9 @@ for n, block in [(20, 16), (37, 16), (48, 32)]:  # tiles cut at the edge, severa
     a = torch.randn(3, n, n, generator=g)
     inv = torch.rand(3, generator=g) + 0.5
     want = (a @ a.mT + 0.5 * (a + a.mT) @ (a - a.mT)) * inv[:, None, None]
-    err = float((fused_gram_step(a, inv, block=block) - want).abs().max() / want.abs().max())
-    assert err < 1e-6, (n, block, err)
+    for precision in ("ieee", "tf32x3"):
+        err = float((fused_gram_step(a, inv, block=block, precision=precision) - want).abs().max() / want.abs().max())
+        assert err < 1e-6, (n, block, precision, err)
 mats = torch.randn(4, 24, 24, dtype=torch.complex64, generator=g)
 real, fused = (gram_iteration_matrices(mats, 6, products=p) for p in ("real", "triton"))
 assert float(((fused - real) / real).abs().max()) < 1e-6, (fused, real)
@@ -59,6 +60,15 @@ def test_triton_products_refuse_a_cpu_without_the_interpreter_and_gradients(monk
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(UserError, match="no backward pass"):
         gram_iteration_matrices(mats.requires_grad_(True), 3, products="triton")
+    from svbench.functional.gram_triton import fused_gram_step
+
+    square = torch.randn(2, 16, 16)
+    with pytest.raises(UserError, match="precision must be one of ieee, tf32x3"):
+        fused_gram_step(square, torch.ones(2), precision="tf32")
+    with pytest.raises(UserError, match="block must be a power of two"):
+        fused_gram_step(square, torch.ones(2), block=24)
+    with pytest.raises(UserError, match="float32 batch of square matrices"):
+        fused_gram_step(square.double(), torch.ones(2))
 
 
 def test_gram_penalty_with_triton_products_takes_the_real_form():

@@ -42,10 +42,17 @@ def triton_available(device: torch.device) -> str | None:
     return None
 
 
-def fused_gram_step(a: Tensor, inv_r2: Tensor, block: int | None = None) -> Tensor:
+PRECISIONS = ("ieee", "tf32x3")
+
+
+def fused_gram_step(a: Tensor, inv_r2: Tensor, block: int | None = None, precision: str = "ieee") -> Tensor:
     """(A A^T + (1/2)(A + A^T)(A - A^T)) * inv_r2[b] for a batch a (B, n, n) of float32 matrices (a new tensor);
-    ``block``: the tile side (default ``DEFAULT_BLOCK``)."""
+    ``block``: the tile side (default ``DEFAULT_BLOCK``); ``precision``: Triton's ``input_precision`` of the tile
+    products, ``ieee`` (float32 FMAs, the default and what ``products: triton`` uses) or ``tf32x3`` (three TF32
+    tensor-core products per tile, about float32 accuracy; for the GPU probe to time, not a setting)."""
     block = DEFAULT_BLOCK if block is None else block
+    if precision not in PRECISIONS:
+        raise UserError(f"fused Gram step: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     why = triton_available(a.device)
     if why:
         raise UserError(why)
@@ -61,7 +68,8 @@ def fused_gram_step(a: Tensor, inv_r2: Tensor, block: int | None = None) -> Tens
     ti = torch.tensor([i for i, _ in pairs], dtype=torch.int32, device=a.device)
     tj = torch.tensor([j for _, j in pairs], dtype=torch.int32, device=a.device)
     out = torch.empty_like(a)
-    kernel[(batch, len(pairs))](a, out, inv_r2.to(torch.float32).contiguous(), ti, tj, n, n * n, BLOCK=block)
+    kernel[(batch, len(pairs))](a, out, inv_r2.to(torch.float32).contiguous(), ti, tj, n, n * n, BLOCK=block,
+                                PRECISION=precision)
     return out
 
 
@@ -71,7 +79,8 @@ def _kernel():
     import triton.language as tl
 
     @triton.jit
-    def gram_step(a_ptr, out_ptr, scale_ptr, ti_ptr, tj_ptr, n, stride_b, BLOCK: tl.constexpr):
+    def gram_step(a_ptr, out_ptr, scale_ptr, ti_ptr, tj_ptr, n, stride_b, BLOCK: tl.constexpr,
+                  PRECISION: tl.constexpr):
         b = tl.program_id(0)
         pair = tl.program_id(1)
         rows_i = tl.load(ti_ptr + pair) * BLOCK + tl.arange(0, BLOCK)
@@ -89,10 +98,10 @@ def _kernel():
             a_jk = tl.load(base + rows_j[:, None] * n + ks[None, :], mask=in_j[:, None] & in_k[None, :], other=0.0)
             a_ki = tl.load(base + ks[:, None] * n + rows_i[None, :], mask=in_k[:, None] & in_i[None, :], other=0.0)
             a_kj = tl.load(base + ks[:, None] * n + rows_j[None, :], mask=in_k[:, None] & in_j[None, :], other=0.0)
-            sym += tl.dot(a_ik, tl.trans(a_jk), input_precision="ieee")
+            sym += tl.dot(a_ik, tl.trans(a_jk), input_precision=PRECISION)
             # P[I, k] = A[I, k] + A[k, I]^T, M[k, J] = A[k, J] - A[J, k]^T (and the same with I, J swapped)
-            t_ij += tl.dot(a_ik + tl.trans(a_ki), a_kj - tl.trans(a_jk), input_precision="ieee")
-            t_ji += tl.dot(a_jk + tl.trans(a_kj), a_ki - tl.trans(a_ik), input_precision="ieee")
+            t_ij += tl.dot(a_ik + tl.trans(a_ki), a_kj - tl.trans(a_jk), input_precision=PRECISION)
+            t_ji += tl.dot(a_jk + tl.trans(a_kj), a_ki - tl.trans(a_ik), input_precision=PRECISION)
         scale = tl.load(scale_ptr + b)
         out = out_ptr + b * stride_b
         tl.store(out + rows_i[:, None] * n + rows_j[None, :], (sym + 0.5 * t_ij) * scale,
