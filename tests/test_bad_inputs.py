@@ -65,6 +65,18 @@ def test_negative_input_size(tmp_path, capsys):
     assert code == 2 and "--input-size must be a positive integer" in _one_line(err)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_triton_gram_products_on_a_cpu(tmp_path, capsys, monkeypatch):
+    """The experimental fused Gram step runs on CUDA only: one line, exit 2, the run folder kept for a resume."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    p = tmp_path / "t.yaml"
+    p.write_text("name: t\ntasks:\n  - {name: l, kind: sv, shapes: [{c_in: 4, c_out: 4, k: 3, n: 4}], methods: [gram],"
+                 " variants: {gram: [{products: triton}]}}\n")
+    code, err = _run(capsys, "run", str(p), "--out", str(tmp_path / "runs"), "--device", "cpu", "--no-progress")
+    line = _one_line(err)
+    assert code == 2 and "run on a CUDA device" in line and "resume with" in line
+
+
 def test_missing_dataset_in_a_suite(tmp_path, capsys):
     p = tmp_path / "t.yaml"
     p.write_text("name: t\ntasks:\n  - {name: c, kind: train, dataset: cifar10, data_root: " + str(tmp_path) +
