@@ -20,6 +20,7 @@ there to be measured, not used by ``auto``.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -60,21 +61,28 @@ def fused_gram_step(a: Tensor, inv_r2: Tensor, block: int | None = None, precisi
         raise UserError(f"fused Gram step: need a float32 batch of square matrices, got {a.dtype} {tuple(a.shape)}")
     if block < 16 or block & (block - 1):
         raise UserError(f"fused Gram step: block must be a power of two >= 16, got {block}")
-    kernel = _kernel()
     a = a.contiguous()
     batch, n = a.shape[0], a.shape[-1]
-    tiles = -(-n // block)
-    pairs = [(i, j) for i in range(tiles) for j in range(i, tiles)]
-    ti = torch.tensor([i for i, _ in pairs], dtype=torch.int32, device=a.device)
-    tj = torch.tensor([j for _, j in pairs], dtype=torch.int32, device=a.device)
+    ti, tj = _tile_pairs(-(-n // block), a.device)
     out = torch.empty_like(a)
-    kernel[(batch, len(pairs))](a, out, inv_r2.to(torch.float32).contiguous(), ti, tj, n, n * n, BLOCK=block,
-                                PRECISION=precision)
+    _kernel()[(batch, ti.numel())](a, out, inv_r2.to(torch.float32).contiguous(), ti, tj, n, n * n, BLOCK=block,
+                                   PRECISION=precision)
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def _tile_pairs(tiles: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The (I, J), I <= J, tile pairs of a tiles x tiles grid as two int32 index tensors on ``device`` (made once per
+    grid and device: no host-to-device copy per step)."""
+    pairs = [(i, j) for i in range(tiles) for j in range(i, tiles)]
+    return (torch.tensor([i for i, _ in pairs], dtype=torch.int32, device=device),
+            torch.tensor([j for _, j in pairs], dtype=torch.int32, device=device))
+
+
+@functools.cache
 def _kernel():
-    """The Triton kernel, defined on first use (importing svbench never imports triton)."""
+    """The Triton kernel, defined once on first use (importing svbench never imports triton; Triton compiles and
+    caches it per constant set)."""
     import triton
     import triton.language as tl
 
