@@ -14,9 +14,9 @@ runs. Sections:
 5. ``overheads``: the model walk (``conv_inputs``) every network timing includes, against the whole gram bound.
 6. ``gram-networks``: the Gram bound of whole networks (WRN-16-10, ResNet-18, VGG-19) with ``products: auto``
    against each fixed form, alternated (run 7's unpaired ResNet-18 auto cell was slower than both forms).
-7. ``gram-fused``: the experimental fused Triton step (``products: triton``: tiles of 32 and 64 in float32 FMAs,
-   and tiles of 32 through 3xTF32 tensor-core products) against the real form per layer shape, with the largest
-   relative difference of the bounds, and on WRN-16-10's whole bound.
+7. ``gram-fused``: the experimental fused Triton step (``products: triton``: tiles of 32 and 64 in float32 FMAs on
+   4 and 8 warps, and tiles of 32 / 64 through 3xTF32 tensor-core products) against the real form per layer shape,
+   with the largest relative difference of the bounds, and on WRN-16-10's whole bound.
 
 Run on the device machine: ``PYTHONPATH=. python3 scripts/gpu-probe.py > $OUT/probe.md``; a CPU check with tiny
 shapes: ``python scripts/gpu-probe.py --tiny``.
@@ -193,8 +193,12 @@ def section_gram_fused(device, tiny, rounds, reps) -> None:
     from svbench.functional.gram import _gram_iteration_real_parts
 
     shapes = [(8, 4), (20, 4)] if tiny else [(64, 32), (160, 32), (256, 16), (320, 16), (512, 4), (640, 8)]
-    variants = [(32, "ieee"), (64, "ieee"), (32, "tf32x3")]
-    print("| c | n | real ms | " + " | ".join(f"fused {b} {p} ms | real / it | rel diff" for b, p in variants) + " |")
+    # (tile, input precision, warps): FMAs at tiles 32 / 64 on 4 and 8 warps, 3xTF32 tensor-core tiles at 32 / 64
+    variants = [(32, "ieee", 4), (64, "ieee", 4), (64, "ieee", 8), (32, "tf32x3", 4), (64, "tf32x3", 8)]
+    if tiny:
+        variants = variants[:2]  # the interpreter is slow; the tiny run checks the script, not the speed
+    print("| c | n | real ms | " + " | ".join(f"fused {b} {p} w{w} ms | real / it | rel diff" for b, p, w in variants)
+          + " |")
     print("|---|---|---|" + "---|---|---|" * len(variants))
     g = torch.Generator(device="cpu").manual_seed(0)
     for c, n in shapes:
@@ -203,9 +207,9 @@ def section_gram_fused(device, tiny, rounds, reps) -> None:
         cells = []
         with torch.no_grad():
             real = gram_iteration_matrices(mats, 6, products="real")
-            for block, prec in variants:
-                fused = lambda b=block, p=prec: _gram_iteration_real_parts(  # noqa: E731
-                    mats, 6, fused=True, block=b, precision=p)
+            for block, prec, warps in variants:
+                fused = lambda b=block, p=prec, w=warps: _gram_iteration_real_parts(  # noqa: E731
+                    mats, 6, fused=True, block=b, precision=p, warps=w)
                 diff = float(((fused() - real) / real).abs().max())
                 a, b, ratio = paired(lambda: gram_iteration_matrices(mats, 6, products="real"), fused, device,
                                      rounds, reps)

@@ -198,6 +198,21 @@ def test_gram_products_paired_script_prints_its_table(capsys):
     assert float(rows[0].split("|")[5]) > 0
 
 
+def test_svd_aspect_audit_script_prints_its_two_tables(capsys):
+    """scripts/svd-aspect-audit.py (the CPU ``auto`` aspect crossover of reports/cpu-performance.md, session 10)
+    runs with --quick: an accuracy row per shape within the float32 SVD's error range, and a timing row."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("aspect", ROOT / "scripts" / "svd-aspect-audit.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--quick"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 3
+    assert all(0 < float(r.split("|")[3]) < 2e-6 for r in rows[:2])  # float32 SVD error, in the class at this size
+    assert float(rows[2].split("|")[5]) > 0
+
+
 def test_frequency_free_paired_script_prints_its_table(capsys):
     """scripts/frequency-free-paired.py (the CPU figures of reports/frequency-free-cpu) runs and prints its two rows."""
     import importlib.util

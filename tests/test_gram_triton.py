@@ -25,8 +25,9 @@ for n, block in [(20, 16), (37, 16), (48, 32)]:  # tiles cut at the edge, severa
     a = torch.randn(3, n, n, generator=g)
     inv = torch.rand(3, generator=g) + 0.5
     want = (a @ a.mT + 0.5 * (a + a.mT) @ (a - a.mT)) * inv[:, None, None]
-    for precision in ("ieee", "tf32x3"):
-        err = float((fused_gram_step(a, inv, block=block, precision=precision) - want).abs().max() / want.abs().max())
+    for precision, warps in (("ieee", 4), ("tf32x3", 8)):
+        got = fused_gram_step(a, inv, block=block, precision=precision, warps=warps)
+        err = float((got - want).abs().max() / want.abs().max())
         assert err < 1e-6, (n, block, precision, err)
 mats = torch.randn(4, 24, 24, dtype=torch.complex64, generator=g)
 real, fused = (gram_iteration_matrices(mats, 6, products=p) for p in ("real", "triton"))
@@ -69,6 +70,8 @@ def test_triton_products_refuse_a_cpu_without_the_interpreter_and_gradients(monk
         fused_gram_step(square, torch.ones(2), block=24)
     with pytest.raises(UserError, match="float32 batch of square matrices"):
         fused_gram_step(square.double(), torch.ones(2))
+    with pytest.raises(UserError, match="warps must be 1, 2, 4, 8 or 16, got 3"):
+        fused_gram_step(square, torch.ones(2), warps=3)
 
 
 def test_gram_penalty_with_triton_products_takes_the_real_form():

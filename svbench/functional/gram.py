@@ -125,10 +125,10 @@ def gram_iteration_matrices(mats: Tensor, iters: int = 6, *, products: str = "au
 
 
 def _gram_iteration_real_parts(mats: Tensor, iters: int, fused: bool = False, block: int | None = None,
-                               precision: str = "ieee") -> Tensor:
+                               precision: str = "ieee", warps: int | None = None) -> Tensor:
     """``gram_iteration_matrices`` with ``products="real"`` for complex input (``fused``: each step after the first
-    through :func:`svbench.functional.gram_triton.fused_gram_step` with tiles of ``block`` and tile products in
-    ``precision``, one Triton launch; ``products="triton"``).
+    through :func:`svbench.functional.gram_triton.fused_gram_step` with tiles of ``block``, tile products in
+    ``precision`` and ``warps`` warps per program, one Triton launch; ``products="triton"``).
 
     A Hermitian G = S + iK (S symmetric, K antisymmetric) is carried as ONE real matrix A = S + K: S and K are its
     symmetric and antisymmetric parts, and ||A||_F = ||G||_F (S and K are orthogonal in the Frobenius inner product).
@@ -161,7 +161,7 @@ def _gram_iteration_real_parts(mats: Tensor, iters: int, fused: bool = False, bl
         r = torch.linalg.vector_norm(a, dim=(-2, -1)).clamp_min(tiny)
         log_scale = 2 * (log_scale + torch.log(r))
         if fused:  # the same A' = (A A^T + (1/2)(A + A^T)(A - A^T)) / r^2 in one kernel
-            a = fused_gram_step(a, 1 / r**2, block, precision)
+            a = fused_gram_step(a, 1 / r**2, block, precision, warps)
             continue
         a = a * (1 / r)[:, None, None]
         v = a - a.mT

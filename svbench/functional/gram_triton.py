@@ -29,6 +29,7 @@ from torch import Tensor
 from svbench.errors import UserError
 
 DEFAULT_BLOCK = 32
+DEFAULT_WARPS = 4  # Triton's own default
 
 
 def triton_available(device: torch.device) -> str | None:
@@ -46,12 +47,15 @@ def triton_available(device: torch.device) -> str | None:
 PRECISIONS = ("ieee", "tf32x3")
 
 
-def fused_gram_step(a: Tensor, inv_r2: Tensor, block: int | None = None, precision: str = "ieee") -> Tensor:
+def fused_gram_step(a: Tensor, inv_r2: Tensor, block: int | None = None, precision: str = "ieee",
+                    warps: int | None = None) -> Tensor:
     """(A A^T + (1/2)(A + A^T)(A - A^T)) * inv_r2[b] for a batch a (B, n, n) of float32 matrices (a new tensor);
     ``block``: the tile side (default ``DEFAULT_BLOCK``); ``precision``: Triton's ``input_precision`` of the tile
     products, ``ieee`` (float32 FMAs, the default and what ``products: triton`` uses) or ``tf32x3`` (three TF32
-    tensor-core products per tile, about float32 accuracy; for the GPU probe to time, not a setting)."""
+    tensor-core products per tile, about float32 accuracy; for the GPU probe to time, not a setting); ``warps``:
+    Triton's ``num_warps`` per program (default ``DEFAULT_WARPS``; the probe times 4 and 8)."""
     block = DEFAULT_BLOCK if block is None else block
+    warps = DEFAULT_WARPS if warps is None else warps
     if precision not in PRECISIONS:
         raise UserError(f"fused Gram step: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     why = triton_available(a.device)
@@ -61,12 +65,14 @@ def fused_gram_step(a: Tensor, inv_r2: Tensor, block: int | None = None, precisi
         raise UserError(f"fused Gram step: need a float32 batch of square matrices, got {a.dtype} {tuple(a.shape)}")
     if block < 16 or block & (block - 1):
         raise UserError(f"fused Gram step: block must be a power of two >= 16, got {block}")
+    if warps not in (1, 2, 4, 8, 16):
+        raise UserError(f"fused Gram step: warps must be 1, 2, 4, 8 or 16, got {warps}")
     a = a.contiguous()
     batch, n = a.shape[0], a.shape[-1]
     ti, tj = _tile_pairs(-(-n // block), a.device)
     out = torch.empty_like(a)
     _kernel()[(batch, ti.numel())](a, out, inv_r2.to(torch.float32).contiguous(), ti, tj, n, n * n, BLOCK=block,
-                                   PRECISION=precision)
+                                   PRECISION=precision, num_warps=warps)
     return out
 
 

@@ -6,7 +6,7 @@ for circular padding. Backends (a recorded axis of every result):
 - ``auto``      (default) the fastest route that meets the accuracy class (max abs error <= 2e-6 sigma_max over
                 all SVs against float64), picked per matrix shape: ``norm`` (the 2-norm, exact) for 1 x q and
                 p x 1 matrices (depthwise blocks, 1-channel convs); on CPU ``eigh64`` for matrices at least
-                3x wider than tall (or taller than wide) -- stride 2 with c_in = c_out is exactly 4x -- or with a
+                2.5x wider than tall (or taller than wide) -- stride 2 with c_in = c_out is exactly 4x -- or with a
                 short side >= 160, where the float32 LAPACK SVD nears the class limit, else ``svdvals``; both
                 crossovers were measured on this project's CPU machine (reports/cpu-performance.md). On CUDA
                 ``svdvals`` with cuSOLVER's ``gesvda`` (batched, one call per layer), measured on an H200 as the
@@ -57,10 +57,13 @@ CUDA_DRIVERS: tuple[str, ...] = ("gesvd", "gesvdj", "gesvda")
 # per square shape): <= 1.10e-6 up to side 144, but up to 1.66e-6 at 160, 1.91e-6 at 176, 1.68e-6 at 192 and
 # 1.93e-6 at 240 -- at the 2e-6 accuracy class -- and 2.2-2.8e-6 at 512 (session 6); wide matrices are worse:
 # 1.9-2.1e-6 for every 4x-wide stride-2 shape from 64 x 256 to 192 x 768 (WRN-16-10's rank-192 tt cores at
-# stride 2: 2.0-2.1e-6), 1.45-1.65e-6 at 2.7-3.3x, 1.1-1.3e-6 at 2x (3 seeds each). eigh64 (float64 Gram +
-# eigvalsh) stays at 4-5e-8; its time against svdvals (paired, 1 thread): 1.4-1.5x on square sides 160-192,
-# 0.9-1.1x from 2.7x wide on (1.5-2x faster than svdvals64). reports/cpu-performance.md.
-AUTO_EIGH64_ASPECT = 3
+# stride 2: 2.0-2.1e-6), 1.45-1.65e-6 at 2.7-3.3x, 1.1-1.3e-6 at 2x (3 seeds each); session 10, 10 seeds per
+# shape, short sides 48-144: 1.54-1.74e-6 at 2.5-2.9x, 1.10-1.35e-6 at 2x. eigh64 (float64 Gram + eigvalsh) stays
+# at 4-5e-8; its time against svdvals (paired, 1 thread): 1.4-1.5x on square sides 160-192, 0.79-0.95x from 2.5x
+# on (svdvals / eigh64 time 1.06-1.27, wide and tall), 0.78-1.14 at 2x (slower below a short side of 96), (1.5-2x
+# faster than svdvals64). So eigh64 from 2.5:1, where it is both faster and ~30x closer to float64.
+# reports/cpu-performance.md.
+AUTO_EIGH64_ASPECT = 2.5
 AUTO_EIGH64_MIN_SIDE = 160
 DEFAULT_CHUNKS = 4  # at most this many chunks by default ...
 # ... and none smaller than this many bytes of transfer matrices. GPU: 1 MiB (memory is the scarce resource; the

@@ -10,9 +10,10 @@ Delattre, Barthelemy, Araujo & Allauzen, ICML 2023 (arXiv:2305.16173); zero-padd
   ``precision="float64"`` is the certificate setting.
 - ``products``: how each Hermitian square G G of the fft route is formed: ``real`` carries G as the one real
   matrix Re G + Im G and squares it in two real matmuls (half the flops of the complex product, same bound up to
-  rounding: functional.gram), ``complex`` as one complex matmul (the paper code's form), ``auto`` (default) real
-  from a Gram side of 32 on, complex below (measured crossover on a CPU); complex on CUDA (an older two-matrix
-  real form measured slower on an H200: 82.9 vs 78.0 ms for WRN-16-10; the one-matrix form is not measured there).
+  rounding: functional.gram), ``complex`` as one complex matmul (the paper code's form), ``auto`` (default) as
+  measured per device: on a CPU real from a Gram side of 32 on; on CUDA real only for batches of side >= 256 holding
+  >= 1e9 matrices x side^3 (H200: WRN-16-10 72.2 ms auto, 74.7 real, 86.8 complex; functional.gram.auto_products),
+  ``triton`` the real form's step fused into one Triton kernel (EXPERIMENTAL, not measured on a GPU yet).
 - ``bound="delattre2024"``: the n-independent zero-padding bound (slower convergence, +7.5 % at T = 4 on a
   c = 8 example); valid for every n and any stride.
 - Control (``target``): w <- w * min(1, target / bound) every ``every`` steps; since bound >= sigma_1 the layer
