@@ -63,13 +63,16 @@ class LayerSpectrum:
 
 
 def _model_geometry(
-    model_name: str, input_shape: tuple[int, ...], state: dict[str, Tensor]
+    model_name: str, input_shape: tuple[int, ...], state: dict[str, Tensor], convs: list[ConvEntry] = ()
 ) -> dict[str, tuple[int, int, str, int, int]]:
-    """name -> (input size, stride, padding mode, groups, dilation) of every conv of the model, by forward hooks."""
+    """name -> (input size, stride, padding mode, groups, dilation) of every conv of the model, by forward hooks.
+
+    A TT layer of the checkpoint (``NAME.k1/k2/k3``, a model trained with ``tt``) stands for the model's conv
+    ``NAME`` when their channels and kernel size agree: the geometry is the conv's (the hooks read shapes only)."""
     from svbench.models import build_model
 
     model = build_model(model_name, in_channels=input_shape[0], image_size=input_shape[1])
-    missing, unexpected = _load_into(model, state)
+    missing, unexpected = _load_into(model, _tt_as_convs(model, state, [e for e in convs if e.kind == "tt"]))
     if missing or unexpected:
         raise UserError(
             f"the checkpoint does not match model {model_name!r}: {len(missing)} missing key(s) "
@@ -80,6 +83,26 @@ def _model_geometry(
     found = probe_inputs(model, input_shape, lambda name, mod: isinstance(mod, nn.Conv2d))
     return {name: (int(shape[-1]), int(mod.stride[0]), mod.padding_mode, int(mod.groups), int(mod.dilation[0]))
             for name, mod, shape in found}
+
+
+def _tt_as_convs(model: nn.Module, state: dict[str, Tensor], tt_layers: list[ConvEntry]) -> dict[str, Tensor]:
+    """``state`` with each TT layer's cores replaced by placeholders of the model's conv of the same name (weight,
+    and bias where the conv has one and the TT layer none), when that conv has the TT layer's channels and kernel
+    size; otherwise the cores stay and the load reports them as unexpected keys."""
+    mapped = dict(state)
+    modules = dict(model.named_modules())
+    for e in tt_layers:
+        conv = modules.get(e.name)
+        k = e.kernel.shape[-1]
+        if not (isinstance(conv, nn.Conv2d) and conv.out_channels == e.c_out and conv.in_channels == e.c_in
+                and conv.groups == 1 and tuple(conv.kernel_size) == (k, k)):
+            continue
+        for core in ("k1", "k2", "k3"):
+            mapped.pop(f"{e.name}.{core}", None)
+        mapped[f"{e.name}.weight"] = torch.zeros_like(conv.weight, device="cpu")
+        if conv.bias is not None and f"{e.name}.bias" not in mapped:
+            mapped[f"{e.name}.bias"] = torch.zeros_like(conv.bias, device="cpu")
+    return mapped
 
 
 def _load_into(model: nn.Module, state: dict[str, Tensor]) -> tuple[list[str], list[str]]:
@@ -139,7 +162,7 @@ def checkpoint_spectrum(
     if model is not None:
         if input_shape is None:
             raise UserError("--model needs --input-shape C,H,W (e.g. 3,32,32)")
-        geo = _model_geometry(model, input_shape, state)
+        geo = _model_geometry(model, input_shape, state, convs)
         source = "model hooks"
     else:
         if input_size is None:
