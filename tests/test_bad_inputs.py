@@ -177,6 +177,15 @@ def test_spectrum_method_tt_on_checkpoint_kernels(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_spectrum_cayley_layer_on_a_grid_smaller_than_its_kernel(tmp_path, capsys):
+    """A Cayley layer (weight + scalar alpha) whose kernel does not fit the input size: one line naming the layer."""
+    torch.save({"c.weight": torch.randn(4, 4, 3, 3), "c.alpha": torch.tensor(2.0)}, tmp_path / "c.pt")
+    code, err = _run(capsys, "spectrum", str(tmp_path / "c.pt"), "--input-size", "2", "--out", str(tmp_path / "o"))
+    line = _one_line(err)
+    assert code == 2 and "layer 'c'" in line and "Cayley kernel is larger than the 2x2 grid" in line
+    assert not (tmp_path / "o").exists()
+
+
 def test_report_on_a_file_that_is_not_results(tmp_path, capsys):
     junk = tmp_path / "model.pt"
     junk.write_bytes(b"PK\x03\x04 not json at all")

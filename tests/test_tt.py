@@ -383,3 +383,41 @@ def test_spectrum_of_tt_checkpoint_with_its_model_reads_strides_and_sizes(tmp_pa
         got = spectra[name].svs
         assert got.numel() == exact.numel()
         assert (got - exact).abs().max() <= 1e-5 * exact[0], name
+
+
+def test_spectrum_of_cayley_checkpoint_is_its_orthogonal_operator(tmp_path, monkeypatch):
+    """A model trained with ``cayley`` stores each layer's weight and scale: the layer's operator is the Cayley
+    transform of that weight, not a conv with it. Its spectrum is the implemented operator's (dense oracle: all 1),
+    with the stride and input size from ``--model`` (was: the raw weight read as a conv kernel, sigma_max 1.6-4.8 on
+    a trained small CNN)."""
+    from svbench.checkpoint import find_convs
+    from svbench.checkpoint.spectrum import checkpoint_spectrum
+    from svbench.methods import create_method
+    from svbench.models.registry import MODELS
+
+    def strided_net(in_channels=3, image_size=8, **_):
+        return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1, bias=False),
+                             nn.Conv2d(8, 8, 3, stride=2, padding=1, bias=False),
+                             nn.Conv2d(8, 6, 3, padding=1, bias=False))
+
+    monkeypatch.setitem(MODELS._items, "strided_cayley_net", strided_net)
+    torch.manual_seed(0)
+    model = create_method("cayley").wrap(strided_net())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    path = tmp_path / "c.pt"
+    torch.save(model.state_dict(), path)
+    assert [e.kind for e in find_convs(torch.load(path))] == ["cayley"] * 3
+    spectra = {s.name: s for s in checkpoint_spectrum(path, model="strided_cayley_net", input_shape=(3, 8, 8))}
+    assert [(spectra[n].n, spectra[n].stride, spectra[n].padding) for n in "012"] == [
+        (8, 1, "circular"), (8, 2, "circular"), (4, 1, "circular")]
+    for name, in_shape in (("0", (3, 8, 8)), ("1", (8, 8, 8)), ("2", (8, 4, 4))):
+        exact = oracle_singular_values(model[int(name)].double().eval(), in_shape)
+        got = spectra[name].svs
+        assert got.numel() == exact.numel(), name
+        assert (got - exact).abs().max() <= 1e-9, name
+        assert abs(float(got[0]) - 1) < 1e-9 and spectra[name].sigma_max_bound is None
+    raw = torch.linalg.matrix_norm(torch.fft.fft2(model[2].weight.detach().double(), s=(4, 4)).permute(2, 3, 0, 1),
+                                   ord=2).max()
+    assert abs(float(raw) - 1) > 0.1  # reading the stored weight as a kernel would have been wrong

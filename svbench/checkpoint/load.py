@@ -89,14 +89,19 @@ def _unwrap(obj: Any, p: Path) -> dict[str, Tensor]:
 
 @dataclass(frozen=True)
 class ConvEntry:
-    """One conv layer of a checkpoint: its full kernel, or TT cores folded to an exact core (Theorem 1)."""
+    """One conv layer of a checkpoint: its full kernel, TT cores folded to an exact core (Theorem 1), or the weight
+    and scale of a Cayley orthogonal conv (whose operator is the Cayley transform of the weight, not a conv with
+    it)."""
 
     name: str
-    kernel: Tensor  # (c_out, c_in, k, k); for TT layers the folded middle core (r2, r1, k, k)
+    # (c_out, c_in, k, k); for TT layers the folded middle core (r2, r1, k, k); for Cayley layers the stored weight
+    # (c_out, c_in s^2, k_eff, k_eff) after the layer's space-to-depth
+    kernel: Tensor
     c_out: int
-    c_in: int
-    kind: str  # "conv" or "tt"
+    c_in: int  # Cayley: c_in s^2 (the stride is not in the state dict; a model gives it)
+    kind: str  # "conv", "tt" or "cayley"
     tt_factors: tuple[Tensor, Tensor] | None = None  # (K1, K3) of a TT layer, for orthogonality checks
+    alpha: Tensor | None = None  # the Cayley layer's scale
 
 
 def _dense(key: str, t: Tensor) -> Tensor:
@@ -116,7 +121,8 @@ def _skip(key: str, t: Tensor) -> str | None:
 
 
 def find_convs(state: dict[str, Tensor]) -> list[ConvEntry]:
-    """Every 4-D ``*.weight`` tensor (a conv kernel) and every TT layer (``*.k1``, ``*.k2``, ``*.k3``).
+    """Every 4-D ``*.weight`` tensor (a conv kernel; with a scalar ``*.alpha`` beside it, a Cayley layer) and every
+    TT layer (``*.k1``, ``*.k2``, ``*.k3``).
 
     Empty weights and non-square kernels are skipped with a one-line warning; TT cores that do not chain are an
     error."""
@@ -130,7 +136,13 @@ def find_convs(state: dict[str, Tensor]) -> list[ConvEntry]:
             if why:
                 skipped.append(why)
                 continue
-            out.append(ConvEntry(key[: -len(".weight")], t, t.shape[0], t.shape[1], "conv"))
+            prefix = key[: -len(".weight")]
+            alpha = state.get(f"{prefix}.alpha")
+            if alpha is not None and alpha.dim() == 0 and alpha.is_floating_point():  # a CayleyConv2d
+                out.append(ConvEntry(prefix, t, t.shape[0], t.shape[1], "cayley", alpha=_dense(f"{prefix}.alpha",
+                                                                                               alpha)))
+                continue
+            out.append(ConvEntry(prefix, t, t.shape[0], t.shape[1], "conv"))
     for prefix in sorted(tt_prefixes):
         from svbench.functional.tt import fold_cores
 

@@ -67,12 +67,13 @@ def _model_geometry(
 ) -> dict[str, tuple[int, int, str, int, int]]:
     """name -> (input size, stride, padding mode, groups, dilation) of every conv of the model, by forward hooks.
 
-    A TT layer of the checkpoint (``NAME.k1/k2/k3``, a model trained with ``tt``) stands for the model's conv
-    ``NAME`` when their channels and kernel size agree: the geometry is the conv's (the hooks read shapes only)."""
+    A TT layer of the checkpoint (``NAME.k1/k2/k3``, a model trained with ``tt``) or a Cayley layer (``NAME.weight``
+    and ``NAME.alpha``, trained with ``cayley``) stands for the model's conv ``NAME`` when their channels and kernel
+    size agree: the geometry is the conv's (the hooks read shapes only)."""
     from svbench.models import build_model
 
     model = build_model(model_name, in_channels=input_shape[0], image_size=input_shape[1])
-    missing, unexpected = _load_into(model, _tt_as_convs(model, state, [e for e in convs if e.kind == "tt"]))
+    missing, unexpected = _load_into(model, _layers_as_convs(model, state, convs))
     if missing or unexpected:
         raise UserError(
             f"the checkpoint does not match model {model_name!r}: {len(missing)} missing key(s) "
@@ -85,20 +86,30 @@ def _model_geometry(
             for name, mod, shape in found}
 
 
-def _tt_as_convs(model: nn.Module, state: dict[str, Tensor], tt_layers: list[ConvEntry]) -> dict[str, Tensor]:
-    """``state`` with each TT layer's cores replaced by placeholders of the model's conv of the same name (weight,
-    and bias where the conv has one and the TT layer none), when that conv has the TT layer's channels and kernel
-    size; otherwise the cores stay and the load reports them as unexpected keys."""
+def _stands_for(e: ConvEntry, conv: nn.Module | None) -> bool:
+    """Whether the TT or Cayley layer ``e`` of a checkpoint is what a method made of the model's ``conv``."""
+    if not (isinstance(conv, nn.Conv2d) and conv.groups == 1 and conv.dilation[0] == 1
+            and conv.out_channels == e.c_out and len(set(conv.kernel_size)) == 1):
+        return False
+    k, s = conv.kernel_size[0], conv.stride[0]
+    if e.kind == "tt":
+        return conv.in_channels == e.c_in and e.kernel.shape[-1] == k
+    # Cayley: stride 2 is a space-to-depth, then a stride-1 conv of 4 c_in inputs and kernel max(1, k // 2)
+    return s in (1, 2) and conv.in_channels * s * s == e.c_in and e.kernel.shape[-1] == (k if s == 1 else
+                                                                                       max(1, k // 2))
+
+
+def _layers_as_convs(model: nn.Module, state: dict[str, Tensor], convs: list[ConvEntry]) -> dict[str, Tensor]:
+    """``state`` with each TT layer's cores (Cayley layer's weight and scale) replaced by placeholders of the model's
+    conv of the same name (weight, and bias where the conv has one and the layer none), when the layer is what a
+    method made of that conv (:func:`_stands_for`); otherwise its keys stay and the load reports them."""
     mapped = dict(state)
     modules = dict(model.named_modules())
-    for e in tt_layers:
-        conv = modules.get(e.name)
-        k = e.kernel.shape[-1]
-        if not (isinstance(conv, nn.Conv2d) and conv.out_channels == e.c_out and conv.in_channels == e.c_in
-                and conv.groups == 1 and tuple(conv.kernel_size) == (k, k)):
+    for e in convs:
+        if e.kind == "conv" or not _stands_for(e, conv := modules.get(e.name)):
             continue
-        for core in ("k1", "k2", "k3"):
-            mapped.pop(f"{e.name}.{core}", None)
+        for key in ("k1", "k2", "k3") if e.kind == "tt" else ("weight", "alpha"):
+            mapped.pop(f"{e.name}.{key}", None)
         mapped[f"{e.name}.weight"] = torch.zeros_like(conv.weight, device="cpu")
         if conv.bias is not None and f"{e.name}.bias" not in mapped:
             mapped[f"{e.name}.bias"] = torch.zeros_like(conv.bias, device="cpu")
@@ -129,7 +140,10 @@ def spectrum_method(method: str) -> Method:
 def layer_spectrum(entry: ConvEntry, n: int, stride: int, method: str = "sedghi", padding: str = "zeros",
                    device: torch.device | str = "cpu", groups: int = 1, dilation: int = 1) -> Tensor:
     """All SVs (descending, zeros included, float64 on the CPU) of the circular operator of this conv on n x n,
-    computed on ``device``; a grouped or dilated conv (known from a model) as that operator."""
+    computed on ``device``; a grouped or dilated conv (known from a model) as that operator; a Cayley layer as its
+    implemented orthogonal operator (whatever ``method``: it is no conv with its stored weight)."""
+    if entry.kind == "cayley":
+        return _cayley_spectrum(entry, n, stride, device)
     m = spectrum_method(method)
     k = entry.kernel.shape[-1]
     check_circular_geometry(dilation * (k - 1) + 1, n, stride)
@@ -143,6 +157,27 @@ def layer_spectrum(entry: ConvEntry, n: int, stride: int, method: str = "sedghi"
         total = min(entry.c_out * mo * mo, entry.c_in * n * n)
         svs = torch.cat([svs, svs.new_zeros(max(0, total - svs.numel()))])
     return svs
+
+
+def _cayley_spectrum(entry: ConvEntry, n: int, stride: int, device: torch.device | str) -> Tensor:
+    """All SVs (descending, float64 on the CPU) of a Cayley layer's operator on n x n: the layer rebuilt from its
+    weight and scale in float64, then the SVs of its per-frequency Cayley transforms (1 up to rounding when the
+    layer is what it claims to be)."""
+    from svbench.methods.cayley import CayleyConv2d, CayleyMethod
+
+    if stride not in (1, 2) or entry.c_in % (stride * stride) or n % stride:
+        raise UserError(f"a Cayley layer of stride {stride} needs an input size divisible by it and {stride}^2 "
+                        f"dividing its {entry.c_in} stored input channels; got n = {n}")
+    k_eff = entry.kernel.shape[-1]
+    if k_eff > n // stride:
+        raise UserError(f"its {k_eff}x{k_eff} Cayley kernel is larger than the {n // stride}x{n // stride} grid it "
+                        f"runs on; use a larger input size")
+    layer = CayleyConv2d(entry.c_in // (stride * stride), entry.c_out, k_eff if stride == 1 else 2 * k_eff, stride,
+                         bias=False, device=device, dtype=torch.float64).eval()
+    with torch.no_grad():
+        layer.weight.copy_(entry.kernel.double())
+        layer.alpha.copy_(entry.alpha.double())
+    return CayleyMethod().layer_svs(layer, n).detach().double().cpu()
 
 
 def checkpoint_spectrum(
@@ -176,10 +211,13 @@ def checkpoint_spectrum(
                             f"diverged")
         if e.name in geo:
             n, stride, pad, groups, dilation = geo[e.name]
-        elif model is not None and e.kind == "tt":
-            raise UserError(f"TT layer {e.name!r} is not in model {model!r}; run without --model")
+        elif model is not None and e.kind != "conv":
+            raise UserError(f"{'TT' if e.kind == 'tt' else 'Cayley'} layer {e.name!r} is not in model {model!r}; "
+                            f"run without --model")
         else:
             n, stride, pad, groups, dilation = input_size or input_shape[1], 1, "zeros", 1, 1
+        if e.kind == "cayley":
+            pad = "circular"  # the Cayley layer is a circular operator whatever the padding of the conv it replaced
         try:
             svs = layer_spectrum(e, n, stride, method, pad, dev, groups, dilation)
         except UserError as err:
@@ -231,9 +269,10 @@ def spectrum_markdown(spectra: list[LayerSpectrum]) -> str:
     lines = [
         "SVs of each conv's circular operator on its input grid (exact for circular padding; a proxy, not a bound,",
         "for zero padding). `sigma_max bound` is a guaranteed upper bound for the zero-padded layer (circular",
-        "sigma_max on n' = s*ceil((n+k-1)/s)). TT layers: QR-folded core, exact by Theorem 1. A state dict does",
-        "not record groups or dilation: without --model every weight is read as a dense, undilated conv of its own",
-        "shape; with --model they come from the model's convs (shown as g=, d= after the shape).",
+        "sigma_max on n' = s*ceil((n+k-1)/s)). TT layers: QR-folded core, exact by Theorem 1. Cayley layers: the",
+        "implemented orthogonal operator (circular; shape = the stored weight, after space-to-depth). A state dict",
+        "does not record groups or dilation: without --model every weight is read as a dense, undilated conv of its",
+        "own shape; with --model they come from the model's convs (shown as g=, d= after the shape).",
         f"Computed on: {', '.join(sorted({s.device for s in spectra})) or 'cpu'}.",
         "",
         "| layer | kind | shape (out, in, k, k) | input n | stride used | padding | #SVs | sigma_max | sigma_min "
@@ -242,7 +281,7 @@ def spectrum_markdown(spectra: list[LayerSpectrum]) -> str:
     ]
     note = depthwise_note(spectra)
     if note:
-        lines[5:5] = [note]
+        lines[6:6] = [note]
     for s in spectra:
         cond = "inf" if s.condition == float("inf") else f"{s.condition:.4g}"
         bound = "—" if s.sigma_max_bound is None else f"{s.sigma_max_bound:.6g}"
