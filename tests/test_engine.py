@@ -346,3 +346,18 @@ def test_auto_takes_the_float64_gram_from_two_and_a_half_to_one(c_out, c_in):
     want = conv_singular_values(w.double(), 8, 1, backend="svdvals64")
     got = conv_singular_values(w, 8, 1)
     assert float((got.double() - want).abs().max() / want[0]) <= 2e-7
+
+
+def test_auto_on_64_bit_input_keeps_the_oracle_accuracy_on_a_cpu():
+    """float64 kernels take LAPACK's float64 SVD whatever the shape: the float64 Gram route (``eigh64``, chosen for
+    float32 input on wide and large matrices) squares the condition number and left a zero SV at 1.8e-8 sigma_max
+    (found by the random-shape oracle test: 4 x 12 polyphase matrices, a 1 x 1 stride-2 kernel)."""
+    assert resolve_backend("auto", 4, 12, "cpu", dtype=torch.float64) == ("svdvals", None)
+    assert resolve_backend("auto", 160, 160, "cpu", dtype=torch.complex128) == ("svdvals", None)
+    assert resolve_backend("auto", 4, 12, "cpu", dtype=torch.float32) == ("eigh64", None)
+    assert describe_backend("auto", 64, 256, "cpu", dtype=torch.float64) == "svdvals (auto)"
+    for c_out, c_in, k, n, s in [(4, 3, 1, 2, 2), (6, 6, 3, 8, 2), (3, 9, 3, 6, 1)]:
+        w = torch.randn(c_out, c_in, k, k, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        got = conv_singular_values(w, n, s)
+        want = oracle_singular_values(circular_conv(w, s), (c_in, n, n))
+        assert (got - want).abs().max() <= 1e-10 * want[0], (c_out, c_in, k, n, s)

@@ -213,6 +213,20 @@ def test_svd_aspect_audit_script_prints_its_two_tables(capsys):
     assert float(rows[2].split("|")[5]) > 0
 
 
+def test_gram_screen_paired_script_prints_its_rows(capsys):
+    """scripts/gram-screen-paired.py (the screening figures of reports/cpu-performance.md) runs with --quick: a row
+    per model with both timings and no difference between the screened and unscreened bounds."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("screen", ROOT / "scripts" / "gram-screen-paired.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--quick"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| small CNN")]
+    assert len(rows) == 2
+    assert all(float(r.split("|")[2]) > 0 and float(r.split("|")[8]) == 0.0 for r in rows)
+
+
 def test_frequency_free_paired_script_prints_its_table(capsys):
     """scripts/frequency-free-paired.py (the CPU figures of reports/frequency-free-cpu) runs and prints its two rows."""
     import importlib.util

@@ -37,9 +37,10 @@ def batched_conv_singular_values(
     slower on an H200, run 5).
     """
     device = layers[0][0].device if layers else torch.device("cpu")
+    dtype = layers[0][0].dtype if layers else torch.float32
     streams = resolve_streams(streams, device)
     groups, calls = plan_calls([(w, n, s, g[0] if g else 1) for w, n, s, *g in layers],
-                               lambda p, q, device: resolve_backend(backend, p, q, device, driver),
+                               lambda p, q, device: resolve_backend(backend, p, q, device, driver, dtype),
                                chunk=chunk, pieces=pieces, merge=merge)
     if split:
         calls = split_for_lanes(calls, streams)

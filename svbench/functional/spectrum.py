@@ -129,9 +129,12 @@ def taps_chunk(taps: Tensor, num_freqs: int, chunk: int | None = None, *, layers
 
 
 def resolve_backend(
-    backend: str, p: int, q: int, device: torch.device | str, driver: str | None = None
+    backend: str, p: int, q: int, device: torch.device | str, driver: str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> tuple[str, str | None]:
-    """The concrete (backend, cuSOLVER driver) ``backend`` stands for on p x q matrices on ``device``."""
+    """The concrete (backend, cuSOLVER driver) ``backend`` stands for on p x q matrices of ``dtype`` (None: float32)
+    on ``device``. On a CPU, 64-bit input takes ``svdvals`` (LAPACK in float64, the oracle's accuracy on every SV):
+    the float64 Gram route squares the condition number, ~1e-8 sigma_max on SVs near zero."""
     if backend not in BACKENDS:
         raise UserError(f"unknown SV backend {backend!r}; available: {', '.join(BACKENDS)}")
     if driver is not None and driver not in CUDA_DRIVERS:
@@ -142,15 +145,18 @@ def resolve_backend(
         return "norm", None
     if torch.device(device).type == "cuda":
         return "svdvals", driver or "gesvda"
+    if dtype in (torch.float64, torch.complex128):
+        return "svdvals", None
     short, long = min(p, q), max(p, q)
     if long >= AUTO_EIGH64_ASPECT * short or short >= AUTO_EIGH64_MIN_SIDE:
         return "eigh64", None
     return "svdvals", driver
 
 
-def describe_backend(backend: str, p: int, q: int, device: torch.device | str, driver: str | None = None) -> str:
+def describe_backend(backend: str, p: int, q: int, device: torch.device | str, driver: str | None = None,
+                     dtype: torch.dtype | None = None) -> str:
     """Label for results: the resolved route, with ``(auto)`` when it was chosen automatically."""
-    b, d = resolve_backend(backend, p, q, device, driver)
+    b, d = resolve_backend(backend, p, q, device, driver, dtype)
     label = b + (f"/{d}" if d is not None and torch.device(device).type == "cuda" else "")
     return label + (" (auto)" if backend == "auto" else "")
 
@@ -166,7 +172,7 @@ def matrix_singular_values(
 
     ``chunk`` bounds how many matrices are processed at once (memory); results are identical.
     """
-    backend, driver = resolve_backend(backend, mats.shape[-2], mats.shape[-1], mats.device, driver)
+    backend, driver = resolve_backend(backend, mats.shape[-2], mats.shape[-1], mats.device, driver, mats.dtype)
     batch_shape = mats.shape[:-2]
     flat = mats.reshape(-1, *mats.shape[-2:])
     if chunk is None or chunk >= flat.shape[0]:
@@ -309,7 +315,7 @@ def unique_frequency_singular_values(
     """
     taps, m, idx, mult = unique_frequency_taps(weight, n, stride)
     f = idx.numel()
-    route, drv = resolve_backend(backend, taps.shape[0], taps.shape[1], taps.device, driver)
+    route, drv = resolve_backend(backend, taps.shape[0], taps.shape[1], taps.device, driver, taps.dtype)
     step = taps_chunk(taps, f, chunk, route=route, driver=drv, pieces=pieces)
     starts = list(range(0, f, step))
     parts = run_lanes(

@@ -221,7 +221,8 @@ class Method(abc.ABC):
             return None
         return dense_equivalent_kernel(weight, layer.groups, layer.dilation[0])
 
-    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
+    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu",
+                dtype: torch.dtype | None = None) -> str:
         """The numerical route used (recorded with every result); ``auto`` is resolved for ``spec`` on ``device``."""
         return getattr(self.config, "backend", "n/a")
 

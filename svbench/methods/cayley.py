@@ -118,7 +118,8 @@ class CayleyMethod(Method):
         super().__init__(config)
         self.conversion: list[dict[str, Any]] = []
 
-    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
+    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu",
+                dtype: torch.dtype | None = None) -> str:
         return "cayley+svdvals"
 
     def layer_key(self) -> str:

@@ -14,6 +14,9 @@ Delattre, Barthelemy, Araujo & Allauzen, ICML 2023 (arXiv:2305.16173); zero-padd
   measured per device: on a CPU real from a Gram side of 32 on; on CUDA real only for batches of side >= 256 holding
   >= 1e9 matrices x side^3 (H200: WRN-16-10 72.2 ms auto, 74.7 real, 86.8 complex; functional.gram.auto_products),
   ``triton`` the real form's step fused into one Triton kernel (EXPERIMENTAL, not measured on a GPU yet).
+- ``screen`` (``auto``: on a CPU): frequencies whose bound can no longer be the layer's largest are dropped after
+  each product (a lower bound on every frequency's sigma_1 from the iterate's diagonal); the result is the
+  unscreened bound, computed on fewer matrices when sigma_1 varies across frequencies, as in trained layers.
 - ``bound="delattre2024"``: the n-independent zero-padding bound (slower convergence, +7.5 % at T = 4 on a
   c = 8 example); valid for every n and any stride.
 - Control (``target``): w <- w * min(1, target / bound) every ``every`` steps; since bound >= sigma_1 the layer
@@ -73,6 +76,9 @@ class GramConfig:
     # Triton kernel (functional.gram_triton; EXPERIMENTAL, CUDA, not measured yet; the penalty, which needs a
     # gradient, takes "real")
     products: Literal["auto", "real", "complex", "triton"] = "auto"
+    # frequency screening (fft bound): drop a frequency once its bound can no longer be the layer's largest (same
+    # value; functional.gram.gram_iteration_max). "auto" = on a CPU, off on CUDA (host syncs, not measured there)
+    screen: Literal["auto", "on", "off"] = "auto"
     target: float | None = None  # control: rescale so that the bound <= target
     every: int = 1
     penalty_weight: float = 0.0
@@ -109,8 +115,8 @@ def _grid(n: int, k: int, stride: int, padding: str) -> int:
     return n if padding == "circular" else zero_padding_bound_size(n, k, stride)
 
 
-def _fft_bounds_by_shape(layers: list[tuple[str, Tensor, int, int]], iters: int, products: str = "auto"
-                         ) -> dict[str, Tensor]:
+def _fft_bounds_by_shape(layers: list[tuple[str, Tensor, int, int]], iters: int, products: str = "auto",
+                         screen: str = "auto") -> dict[str, Tensor]:
     """Gram bounds of (name, weight, grid, stride) layers: one batched iteration per (weight shape, grid, stride).
     Differentiable (the training penalty); callers that only read the bounds wrap it in ``no_grad``."""
     groups: dict[tuple, list[tuple[str, Tensor]]] = defaultdict(list)
@@ -119,7 +125,7 @@ def _fft_bounds_by_shape(layers: list[tuple[str, Tensor, int, int]], iters: int,
     out: dict[str, Tensor] = {}
     for (_, _, grid, stride), members in groups.items():
         bounds = gram_iteration_bound_batched(torch.stack([w for _, w in members]), grid, stride, iters,
-                                              products=products)
+                                              products=products, screen=screen)
         out.update({name: b for (name, _), b in zip(members, bounds)})
     return out
 
@@ -137,7 +143,8 @@ class GramMethod(Method):
         super().__init__(config)
         self._sizes = InputSizes()
 
-    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
+    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu",
+                dtype: torch.dtype | None = None) -> str:
         c = self.config
         if c.bound == "fft":
             extra = "" if c.products == "auto" else f", {c.products} products"
@@ -151,7 +158,7 @@ class GramMethod(Method):
         if c.bound == "delattre2024":
             return delattre2024_bound(w, c.zero_iters)
         return gram_iteration_bound(w, _grid(n, weight.shape[-1], stride, padding), stride, c.iters,
-                                    products=self._products(w))
+                                    products=self._products(w), screen=c.screen)
 
     def _products(self, w: Tensor, differentiable: bool = False) -> str:
         """How the Gram products are formed: "3xtf32" for a no-grad bound when asked for (float32 weights, else a
@@ -185,7 +192,7 @@ class GramMethod(Method):
         if c.bound == "delattre2024":
             return torch.stack([delattre2024_bound(b, c.zero_iters) for b in group_kernels(w, groups)]).max()
         return gram_iteration_bound_grouped(w, _grid(n, w.shape[-1], stride, padding), stride, groups, c.iters,
-                                            products=self._products(w, differentiable))
+                                            products=self._products(w, differentiable), screen=c.screen)
 
     def network_svs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, Tensor]:
         """The bound of every conv (circular model on its own grid); with ``batch_layers`` (and ``bound="fft"``)
@@ -205,7 +212,7 @@ class GramMethod(Method):
         dtypes = {name: layer.weight.dtype for name, layer, _ in convs}
         with torch.no_grad():
             products = self._products(plain[0][1]) if plain else c.products  # one model, one dtype
-            for name, b in _fft_bounds_by_shape(plain, c.iters, products).items():
+            for name, b in _fft_bounds_by_shape(plain, c.iters, products, c.screen).items():
                 out[name] = round_up_to(b.reshape(1), dtypes[name])
         return {name: out[name] for name, _, _ in convs}
 
@@ -240,7 +247,7 @@ class GramMethod(Method):
             grids = [(name, conv.weight, _grid(n, conv.kernel_size[0], conv.stride[0], conv.padding_mode),
                       conv.stride[0]) for name, conv, n in plain]
             products = self._products(grids[0][1], differentiable=True)
-            bounds.append(torch.stack(list(_fft_bounds_by_shape(grids, c.iters, products).values())))
+            bounds.append(torch.stack(list(_fft_bounds_by_shape(grids, c.iters, products, c.screen).values())))
         elif plain:
             bounds.append(torch.stack([delattre2024_bound(conv.weight, c.zero_iters) for _, conv, _ in plain]))
         bounds = torch.cat(bounds)

@@ -88,7 +88,8 @@ class PowerMethod(Method):
         self._vectors: weakref.WeakKeyDictionary[nn.Module, dict[int, Tensor]] = weakref.WeakKeyDictionary()
         self._sizes = InputSizes()
 
-    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
+    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu",
+                dtype: torch.dtype | None = None) -> str:
         return f"power_iteration({self.config.operator}, {self.config.iters} it)"
 
     def _start(self, module: nn.Module, key: int, shape: tuple[int, ...], like: Tensor) -> Tensor:

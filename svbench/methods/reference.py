@@ -36,7 +36,8 @@ class ReferenceMethod(Method):
     reference = "Sedghi, Gupta & Long, ICLR 2019 (unoptimised)"
     trains = False
 
-    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
+    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu",
+                dtype: torch.dtype | None = None) -> str:
         return "fft2+svdvals"
 
     def network_clip(self, model: nn.Module, input_shape: tuple[int, int, int], target: float

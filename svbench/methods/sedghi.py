@@ -123,12 +123,14 @@ class SedghiMethod(Method):
                                         real_fft=c.real_fft, driver=c.driver, pieces=c.chunks,
                                         streams=c.streams or 1)
 
-    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
+    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu",
+                dtype: torch.dtype | None = None) -> str:
         c = self.config
         if spec is None:
             return c.backend
         g = spec.groups  # a grouped conv's matrices are its blocks'
-        return describe_backend(c.backend, spec.c_out // g, spec.c_in * spec.stride**2 // g, device, c.driver)
+        return describe_backend(c.backend, spec.c_out // g, spec.c_in * spec.stride**2 // g, device, c.driver,
+                                dtype)
 
     def control_target(self) -> float | None:
         return self.config.clip_to

@@ -282,12 +282,13 @@ class TTMethod(Method):
     def ranks(self, c_in: int, c_out: int) -> tuple[int, int]:
         return tt_ranks(c_in, c_out, self.config.rank, self.config.rank_scale)
 
-    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu") -> str:
+    def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu",
+                dtype: torch.dtype | None = None) -> str:
         c = self.config
         if spec is None:
             return c.backend
         r1, r2 = self.ranks(spec.c_in, spec.c_out)
-        return describe_backend(c.backend, r2, r1 * spec.stride**2, device, c.driver)
+        return describe_backend(c.backend, r2, r1 * spec.stride**2, device, c.driver, dtype)
 
     def layer_key(self) -> str:
         return self.label

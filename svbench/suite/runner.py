@@ -377,7 +377,7 @@ def _base_record(cell: Cell, ctx: _Ctx) -> dict[str, Any]:
         "method_label": m.label,
         "method_config": m.config_dict(),
         "provides": m.provides,
-        "backend": m.backend(cell.spec, ctx.device),
+        "backend": m.backend(cell.spec, ctx.device, ctx.dtype),
         "shape": cell.spec.as_dict() if cell.spec is not None else None,
         "model": cell.model,
         "seed": cell.seed,
