@@ -361,3 +361,14 @@ def test_auto_on_64_bit_input_keeps_the_oracle_accuracy_on_a_cpu():
         got = conv_singular_values(w, n, s)
         want = oracle_singular_values(circular_conv(w, s), (c_in, n, n))
         assert (got - want).abs().max() <= 1e-10 * want[0], (c_out, c_in, k, n, s)
+
+
+def test_sigma_max_of_64_bit_weights_keeps_the_fast_route_and_its_accuracy():
+    """conv_sigma_max (certificates, control reports) on float64 weights keeps the float64 Gram on wide matrices:
+    sigma_max from it agrees with the float64 SVD's to ~1e-15 (only SVs near zero lose digits there)."""
+    from svbench.functional.spectrum import conv_sigma_max
+
+    w = torch.randn(16, 16, 3, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    fast = conv_sigma_max(w, 8, 2)  # 16 x 64 polyphase matrices: eigh64
+    svd = conv_sigma_max(w, 8, 2, backend="svdvals")
+    assert abs(float(fast) - float(svd)) <= 1e-13 * float(svd)
