@@ -186,6 +186,12 @@ def test_spectrum_cayley_layer_on_a_grid_smaller_than_its_kernel(tmp_path, capsy
     assert not (tmp_path / "o").exists()
 
 
+def test_spectrum_cayley_layer_with_a_nan_scale(tmp_path, capsys):
+    torch.save({"c.weight": torch.randn(4, 4, 3, 3), "c.alpha": torch.tensor(float("nan"))}, tmp_path / "c.pt")
+    code, err = _run(capsys, "spectrum", str(tmp_path / "c.pt"), "--input-size", "8", "--out", str(tmp_path / "o"))
+    assert code == 2 and "layer 'c' has NaN or Inf weights" in _one_line(err)
+
+
 def test_report_on_a_file_that_is_not_results(tmp_path, capsys):
     junk = tmp_path / "model.pt"
     junk.write_bytes(b"PK\x03\x04 not json at all")

@@ -1,6 +1,7 @@
 """Seeded fuzzing of `svbench spectrum`: random checkpoints (conv kernels of odd sizes, dtypes, layouts, NaN,
-zeros, huge values, TT core triples that chain or not, junk names, nested containers, non-tensor values) must end
-in a result (exit 0) or one line (exit 2), never a traceback or a stray warning from torch.
+zeros, huge values, TT core triples that chain or not, Cayley layers with odd scales, junk names, nested
+containers, non-tensor values) must end in a result (exit 0) or one line (exit 2), never a traceback or a stray
+warning from torch.
 
 A 400-checkpoint run of this generator found torch's sparse-tensor notice on stderr and a wrong --method reported
 as a layer's problem; both fixed (tests in test_bad_inputs).
@@ -51,6 +52,9 @@ def _checkpoint(rng: random.Random) -> object:
         state["tt.k1"] = torch.randn(c_in + (rng.random() < 0.2), r1)
         state["tt.k2"] = torch.randn(r2, r1, k, k)
         state["tt.k3"] = torch.randn(r2, c_out)
+    if rng.random() < 0.2:  # a Cayley layer: weight + scalar alpha (odd ones: zero weight, NaN or huge alpha)
+        state["cay.weight"] = _conv_weight(rng)
+        state["cay.alpha"] = torch.tensor(rng.choice([1.0, 0.0, 3.5, float("nan"), 1e30, -2.0]))
     if rng.random() < 0.1:
         state["junk"] = rng.choice([None, 3, "text", [torch.randn(2)], {"x": torch.randn(3, 3, 3, 3)}])
     wrap = rng.random()

@@ -206,7 +206,7 @@ def checkpoint_spectrum(
         source = "assumed"
     out = []
     for e in convs:
-        if not torch.isfinite(e.kernel).all():
+        if not torch.isfinite(e.kernel).all() or (e.alpha is not None and not torch.isfinite(e.alpha).all()):
             raise UserError(f"layer {e.name!r} has NaN or Inf weights: the checkpoint is corrupt or its training "
                             f"diverged")
         if e.name in geo:
