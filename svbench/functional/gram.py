@@ -116,14 +116,13 @@ def gram_iteration_max(mats: Tensor, iters: int = 6, *, products: str = "auto", 
     ``gram_iteration_matrices(mats).amax(-1)``, differentiable the same way.
 
     ``screen`` (``on``; ``auto`` = on a CPU, off on CUDA, where its host syncs are not measured yet): after each
-    product t the iterate gives every matrix an upper bound U (its bound at t; the bound only decreases with t)
-    and a lower bound L on its sigma_1 (sigma_1^(2^t) = ||H_t||_2 >= the largest diagonal entry of the positive
-    semidefinite H_t). A matrix
-    whose U is below the largest L of its group (times 1 - ``SCREEN_MARGIN``) can never hold the group's final
-    maximum, so it is dropped and its remaining products are not computed. The result is the unscreened one (the
-    kept matrices run exactly as before); the saving is large on trained layers, whose sigma_1 varies across
-    frequencies (a small CNN after one epoch on MNIST: 3-7 % of the frequencies within 0.9 of the largest), and
-    nil on random ones (all frequencies alike).
+    product t >= ``SCREEN_FIRST_STEP`` (iterates of side >= ``SCREEN_MIN_SIDE``) every matrix has an upper bound U
+    (its bound at t, which only decreases with t) and a lower bound L on its sigma_1 (sigma_1^(2^t) = ||H_t||_2 >=
+    the largest diagonal entry of the positive semidefinite H_t). A matrix whose U is below the largest L of its
+    group (times 1 - ``SCREEN_MARGIN``) can never hold the group's final maximum: it is dropped and its remaining
+    products are not computed. The result is the unscreened one (the kept matrices run exactly as before); the
+    saving is large on trained layers, whose sigma_1 varies across frequencies (a small CNN after one epoch on
+    MNIST: 3-7 % of the frequencies within 0.9 of the largest), small on random ones (frequencies alike).
     """
     if screen not in SCREENS:
         raise UserError(f"Gram screen must be one of {', '.join(SCREENS)}; got {screen!r}")
@@ -159,7 +158,7 @@ def _checked_products(products: str, mats: Tensor, iters: int) -> str:
 def _gram_run(mats: Tensor, iters: int, products: str, *, groups: Tensor | None = None, count: int = 1,
               block: int | None = None, precision: str = "ieee", warps: int | None = None) -> tuple[Tensor, Tensor]:
     """Bounds of a flat batch (B, p, q) by ``iters`` products of the resolved form ``products``; with ``groups``
-    (B,) (group ids below ``count``) the batch is screened after every product (:func:`gram_iteration_max`) and
+    (B,) (group ids below ``count``) the batch is screened as :func:`gram_iteration_max` says and
     the bounds of the kept matrices come back with their groups. ``block``, ``precision``, ``warps``: the fused
     step's kernel settings (``products="triton"``).
 
@@ -170,7 +169,7 @@ def _gram_run(mats: Tensor, iters: int, products: str, *, groups: Tensor | None 
     g, log_scale = _first_product(mats, products, real_form)
     tiny = torch.finfo(log_scale.dtype).tiny
     for step in range(1, iters):
-        r = _norm(g).clamp_min(tiny)
+        r = _fro(g).clamp_min(tiny)
         if groups is not None and g.shape[-1] >= SCREEN_MIN_SIDE and step >= SCREEN_FIRST_STEP:
             keep = _screen(g, log_scale, r, groups, count, step, real_form)
             if keep is not None:
@@ -188,7 +187,7 @@ def _gram_run(mats: Tensor, iters: int, products: str, *, groups: Tensor | None 
         else:
             g = _scale(g, 1 / r)
             g = g @ g
-    fro = _norm(g).clamp_min(tiny)
+    fro = _fro(g).clamp_min(tiny)
     bounds = torch.exp((log_scale + torch.log(fro)) / 2**iters)
     return bounds, groups if groups is not None else torch.zeros(0, dtype=torch.long, device=mats.device)
 
@@ -217,11 +216,6 @@ def _first_product(mats: Tensor, products: str, real_form: bool) -> tuple[Tensor
     if products == "3xtf32":  # G^H G of B = A (tall), A^H (wide)
         return hermitian_gram_3xtf32(a.mH if wide else a), 2 * torch.log(r)
     return (a @ a.mH if wide else a.mH @ a), 2 * torch.log(r)
-
-
-def _norm(g: Tensor) -> Tensor:
-    """Frobenius norm of each iterate (complex through its real view)."""
-    return _fro(g)
 
 
 def _screen(g: Tensor, log_scale: Tensor, fro: Tensor, groups: Tensor, count: int, step: int, real_form: bool
