@@ -17,6 +17,8 @@ runs. Sections:
 7. ``gram-fused``: the experimental fused Triton step (``products: triton``: tiles of 32 and 64 in float32 FMAs on
    4 and 8 warps, and tiles of 32 / 64 through 3xTF32 tensor-core products) against the real form per layer shape,
    with the largest relative difference of the bounds, and on WRN-16-10's whole bound.
+8. ``gram-screen``: the Gram bound of (random) WRN-16-10 with frequency screening on and off: the price of its
+   host syncs on CUDA, where ``screen: auto`` leaves it off.
 
 Run on the device machine: ``PYTHONPATH=. python3 scripts/gpu-probe.py > $OUT/probe.md``; a CPU check with tiny
 shapes: ``python scripts/gpu-probe.py --tiny``.
@@ -226,9 +228,23 @@ def section_gram_fused(device, tiny, rounds, reps) -> None:
           f"real / fused {ratio:.2f}")
 
 
+def section_gram_screen(device, tiny, rounds, reps) -> None:
+    """Frequency screening (``screen: on``) against none on the Gram bound of a random network: nothing to drop
+    there, so this is the price of the screen's host syncs (``auto`` leaves it off on CUDA until it is measured)."""
+    model, shape, _ = _wrn_transfer(device, tiny)
+    forms = {s: create_method("gram", screen=s) for s in ("on", "off")}
+    with torch.no_grad():
+        on, off = (forms[s].network_svs(model, shape) for s in ("on", "off"))
+        diff = max(float(((on[k] - off[k]) / off[k]).abs().max()) for k in on)
+        a, b, ratio = paired(lambda: forms["on"].network_svs(model, shape),
+                             lambda: forms["off"].network_svs(model, shape), device, rounds, reps)
+    print("| model | screen on ms | off ms | off / on | max rel diff |\n|---|---|---|---|---|")
+    print(f"| {'small_cnn' if tiny else 'WRN-16-10'} (random) | {a:.2f} | {b:.2f} | {1 / ratio:.2f} | {diff:.1e} |")
+
+
 SECTIONS = {"tt-fold": section_tt_fold, "gram-products": section_gram_products, "gesvda": section_gesvda,
             "gram-graph": section_gram_graph, "overheads": section_overheads, "gram-networks": section_gram_networks,
-            "gram-fused": section_gram_fused}
+            "gram-fused": section_gram_fused, "gram-screen": section_gram_screen}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -265,7 +265,8 @@ def test_gpu_probe_runs_with_tiny_shapes_on_the_gpu_machines_packages(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
     assert "Traceback" not in out
-    for section in ("tt-fold", "gram-products", "gesvda", "gram-graph", "overheads", "gram-networks", "gram-fused"):
+    for section in ("tt-fold", "gram-products", "gesvda", "gram-graph", "overheads", "gram-networks", "gram-fused",
+                    "gram-screen"):
         assert f"## {section}" in out
     assert "| fold (R factors + cores) |" in out and "| 8 | 8 | 34 |" in out and "| small_cnn |" in out
     assert out.count("skipped:") == 3  # gesvda, CUDA graphs and the fused Triton step are timed on a GPU
