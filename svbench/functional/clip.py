@@ -45,13 +45,13 @@ class ClipResult:
 
     weight: Tensor
     target: float
-    sigma_max_before: float
-    sigma_max_after: float  # true sigma_max of the cropped k x k layer (see ``sigma_source``)
+    sigma_max_before: float | None  # None: not measured (``measure=False`` on zero padding)
+    sigma_max_after: float | None  # true sigma_max of the cropped k x k layer (``sigma_source``); None: not measured
     sigma_source: str  # "circular_exact@n" or "circular_bound@n'" (zero padding)
 
     @property
-    def overshoot(self) -> float:
-        return self.sigma_max_after / self.target
+    def overshoot(self) -> float | None:
+        return None if self.sigma_max_after is None else self.sigma_max_after / self.target
 
 
 def clip_spectrum(spec: Tensor, target: float, mode: ClipMode = "clip", *, route: str = "svd",
@@ -152,6 +152,7 @@ def sedghi_clip(
     dilation: int = 1,
     driver: str | None = None,
     pieces: int | None = None,
+    measure: bool = True,
 ) -> ClipResult:
     """One Sedghi clipping pass of a (c_out, c_in, k, k) kernel for an n x n input; returns the cropped kernel.
 
@@ -159,15 +160,19 @@ def sedghi_clip(
     frequency is decomposed; no second SV computation). The returned ``sigma_max_after`` is measured on the cropped
     kernel: exact circular sigma_max at n for circular padding; for zero padding the guaranteed bound (circular
     sigma_max on n' = s ceil((n+k-1)/s)), as is sigma_max_before there. Grouped and dilated convs: see
-    :func:`clip_kernel`; their sigma_max through the dense equivalent kernel.
+    :func:`clip_kernel`; their sigma_max through the dense equivalent kernel. ``measure=False`` skips the SV
+    computations the pass itself does not need (sigma_max after, and before on zero padding): None in the result.
     """
     _check_clip_args(dilate_kernel(weight, dilation), n, target)
     with torch.no_grad():
         seen: list[float] = []  # circular: sigma_max before, from the pass's own decomposition (exact, same grid)
         cropped = clip_kernels([(weight, n, stride, groups, dilation)], target, mode=mode, route=route, driver=driver,
                                pieces=pieces, sigma_before=seen if padding == "circular" else None)[0]
-        before = seen[0] if seen else layer_sigma_max(weight, n, stride, padding, groups, dilation)
-        after = layer_sigma_max(cropped, n, stride, padding, groups, dilation)
+        if seen or not measure:
+            before = seen[0] if seen else None
+        else:
+            before = layer_sigma_max(weight, n, stride, padding, groups, dilation)
+        after = layer_sigma_max(cropped, n, stride, padding, groups, dilation) if measure else None
     source = "circular_exact@n" if padding == "circular" else "circular_bound@n'"
     return ClipResult(cropped, float(target), before, after, source)
 

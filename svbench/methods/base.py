@@ -254,8 +254,13 @@ class Method(abc.ABC):
         """Swap or parametrize the model's convs for this method (default: unchanged)."""
         return model
 
-    def after_step(self, model: nn.Module, step: int) -> list[dict[str, Any]]:
-        """Control step after ``optimizer.step()`` (clip, rescale, ...); returns one report per layer touched."""
+    def after_step(self, model: nn.Module, step: int, *, report: bool = True) -> list[dict[str, Any]]:
+        """Control step after ``optimizer.step()`` (clip, rescale, ...); returns one report per layer touched.
+
+        ``report``: also measure each layer's true sigma_max after the step (``sigma_max_after``, ``overshoot``) --
+        an exact SV computation the control itself does not need. The training loop passes False, so that its
+        control time is the method's own (the suites measure the final sigma separately, ``layer_sigmas``); the
+        values are then None."""
         return []
 
     def penalty(self, model: nn.Module) -> Tensor | None:

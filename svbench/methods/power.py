@@ -131,7 +131,7 @@ class PowerMethod(Method):
         self._sizes.attach(model)
         return model
 
-    def after_step(self, model: nn.Module, step: int) -> list[dict[str, Any]]:
+    def after_step(self, model: nn.Module, step: int, *, report: bool = True) -> list[dict[str, Any]]:
         c = self.config
         conv_t, lin_t, bn_t = c.targets()
         if step % c.every or (conv_t is None and lin_t is None and bn_t is None):
@@ -147,7 +147,8 @@ class PowerMethod(Method):
                     est = float(self.estimate(mod, n, c.train_iters))
                     mod.weight.div_(max(1.0, est / conv_t))
                     s, pad = mod.stride[0], mod.padding_mode
-                    true = layer_sigma_max(mod.weight.detach(), n, s, pad, mod.groups, mod.dilation[0])
+                    true = (layer_sigma_max(mod.weight.detach(), n, s, pad, mod.groups, mod.dilation[0]) if report
+                            else None)
                     src = "circular_exact@n" if pad == "circular" else "circular_bound@n'"
                     reports.append(_report(name, "conv", conv_t, est, true, src, t0))
                 elif isinstance(mod, nn.Linear) and lin_t is not None:
@@ -156,12 +157,13 @@ class PowerMethod(Method):
                     self._vectors.setdefault(mod, {})[0] = u
                     est = float(est_t)
                     mod.weight.div_(max(1.0, est / lin_t))
-                    true = float(torch.linalg.matrix_norm(mod.weight.detach(), ord=2))
+                    true = float(torch.linalg.matrix_norm(mod.weight.detach(), ord=2)) if report else None
                     reports.append(_report(name, "linear", lin_t, est, true, "exact", t0))
                 elif isinstance(mod, nn.modules.batchnorm._BatchNorm) and bn_t is not None and mod.affine:
                     lip = float(bn_lipschitz(mod))
                     mod.weight.div_(max(1.0, lip / bn_t))
-                    reports.append(_report(name, "batchnorm", bn_t, lip, float(bn_lipschitz(mod)), "exact", t0))
+                    after = float(bn_lipschitz(mod)) if report else None
+                    reports.append(_report(name, "batchnorm", bn_t, lip, after, "exact", t0))
         return reports
 
 
@@ -171,8 +173,10 @@ def bn_lipschitz(bn: nn.modules.batchnorm._BatchNorm) -> Tensor:
     return (gamma.abs() / torch.sqrt(bn.running_var + bn.eps)).max()
 
 
-def _report(name: str, kind: str, target: float, est: float, true: float, src: str, t0: float) -> dict[str, Any]:
+def _report(name: str, kind: str, target: float, est: float, true: float | None, src: str, t0: float
+            ) -> dict[str, Any]:
     return {
         "layer": name, "kind": kind, "target": target, "estimate_before": est, "sigma_max_after": true,
-        "sigma_source": src, "overshoot": true / target, "time_ms": (time.perf_counter() - t0) * 1e3,
+        "sigma_source": src, "overshoot": None if true is None else true / target,
+        "time_ms": (time.perf_counter() - t0) * 1e3,
     }

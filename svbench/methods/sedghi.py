@@ -164,7 +164,7 @@ class SedghiMethod(Method):
         self._sizes.attach(model)
         return model
 
-    def after_step(self, model: nn.Module, step: int) -> list[dict[str, Any]]:
+    def after_step(self, model: nn.Module, step: int, *, report: bool = True) -> list[dict[str, Any]]:
         c = self.config
         if c.clip_to is None or step % c.clip_every:
             return []
@@ -178,7 +178,7 @@ class SedghiMethod(Method):
             res = sedghi_clip(
                 conv.weight.detach(), n, c.clip_to, stride, mode=c.mode,
                 padding="circular" if padding == "circular" else "zeros", route=c.clip_route, groups=groups,
-                dilation=dilation, driver=c.driver, pieces=c.chunks,
+                dilation=dilation, driver=c.driver, pieces=c.chunks, measure=report,
             )
             with torch.no_grad():
                 conv.weight.copy_(res.weight)

@@ -390,11 +390,11 @@ class TTMethod(Method):
         self._sizes.attach(model)
         return model
 
-    def _control_dense_convs(self, model: nn.Module) -> list[dict[str, Any]]:
+    def _control_dense_convs(self, model: nn.Module, report: bool = True) -> list[dict[str, Any]]:
         out = []
         for name, mod in model.named_modules():
             if type(mod) is nn.Conv2d and (n := self._sizes.size_of(mod)) is not None:
-                rep = _dense_control(mod, n, self.config)
+                rep = _dense_control(mod, n, self.config, report)
                 if rep is not None:
                     rep["layer"] = name
                     out.append(rep)
@@ -413,18 +413,18 @@ class TTMethod(Method):
         total = sum(sum(m.orthogonality_defect()) for m in layers)
         return lam / s * total
 
-    def after_step(self, model: nn.Module, step: int) -> list[dict[str, Any]]:
+    def after_step(self, model: nn.Module, step: int, *, report: bool = True) -> list[dict[str, Any]]:
         c = self.config
         if c.control == "none" or step % c.every:
             return []
-        reports = self._control_dense_convs(model)
+        reports = self._control_dense_convs(model, report)
         for name, layer in self.tt_layers(model):
             n = self._sizes.size_of(layer)
             if n is None:
                 continue
             t0 = time.perf_counter()
             layer.orthogonalize()  # always fold first: the core's SVs are then the layer's (Theorem 1)
-            rep = _control_kernel(layer.k2, n, layer.stride[0], layer.padding_mode, c)
+            rep = _control_kernel(layer.k2, n, layer.stride[0], layer.padding_mode, c, report)
             rep.update(layer=name, time_ms=(time.perf_counter() - t0) * 1e3,
                        optimizer_state="kept (not transformed by the QR fold)")
             reports.append(rep)
@@ -437,30 +437,32 @@ def _mixing(r: int, gen: torch.Generator) -> Tensor:
     return torch.eye(r, dtype=torch.float64) + 0.3 * noise / math.sqrt(r)
 
 
-def _dense_control(conv: nn.Conv2d, n: int, cfg: TTConfig) -> dict[str, Any] | None:
+def _dense_control(conv: nn.Conv2d, n: int, cfg: TTConfig, report: bool = True) -> dict[str, Any] | None:
     """The convs wrap() kept dense (first conv, ranks >= channels) get the same control on their full kernel."""
     if conv.groups != 1 or conv.dilation[0] != 1 or conv.kernel_size[0] > n:
         return None
     t0 = time.perf_counter()
-    rep = _control_kernel(conv.weight, n, conv.stride[0], conv.padding_mode, cfg)
+    rep = _control_kernel(conv.weight, n, conv.stride[0], conv.padding_mode, cfg, report)
     rep["time_ms"] = (time.perf_counter() - t0) * 1e3
     return rep
 
 
-def _control_kernel(kernel: Tensor, n: int, stride: int, pad: str, cfg: TTConfig) -> dict[str, Any]:
-    """Clip (Sedghi, then crop) or divide one conv kernel in place; report the true sigma_max afterwards."""
+def _control_kernel(kernel: Tensor, n: int, stride: int, pad: str, cfg: TTConfig, report: bool = True
+                    ) -> dict[str, Any]:
+    """Clip (Sedghi, then crop) or divide one conv kernel in place; with ``report``, measure the true sigma_max
+    afterwards (an SV computation the control does not need; None without it)."""
     with torch.no_grad():
         if cfg.control == "clip" and kernel.shape[-1] <= n:
-            res = sedghi_clip(kernel.detach(), n, cfg.target, stride, mode=cfg.clip_mode, padding=pad)
+            res = sedghi_clip(kernel.detach(), n, cfg.target, stride, mode=cfg.clip_mode, padding=pad, measure=report)
             kernel.copy_(res.weight)
             before, after = res.sigma_max_before, res.sigma_max_after  # the pass measured both: no third SV run
         else:
-            before = _core_sigma(kernel, n, stride, pad)
+            before = _core_sigma(kernel, n, stride, pad)  # the division needs it
             kernel.div_(max(1.0, before / cfg.target))
-            after = _core_sigma(kernel, n, stride, pad)
+            after = _core_sigma(kernel, n, stride, pad) if report else None
     return {"layer": "", "target": cfg.target, "sigma_max_before": before, "sigma_max_after": after,
             "sigma_source": "circular_exact@n" if pad == "circular" else "circular_bound@n'",
-            "overshoot": after / cfg.target}
+            "overshoot": None if after is None else after / cfg.target}
 
 
 def _core_sigma(core: Tensor, n: int, stride: int, padding: str) -> float:

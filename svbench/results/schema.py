@@ -120,7 +120,8 @@ METRICS: dict[str, MetricInfo] = {
     "overshoot_max": MetricInfo("ratio", False, "largest conv sigma_max / the method's target"),
     "train_time_s": MetricInfo("s", False, "total training wall time"),
     "epoch_time_s": MetricInfo("s", False, "mean wall time per epoch"),
-    "control_time_s": MetricInfo("s", False, "time inside the method's control steps (after_step)"),
+    "control_time_s": MetricInfo("s", False, "time inside the method's control steps (after_step, without "
+                                             "measuring the layers' sigma afterwards: the control's own cost)"),
     "nonfinite_steps": MetricInfo("1", False, "steps skipped because the loss was NaN or Inf"),
     "corruption_accuracy": MetricInfo("fraction", True, "mean accuracy over corruptions x 5 severities"),
     "checkpoint": MetricInfo("1", True, "path of the saved state dict (extra.path)"),

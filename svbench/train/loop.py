@@ -125,7 +125,7 @@ def train(
             _sync(device)
             tc = time.perf_counter()
             with torch.no_grad():
-                reports = method.after_step(model, step)
+                reports = method.after_step(model, step, report=False)  # the control's own time, no reporting SVs
             _sync(device)
             if reports:
                 control_in_epoch += time.perf_counter() - tc
