@@ -7,7 +7,9 @@ What the numbers are: the SVs of the CIRCULAR conv on the layer's input grid (ex
 zero-padded layer a "circular proxy", which is NOT a bound, methods.md section 1.2). ``sigma_max_bound`` is a
 guaranteed upper bound for the zero-padded layer: the circular sigma_max on n' = s ceil((n + k - 1) / s).
 TT layers (cores k1, k2, k3) are QR-folded first; their nonzero SVs are those of the folded core (Theorem 1 of
-Senderovich et al., NeurIPS 2022) and the rest are 0.
+Senderovich et al., NeurIPS 2022) and the rest are 0. Cayley layers (a weight with a scalar ``alpha``; Trockman &
+Kolter, ICLR 2021) are read as the orthogonal operator they implement, never as a conv with the stored weight.
+With a model, TT and Cayley layers take the geometry of the model's conv of the same name.
 """
 
 from __future__ import annotations
