@@ -113,3 +113,17 @@ def test_bad_screen_setting_is_one_line():
     assert "\n" not in str(e.value)
     with pytest.raises(UserError, match="config.screen: expected one of 'auto' | 'on' | 'off'"):
         create_method("gram", screen="maybe")
+
+
+def test_screened_batched_layers_have_the_same_gradient():
+    """Layers of one shape share one screened iteration; each layer's maximum (and its gradient) is its own."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(2, 20, 20, 3, 3, generator=g)
+    w[:, :, :, 1, 1] *= 4
+    out = {}
+    for screen in ("on", "off"):
+        x = w.clone().requires_grad_(True)
+        b = gram_iteration_bound_batched(x, 8, screen=screen)
+        (b * torch.tensor([1.0, 2.0])).sum().backward()
+        out[screen] = (b.detach(), x.grad)
+    assert torch.equal(out["on"][0], out["off"][0]) and torch.equal(out["on"][1], out["off"][1])
