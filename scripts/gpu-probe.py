@@ -19,6 +19,10 @@ runs. Sections:
    with the largest relative difference of the bounds, and on WRN-16-10's whole bound.
 8. ``gram-screen``: the Gram bound of (random) WRN-16-10 with frequency screening on and off: the price of its
    host syncs on CUDA, where ``screen: auto`` leaves it off.
+9. ``gram-first``: the Gram bound of whole networks with the first product from the kernel's channel correlations
+   (``first: kernel``) against the transfer matrices (``first: transfer``, what ``auto`` keeps on CUDA until this
+   is measured): ~6x fewer flops for WRN-16-10's first product, no transfer matrices; and both with the fused
+   Triton step.
 
 Run on the device machine: ``PYTHONPATH=. python3 scripts/gpu-probe.py > $OUT/probe.md``; a CPU check with tiny
 shapes: ``python scripts/gpu-probe.py --tiny``.
@@ -242,9 +246,28 @@ def section_gram_screen(device, tiny, rounds, reps) -> None:
     print(f"| {'small_cnn' if tiny else 'WRN-16-10'} (random) | {a:.2f} | {b:.2f} | {1 / ratio:.2f} | {diff:.1e} |")
 
 
+def section_gram_first(device, tiny, rounds, reps) -> None:
+    """``first: kernel`` against ``first: transfer`` on whole networks (the same bound up to float32 rounding)."""
+    models = [("small_cnn", (3, 16, 16))] if tiny else [(m, (3, 32, 32)) for m in ("wrn16_10", "resnet18", "vgg19")]
+    print("| model | products | transfer ms | kernel ms | transfer / kernel | max rel diff |\n"
+          "|---|---|---|---|---|---|")
+    fused = device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    for name, shape in models:
+        model = _build(name, shape).to(device).eval()
+        for products in ("auto", "triton") if fused and not tiny else ("auto",):
+            forms = {f: create_method("gram", first=f, products=products) for f in ("kernel", "transfer")}
+            with torch.no_grad():
+                k, t = (forms[f].network_svs(model, shape) for f in ("kernel", "transfer"))
+                diff = max(float(((k[x] - t[x]) / t[x]).abs().max()) for x in k)
+                a, b, ratio = paired(lambda: forms["transfer"].network_svs(model, shape),
+                                     lambda: forms["kernel"].network_svs(model, shape), device, rounds, reps)
+            print(f"| {name} | {products} | {a:.2f} | {b:.2f} | {ratio:.2f} | {diff:.1e} |")
+            sys.stdout.flush()
+
+
 SECTIONS = {"tt-fold": section_tt_fold, "gram-products": section_gram_products, "gesvda": section_gesvda,
             "gram-graph": section_gram_graph, "overheads": section_overheads, "gram-networks": section_gram_networks,
-            "gram-fused": section_gram_fused, "gram-screen": section_gram_screen}
+            "gram-fused": section_gram_fused, "gram-screen": section_gram_screen, "gram-first": section_gram_first}
 
 
 def main(argv: list[str] | None = None) -> int:

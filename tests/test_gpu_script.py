@@ -213,6 +213,21 @@ def test_svd_aspect_audit_script_prints_its_two_tables(capsys):
     assert float(rows[2].split("|")[5]) > 0
 
 
+def test_gram_first_paired_script_prints_its_rows(capsys):
+    """scripts/gram-first-paired.py (the first-product figures of reports/cpu-performance.md) runs with --quick: a
+    row per shape with both timings, the same bound both ways, and auto's choice."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("first", ROOT / "scripts" / "gram-first-paired.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--quick"]) == 0
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if "->" in line]
+    assert len(rows) == 2
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 and float(r[8]) < 1e-5 for r in rows)
+    assert [r[9].strip() for r in rows] == ["transfer", "kernel"]
+
+
 def test_gram_screen_paired_script_prints_its_rows(capsys):
     """scripts/gram-screen-paired.py (the screening figures of reports/cpu-performance.md) runs with --quick: a row
     per model with both timings and no difference between the screened and unscreened bounds."""
@@ -266,8 +281,10 @@ def test_gpu_probe_runs_with_tiny_shapes_on_the_gpu_machines_packages(tmp_path):
     out = res.stdout
     assert "Traceback" not in out
     for section in ("tt-fold", "gram-products", "gesvda", "gram-graph", "overheads", "gram-networks", "gram-fused",
-                    "gram-screen"):
+                    "gram-screen", "gram-first"):
         assert f"## {section}" in out
+    (first,) = [line for line in out.splitlines() if line.startswith("| small_cnn | auto |")]
+    assert float(first.split("|")[6]) < 1e-5  # kernel and transfer first products: the same bound
     assert "| fold (R factors + cores) |" in out and "| 8 | 8 | 34 |" in out and "| small_cnn |" in out
     assert out.count("skipped:") == 3  # gesvda, CUDA graphs and the fused Triton step are timed on a GPU
 

@@ -7,6 +7,7 @@ from torch import nn
 
 from svbench.errors import UserError
 from svbench.functional.gram import (
+    _first_product,
     _gram_run,
     _unique_transfer,
     gram_iteration_bound,
@@ -44,13 +45,14 @@ def test_screening_drops_frequencies_that_cannot_hold_the_maximum():
     mats = _spread(2, 40, 16)
     flat = mats.reshape(-1, 16, 16)
     groups = torch.arange(2).repeat_interleave(40)
-    bounds, kept = _gram_run(flat, 6, "real", groups=groups, count=2)
+    bounds, kept = _gram_run(_first_product(flat, "real", True), 6, "real", True, groups=groups, count=2)
     assert bounds.numel() == kept.numel() < 20  # of 80
     assert set(kept.tolist()) == {0, 1}  # every group keeps its maximum
     # equal sigma_1 (a tie, here the same matrix up to a phase) is never dropped: each may hold the maximum
     one = torch.randn(16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.complex64)
     tied = torch.stack([one * torch.exp(torch.tensor(0.3j * i)) for i in range(10)])
-    bounds, _ = _gram_run(tied, 6, "real", groups=torch.zeros(10, dtype=torch.long), count=1)
+    bounds, _ = _gram_run(_first_product(tied, "real", True), 6, "real", True,
+                          groups=torch.zeros(10, dtype=torch.long), count=1)
     assert bounds.numel() == 10
 
 
@@ -59,7 +61,8 @@ def test_screened_layer_bounds_match_on_conv_layers():
     w = torch.randn(24, 20, 3, 3, generator=g)
     w[:, :, 1, 1] *= 4  # a strong centre tap: sigma_1 peaks at low frequencies, as in smooth trained kernels
     mats = _unique_transfer(w, 8, 1)
-    bounds, _ = _gram_run(mats, 6, "real", groups=torch.zeros(mats.shape[0], dtype=torch.long), count=1)
+    bounds, _ = _gram_run(_first_product(mats, "real", True), 6, "real", True,
+                          groups=torch.zeros(mats.shape[0], dtype=torch.long), count=1)
     assert bounds.numel() < mats.shape[0]  # screened (Gram side 20 >= SCREEN_MIN_SIDE)
     for stride in (1, 2):
         on = gram_iteration_bound(w, 8, stride, screen="on")

@@ -96,7 +96,9 @@ def gram_iteration_matrices(mats: Tensor, iters: int = 6, *, products: str = "au
     complex ``matrix_norm`` and division took 2-3x the time of the matmul itself (c = 64, n = 16, one thread).
     """
     products = _checked_products(products, mats, iters)
-    bounds, _ = _gram_run(mats.reshape(-1, *mats.shape[-2:]), iters, products)
+    real_form = products in ("real", "triton") and mats.is_complex()
+    first = _first_product(mats.reshape(-1, *mats.shape[-2:]), products, real_form)
+    bounds, _ = _gram_run(first, iters, products, real_form)
     return bounds.reshape(mats.shape[:-2])
 
 
@@ -124,18 +126,29 @@ def gram_iteration_max(mats: Tensor, iters: int = 6, *, products: str = "auto", 
     saving is large on trained layers, whose sigma_1 varies across frequencies (a small CNN after one epoch on
     MNIST: 3-7 % of the frequencies within 0.9 of the largest), small on random ones (frequencies alike).
     """
-    if screen not in SCREENS:
-        raise UserError(f"Gram screen must be one of {', '.join(SCREENS)}; got {screen!r}")
+    _check_screen(screen)
     products = _checked_products(products, mats, iters)
     lead, f = mats.shape[:-3], mats.shape[-3]
-    flat = mats.reshape(-1, *mats.shape[-2:])
-    if screen == "off" or (screen == "auto" and mats.device.type == "cuda") or f == 1:
-        bounds, _ = _gram_run(flat, iters, products)
-        return bounds.reshape(*lead, f).amax(-1)
-    count = lead.numel()
-    groups = torch.arange(count, device=mats.device).repeat_interleave(f)
-    bounds, groups = _gram_run(flat, iters, products, groups=groups, count=count)
-    return _group_max(bounds, groups, count).reshape(lead)
+    real_form = products in ("real", "triton") and mats.is_complex()
+    first = _first_product(mats.reshape(-1, *mats.shape[-2:]), products, real_form)
+    return _screened_max(first, real_form, lead.numel(), f, iters, products, screen, mats.device).reshape(lead)
+
+
+def _check_screen(screen: str) -> None:
+    if screen not in SCREENS:
+        raise UserError(f"Gram screen must be one of {', '.join(SCREENS)}; got {screen!r}")
+
+
+def _screened_max(first: tuple[Tensor, Tensor], real_form: bool, count: int, f: int, iters: int, products: str,
+                  screen: str, device: torch.device) -> Tensor:
+    """The largest bound of each of ``count`` groups of ``f`` consecutive first products (:func:`_gram_run`'s
+    ``first``), screened as :func:`gram_iteration_max` says: (count,)."""
+    if screen == "off" or (screen == "auto" and device.type == "cuda") or f == 1:
+        bounds, _ = _gram_run(first, iters, products, real_form)
+        return bounds.reshape(count, f).amax(-1)
+    groups = torch.arange(count, device=device).repeat_interleave(f)
+    bounds, groups = _gram_run(first, iters, products, real_form, groups=groups, count=count)
+    return _group_max(bounds, groups, count)
 
 
 def _group_max(values: Tensor, groups: Tensor, count: int) -> Tensor:
@@ -162,9 +175,12 @@ def _checked_products(products: str, mats: Tensor, iters: int) -> str:
     return products
 
 
-def _gram_run(mats: Tensor, iters: int, products: str, *, groups: Tensor | None = None, count: int = 1,
-              block: int | None = None, precision: str = "ieee", warps: int | None = None) -> tuple[Tensor, Tensor]:
-    """Bounds of a flat batch (B, p, q) by ``iters`` products of the resolved form ``products``; with ``groups``
+def _gram_run(first: tuple[Tensor, Tensor], iters: int, products: str, real_form: bool, *,
+              groups: Tensor | None = None, count: int = 1, block: int | None = None, precision: str = "ieee",
+              warps: int | None = None) -> tuple[Tensor, Tensor]:
+    """Bounds of a flat batch by ``iters`` products of the resolved form ``products``, from ``first`` = (the first
+    products G_1 (B, s, s) divided by their scale, log of that scale (B,)) as :func:`_first_product` or
+    :func:`_kernel_first_product` give them (``real_form``: packed as one real matrix); with ``groups``
     (B,) (group ids below ``count``) the batch is screened as :func:`gram_iteration_max` says and
     the bounds of the kept matrices come back with their groups. ``block``, ``precision``, ``warps``: the fused
     step's kernel settings (``products="triton"``).
@@ -172,8 +188,7 @@ def _gram_run(mats: Tensor, iters: int, products: str, *, groups: Tensor | None 
     Every form carries the iterate divided by its Frobenius norm, the divisions kept in log space (``log_scale``):
     after t products H_t = exp(log_scale) G_t = (A^H A)^(2^(t-1)) and the bound is
     exp((log_scale + log ||G_t||_F) / 2^t)."""
-    real_form = products in ("real", "triton") and mats.is_complex()
-    g, log_scale = _first_product(mats, products, real_form)
+    g, log_scale = first
     tiny = torch.finfo(log_scale.dtype).tiny
     for step in range(1, iters):
         r = _fro(g).clamp_min(tiny)
@@ -197,7 +212,7 @@ def _gram_run(mats: Tensor, iters: int, products: str, *, groups: Tensor | None 
             g = g @ g
     fro = _fro(g).clamp_min(tiny)
     bounds = torch.exp((log_scale + torch.log(fro)) / 2**iters)
-    return bounds, groups if groups is not None else torch.zeros(0, dtype=torch.long, device=mats.device)
+    return bounds, groups if groups is not None else torch.zeros(0, dtype=torch.long, device=g.device)
 
 
 def _first_product(mats: Tensor, products: str, real_form: bool) -> tuple[Tensor, Tensor]:
@@ -259,8 +274,10 @@ def _gram_iteration_real_parts(mats: Tensor, iters: int, fused: bool = False, bl
     first step packs A^H A the same way (:func:`_first_product`). Each iterate is divided by its Frobenius norm
     before it is squared (||A||_F = 1, so no product overflows and ||A'||_F >= 1 / c keeps it far from underflow).
     """
-    bounds, _ = _gram_run(mats.reshape(-1, *mats.shape[-2:]), iters, "triton" if fused else "real", block=block,
-                          precision=precision, warps=warps)
+    flat = mats.reshape(-1, *mats.shape[-2:])
+    real_form = mats.is_complex()
+    bounds, _ = _gram_run(_first_product(flat, "real", real_form), iters, "triton" if fused else "real", real_form,
+                          block=block, precision=precision, warps=warps)
     return bounds.reshape(mats.shape[:-2])
 
 
@@ -318,27 +335,186 @@ def _scale(g: Tensor, factor: Tensor) -> Tensor:
     return g * factor[..., None, None]
 
 
+FIRSTS = ("auto", "kernel", "transfer")
+
+
 def gram_iteration_bound(weight: Tensor, n: int, stride: int = 1, iters: int = 6, *, products: str = "auto",
-                         screen: str = "auto") -> Tensor:
+                         screen: str = "auto", first: str = "auto") -> Tensor:
     """Upper bound on sigma_max of the circular conv on n x n (stride by polyphase). Differentiable (autograd);
-    ``screen``: see :func:`gram_iteration_max` (same value)."""
-    return gram_iteration_max(_unique_transfer(weight, n, stride), iters, products=products, screen=screen)
+    ``screen``: see :func:`gram_iteration_max` (same value); ``first``: how the first product is formed
+    (:func:`_bound_from_taps`; same value up to rounding)."""
+    taps, m, idx, _ = unique_frequency_taps(weight, n, stride)
+    return _bound_from_taps(taps[None], m, idx, iters, products, screen, first)[0]
 
 
 def gram_iteration_bound_batched(weights: Tensor, n: int, stride: int = 1, iters: int = 6, *,
-                                 products: str = "auto", screen: str = "auto") -> Tensor:
+                                 products: str = "auto", screen: str = "auto", first: str = "auto") -> Tensor:
     """Bounds for L layers of one shape at once: weights (L, c_out, c_in, k, k) -> (L,)."""
-    specs = torch.stack([_unique_transfer(w, n, stride) for w in weights])
-    return gram_iteration_max(specs.flatten(1, -3), iters, products=products, screen=screen)
+    taps = [unique_frequency_taps(w, n, stride) for w in weights]
+    _, m, idx, _ = taps[0]
+    return _bound_from_taps(torch.stack([t[0] for t in taps]), m, idx, iters, products, screen, first)
 
 
 def gram_iteration_bound_grouped(weight: Tensor, n: int, stride: int = 1, groups: int = 1, iters: int = 6, *,
-                                 products: str = "auto", screen: str = "auto") -> Tensor:
+                                 products: str = "auto", screen: str = "auto", first: str = "auto") -> Tensor:
     """Upper bound on sigma_max of a grouped circular conv, weight (c_out, c_in / g, k, k): its transfer matrices are
     the g blocks stacked, cut apart here and iterated as one batch; sigma_max is the largest block's."""
-    mats = _unique_transfer(weight, n, stride)
-    f, c_out, q = mats.shape
-    return gram_iteration_max(mats.reshape(f * groups, c_out // groups, q), iters, products=products, screen=screen)
+    taps, m, idx, _ = unique_frequency_taps(weight, n, stride)
+    c_out, q, t, _ = taps.shape
+    return _bound_from_taps(taps.reshape(groups, c_out // groups, q, t, t), m, idx, iters, products, screen, first,
+                            pool=True)[0]
+
+
+def _bound_from_taps(taps: Tensor, m: int, idx: Tensor, iters: int, products: str, screen: str, first: str, *,
+                     pool: bool = False) -> Tensor:
+    """Bounds of B convs given by their compact polyphase taps (B, p, q, t, t) on the m x m grid, over the rfft
+    frequencies ``idx``: (B,), or (1,) for the largest of all with ``pool``.
+
+    Two exact shortcuts before the iteration:
+
+    - t = 1 (a kernel no larger than its stride: 1 x 1 convs of any stride): the transfer matrix is the same at
+      every frequency (``transfer.frequency_free_matrix``), so one frequency gives the same maximum.
+    - ``first``: ``"transfer"`` forms the transfer matrices A(w) and their first products A^H A (A A^H when wide)
+      one frequency at a time (:func:`_first_product`); ``"kernel"`` forms every G_1(w) from the kernel's channel
+      correlations (:func:`_kernel_first_product`): no transfer matrix is built and the work no longer scales with
+      p q per frequency; ``"auto"`` takes ``"kernel"`` on a CPU where it needs fewer flops
+      (:func:`kernel_first_cheaper`; measured 1.0-1.65x faster where it does, this project's CPU, 1 thread,
+      scripts/gram-first-paired.py) and ``"transfer"`` elsewhere (on CUDA until measured there: gpu-probe's
+      ``gram-first`` section). The same G_1 in exact arithmetic (float32 rounding differs: ~1e-6 of its largest
+      entry; the bounds agreed to 2.5e-7).
+    """
+    if first not in FIRSTS:
+        raise UserError(f"Gram first product must be one of {', '.join(FIRSTS)}; got {first!r}")
+    _check_screen(screen)
+    b, p, q, t, _ = taps.shape
+    if t == 1:
+        idx = idx[:1]
+    f = idx.numel()
+    kernel = first == "kernel" or (first == "auto" and products != "3xtf32" and taps.device.type == "cpu"
+                                   and kernel_first_cheaper(f, p, q, t, _real_form_for(products, taps, f)))
+    if not kernel or products == "3xtf32":
+        mats = torch.stack([transfer_matrices_at(k, m, idx) for k in taps])  # (B, F, p, q)
+        bounds = gram_iteration_max(mats.flatten(0, 1)[None] if pool else mats, iters, products=products,
+                                    screen=screen)
+        return bounds.reshape(-1)
+    if iters < 1:
+        raise UserError(f"Gram iteration needs iters >= 1, got {iters}")
+    resolved = _resolve_for_taps(products, taps, f)
+    real_form = resolved in ("real", "triton")
+    g, log_scale = _kernel_first_product(taps, m, idx, real_form)
+    count = 1 if pool else b
+    return _screened_max((g, log_scale), real_form, count, g.shape[0] // count, iters, resolved, screen, taps.device)
+
+
+def _resolve_for_taps(products: str, taps: Tensor, f: int) -> str:
+    """The product form ``resolve_products`` would give the transfer matrices of these taps (complex, B F of them),
+    with the same refusals (``triton`` without CUDA / with a gradient)."""
+    b, p, q = taps.shape[:3]
+    stand_in = torch.empty(0, dtype=torch.complex64, device=taps.device)  # only its device and dtype kind are read
+    if products not in PRODUCTS:
+        return resolve_products(products, stand_in)  # the one-line refusal
+    resolved = auto_products(taps.device.type, b * f, min(p, q)) if products == "auto" else products
+    if resolved == "triton":
+        why = triton_available(taps.device)
+        if why:
+            raise UserError(why)
+        if taps.requires_grad and torch.is_grad_enabled():
+            raise UserError("Gram products 'triton' have no backward pass; use 'real' or 'auto' for a differentiable "
+                            "bound")
+    return resolved
+
+
+def _real_form_for(products: str, taps: Tensor, f: int) -> bool:
+    if products not in PRODUCTS:
+        return True  # refused later, with the message
+    b, p, q = taps.shape[:3]
+    resolved = auto_products(taps.device.type, b * f, min(p, q)) if products == "auto" else products
+    return resolved in ("real", "triton")
+
+
+def kernel_first_cheaper(f: int, p: int, q: int, t: int, real_form: bool) -> bool:
+    """Whether :func:`_kernel_first_product` needs fewer flops than transfer matrices plus their first products, for
+    F frequencies of p x q transfer matrices from t x t taps (side s = min(p, q), l = max(p, q), D = (2t - 1)^2
+    tap offsets).
+
+    transfer: 4 F t^2 p q (the direct DFT, real and imaginary parts) + 4 F l s^2 (real form; 8 F l s^2 complex);
+    kernel: 2 t^4 l s^2 (every tap pair's product) + t^4 s^2 (summed by offset) + 2 F D s^2 (the DFT of the
+    offsets; 4 F D s^2 complex)."""
+    side, other = min(p, q), max(p, q)
+    d = (2 * t - 1) ** 2
+    per_freq = 4 if real_form else 8
+    transfer = 4 * f * t * t * p * q + per_freq * f * other * side * side
+    kernel = 2 * t**4 * other * side * side + t**4 * side * side + (per_freq // 2) * f * d * side * side
+    return kernel < transfer
+
+
+def _kernel_first_product(taps: Tensor, m: int, idx: Tensor, real_form: bool) -> tuple[Tensor, Tensor]:
+    """The first products of B convs at the F frequencies ``idx``, from their taps (B, p, q, t, t): ((B F, s, s),
+    (B F,)) as :func:`_first_product` gives them for the transfer matrices (each G_1 divided by its scale).
+
+    With A(w) = sum_a K_a exp(-i theta_a), theta_a = 2 pi (w . a) / m over the taps a:
+
+        A^H A = sum_d C_d exp(i theta_d),   C_d = sum_{a - b = d} K_a^T K_b     (tall or square: side q)
+        A A^H = sum_d E_d exp(-i theta_d),  E_d = sum_{a - b = d} K_a K_b^T     (wide: side p)
+
+    over the (2t - 1)^2 offsets d: one matmul gives every K_a^T K_b (t^2 q x t^2 q), the pairs are summed by
+    offset, and one matmul by the DFT coefficients of the offsets gives every frequency's G_1. The real form packs
+    Re G + Im G = sum_d C_d (cos theta_d +- sin theta_d) (see :func:`_first_product`). The weights are divided by
+    their Frobenius norm first (no overflow) and each G_1 by its trace (= ||A(w)||_F^2; its log is kept)."""
+    b, p, q, t, _ = taps.shape
+    wide = q > p
+    s = p if wide else q
+    nu = torch.linalg.vector_norm(taps, dim=(1, 2, 3, 4)).clamp_min(torch.finfo(taps.dtype).tiny)  # (B,)
+    k = (taps / nu[:, None, None, None, None]).permute(0, 3, 4, 1, 2).reshape(b, t * t, p, q)  # K_a, a = (u, v)
+    if wide:
+        k = k.mT  # E_d = K_a K_b^T: the same formula on the transposed taps
+    cat = k.permute(0, 2, 1, 3).reshape(b, -1, t * t * s)  # [K_1, ..., K_T] (B, l, T s)
+    pairs = (cat.mT @ cat).view(b, t, t, s, t, t, s)  # [., au, av, i, bu, bv, j] = (K_a^T K_b)_ij
+    pairs = pairs.permute(0, 1, 2, 4, 5, 3, 6).reshape(b, t**4, s * s)  # [., (a, b), (i, j)]
+    offsets = _sum_by_offset(pairs, t, gather=taps.device.type != "cpu")  # C_d (E_d): (B, (2t - 1)^2, s^2)
+    mf = m // 2 + 1
+    w1 = (idx // mf).view(-1, 1, 1)
+    w2 = (idx % mf).view(-1, 1, 1)
+    d = torch.arange(-(t - 1), t, device=taps.device)
+    phase = ((w1 * d.view(1, -1, 1) + w2 * d.view(1, 1, -1)) % m).reshape(idx.numel(), -1)
+    phase = phase.to(torch.float64) * (2 * math.pi / m)  # exact integer phases, evaluated in float64
+    sign = -1.0 if wide else 1.0
+    cos, sin = phase.cos().to(taps.dtype), (sign * phase.sin()).to(taps.dtype)
+    f = idx.numel()
+    if real_form:
+        g = ((cos + sin) @ offsets).view(b * f, s, s)
+        diag = g.diagonal(dim1=-2, dim2=-1)
+    else:
+        re_im = torch.cat([cos, sin]) @ offsets  # (B, 2F, s^2)
+        g = torch.complex(re_im[:, :f], re_im[:, f:]).view(b * f, s, s)
+        diag = g.diagonal(dim1=-2, dim2=-1).real
+    trace = diag.sum(-1).clamp_min(torch.finfo(taps.dtype).tiny)  # ||A(w)||_F^2 / nu^2
+    log_scale = torch.log(trace) + 2 * torch.log(nu).repeat_interleave(f)
+    return g / trace[:, None, None], log_scale
+
+
+def _sum_by_offset(pairs: Tensor, t: int, *, gather: bool) -> Tensor:
+    """(B, t^4, R) indexed [., (a, b), r] over tap pairs a, b in [0, t)^2 (row-major) -> (B, (2t - 1)^2, R): the sums
+    over each offset d = a - b, d row-major over [-(t-1), t-1]^2.
+
+    ``gather=False``: one ``index_add`` (fastest on a CPU, where it is deterministic); ``gather=True``: the pairs of
+    each offset gathered into a zero-padded table and summed (no atomics: the same sums on every run on a GPU,
+    where ``index_add`` adds in a nondeterministic order)."""
+    a = torch.arange(t, device=pairs.device)
+    au, av = a.repeat_interleave(t), a.repeat(t)
+    width = 2 * t - 1
+    offset = ((au[:, None] - au[None, :] + t - 1) * width + (av[:, None] - av[None, :] + t - 1)).reshape(-1)
+    b, _, r = pairs.shape
+    if not gather:
+        return pairs.new_zeros(b, width * width, r).index_add(1, offset, pairs)
+    order = torch.argsort(offset, stable=True)  # pairs grouped by offset, each group in pair order
+    counts = torch.bincount(offset, minlength=width * width)
+    most = t * t  # the zero offset has the most pairs
+    rank = torch.arange(t**4, device=pairs.device) - (torch.cumsum(counts, 0) - counts)[offset[order]]
+    table = torch.full((width * width, most), t**4, dtype=torch.long, device=pairs.device)  # t^4: a zero row
+    table[offset[order], rank] = order
+    padded = torch.cat([pairs, pairs.new_zeros(b, 1, r)], dim=1)
+    return padded[:, table.reshape(-1)].view(b, width * width, most, r).sum(2)
 
 
 def _unique_transfer(weight: Tensor, n: int, stride: int) -> Tensor:

@@ -17,6 +17,10 @@ Delattre, Barthelemy, Araujo & Allauzen, ICML 2023 (arXiv:2305.16173); zero-padd
 - ``screen`` (``auto``: on a CPU): frequencies whose bound can no longer be the layer's largest are dropped after
   each product (a lower bound on every frequency's sigma_1 from the iterate's diagonal); the result is the
   unscreened bound, computed on fewer matrices when sigma_1 varies across frequencies, as in trained layers.
+- ``first`` (``auto``): the first product A^H A of every frequency from the kernel's channel correlations (one
+  small matmul per layer and a DFT of the (2k - 1)^2 tap offsets, no transfer matrix built) where that needs fewer
+  flops than forming it per frequency (on a CPU; CUDA keeps the transfer matrices until measured); same bound up
+  to float32 rounding (functional.gram).
 - ``bound="delattre2024"``: the n-independent zero-padding bound (slower convergence, +7.5 % at T = 4 on a
   c = 8 example); valid for every n and any stride.
 - Control (``target``): w <- w * min(1, target / bound) every ``every`` steps; since bound >= sigma_1 the layer
@@ -79,6 +83,13 @@ class GramConfig:
     # frequency screening (fft bound): drop a frequency once its bound can no longer be the layer's largest (same
     # value; functional.gram.gram_iteration_max). "auto" = on a CPU, off on CUDA (host syncs, not measured there)
     screen: Literal["auto", "on", "off"] = "auto"
+    # how the first product G_1 = A^H A of every frequency is formed (fft bound; same bound up to rounding):
+    # "kernel" = from the kernel's channel correlations, one small matmul per layer and a DFT of the (2k - 1)^2
+    # offsets, no transfer matrix built; "transfer" = from the transfer matrices, one product per frequency;
+    # "auto" = on a CPU whichever needs fewer flops (functional.gram.kernel_first_cheaper; measured 1.0-1.65x faster
+    # where it picks "kernel", ResNet-18's bound 1.19x, scripts/gram-first-paired.py), "transfer" on CUDA until
+    # measured there
+    first: Literal["auto", "kernel", "transfer"] = "auto"
     target: float | None = None  # control: rescale so that the bound <= target
     every: int = 1
     penalty_weight: float = 0.0
@@ -116,7 +127,7 @@ def _grid(n: int, k: int, stride: int, padding: str) -> int:
 
 
 def _fft_bounds_by_shape(layers: list[tuple[str, Tensor, int, int]], iters: int, products: str = "auto",
-                         screen: str = "auto") -> dict[str, Tensor]:
+                         screen: str = "auto", first: str = "auto") -> dict[str, Tensor]:
     """Gram bounds of (name, weight, grid, stride) layers: one batched iteration per (weight shape, grid, stride).
     Differentiable (the training penalty); callers that only read the bounds wrap it in ``no_grad``."""
     groups: dict[tuple, list[tuple[str, Tensor]]] = defaultdict(list)
@@ -125,7 +136,7 @@ def _fft_bounds_by_shape(layers: list[tuple[str, Tensor, int, int]], iters: int,
     out: dict[str, Tensor] = {}
     for (_, _, grid, stride), members in groups.items():
         bounds = gram_iteration_bound_batched(torch.stack([w for _, w in members]), grid, stride, iters,
-                                              products=products, screen=screen)
+                                              products=products, screen=screen, first=first)
         out.update({name: b for (name, _), b in zip(members, bounds)})
     return out
 
@@ -158,7 +169,7 @@ class GramMethod(Method):
         if c.bound == "delattre2024":
             return delattre2024_bound(w, c.zero_iters)
         return gram_iteration_bound(w, _grid(n, weight.shape[-1], stride, padding), stride, c.iters,
-                                    products=self._products(w), screen=c.screen)
+                                    products=self._products(w), screen=c.screen, first=c.first)
 
     def _products(self, w: Tensor, differentiable: bool = False) -> str:
         """How the Gram products are formed: "3xtf32" for a no-grad bound when asked for (float32 weights, else a
@@ -192,7 +203,8 @@ class GramMethod(Method):
         if c.bound == "delattre2024":
             return torch.stack([delattre2024_bound(b, c.zero_iters) for b in group_kernels(w, groups)]).max()
         return gram_iteration_bound_grouped(w, _grid(n, w.shape[-1], stride, padding), stride, groups, c.iters,
-                                            products=self._products(w, differentiable), screen=c.screen)
+                                            products=self._products(w, differentiable), screen=c.screen,
+                                            first=c.first)
 
     def network_svs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, Tensor]:
         """The bound of every conv (circular model on its own grid); with ``batch_layers`` (and ``bound="fft"``)
@@ -212,7 +224,7 @@ class GramMethod(Method):
         dtypes = {name: layer.weight.dtype for name, layer, _ in convs}
         with torch.no_grad():
             products = self._products(plain[0][1]) if plain else c.products  # one model, one dtype
-            for name, b in _fft_bounds_by_shape(plain, c.iters, products, c.screen).items():
+            for name, b in _fft_bounds_by_shape(plain, c.iters, products, c.screen, c.first).items():
                 out[name] = round_up_to(b.reshape(1), dtypes[name])
         return {name: out[name] for name, _, _ in convs}
 
@@ -247,7 +259,8 @@ class GramMethod(Method):
             grids = [(name, conv.weight, _grid(n, conv.kernel_size[0], conv.stride[0], conv.padding_mode),
                       conv.stride[0]) for name, conv, n in plain]
             products = self._products(grids[0][1], differentiable=True)
-            bounds.append(torch.stack(list(_fft_bounds_by_shape(grids, c.iters, products, c.screen).values())))
+            by_shape = _fft_bounds_by_shape(grids, c.iters, products, c.screen, c.first)
+            bounds.append(torch.stack(list(by_shape.values())))
         elif plain:
             bounds.append(torch.stack([delattre2024_bound(conv.weight, c.zero_iters) for _, conv, _ in plain]))
         bounds = torch.cat(bounds)
