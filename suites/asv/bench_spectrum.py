@@ -15,7 +15,8 @@ from svbench.methods.base import LayerSpec
 
 DEVICE = os.environ.get("SVBENCH_ASV_DEVICE", "cpu")
 SHAPES = ["16-8-1", "64-16-1", "64-16-2", "128-16-1-g128"]  # c-n-stride[-g groups], 3x3 kernels (last: depthwise)
-METHODS = ["reference", "sedghi", "sedghi-svdvals", "sedghi-eigh", "tt-half", "gram", "gram-complex", "power", "cayley"]
+METHODS = ["reference", "sedghi", "sedghi-svdvals", "sedghi-eigh", "tt-half", "gram", "gram-complex", "gram-transfer",
+           "power", "cayley"]
 
 
 def _method(name):
@@ -24,6 +25,7 @@ def _method(name):
         "sedghi-svdvals": ("sedghi", {"backend": "svdvals"}),
         "tt-half": ("tt", {"rank_scale": 0.5}),
         "gram-complex": ("gram", {"products": "complex"}),  # the paper code's product form, against the default
+        "gram-transfer": ("gram", {"first": "transfer"}),  # first product per frequency, against auto's kernel route
     }
     base, opts = table.get(name, (name, {}))
     return create_method(base, **opts)
