@@ -213,6 +213,20 @@ def test_svd_aspect_audit_script_prints_its_two_tables(capsys):
     assert float(rows[2].split("|")[5]) > 0
 
 
+def test_gram_real_step_paired_script_prints_its_rows(capsys):
+    """scripts/gram-real-step-paired.py (the real-form step figures of reports/cpu-performance.md) runs with --quick:
+    its new step is svbench's (the script asserts it), both timings positive, the bounds alike."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("step", ROOT / "scripts" / "gram-real-step-paired.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--quick"]) == 0
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    rows = [r for r in rows if r[1].strip().isdigit()]
+    assert len(rows) == 2 and all(float(r[4]) > 0 and float(r[5]) > 0 and float(r[10]) < 1e-5 for r in rows)
+
+
 def test_gram_first_paired_script_prints_its_rows(capsys):
     """scripts/gram-first-paired.py (the first-product figures of reports/cpu-performance.md) runs with --quick: a
     row per shape with both timings, the same bound both ways, and auto's choice."""
