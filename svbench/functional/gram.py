@@ -51,13 +51,15 @@ CUDA_REAL_PRODUCTS_MIN_WORK = 1e9
 def resolve_products(products: str, mats: Tensor) -> str:
     """The concrete product form for this batch: ``auto`` picks by device and size (:func:`auto_products`); real
     matrices take one real matmul per step either way (reported as ``complex``)."""
+    return _resolve(products, mats.device.type, mats.is_complex(), mats.shape[:-2].numel(), min(mats.shape[-2:]))
+
+
+def _resolve(products: str, device_type: str, is_complex: bool, matrices: int, side: int) -> str:
     if products not in PRODUCTS:
         raise UserError(f"Gram products must be one of {', '.join(PRODUCTS)}; got {products!r}")
     if products != "auto":
         return products
-    if not mats.is_complex():
-        return "complex"
-    return auto_products(mats.device.type, mats.shape[:-2].numel(), min(mats.shape[-2:]))
+    return auto_products(device_type, matrices, side) if is_complex else "complex"
 
 
 def auto_products(device_type: str, matrices: int, side: int) -> str:
@@ -162,14 +164,20 @@ def _group_max(values: Tensor, groups: Tensor, count: int) -> Tensor:
 
 def _checked_products(products: str, mats: Tensor, iters: int) -> str:
     """The concrete product form (``resolve_products``), with the one-line refusals of bad input."""
+    return _checked(products, mats.device, mats.is_complex(), mats.shape[:-2].numel(), min(mats.shape[-2:]),
+                    mats.requires_grad, iters)
+
+
+def _checked(products: str, device: torch.device, is_complex: bool, matrices: int, side: int, requires_grad: bool,
+             iters: int) -> str:
     if iters < 1:
         raise UserError(f"Gram iteration needs iters >= 1, got {iters}")
-    products = resolve_products(products, mats)
+    products = _resolve(products, device.type, is_complex, matrices, side)
     if products == "triton":
-        why = triton_available(mats.device)
+        why = triton_available(device)
         if why:
             raise UserError(why)
-        if mats.requires_grad and torch.is_grad_enabled():
+        if requires_grad and torch.is_grad_enabled():
             raise UserError("Gram products 'triton' have no backward pass; use 'real' or 'auto' for a differentiable "
                             "bound")
     return products
@@ -383,8 +391,8 @@ def _bound_from_taps(taps: Tensor, m: int, idx: Tensor, iters: int, products: st
       p q per frequency; ``"auto"`` takes ``"kernel"`` on a CPU where it needs fewer flops
       (:func:`kernel_first_cheaper`; measured 1.0-1.65x faster where it does, this project's CPU, 1 thread,
       scripts/gram-first-paired.py) and ``"transfer"`` elsewhere (on CUDA until measured there: gpu-probe's
-      ``gram-first`` section). The same G_1 in exact arithmetic (float32 rounding differs: ~1e-6 of its largest
-      entry; the bounds agreed to 2.5e-7).
+      ``gram-first`` section); ``products="3xtf32"`` always takes ``"transfer"``. The same G_1 in exact arithmetic
+      (float32 rounding differs: ~1e-6 of its largest entry; the bounds agreed to 2.5e-7).
     """
     if first not in FIRSTS:
         raise UserError(f"Gram first product must be one of {', '.join(FIRSTS)}; got {first!r}")
@@ -393,46 +401,19 @@ def _bound_from_taps(taps: Tensor, m: int, idx: Tensor, iters: int, products: st
     if t == 1:
         idx = idx[:1]
     f = idx.numel()
-    kernel = first == "kernel" or (first == "auto" and products != "3xtf32" and taps.device.type == "cpu"
-                                   and kernel_first_cheaper(f, p, q, t, _real_form_for(products, taps, f)))
-    if not kernel or products == "3xtf32":
+    # the form the transfer matrices (complex, B F of them, side min(p, q)) would get, with the same refusals
+    resolved = _checked(products, taps.device, True, b * f, min(p, q), taps.requires_grad, iters)
+    real_form = resolved in ("real", "triton")
+    kernel = resolved != "3xtf32" and (first == "kernel" or (first == "auto" and taps.device.type == "cpu"
+                                                             and kernel_first_cheaper(f, p, q, t, real_form)))
+    if not kernel:
         mats = torch.stack([transfer_matrices_at(k, m, idx) for k in taps])  # (B, F, p, q)
         bounds = gram_iteration_max(mats.flatten(0, 1)[None] if pool else mats, iters, products=products,
                                     screen=screen)
         return bounds.reshape(-1)
-    if iters < 1:
-        raise UserError(f"Gram iteration needs iters >= 1, got {iters}")
-    resolved = _resolve_for_taps(products, taps, f)
-    real_form = resolved in ("real", "triton")
     g, log_scale = _kernel_first_product(taps, m, idx, real_form)
     count = 1 if pool else b
     return _screened_max((g, log_scale), real_form, count, g.shape[0] // count, iters, resolved, screen, taps.device)
-
-
-def _resolve_for_taps(products: str, taps: Tensor, f: int) -> str:
-    """The product form ``resolve_products`` would give the transfer matrices of these taps (complex, B F of them),
-    with the same refusals (``triton`` without CUDA / with a gradient)."""
-    b, p, q = taps.shape[:3]
-    stand_in = torch.empty(0, dtype=torch.complex64, device=taps.device)  # only its device and dtype kind are read
-    if products not in PRODUCTS:
-        return resolve_products(products, stand_in)  # the one-line refusal
-    resolved = auto_products(taps.device.type, b * f, min(p, q)) if products == "auto" else products
-    if resolved == "triton":
-        why = triton_available(taps.device)
-        if why:
-            raise UserError(why)
-        if taps.requires_grad and torch.is_grad_enabled():
-            raise UserError("Gram products 'triton' have no backward pass; use 'real' or 'auto' for a differentiable "
-                            "bound")
-    return resolved
-
-
-def _real_form_for(products: str, taps: Tensor, f: int) -> bool:
-    if products not in PRODUCTS:
-        return True  # refused later, with the message
-    b, p, q = taps.shape[:3]
-    resolved = auto_products(taps.device.type, b * f, min(p, q)) if products == "auto" else products
-    return resolved in ("real", "triton")
 
 
 def kernel_first_cheaper(f: int, p: int, q: int, t: int, real_form: bool) -> bool:
