@@ -169,3 +169,8 @@ def test_offset_sums_by_gather_equal_the_index_add(t):
     # the zero offset (the centre) holds the t^2 pairs (a, a)
     diag = pairs.view(2, t * t, t * t, 7).diagonal(dim1=1, dim2=2).sum(-1)
     assert torch.allclose(a[:, (2 * t - 1) ** 2 // 2], diag)
+
+
+def test_backend_label_names_a_chosen_first_product():
+    assert create_method("gram").backend() == "gram_iteration(T=6)"
+    assert create_method("gram", first="transfer").backend() == "gram_iteration(T=6, first from transfer)"

@@ -160,6 +160,7 @@ class GramMethod(Method):
         if c.bound == "fft":
             extra = "" if c.products == "auto" else f", {c.products} products"
             extra = ", 3xtf32" if c.precision == "3xtf32" else extra
+            extra += "" if c.first == "auto" else f", first from {c.first}"
             return f"gram_iteration(T={c.iters}{extra})"
         return f"delattre2024(T={c.zero_iters})"
 
