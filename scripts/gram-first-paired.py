@@ -11,14 +11,11 @@ Run: ``OMP_NUM_THREADS=1 python scripts/gram-first-paired.py``.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
-from svbench.functional.gram import FIRSTS, gram_iteration_bound, kernel_first_cheaper
+from svbench.functional.gram import gram_iteration_bound, kernel_first_cheaper
 from svbench.functional.transfer import unique_frequency_taps
-from svbench.measure.env import device_name
-from svbench.measure.timing import alternated_ms
+from svbench.measure.timing import alternated_ms, paired_cpu_script
 from svbench.methods import create_method
 from svbench.models import build_model
 
@@ -74,17 +71,9 @@ def network_row(name: str, shape: tuple[int, int, int], rounds: int, reps: int) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="two small shapes, one round (a check)")
-    args = parser.parse_args(argv)
-    assert FIRSTS == ("auto", "kernel", "transfer")
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    rounds, reps = (1, 1) if args.quick else (args.rounds, args.reps)
-    print(f"device: cpu ({device_name('cpu')}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"T = 6, float32, random kernels, {rounds} rounds x {reps} calls per form, alternated\n")
+    args = paired_cpu_script(argv, __doc__.splitlines()[0], "T = 6, float32, random kernels",
+                             quick_help="two small shapes, one round (a check)")
+    rounds, reps = args.rounds, args.reps
     print("| layer | bound transfer ms | bound kernel ms | transfer / kernel | +backward transfer ms | "
           "+backward kernel ms | transfer / kernel | rel. diff | auto takes |\n|---|---|---|---|---|---|---|---|---|")
     for shape in QUICK if args.quick else SHAPES:

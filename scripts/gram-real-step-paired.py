@@ -11,13 +11,10 @@ One thread. Run: ``OMP_NUM_THREADS=1 python scripts/gram-real-step-paired.py``.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 from svbench.functional.gram import _first_product, _fro, _unique_transfer, gram_iteration_matrices
-from svbench.measure.env import device_name
-from svbench.measure.timing import alternated_ms
+from svbench.measure.timing import alternated_ms, paired_cpu_script
 
 SHAPES = [(16, 32), (32, 32), (64, 16), (64, 32), (128, 16), (256, 8)]  # (c, n), 3 x 3, stride 1
 QUICK = [(8, 8), (32, 4)]
@@ -59,16 +56,9 @@ def row(c: int, n: int, rounds: int, reps: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="two small shapes, one round (a check)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    rounds, reps = (1, 1) if args.quick else (args.rounds, args.reps)
-    print(f"device: cpu ({device_name('cpu')}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"T = 6, float32, random 3 x 3 kernels, {rounds} rounds x {reps} calls per form, alternated\n")
+    args = paired_cpu_script(argv, __doc__.splitlines()[0], "T = 6, float32, random 3 x 3 kernels",
+                             quick_help="two small shapes, one round (a check)")
+    rounds, reps = args.rounds, args.reps
     print("| c | n | matrices | A A^T + U V / 2 ms | A A - V V / 2 ms | old / new | +backward old ms | "
           "+backward new ms | old / new | rel. diff |\n|---|---|---|---|---|---|---|---|---|---|")
     for c, n in QUICK if args.quick else SHAPES:

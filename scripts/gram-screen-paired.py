@@ -13,15 +13,13 @@ threads, the timings one. Run: ``OMP_NUM_THREADS=1 python scripts/gram-screen-pa
 
 from __future__ import annotations
 
-import argparse
 import os
 
 import torch
 from torch import nn
 
 from svbench.data.sources import load_dataset
-from svbench.measure.env import device_name
-from svbench.measure.timing import alternated_ms
+from svbench.measure.timing import alternated_ms, paired_cpu_script
 from svbench.methods import create_method
 from svbench.models import build_model
 from svbench.train.config import OptimSpec, ScheduleSpec
@@ -69,17 +67,9 @@ def compare(label: str, model: nn.Module, shape: tuple[int, int, int], rounds: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="a few training batches, one round (a check)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    rounds, reps = (1, 1) if args.quick else (args.rounds, args.reps)
-    print(f"device: cpu ({device_name('cpu')}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"T = 6, float32, {rounds} rounds x {reps} calls per setting, alternated\n")
+    args = paired_cpu_script(argv, __doc__.splitlines()[0], "T = 6, float32", rounds=9,
+                             quick_help="a few training batches, one round (a check)", ints={"epochs": 4})
+    rounds, reps = args.rounds, args.reps
     print("| model | bound off ms | bound on ms | off / on | penalty off ms | penalty on ms | off / on | "
           "max rel. diff |\n|---|---|---|---|---|---|---|---|")
     epochs = 1 if args.quick else args.epochs

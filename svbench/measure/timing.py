@@ -183,3 +183,29 @@ def alternated_ms(fn_a: Callable[[], object], fn_b: Callable[[], object], rounds
         b.append(y)
         ratio.append(x / y)
     return statistics.median(a), statistics.median(b), statistics.median(ratio)
+
+
+def paired_cpu_script(argv: list[str] | None, description: str, what: str, *, rounds: int = 7, reps: int = 3,
+                      quick_help: str = "a small check, one round", ints: dict[str, int] | None = None):
+    """The command line every paired CPU script in scripts/ shares: ``--rounds``, ``--reps``, ``--quick`` (then one
+    round of one call) and the integer options ``ints`` (name: default). Pins one thread, seeds torch with 0 and
+    prints the header line naming the machine, torch, the thread count and ``what`` was timed. Returns the parsed
+    arguments (an ``argparse.Namespace``) with ``rounds`` and ``reps`` as they will be used."""
+    import argparse
+
+    from svbench.measure.env import device_name
+
+    parser = argparse.ArgumentParser(description=description)
+    for name, default in (ints or {}).items():
+        parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--reps", type=int, default=reps)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    if args.quick:
+        args.rounds, args.reps = 1, 1
+    print(f"device: cpu ({device_name('cpu')}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"{what}, {args.rounds} rounds x {args.reps} calls per form, alternated\n")
+    return args
