@@ -4,8 +4,9 @@ matrices (``first="transfer"``), functional/gram.py.
 Per layer shape (random float32 kernel, circular, T = 6, ``products``/``screen`` at their defaults): the bound with
 no gradient, and the bound with its backward pass (the training penalty), the two forms in turn (median over
 rounds, median of the per-round ratios); the largest relative difference between the two bounds; and which form
-``first="auto"`` takes (``kernel_first_cheaper``, a flop count). Then the whole-network bounds of two models
-(``network_svs``), ``first="auto"`` (chosen per layer) against ``"transfer"``. One thread.
+``first="auto"`` takes (``auto_first``: a flop count with a measured slack and a minimum side). Then the
+whole-network bounds of two models (``network_svs``), ``first="auto"`` (chosen per layer) against ``"transfer"``.
+One thread.
 Run: ``OMP_NUM_THREADS=1 python scripts/gram-first-paired.py``.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from svbench.functional.gram import gram_iteration_bound, kernel_first_cheaper
+from svbench.functional.gram import auto_first, auto_products, gram_iteration_bound
 from svbench.functional.transfer import unique_frequency_taps
 from svbench.measure.timing import alternated_ms, paired_cpu_script
 from svbench.methods import create_method
@@ -28,13 +29,13 @@ QUICK = [(8, 8, 3, 8, 1), (16, 32, 3, 8, 2)]
 
 
 def rule(c_in: int, c_out: int, k: int, n: int, stride: int) -> str:
+    """``first="auto"``'s choice for this layer on a CPU (``functional.gram.auto_first``)."""
     w = torch.zeros(c_out, c_in, k, k)
     taps, _, idx, _ = unique_frequency_taps(w, n, stride)
     p, q, t = taps.shape[0], taps.shape[1], taps.shape[-1]
     f = 1 if t == 1 else idx.numel()
-    side = min(p, q)
-    real = side >= 32  # the CPU ``auto`` product form (functional.gram.REAL_PRODUCTS_MIN_SIDE)
-    return "kernel" if kernel_first_cheaper(f, p, q, t, real) else "transfer"
+    real = auto_products("cpu", f, min(p, q)) == "real"
+    return auto_first("cpu", f, p, q, t, real)
 
 
 def layer_row(shape: tuple[int, int, int, int, int], rounds: int, reps: int) -> str:

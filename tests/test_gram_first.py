@@ -10,11 +10,11 @@ from torch import nn
 from svbench.errors import UserError
 from svbench.functional.gram import (
     _unique_transfer,
+    auto_first,
     gram_iteration_bound,
     gram_iteration_bound_batched,
     gram_iteration_bound_grouped,
     gram_iteration_max,
-    kernel_first_cheaper,
 )
 from svbench.functional.oracle import dense_operator
 from svbench.methods import create_method
@@ -138,8 +138,11 @@ def test_auto_takes_the_kernel_path_where_the_flop_count_says(monkeypatch):
     gram_iteration_bound(torch.randn(32, 32, 5, 5), 4, 1)  # 5 x 5 taps on a 4 x 4 grid: transfer
     gram_iteration_bound(w, 16, 1, first="transfer")
     assert len(calls) == 1
-    assert kernel_first_cheaper(514, 160, 160, 3, True) and not kernel_first_cheaper(10, 512, 512, 3, True)
-    assert not kernel_first_cheaper(130, 64, 64, 5, True)  # measured slower: 0.82x (scripts/gram-first-paired.py)
+    assert auto_first("cpu", 514, 160, 160, 3, True) == "kernel"
+    assert auto_first("cpu", 10, 512, 512, 3, True) == "transfer"
+    assert auto_first("cpu", 130, 64, 64, 5, True) == "transfer"  # measured 0.88x (scripts/gram-first-paired.py)
+    assert auto_first("cpu", 130, 16, 16, 3, False) == "transfer"  # side 16: per-op overhead (0.91x with backward)
+    assert auto_first("cuda", 514, 160, 160, 3, True) == "transfer"  # not measured on a GPU yet
 
 
 def test_bad_first_setting_is_one_line():

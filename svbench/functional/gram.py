@@ -388,8 +388,8 @@ def _bound_from_taps(taps: Tensor, m: int, idx: Tensor, iters: int, products: st
     - ``first``: ``"transfer"`` forms the transfer matrices A(w) and their first products A^H A (A A^H when wide)
       one frequency at a time (:func:`_first_product`); ``"kernel"`` forms every G_1(w) from the kernel's channel
       correlations (:func:`_kernel_first_product`): no transfer matrix is built and the work no longer scales with
-      p q per frequency; ``"auto"`` takes ``"kernel"`` on a CPU where it needs fewer flops
-      (:func:`kernel_first_cheaper`; measured 1.0-1.65x faster where it does, this project's CPU, 1 thread,
+      p q per frequency; ``"auto"`` (:func:`auto_first`) takes ``"kernel"`` on a CPU where it measured faster (a
+      flop count with a measured slack and a minimum side; this project's CPU, 1 thread,
       scripts/gram-first-paired.py) and ``"transfer"`` elsewhere (on CUDA until measured there: gpu-probe's
       ``gram-first`` section); ``products="3xtf32"`` always takes ``"transfer"``. The same G_1 in exact arithmetic
       (float32 rounding differs: ~1e-6 of its largest entry; the bounds agreed to 2.5e-7).
@@ -404,8 +404,9 @@ def _bound_from_taps(taps: Tensor, m: int, idx: Tensor, iters: int, products: st
     # the form the transfer matrices (complex, B F of them, side min(p, q)) would get, with the same refusals
     resolved = _checked(products, taps.device, True, b * f, min(p, q), taps.requires_grad, iters)
     real_form = resolved in ("real", "triton")
-    kernel = resolved != "3xtf32" and (first == "kernel" or (first == "auto" and taps.device.type == "cpu"
-                                                             and kernel_first_cheaper(f, p, q, t, real_form)))
+    if first == "auto":
+        first = auto_first(taps.device.type, f, p, q, t, real_form)
+    kernel = first == "kernel" and resolved != "3xtf32"
     if not kernel:
         mats = torch.stack([transfer_matrices_at(k, m, idx) for k in taps])  # (B, F, p, q)
         bounds = gram_iteration_max(mats.flatten(0, 1)[None] if pool else mats, iters, products=products,
@@ -416,10 +417,18 @@ def _bound_from_taps(taps: Tensor, m: int, idx: Tensor, iters: int, products: st
     return _screened_max((g, log_scale), real_form, count, g.shape[0] // count, iters, resolved, screen, taps.device)
 
 
-def kernel_first_cheaper(f: int, p: int, q: int, t: int, real_form: bool) -> bool:
-    """Whether :func:`_kernel_first_product` needs fewer flops than transfer matrices plus their first products, for
-    F frequencies of p x q transfer matrices from t x t taps (side s = min(p, q), l = max(p, q), D = (2t - 1)^2
-    tap offsets).
+# ``first="auto"`` on a CPU: the kernel route from this Gram side on, where its flop count is at most this factor
+# times the transfer route's. Measured on this project's CPU, 1 thread, paired (scripts/gram-first-paired.py,
+# reports/cpu-performance.md "Session 11"): on side-16 layers the kernel route was 0.91-1.0x with the backward pass
+# although it needs fewer flops (per-op overhead), and at n = 8 it was 1.01-1.12x although it needs ~1.2x the flops
+# (one large matmul runs faster per flop than F small ones).
+KERNEL_FIRST_MIN_SIDE = 32
+KERNEL_FIRST_SLACK = 1.25
+
+
+def first_product_flops(f: int, p: int, q: int, t: int, real_form: bool) -> tuple[int, int]:
+    """Flops of the first products of F frequencies of p x q transfer matrices from t x t taps, (kernel route,
+    transfer route); s = min(p, q) is the Gram side, l = max(p, q), D = (2t - 1)^2 tap offsets.
 
     transfer: 4 F t^2 p q (the direct DFT, real and imaginary parts) + 4 F l s^2 (real form; 8 F l s^2 complex);
     kernel: 2 t^4 l s^2 (every tap pair's product) + t^4 s^2 (summed by offset) + 2 F D s^2 (the DFT of the
@@ -429,7 +438,17 @@ def kernel_first_cheaper(f: int, p: int, q: int, t: int, real_form: bool) -> boo
     per_freq = 4 if real_form else 8
     transfer = 4 * f * t * t * p * q + per_freq * f * other * side * side
     kernel = 2 * t**4 * other * side * side + t**4 * side * side + (per_freq // 2) * f * d * side * side
-    return kernel < transfer
+    return kernel, transfer
+
+
+def auto_first(device_type: str, f: int, p: int, q: int, t: int, real_form: bool) -> str:
+    """``first="auto"``'s route: ``"kernel"`` on a CPU for a Gram side >= ``KERNEL_FIRST_MIN_SIDE`` when its flops
+    are at most ``KERNEL_FIRST_SLACK`` times the transfer route's (:func:`first_product_flops`), else
+    ``"transfer"`` (on CUDA until measured there)."""
+    if device_type != "cpu" or min(p, q) < KERNEL_FIRST_MIN_SIDE:
+        return "transfer"
+    kernel, transfer = first_product_flops(f, p, q, t, real_form)
+    return "kernel" if kernel <= KERNEL_FIRST_SLACK * transfer else "transfer"
 
 
 def _kernel_first_product(taps: Tensor, m: int, idx: Tensor, real_form: bool) -> tuple[Tensor, Tensor]:

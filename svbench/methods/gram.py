@@ -18,8 +18,8 @@ Delattre, Barthelemy, Araujo & Allauzen, ICML 2023 (arXiv:2305.16173); zero-padd
   each product (a lower bound on every frequency's sigma_1 from the iterate's diagonal); the result is the
   unscreened bound, computed on fewer matrices when sigma_1 varies across frequencies, as in trained layers.
 - ``first`` (``auto``): the first product A^H A of every frequency from the kernel's channel correlations (one
-  small matmul per layer and a DFT of the (2k - 1)^2 tap offsets, no transfer matrix built) where that needs fewer
-  flops than forming it per frequency (on a CPU; CUDA keeps the transfer matrices until measured); same bound up
+  small matmul per layer and a DFT of the (2k - 1)^2 tap offsets, no transfer matrix built) where that measured
+  faster than forming it per frequency (on a CPU; CUDA keeps the transfer matrices until measured); same bound up
   to float32 rounding (functional.gram).
 - ``bound="delattre2024"``: the n-independent zero-padding bound (slower convergence, +7.5 % at T = 4 on a
   c = 8 example); valid for every n and any stride.
@@ -86,9 +86,8 @@ class GramConfig:
     # how the first product G_1 = A^H A of every frequency is formed (fft bound; same bound up to rounding):
     # "kernel" = from the kernel's channel correlations, one small matmul per layer and a DFT of the (2k - 1)^2
     # offsets, no transfer matrix built; "transfer" = from the transfer matrices, one product per frequency;
-    # "auto" = on a CPU whichever needs fewer flops (functional.gram.kernel_first_cheaper; measured 1.0-1.65x faster
-    # where it picks "kernel", ResNet-18's bound 1.19x, scripts/gram-first-paired.py), "transfer" on CUDA until
-    # measured there
+    # "auto" = on a CPU as measured (functional.gram.auto_first: a flop count with a measured slack, Gram side >= 32;
+    # scripts/gram-first-paired.py), "transfer" on CUDA until measured there
     first: Literal["auto", "kernel", "transfer"] = "auto"
     target: float | None = None  # control: rescale so that the bound <= target
     every: int = 1
