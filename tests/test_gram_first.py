@@ -5,6 +5,8 @@ float64 oracle's sigma_max, the same gradient, and ``auto`` taking it where the 
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from svbench.errors import UserError
@@ -18,6 +20,7 @@ from svbench.functional.gram import (
 )
 from svbench.functional.oracle import dense_operator
 from svbench.methods import create_method
+from svbench.methods.base import model_padding
 
 # (c_in, c_out, k, n, stride): square, tall, wide, strides 1-3, kernels 1-5, a kernel larger than its grid (folded),
 # a kernel no larger than its stride (one transfer matrix for every frequency)
@@ -177,3 +180,38 @@ def test_offset_sums_by_gather_equal_the_index_add(t):
 def test_backend_label_names_a_chosen_first_product():
     assert create_method("gram").backend() == "gram_iteration(T=6)"
     assert create_method("gram", first="transfer").backend() == "gram_iteration(T=6, first from transfer)"
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")  # torch's note on even kernels with 'same' padding
+@settings(max_examples=40, deadline=None)
+@given(
+    c_out_per=st.integers(1, 4),
+    c_in_per=st.integers(1, 4),
+    groups=st.sampled_from([1, 2, 3]),
+    k=st.sampled_from([1, 2, 3, 5]),
+    m=st.integers(1, 5),
+    stride=st.sampled_from([1, 2, 3]),
+    dilation=st.sampled_from([1, 2]),
+    padding=st.sampled_from(["circular", "zeros"]),
+    seed=st.integers(0, 10_000),
+)
+def test_gram_method_routes_agree_and_bound_the_oracle(c_out_per, c_in_per, groups, k, m, stride, dilation, padding,
+                                                       seed):
+    """Random conv layers (grouped, dilated, strided, zero or circular padding) through the gram method: the kernel
+    and transfer first products give the same float64 bound, and it is >= the dense float64 oracle's sigma_max."""
+    n = m * stride
+    span = dilation * (k - 1) + 1
+    if span > n or (padding == "circular" and span // 2 > n):
+        return
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(c_in_per * groups, c_out_per * groups, k, stride=stride, padding=model_padding(span, stride),
+                     dilation=dilation, groups=groups, bias=False, padding_mode=padding).double()
+    bounds = {}
+    for first in ("kernel", "transfer"):
+        method = create_method("gram", first=first, precision="float64")
+        bounds[first] = float(method.layer_svs(conv, n)[0])
+    assert abs(bounds["kernel"] - bounds["transfer"]) <= 1e-12 * bounds["transfer"]
+    with torch.no_grad():
+        mat = dense_operator(conv, (c_in_per * groups, n, n))
+    exact = float(torch.linalg.matrix_norm(mat, ord=2))
+    assert bounds["kernel"] >= exact * (1 - 1e-12)

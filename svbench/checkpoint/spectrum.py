@@ -148,8 +148,12 @@ def layer_spectrum(entry: ConvEntry, n: int, stride: int, method: str = "sedghi"
         return _cayley_spectrum(entry, n, stride, device)
     m = spectrum_method(method)
     k = entry.kernel.shape[-1]
-    check_circular_geometry(dilation * (k - 1) + 1, n, stride)
-    conv = nn.Conv2d(entry.kernel.shape[1] * groups, entry.kernel.shape[0], k, stride=stride, bias=False, padding=0,
+    from svbench.methods.base import model_padding
+
+    span = dilation * (k - 1) + 1
+    check_circular_geometry(span, n, stride)
+    conv = nn.Conv2d(entry.kernel.shape[1] * groups, entry.kernel.shape[0], k, stride=stride, bias=False,
+                     padding=model_padding(span, stride),
                      dilation=dilation, groups=groups, padding_mode="circular", device=device)
     with torch.no_grad():
         conv.weight.copy_(entry.kernel.float())

@@ -142,6 +142,57 @@ def conv_geometry(layer: nn.Module) -> tuple[int, str, int, int]:
     return stride, getattr(layer, "padding_mode", "zeros"), getattr(layer, "groups", 1), dilation
 
 
+def total_padding(layer: nn.Module) -> int:
+    """Padding added along a side, both ends together: 2p for an int (square) ``padding``, d (k - 1) for
+    ``"same"`` (torch pads asymmetrically when that is odd), 0 for ``"valid"``."""
+    p = getattr(layer, "padding", 0)
+    if isinstance(p, str):
+        return kernel_span(layer) - 1 if p == "same" else 0
+    return 2 * _square(p, "padding")
+
+
+def symmetric_padding(layer: nn.Module) -> int:
+    """The padding on each side as one int; raises ``UnsupportedShape`` for ``"same"`` with an even kernel span
+    (asymmetric)."""
+    total = total_padding(layer)
+    if total % 2:
+        raise UnsupportedShape(f"padding 'same' with the even kernel span {kernel_span(layer)} pads asymmetrically; "
+                               "give the conv an int padding")
+    return total // 2
+
+
+def padding_problem(layer: nn.Module, *, exact: bool) -> str | None:
+    """Why svbench's circular model of this nn.Conv2d is not its operator, or None. The model is the circular conv
+    on the n x n grid with n / s outputs a side (zero padding: the circular conv on n' that contains it). With span
+    d (k - 1) + 1, stride s and total padding P along a side:
+
+    - circular, ``exact`` (all SVs): span - s <= P < span (then the layer's n / s outputs are the model's rows, up to
+      a shift; e.g. P = 2 (k // 2) for odd k). Less padding gives fewer outputs (a part of the model's rows);
+    - circular, a bound (``exact=False``), or zero padding: P < span (at most the model's rows: sigma_max is at most
+      the model's). More padding gives more outputs than the model has (repeated rows, or rows the n' model cannot
+      hold): sigma_max can exceed the model's.
+    """
+    if not isinstance(layer, nn.Conv2d):
+        return None
+    span, stride, total = kernel_span(layer), _square(layer.stride, "stride"), total_padding(layer)
+    if total >= span:
+        return (f"padding {total // 2 if total % 2 == 0 else total / 2:g} a side on a kernel spanning {span} gives "
+                "more outputs than the circular conv on the grid has; svbench models padding up to d (k - 1) / 2 "
+                "(e.g. k // 2 for odd k)")
+    if exact and layer.padding_mode == "circular" and total < span - stride:
+        return (f"padding {total / 2:g} a side on a kernel spanning {span} at stride {stride} gives fewer outputs "
+                "than the circular conv on the grid; its SVs are not the exact ones (pad d (k - 1) / 2, e.g. k // 2 "
+                "for odd k, or use a bound method)")
+    return None
+
+
+def check_padding(layer: nn.Module, method: str, *, exact: bool) -> None:
+    """Raise ``UnsupportedShape`` (one line) when :func:`padding_problem` finds one."""
+    why = padding_problem(layer, exact=exact)
+    if why:
+        raise UnsupportedShape(f"{method}: {why}")
+
+
 def _square(value: Any, what: str) -> int:
     if isinstance(value, int):
         return value
@@ -279,11 +330,22 @@ def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tup
     return [(name, mod, int(shape[-1])) for name, mod, shape in found]
 
 
+def model_padding(span: int, stride: int) -> int | str:
+    """An nn.Conv2d padding whose circular conv is svbench's circular model (n / s outputs a side): d (k - 1) / 2,
+    rounded down at stride >= 2, ``"same"`` for an even span at stride 1 (torch pads that asymmetrically)."""
+    return (span - 1) // 2 if span % 2 or stride > 1 else "same"
+
+
 def circular_view(layer: nn.Module) -> nn.Module:
-    """A circular-padding twin of a plain conv sharing its weight (TT and other layers are returned as they are)."""
-    if type(layer) is not nn.Conv2d or layer.padding_mode == "circular":
+    """The circular model of a plain conv as a layer sharing its weight: circular padding, and a padding that gives
+    the grid's n / s outputs (``padding_problem``: d (k - 1) / 2 a side, ``"same"`` for an even span at stride 1).
+    A circular conv with such a padding, TT and other layers are returned as they are."""
+    if type(layer) is not nn.Conv2d:
         return layer
-    twin = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+    if layer.padding_mode == "circular" and padding_problem(layer, exact=True) is None:
+        return layer
+    padding = model_padding(kernel_span(layer), _square(layer.stride, "stride"))
+    twin = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, padding,
                      layer.dilation, layer.groups, bias=False, padding_mode="circular",
                      device=layer.weight.device, dtype=layer.weight.dtype)
     twin.weight = layer.weight

@@ -55,6 +55,7 @@ from svbench.methods.base import (
     Capabilities,
     LayerSpec,
     Method,
+    check_padding,
     circular_view,
     conv_geometry,
     conv_inputs,
@@ -185,6 +186,7 @@ class GramMethod(Method):
 
     def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
         stride, padding, groups, dilation = conv_geometry(layer)
+        check_padding(layer, "gram", exact=False)
         with torch.no_grad():
             if groups == 1 and dilation == 1:
                 b = self.bound(layer.weight.detach(), int(input_hw), stride, padding)

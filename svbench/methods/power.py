@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from svbench.functional.grouped import dense_equivalent_kernel, layer_sigma_max
 from svbench.functional.power import conv_power_iteration, matrix_power_iteration
-from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, conv_geometry
+from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, conv_geometry, symmetric_padding
 from svbench.methods.hooks import InputSizes
 
 # (conv, linear, batchnorm) bounds of the TT paper's runs, all applied every step.
@@ -112,7 +112,7 @@ class PowerMethod(Method):
             key = -1
         else:
             u = self._start(conv, n, (1, w.shape[1] * groups, n, n), w)
-            sigma, u = conv_power_iteration(w, u, stride=stride, padding=conv.padding[0], padding_mode=padding,
+            sigma, u = conv_power_iteration(w, u, stride=stride, padding=symmetric_padding(conv), padding_mode=padding,
                                             dilation=dilation, iters=iters, groups=groups)
             key = n
         if self.config.persistent:

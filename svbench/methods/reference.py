@@ -18,7 +18,15 @@ from svbench.errors import UnsupportedShape
 from svbench.functional.clip import clip_kernel_naive
 from svbench.functional.grouped import dense_equivalent_kernel, grouped_from_dense
 from svbench.functional.spectrum import conv_singular_values
-from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, conv_geometry, plain_convs
+from svbench.methods.base import (
+    METHODS,
+    Capabilities,
+    LayerSpec,
+    Method,
+    check_padding,
+    conv_geometry,
+    plain_convs,
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,7 @@ class ReferenceMethod(Method):
         stride, padding, groups, dilation = conv_geometry(layer)
         if padding != "circular":
             raise UnsupportedShape("reference: circular padding only")
+        check_padding(layer, "reference", exact=True)
         with torch.no_grad():  # grouped / dilated: the naive route on the dense kernel of the same operator
             kernel = dense_equivalent_kernel(layer.weight.detach(), groups, dilation)
             return conv_singular_values(kernel, int(input_hw), stride, backend="svdvals", real_fft=False)

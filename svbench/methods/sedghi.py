@@ -46,6 +46,7 @@ from svbench.methods.base import (
     Capabilities,
     LayerSpec,
     Method,
+    check_padding,
     conv_geometry,
     conv_inputs,
     kernel_span,
@@ -108,6 +109,7 @@ class SedghiMethod(Method):
             raise UnsupportedShape(
                 f"sedghi is exact for circular padding only; this layer uses {padding!r} padding"
             )
+        check_padding(layer, "sedghi", exact=True)
         c = self.config
         if groups != 1 or dilation != 1:
             with torch.no_grad():

@@ -36,7 +36,7 @@ from svbench.functional.spectrum import (
     zero_padding_sigma_max_bound,
 )
 from svbench.functional.tt import compose_kernel, fold_cores, folded_cores, orthogonality_defect, tt_svd
-from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, seeded_conv
+from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, seeded_conv, symmetric_padding
 from svbench.methods.hooks import InputSizes
 
 ForwardMode = Literal["auto", "factored", "full"]
@@ -176,7 +176,7 @@ class TTConv2d(nn.Module):
             raise UnsupportedShape(f"tt: grouped or dilated convs have no TT form here (groups={conv.groups}, "
                                    f"dilation={conv.dilation[0]}); TT-SVD needs a dense c_out x c_in kernel")
         k = conv.kernel_size[0]
-        layer = cls(conv.in_channels, conv.out_channels, k, conv.stride[0], conv.padding[0], conv.dilation[0],
+        layer = cls(conv.in_channels, conv.out_channels, k, conv.stride[0], symmetric_padding(conv), conv.dilation[0],
                     conv.bias is not None, conv.padding_mode, r1, r2, forward_mode,
                     device=conv.weight.device, dtype=conv.weight.dtype)
         err = None

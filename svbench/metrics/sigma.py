@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from svbench.errors import UnsupportedShape
 from svbench.functional.power import conv_power_iteration
 from svbench.metrics.certified import layer_bound
 from svbench.models.probe import probe_inputs
@@ -35,10 +36,17 @@ def layer_sigmas(model: nn.Module, input_shape: tuple[int, int, int], target: fl
             groups = getattr(mod, "groups", 1)
             u = torch.randn(1, w.shape[1] * groups, n, n, generator=torch.Generator().manual_seed(0),
                             dtype=torch.float64)
-            est, _ = conv_power_iteration(w, u.to(w.device), stride=mod.stride[0], padding=mod.padding[0],
-                                          padding_mode=mod.padding_mode, dilation=mod.dilation[0], iters=power_iters,
-                                          groups=groups)
-            lower = float(est)
+            from svbench.methods.base import symmetric_padding
+
+            try:
+                pad = symmetric_padding(mod)
+            except UnsupportedShape:
+                pad = None  # 'same' padding with an even kernel (asymmetric): the power iteration does not model it
+            if pad is not None:
+                est, _ = conv_power_iteration(w, u.to(w.device), stride=mod.stride[0], padding=pad,
+                                              padding_mode=mod.padding_mode, dilation=mod.dilation[0],
+                                              iters=power_iters, groups=groups)
+                lower = float(est)
         out.append({
             "layer": name, "type": type(mod).__name__, "n": n, "upper": upper, "lower": lower, "source": src,
             "exact": getattr(mod, "padding_mode", "circular") == "circular",
