@@ -142,29 +142,36 @@ def conv_geometry(layer: nn.Module) -> tuple[int, str, int, int]:
     return stride, getattr(layer, "padding_mode", "zeros"), getattr(layer, "groups", 1), dilation
 
 
-def total_padding(layer: nn.Module) -> int:
-    """Padding added along a side, both ends together: 2p for an int (square) ``padding``, d (k - 1) for
+def _spans(layer: nn.Module) -> tuple[int, int]:
+    """Input pixels one output pixel sees along each side: d (k - 1) + 1 (height, width)."""
+    k, d = layer.kernel_size, layer.dilation
+    return d[0] * (k[0] - 1) + 1, d[1] * (k[1] - 1) + 1
+
+
+def total_padding(layer: nn.Module) -> tuple[int, int]:
+    """Padding added along each side (height, width), both ends together: 2p for an int ``padding``, d (k - 1) for
     ``"same"`` (torch pads asymmetrically when that is odd), 0 for ``"valid"``."""
     p = getattr(layer, "padding", 0)
     if isinstance(p, str):
-        return kernel_span(layer) - 1 if p == "same" else 0
-    return 2 * _square(p, "padding")
+        return tuple(s - 1 for s in _spans(layer)) if p == "same" else (0, 0)
+    p = (p, p) if isinstance(p, int) else tuple(p)
+    return 2 * p[0], 2 * p[1]
 
 
 def symmetric_padding(layer: nn.Module) -> int:
-    """The padding on each side as one int; raises ``UnsupportedShape`` for ``"same"`` with an even kernel span
-    (asymmetric)."""
-    total = total_padding(layer)
-    if total % 2:
-        raise UnsupportedShape(f"padding 'same' with the even kernel span {kernel_span(layer)} pads asymmetrically; "
-                               "give the conv an int padding")
-    return total // 2
+    """The padding on every side as one int; raises ``UnsupportedShape`` when sides differ (e.g. ``"same"`` with an
+    even kernel span, or (1, 0) for a 3 x 1 kernel)."""
+    th, tw = total_padding(layer)
+    if th != tw or th % 2:
+        raise UnsupportedShape(f"padding {getattr(layer, 'padding', 0)!r} is not the same on every side "
+                               f"(totals {th}, {tw}); this route takes one int padding")
+    return th // 2
 
 
 def padding_problem(layer: nn.Module, *, exact: bool) -> str | None:
     """Why svbench's circular model of this nn.Conv2d is not its operator, or None. The model is the circular conv
-    on the n x n grid with n / s outputs a side (zero padding: the circular conv on n' that contains it). With span
-    d (k - 1) + 1, stride s and total padding P along a side:
+    on the n x n grid with n / s outputs a side (zero padding: the circular conv on n' that contains it). Along each
+    side, with span d (k - 1) + 1, stride s and total padding P:
 
     - circular, ``exact`` (all SVs): span - s <= P < span (then the layer's n / s outputs are the model's rows, up to
       a shift; e.g. P = 2 (k // 2) for odd k). Less padding gives fewer outputs (a part of the model's rows);
@@ -174,15 +181,15 @@ def padding_problem(layer: nn.Module, *, exact: bool) -> str | None:
     """
     if not isinstance(layer, nn.Conv2d):
         return None
-    span, stride, total = kernel_span(layer), _square(layer.stride, "stride"), total_padding(layer)
-    if total >= span:
-        return (f"padding {total // 2 if total % 2 == 0 else total / 2:g} a side on a kernel spanning {span} gives "
-                "more outputs than the circular conv on the grid has; svbench models padding up to d (k - 1) / 2 "
-                "(e.g. k // 2 for odd k)")
-    if exact and layer.padding_mode == "circular" and total < span - stride:
-        return (f"padding {total / 2:g} a side on a kernel spanning {span} at stride {stride} gives fewer outputs "
-                "than the circular conv on the grid; its SVs are not the exact ones (pad d (k - 1) / 2, e.g. k // 2 "
-                "for odd k, or use a bound method)")
+    stride = _square(layer.stride, "stride")
+    for span, total in zip(_spans(layer), total_padding(layer)):
+        if total >= span:
+            return (f"padding {total / 2:g} a side on a kernel spanning {span} gives more outputs than the circular "
+                    "conv on the grid has; svbench models padding up to d (k - 1) / 2 (e.g. k // 2 for odd k)")
+        if exact and layer.padding_mode == "circular" and total < span - stride:
+            return (f"padding {total / 2:g} a side on a kernel spanning {span} at stride {stride} gives fewer outputs "
+                    "than the circular conv on the grid; its SVs are not the exact ones (pad d (k - 1) / 2, e.g. "
+                    "k // 2 for odd k, or use a bound method)")
     return None
 
 
@@ -330,10 +337,15 @@ def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tup
     return [(name, mod, int(shape[-1])) for name, mod, shape in found]
 
 
-def model_padding(span: int, stride: int) -> int | str:
-    """An nn.Conv2d padding whose circular conv is svbench's circular model (n / s outputs a side): d (k - 1) / 2,
-    rounded down at stride >= 2, ``"same"`` for an even span at stride 1 (torch pads that asymmetrically)."""
-    return (span - 1) // 2 if span % 2 or stride > 1 else "same"
+def model_padding(span: int | tuple[int, int], stride: int) -> int | tuple[int, int] | str:
+    """An nn.Conv2d padding whose circular conv is svbench's circular model (n / s outputs a side): d (k - 1) / 2 a
+    side, rounded down at stride >= 2; ``"same"`` where a span is even at stride 1 (torch pads that asymmetrically).
+    ``span``: one int (square kernel) or (height, width)."""
+    spans = (span, span) if isinstance(span, int) else span
+    if stride == 1 and any(sp % 2 == 0 for sp in spans):
+        return "same"
+    pads = tuple((sp - 1) // 2 for sp in spans)
+    return pads[0] if isinstance(span, int) else pads
 
 
 def circular_view(layer: nn.Module) -> nn.Module:
@@ -344,7 +356,7 @@ def circular_view(layer: nn.Module) -> nn.Module:
         return layer
     if layer.padding_mode == "circular" and padding_problem(layer, exact=True) is None:
         return layer
-    padding = model_padding(kernel_span(layer), _square(layer.stride, "stride"))
+    padding = model_padding(_spans(layer), _square(layer.stride, "stride"))
     twin = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, padding,
                      layer.dilation, layer.groups, bias=False, padding_mode="circular",
                      device=layer.weight.device, dtype=layer.weight.dtype)
