@@ -41,7 +41,7 @@ def layer_sigmas(model: nn.Module, input_shape: tuple[int, int, int], target: fl
             try:
                 pad = symmetric_padding(mod)
             except UnsupportedShape:
-                pad = None  # 'same' padding with an even kernel (asymmetric): the power iteration does not model it
+                pad = None  # unequal sides ('same' on an even kernel, (1, 0)): the power iteration takes one int
             if pad is not None:
                 est, _ = conv_power_iteration(w, u.to(w.device), stride=mod.stride[0], padding=pad,
                                               padding_mode=mod.padding_mode, dilation=mod.dilation[0],
