@@ -30,7 +30,7 @@ from torch import Tensor
 
 from svbench.errors import UserError
 from svbench.functional.gram_triton import fused_gram_step, triton_available
-from svbench.functional.transfer import transfer_matrices_at, unique_frequency_taps
+from svbench.functional.transfer import frequency_basis, transfer_matrices_at, unique_frequency_taps
 
 PRODUCTS = ("auto", "real", "complex", "3xtf32", "triton")
 # ``auto`` on a CPU: real products from this Gram side on. Measured on this project's CPU, 1 thread, the two forms
@@ -407,11 +407,10 @@ def _bound_from_taps(taps: Tensor, m: int, idx: Tensor, iters: int, products: st
     if first == "auto":
         first = auto_first(taps.device.type, f, p, q, t, real_form)
     kernel = first == "kernel" and resolved != "3xtf32"
-    if not kernel:
-        mats = torch.stack([transfer_matrices_at(k, m, idx) for k in taps])  # (B, F, p, q)
-        bounds = gram_iteration_max(mats.flatten(0, 1)[None] if pool else mats, iters, products=products,
-                                    screen=screen)
-        return bounds.reshape(-1)
+    if not kernel:  # one direct DFT for all B convs: (F, B p, q) -> (F, B, p, q)
+        mats = transfer_matrices_at(taps.reshape(b * p, q, t, t), m, idx).view(f, b, p, q)
+        mats = mats.reshape(1, f * b, p, q) if pool else mats.transpose(0, 1)  # pooled: any order; else (B, F)
+        return gram_iteration_max(mats, iters, products=products, screen=screen).reshape(-1)
     g, log_scale = _kernel_first_product(taps, m, idx, real_form)
     count = 1 if pool else b
     return _screened_max((g, log_scale), real_form, count, g.shape[0] // count, iters, resolved, screen, taps.device)
@@ -475,14 +474,8 @@ def _kernel_first_product(taps: Tensor, m: int, idx: Tensor, real_form: bool) ->
     pairs = (cat.mT @ cat).view(b, t, t, s, t, t, s)  # [., au, av, i, bu, bv, j] = (K_a^T K_b)_ij
     pairs = pairs.permute(0, 1, 2, 4, 5, 3, 6).reshape(b, t**4, s * s)  # [., (a, b), (i, j)]
     offsets = _sum_by_offset(pairs, t, gather=taps.device.type != "cpu")  # C_d (E_d): (B, (2t - 1)^2, s^2)
-    mf = m // 2 + 1
-    w1 = (idx // mf).view(-1, 1, 1)
-    w2 = (idx % mf).view(-1, 1, 1)
-    d = torch.arange(-(t - 1), t, device=taps.device)
-    phase = ((w1 * d.view(1, -1, 1) + w2 * d.view(1, 1, -1)) % m).reshape(idx.numel(), -1)
-    phase = phase.to(torch.float64) * (2 * math.pi / m)  # exact integer phases, evaluated in float64
-    sign = -1.0 if wide else 1.0
-    cos, sin = phase.cos().to(taps.dtype), (sign * phase.sin()).to(taps.dtype)
+    cos, sin = frequency_basis(m, 2 * t - 1, idx, taps.dtype, start=-(t - 1))  # theta_d over the offsets
+    sin = -sin if wide else sin
     f = idx.numel()
     if real_form:
         g = ((cos + sin) @ offsets).view(b * f, s, s)

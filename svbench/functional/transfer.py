@@ -143,8 +143,10 @@ def unique_frequency_taps(weight: Tensor, n: int, stride: int) -> tuple[Tensor, 
     return taps, m, idx, mult
 
 
-def frequency_basis(m: int, taps: int, freq_idx: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """cos and sin of 2 pi (w1 u + w2 v) / m for the flat rfft indices ``freq_idx`` and taps (u, v) in [0, taps)^2.
+def frequency_basis(m: int, taps: int, freq_idx: Tensor, dtype: torch.dtype, start: int = 0
+                    ) -> tuple[Tensor, Tensor]:
+    """cos and sin of 2 pi (w1 u + w2 v) / m for the flat rfft indices ``freq_idx`` and taps (u, v) in
+    [start, start + taps)^2 (row-major; ``start`` < 0 for tap offsets).
 
     Phases are reduced modulo m in integers and evaluated in float64, then cast to ``dtype``, so the basis is
     correctly rounded whatever the precision of the kernel. Shapes (F, taps^2).
@@ -152,8 +154,8 @@ def frequency_basis(m: int, taps: int, freq_idx: Tensor, dtype: torch.dtype) -> 
     mf = m // 2 + 1
     w1 = (freq_idx // mf).view(-1, 1, 1)
     w2 = (freq_idx % mf).view(-1, 1, 1)
-    u = torch.arange(taps, device=freq_idx.device).view(1, -1, 1)
-    v = torch.arange(taps, device=freq_idx.device).view(1, 1, -1)
+    u = torch.arange(start, start + taps, device=freq_idx.device).view(1, -1, 1)
+    v = torch.arange(start, start + taps, device=freq_idx.device).view(1, 1, -1)
     phase = ((w1 * u + w2 * v) % m).reshape(freq_idx.numel(), -1).to(torch.float64) * (2 * math.pi / m)
     return phase.cos().to(dtype), phase.sin().to(dtype)
 
