@@ -53,6 +53,26 @@ def test_too_much_padding_is_refused_everywhere(mode):
             create_method(name).layer_svs(conv, 8)
 
 
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+def test_reflect_and_replicate_padding_are_refused_by_every_sv_method(mode):
+    """Neither svbench model describes them (was: gram returned 1.25 as a guaranteed bound for a reflect-padded
+    conv of sigma_max 1.54, power an estimate of the zero-padded conv)."""
+    from svbench.methods import list_methods
+
+    conv = _conv(2, 3, 3, mode=mode)
+    assert padding_problem(conv, exact=False).startswith(f"'{mode}' padding repeats border pixels")
+    for name in list_methods():
+        method = create_method(name)
+        if method.provides == "none":
+            continue
+        if method.provides == "orthogonal_layer" or name == "tt":  # take their own layer types only
+            with pytest.raises(UnsupportedShape, match="expected a"):
+                method.layer_svs(conv, 8)
+            continue
+        with pytest.raises(UnsupportedShape, match=f"{name}.*({mode}|circular padding only)"):
+            method.layer_svs(conv, 8)
+
+
 def test_zero_padding_bound_holds_for_the_paddings_it_accepts():
     for k, padding in ((3, 1), (3, 0), (5, 1), (5, 2)):
         conv = _conv(3, 4, k, padding=padding, mode="zeros", seed=k + padding)

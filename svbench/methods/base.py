@@ -142,7 +142,7 @@ def conv_geometry(layer: nn.Module) -> tuple[int, str, int, int]:
     return stride, getattr(layer, "padding_mode", "zeros"), getattr(layer, "groups", 1), dilation
 
 
-def _spans(layer: nn.Module) -> tuple[int, int]:
+def kernel_spans(layer: nn.Module) -> tuple[int, int]:
     """Input pixels one output pixel sees along each side: d (k - 1) + 1 (height, width)."""
     k, d = layer.kernel_size, layer.dilation
     return d[0] * (k[0] - 1) + 1, d[1] * (k[1] - 1) + 1
@@ -153,7 +153,7 @@ def total_padding(layer: nn.Module) -> tuple[int, int]:
     ``"same"`` (torch pads asymmetrically when that is odd), 0 for ``"valid"``."""
     p = getattr(layer, "padding", 0)
     if isinstance(p, str):
-        return tuple(s - 1 for s in _spans(layer)) if p == "same" else (0, 0)
+        return tuple(s - 1 for s in kernel_spans(layer)) if p == "same" else (0, 0)
     p = (p, p) if isinstance(p, int) else tuple(p)
     return 2 * p[0], 2 * p[1]
 
@@ -169,9 +169,9 @@ def symmetric_padding(layer: nn.Module) -> int:
 
 
 def padding_problem(layer: nn.Module, *, exact: bool) -> str | None:
-    """Why svbench's circular model of this nn.Conv2d is not its operator, or None. The model is the circular conv
-    on the n x n grid with n / s outputs a side (zero padding: the circular conv on n' that contains it). Along each
-    side, with span d (k - 1) + 1, stride s and total padding P:
+    """Why svbench's circular model of this conv (nn.Conv2d, or a TT conv) is not its operator, or None. The model
+    is the circular conv on the n x n grid with n / s outputs a side (zero padding: the circular conv on n' that
+    contains it). Along each side, with span d (k - 1) + 1, stride s and total padding P:
 
     - circular, ``exact`` (all SVs): span - s <= P < span (then the layer's n / s outputs are the model's rows, up to
       a shift; e.g. P = 2 (k // 2) for odd k). Less padding gives fewer outputs (a part of the model's rows);
@@ -179,10 +179,13 @@ def padding_problem(layer: nn.Module, *, exact: bool) -> str | None:
       the model's). More padding gives more outputs than the model has (repeated rows, or rows the n' model cannot
       hold): sigma_max can exceed the model's.
     """
-    if not isinstance(layer, nn.Conv2d):
-        return None
+    if not all(hasattr(layer, a) for a in ("kernel_size", "dilation", "padding", "stride", "padding_mode")):
+        return None  # no padding of its own to check (e.g. a Cayley layer: circular by construction)
+    mode_problem = padding_mode_problem(layer)
+    if mode_problem:
+        return mode_problem
     stride = _square(layer.stride, "stride")
-    for span, total in zip(_spans(layer), total_padding(layer)):
+    for span, total in zip(kernel_spans(layer), total_padding(layer)):
         if total >= span:
             return (f"padding {total / 2:g} a side on a kernel spanning {span} gives more outputs than the circular "
                     "conv on the grid has; svbench models padding up to d (k - 1) / 2 (e.g. k // 2 for odd k)")
@@ -191,6 +194,17 @@ def padding_problem(layer: nn.Module, *, exact: bool) -> str | None:
                     "than the circular conv on the grid; its SVs are not the exact ones (pad d (k - 1) / 2, e.g. "
                     "k // 2 for odd k, or use a bound method)")
     return None
+
+
+def padding_mode_problem(layer: nn.Module) -> str | None:
+    """Why a layer's ``padding_mode`` is outside svbench's models (circular, zeros), or None. Reflect and replicate
+    padding repeat border pixels: the operator is the conv after a padding map of norm up to 2 (reflect) or
+    sqrt(p + 1) per side (replicate), so neither the circular nor the zero-padded values describe it."""
+    mode = getattr(layer, "padding_mode", "zeros")
+    if mode in ("zeros", "circular"):
+        return None
+    return (f"{mode!r} padding repeats border pixels; svbench models circular and zero padding only (its sigma_max "
+            "is neither's)")
 
 
 def check_padding(layer: nn.Module, method: str, *, exact: bool) -> None:
@@ -286,7 +300,9 @@ class Method(abc.ABC):
 
     def network_clip(self, model: nn.Module, input_shape: tuple[int, int, int], target: float
                      ) -> dict[str, Tensor] | None:
-        """One spectral-clipping pass over every plain conv, as new kernels (the model is not changed).
+        """One spectral-clipping pass over every plain conv whose kernel fits its grid, as new kernels (the model is
+        not changed; a kernel wider than its grid folds onto it, and the clipped operator has no kernel of the
+        layer's size to crop to, so such convs are left out).
 
         None when the method has no such projection (only ``sedghi`` and its naive ``reference`` do).
         """
@@ -356,7 +372,7 @@ def circular_view(layer: nn.Module) -> nn.Module:
         return layer
     if layer.padding_mode == "circular" and padding_problem(layer, exact=True) is None:
         return layer
-    padding = model_padding(_spans(layer), _square(layer.stride, "stride"))
+    padding = model_padding(kernel_spans(layer), _square(layer.stride, "stride"))
     twin = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, padding,
                      layer.dilation, layer.groups, bias=False, padding_mode="circular",
                      device=layer.weight.device, dtype=layer.weight.dtype)

@@ -28,9 +28,18 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from svbench.errors import UnsupportedShape
 from svbench.functional.grouped import dense_equivalent_kernel, layer_sigma_max
 from svbench.functional.power import conv_power_iteration, matrix_power_iteration
-from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, conv_geometry, symmetric_padding
+from svbench.methods.base import (
+    METHODS,
+    Capabilities,
+    LayerSpec,
+    Method,
+    conv_geometry,
+    padding_mode_problem,
+    symmetric_padding,
+)
 from svbench.methods.hooks import InputSizes
 
 # (conv, linear, batchnorm) bounds of the TT paper's runs, all applied every step.
@@ -120,6 +129,9 @@ class PowerMethod(Method):
         return sigma
 
     def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
+        why = padding_mode_problem(layer)
+        if why:  # the iteration runs zero padding: its quotient would be of another operator
+            raise UnsupportedShape(f"power: {why}")
         with torch.no_grad():
             return self.estimate(layer, int(input_hw), self.config.iters).reshape(1)
 

@@ -152,8 +152,9 @@ class SedghiMethod(Method):
 
     def network_clip(self, model: nn.Module, input_shape: tuple[int, int, int], target: float
                      ) -> dict[str, Tensor]:
-        """The clip-and-crop pass of every plain conv (circular model on its grid), unique frequencies only; the
-        matrices of layers of one transfer shape clipped together (``merge``, as for the SVs)."""
+        """The clip-and-crop pass of every plain conv whose kernel fits its grid (circular model on it; see the base
+        class), unique frequencies only; the matrices of layers of one transfer shape clipped together (``merge``,
+        as for the SVs)."""
         c = self.config
         convs = plain_convs(model, input_shape)
         kernels = clip_kernels([(m.weight.detach(), n, m.stride[0], m.groups, m.dilation[0]) for _, m, n in convs],

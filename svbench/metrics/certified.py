@@ -4,12 +4,20 @@ Radius = margin / (sqrt(2) L), with L a GUARANTEED upper bound on the l2 Lipschi
 pixel units, MEASURED as the product of per-layer bounds (never assumed to be 1):
 
 - Normalize: 1 / min_c std_c;  eval-mode BatchNorm: max_c |gamma_c| / sqrt(running_var_c + eps);
-- conv (plain, grouped, dilated or TT): exact circular sigma_max on its grid for circular padding (grouped and
-  dilated convs through their dense equivalent kernel); for zero padding the circular
-  sigma_max on n' = s ceil((n + k - 1) / s) (a guaranteed bound, methods.md 1.2), all in float64;
+- conv (plain, grouped, dilated or TT) on the grid it really sees, all in float64 (grouped and dilated convs
+  through their dense equivalent kernel, TT convs through their folded core):
+  circular padding that gives the grid's n / s outputs: the exact circular sigma_max; less padding (fewer outputs,
+  a part of the same rows): that value as a bound; zero padding: the circular sigma_max on
+  n' = s ceil((max(H, W) + k - 1) / s) (a guaranteed bound, methods.md 1.2);
+  anything else (more outputs than the circular model has, non-square strides or dilations, a circular conv on a
+  non-square grid, reflect / replicate padding): the dense operator's exact sigma_max when c H W <= 4096, else
+  refused with the reason;
 - Cayley conv: the largest SV of its implemented operator (1 up to rounding), float64;
-- Linear: exact spectral norm; ReLU / MaxMin / max-pool (non-overlapping) / flatten: 1;
-- average pooling over a window of w pixels: 1 / sqrt(w).
+- Linear: exact spectral norm; ReLU / MaxMin / flatten: 1; elementwise activations: sup |f'| (Tanh, ReLU6,
+  Hardtanh, Softplus 1; Sigmoid 1/4; LeakyReLU max(1, |slope|); ELU max(1, alpha)); any other layer is refused;
+- average pooling (any kernel, stride, padding, ceil_mode, adaptive): the exact operator norm; max pooling: its
+  exact Lipschitz constant sqrt(most windows sharing a pixel), 1 for non-overlapping windows
+  (svbench.functional.pooling).
 
 Only chain models (a sequence of layers, no residual sums) are supported; others are refused with the reason.
 Products of power-iteration estimates cannot certify and are never used here.
@@ -26,18 +34,71 @@ from torch import Tensor, nn
 
 from svbench.errors import UserError
 from svbench.functional.grouped import dense_equivalent_kernel
+from svbench.functional.oracle import oracle_singular_values
+from svbench.functional.pooling import AVERAGE, MAXIMUM, pooling_bound
 from svbench.functional.spectrum import conv_sigma_max, zero_padding_sigma_max_bound
 from svbench.models.normalize import Normalize
 from svbench.models.probe import probe_inputs
 
-_ONE = (nn.ReLU, nn.Flatten, nn.Identity, nn.Dropout, nn.MaxPool2d)
+_ONE = (nn.ReLU, nn.Flatten, nn.Identity, nn.Dropout)
+
+DENSE_MAX_DIM = 4096  # c * H * W up to which a conv outside the FFT routes is computed densely (exact)
 
 
-def _conv_bound(weight: Tensor, n: int, stride: int, padding_mode: str) -> tuple[float, str]:
-    w = weight.detach().double()
-    if padding_mode == "circular":
-        return float(conv_sigma_max(w, n, stride)), "circular exact sigma_max (float64)"
-    return float(zero_padding_sigma_max_bound(w, n, stride)), "circular sigma_max on n' (float64 bound)"
+def _dense_bound(module: nn.Module, in_shape: tuple[int, ...], why: str) -> tuple[float, str, bool]:
+    c, h, w = in_shape
+    if c * h * w > DENSE_MAX_DIM:
+        raise UserError(f"no guaranteed bound for {type(module).__name__} on a {c}x{h}x{w} input: {why}; svbench "
+                        f"computes such a layer densely only up to c*H*W = {DENSE_MAX_DIM} (use the circular model's "
+                        "padding, d (k - 1) / 2 a side, or zero padding)")
+    param = next(module.parameters(), None)
+    value = float(oracle_singular_values(module, (c, h, w), device=param.device if param is not None else "cpu")[0])
+    return value, f"dense operator sigma_max (float64; {why})", True
+
+
+def conv_layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[float, str, bool]:
+    """(bound, source, exact) on sigma_max of a conv-like layer (nn.Conv2d, TT, Cayley) on inputs of ``in_shape``
+    (C, H, W): guaranteed; ``exact`` when it is the operator's sigma_max itself (float64 in every route)."""
+    from svbench.methods.base import padding_problem
+    from svbench.methods.cayley import CayleyConv2d, CayleyMethod
+    from svbench.methods.tt import TTConv2d
+
+    h, w = in_shape[-2:]
+    if isinstance(module, CayleyConv2d):
+        if h != w:
+            return _dense_bound(module, in_shape, "a Cayley conv on a non-square grid")
+        layer = copy.deepcopy(module).double().eval()
+        with torch.no_grad():
+            value = float(CayleyMethod().layer_svs(layer, h).max())
+        return value, "Cayley operator largest SV (float64)", True
+    stride, dilation, mode = tuple(module.stride), tuple(module.dilation), module.padding_mode
+    if len(set(stride)) > 1 or len(set(dilation)) > 1:
+        return _dense_bound(module, in_shape, f"stride {stride}, dilation {dilation}")
+    if mode not in ("circular", "zeros"):
+        return _dense_bound(module, in_shape, f"{mode} padding")
+    why = padding_problem(module, exact=False)
+    if why:
+        return _dense_bound(module, in_shape, why.split(";")[0])
+    if mode == "circular" and h != w:
+        return _dense_bound(module, in_shape, f"circular padding on a non-square {h}x{w} grid")
+    if isinstance(module, TTConv2d):
+        from svbench.functional.tt import folded_cores
+
+        (core,) = folded_cores([tuple(p.detach().double() if p is not None else None
+                                      for p in (module.k1, module.k2, module.k3))])
+        kernel, prefix = dense_equivalent_kernel(core, 1, dilation[0]), "TT folded core: "
+    else:
+        kernel, prefix = dense_equivalent_kernel(module.weight.detach().double(), module.groups, dilation[0]), ""
+    if mode == "zeros":
+        value = float(zero_padding_sigma_max_bound(kernel, max(h, w), stride[0]))
+        return value, prefix + "circular sigma_max on n' (float64 bound)", False
+    try:
+        value = float(conv_sigma_max(kernel, h, stride[0]))
+    except UserError as e:  # e.g. a stride that does not divide the grid
+        return _dense_bound(module, in_shape, str(e))
+    if padding_problem(module, exact=True) is None:
+        return value, prefix + "circular exact sigma_max (float64)", True
+    return value, prefix + "circular sigma_max (float64 bound: the layer has fewer outputs, a part of its rows)", False
 
 
 def layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[float, str] | None:
@@ -48,50 +109,37 @@ def layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[float, st
 
     if isinstance(module, Normalize):
         return module.lipschitz(), "1 / min std"
-    if isinstance(module, nn.Conv2d):
-        # grouped / dilated: the dense kernel of the same operator (block diagonal, zero-filled taps)
-        kernel = dense_equivalent_kernel(module.weight.detach(), module.groups, module.dilation[0])
-        return _conv_bound(kernel, in_shape[-1], module.stride[0], module.padding_mode)
-    if isinstance(module, TTConv2d):
-        from svbench.functional.tt import folded_cores
-
-        (core,) = folded_cores([tuple(p.detach().double() if p is not None else None
-                                      for p in (module.k1, module.k2, module.k3))])
-        b, src = _conv_bound(core, in_shape[-1], module.stride[0], module.padding_mode)
-        return b, "TT folded core: " + src
-    if isinstance(module, CayleyConv2d):
-        from svbench.methods.cayley import CayleyMethod
-
-        layer = copy.deepcopy(module).double().eval()
-        n = in_shape[-1]
-        with torch.no_grad():
-            val = float(CayleyMethod().layer_svs(layer, n).max())
-        return val, "Cayley operator largest SV (float64)"
+    if isinstance(module, (nn.Conv2d, TTConv2d, CayleyConv2d)):
+        value, source, _ = conv_layer_bound(module, in_shape)
+        return value, source
     if isinstance(module, nn.Linear):
         return float(torch.linalg.matrix_norm(module.weight.detach().double(), ord=2)), "exact spectral norm"
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         from svbench.methods.power import bn_lipschitz
 
+        if module.running_var is None:
+            raise UserError(f"no guaranteed bound for {type(module).__name__} without running statistics "
+                            "(track_running_stats=False): it normalises by each batch's own statistics in eval mode "
+                            "too, which is no fixed Lipschitz map")
+
         return float(bn_lipschitz(module)), "eval BN max |gamma| / sqrt(var + eps)"
-    if isinstance(module, nn.AdaptiveAvgPool2d):
-        h, w = in_shape[-2:]
-        out = module.output_size if isinstance(module.output_size, tuple) else (module.output_size,) * 2
-        win = math.ceil(h / (out[0] or h)) * math.ceil(w / (out[1] or w))
-        return 1 / math.sqrt(win), "average pooling 1 / sqrt(window)"
-    if isinstance(module, nn.AvgPool2d):
-        k = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
-        s = module.stride if isinstance(module.stride, int) else module.stride[0]
-        if s != k:
-            raise UserError("no certified bound for overlapping average pooling")
-        return 1 / k, "average pooling 1 / sqrt(window)"
-    if isinstance(module, nn.MaxPool2d):
-        k = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
-        s = module.stride if isinstance(module.stride, int) else module.stride[0]
-        if s < k:
-            raise UserError("no certified bound implemented for overlapping max pooling")
-        return 1.0, "1-Lipschitz"
+    if isinstance(module, (*AVERAGE, *MAXIMUM)):
+        return pooling_bound(module, *in_shape[-2:])
     if isinstance(module, (*_ONE, MaxMin)):
         return 1.0, "1-Lipschitz"
+    return _activation_bound(module)
+
+
+def _activation_bound(module: nn.Module) -> tuple[float, str] | None:
+    """Elementwise activations: the l2 Lipschitz constant is sup |f'| (a diagonal Jacobian), exact."""
+    if isinstance(module, (nn.Tanh, nn.ReLU6, nn.Hardtanh, nn.Softplus)):
+        return 1.0, "1-Lipschitz (sup |f'| = 1)"
+    if isinstance(module, nn.Sigmoid):
+        return 0.25, "sup |sigmoid'| = 1/4"
+    if isinstance(module, nn.LeakyReLU):
+        return max(1.0, abs(module.negative_slope)), "sup |f'| = max(1, |negative_slope|)"
+    if isinstance(module, nn.ELU):
+        return max(1.0, abs(module.alpha)), "sup |f'| = max(1, alpha)"
     return None
 
 

@@ -1,7 +1,8 @@
 """The sigma_max each conv of a trained model really ends up with, after the method's last control step.
 
 For every conv-like layer (plain, TT, Cayley) on the input size it really sees: ``upper`` is guaranteed (exact
-circular sigma_max for circular padding; the circular bound on n' for zero padding; float64), ``lower`` is a
+circular sigma_max for circular padding; the circular bound on n' for zero padding; the dense operator where
+neither model holds; float64: ``metrics.certified.conv_layer_bound``), ``lower`` is a
 power-iteration estimate on the real operator (a Rayleigh quotient, never above the truth), and ``exact`` says
 whether upper is the exact value. Overshoot = upper / target when the method has a target.
 """
@@ -14,8 +15,9 @@ import torch
 from torch import nn
 
 from svbench.errors import UnsupportedShape
+from svbench.functional.oracle import layer_as_float64
 from svbench.functional.power import conv_power_iteration
-from svbench.metrics.certified import layer_bound
+from svbench.metrics.certified import conv_layer_bound
 from svbench.models.probe import probe_inputs
 
 
@@ -29,12 +31,12 @@ def layer_sigmas(model: nn.Module, input_shape: tuple[int, int, int], target: fl
     out = []
     for name, mod, shape in layers:
         n = shape[-1]
-        upper, src = layer_bound(mod, shape)
+        upper, src, exact = conv_layer_bound(mod, shape)
         lower = None
         if isinstance(mod, (nn.Conv2d, TTConv2d)):
             w = (mod.full_kernel() if isinstance(mod, TTConv2d) else mod.weight).detach().double()
             groups = getattr(mod, "groups", 1)
-            u = torch.randn(1, w.shape[1] * groups, n, n, generator=torch.Generator().manual_seed(0),
+            u = torch.randn(1, w.shape[1] * groups, *shape[-2:], generator=torch.Generator().manual_seed(0),
                             dtype=torch.float64)
             from svbench.methods.base import symmetric_padding
 
@@ -42,14 +44,19 @@ def layer_sigmas(model: nn.Module, input_shape: tuple[int, int, int], target: fl
                 pad = symmetric_padding(mod)
             except UnsupportedShape:
                 pad = None  # unequal sides ('same' on an even kernel, (1, 0)): the power iteration takes one int
-            if pad is not None:
-                est, _ = conv_power_iteration(w, u.to(w.device), stride=mod.stride[0], padding=pad,
-                                              padding_mode=mod.padding_mode, dilation=mod.dilation[0],
-                                              iters=power_iters, groups=groups)
-                lower = float(est)
+            square = (len(set(mod.stride)) == 1 and len(set(mod.dilation)) == 1 and shape[-2] == shape[-1]
+                      and mod.padding_mode in ("zeros", "circular"))
+            if pad is not None and square:
+                _, u = conv_power_iteration(w, u.to(w.device), stride=mod.stride[0], padding=pad,
+                                            padding_mode=mod.padding_mode, dilation=mod.dilation[0],
+                                            iters=power_iters, groups=groups)
+                # the quotient through the layer's own forward: never above its sigma_max, whatever the iteration
+                f = layer_as_float64(mod)
+                with torch.no_grad():
+                    lower = float((f(u) - f(torch.zeros_like(u))).norm() / u.norm())
         out.append({
             "layer": name, "type": type(mod).__name__, "n": n, "upper": upper, "lower": lower, "source": src,
-            "exact": getattr(mod, "padding_mode", "circular") == "circular",
+            "exact": exact,
             "overshoot": (upper / target) if target else None,
         })
     return out

@@ -1,0 +1,243 @@
+"""Every per-layer bound behind certified accuracy and the sigma-after-control metric is checked against the dense
+float64 operator: a guaranteed bound is never below it, and a value marked exact equals it (1e-12 relative).
+
+Was (session 12): 1 / sqrt(window) for every average pool (adaptive 5 -> 3: 0.5 for a true 0.667; 2 -> 4: 1 for a
+true 2; ceil_mode / count_include_pad=False: 0.5 for a true 1), 1 for a max pool whose windows overlap along one
+axis, the circular value for a circular conv with more outputs than the circular model (0.864 for a true 1.370),
+the zero-padding bound for reflect / replicate padding (0.872 for a true 0.882), square-grid values for non-square
+grids and strides.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from svbench.errors import UserError
+from svbench.functional.oracle import oracle_singular_values
+from svbench.functional.pooling import max_pool_bound, pooling_bound
+from svbench.methods.tt import TTConv2d
+from svbench.metrics.certified import conv_layer_bound, layer_bound, lipschitz_bound
+from svbench.metrics.sigma import layer_sigmas
+
+AVERAGE_POOLS = [
+    (nn.AvgPool2d(2), (6, 6)),
+    (nn.AvgPool2d(2), (5, 7)),
+    (nn.AvgPool2d((2, 1)), (4, 4)),
+    (nn.AvgPool2d(3, stride=2), (7, 7)),
+    (nn.AvgPool2d(3, stride=2, padding=1), (8, 6)),
+    (nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), (8, 8)),
+    (nn.AvgPool2d(2, padding=1, count_include_pad=False), (4, 4)),
+    (nn.AvgPool2d(2, ceil_mode=True), (5, 5)),
+    (nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False), (6, 7)),
+    (nn.AvgPool2d(2, divisor_override=3), (6, 6)),
+    (nn.AvgPool2d((3, 2), stride=(1, 2)), (6, 6)),
+    (nn.AdaptiveAvgPool2d(1), (7, 7)),
+    (nn.AdaptiveAvgPool2d(3), (5, 5)),
+    (nn.AdaptiveAvgPool2d(3), (7, 7)),
+    (nn.AdaptiveAvgPool2d((2, None)), (5, 6)),
+    (nn.AdaptiveAvgPool2d(4), (2, 2)),
+    (nn.AdaptiveAvgPool2d((3, 5)), (7, 4)),
+]
+
+
+@pytest.mark.parametrize("pool,hw", AVERAGE_POOLS, ids=lambda v: str(v))
+def test_average_pooling_norm_is_the_dense_operators(pool, hw):
+    value, source = pooling_bound(pool, *hw)
+    truth = float(oracle_singular_values(pool, (1, *hw))[0])
+    assert value == pytest.approx(truth, rel=1e-12), source
+    assert "exact" in source
+
+
+MAX_POOLS = [
+    (nn.MaxPool2d(2), (6, 6)),
+    (nn.MaxPool2d(2), (5, 7)),
+    (nn.MaxPool2d(2, stride=(2, 1)), (4, 4)),
+    (nn.MaxPool2d(3, stride=2, padding=1), (8, 8)),
+    (nn.MaxPool2d(3, stride=1, padding=1), (5, 6)),
+    (nn.MaxPool2d(2, stride=2, dilation=2), (8, 8)),
+    (nn.MaxPool2d(3, stride=2, ceil_mode=True), (6, 6)),
+    (nn.AdaptiveMaxPool2d(3), (5, 5)),
+    (nn.AdaptiveMaxPool2d(4), (2, 3)),
+    (nn.AdaptiveMaxPool2d(1), (4, 4)),
+]
+
+
+def _brute_force_cover(pool: nn.Module, h: int, w: int) -> int:
+    """Most windows holding one pixel, from one-hot images (no separability assumed)."""
+    eye = torch.eye(h * w, dtype=torch.float64).reshape(h * w, 1, h, w)
+    with torch.no_grad():
+        return int((pool(eye) > 0).reshape(h * w, -1).sum(1).max())
+
+
+@pytest.mark.parametrize("pool,hw", MAX_POOLS, ids=lambda v: str(v))
+def test_max_pooling_bound_is_attained_and_counts_windows(pool, hw):
+    bound, cover = max_pool_bound(pool, *hw)
+    assert cover == _brute_force_cover(pool, *hw)
+    # attained: one pixel held by `cover` windows moves by 1 from an all-zero image
+    h, w = hw
+    eye = torch.eye(h * w, dtype=torch.float64).reshape(h * w, 1, h, w)
+    with torch.no_grad():
+        ratios = (pool(eye) - pool(torch.zeros(1, 1, h, w, dtype=torch.float64))).reshape(h * w, -1).norm(dim=1)
+    assert float(ratios.max()) == pytest.approx(bound, rel=1e-12)
+    # and never exceeded by random pairs
+    g = torch.Generator().manual_seed(0)
+    x, y = (torch.randn(64, 1, h, w, generator=g, dtype=torch.float64) for _ in range(2))
+    with torch.no_grad():
+        quot = (pool(x) - pool(y)).flatten(1).norm(dim=1) / (x - y).flatten(1).norm(dim=1)
+    assert float(quot.max()) <= bound * (1 + 1e-12)
+
+
+def _conv(*args, **kwargs) -> nn.Conv2d:
+    torch.manual_seed(sum(map(ord, repr((args, kwargs)))))
+    return nn.Conv2d(*args, **kwargs)
+
+
+CONVS = [
+    # the FFT routes: exact
+    (_conv(3, 4, 3, padding=1, padding_mode="circular"), (3, 8, 8), True),
+    (_conv(3, 4, 3, stride=2, padding=1, padding_mode="circular"), (3, 8, 8), True),
+    (_conv(2, 3, (3, 1), padding=(1, 0), padding_mode="circular"), (2, 6, 6), True),
+    (_conv(2, 4, 3, padding=2, dilation=2, padding_mode="circular"), (2, 8, 8), True),
+    (_conv(4, 4, 3, padding=1, groups=2, padding_mode="circular"), (4, 6, 6), True),
+    # the FFT routes: bounds
+    (_conv(3, 4, 3, padding=0, padding_mode="circular"), (3, 8, 8), False),
+    (_conv(3, 4, 3, padding=1), (3, 8, 8), False),
+    (_conv(3, 4, 3, padding=1, stride=2), (3, 7, 7), False),
+    (_conv(3, 4, 3, padding=1), (3, 10, 4), False),
+    (_conv(3, 4, 4, padding="same"), (3, 6, 6), False),
+    (_conv(3, 4, 3, padding=0), (3, 6, 6), False),
+    # the dense route: exact
+    (_conv(1, 1, 3, padding=2, padding_mode="circular"), (1, 8, 8), True),
+    (_conv(2, 2, 3, padding=1, padding_mode="circular"), (2, 6, 8), True),
+    (_conv(2, 2, 3, stride=(2, 1), padding=1, padding_mode="circular"), (2, 8, 8), True),
+    (_conv(2, 3, 3, padding=1, padding_mode="reflect"), (2, 8, 8), True),
+    (_conv(2, 3, 3, padding=1, padding_mode="replicate"), (2, 8, 8), True),
+    (_conv(2, 3, 3, padding=2), (2, 6, 6), True),
+    (_conv(2, 2, 3, padding=1, stride=2, padding_mode="circular"), (2, 7, 7), True),
+]
+
+
+@pytest.mark.parametrize("conv,shape,exact", CONVS, ids=lambda v: repr(v) if isinstance(v, nn.Module) else str(v))
+def test_conv_bound_against_the_dense_operator(conv, shape, exact):
+    value, source, is_exact = conv_layer_bound(conv, shape)
+    truth = float(oracle_singular_values(conv, shape)[0])
+    assert is_exact == exact, source
+    if exact:
+        assert value == pytest.approx(truth, rel=1e-12), source
+    else:
+        assert value >= truth * (1 - 1e-12), source
+
+
+@pytest.mark.parametrize("padding,mode,exact", [(None, "circular", True), (2, "circular", True),
+                                                (0, "circular", False), (None, "zeros", False)])
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_tt_conv_bound_against_the_dense_operator(padding, mode, exact, dilation):
+    torch.manual_seed(dilation)
+    layer = TTConv2d(4, 5, 3, padding=padding, dilation=dilation, padding_mode=mode, r1=2, r2=3)
+    with torch.no_grad():
+        for p in (layer.k1, layer.k2, layer.k3):
+            p.add_(0.3 * torch.randn_like(p))  # not orthonormal: the fold's R factors matter
+    shape = (4, 8, 8)
+    value, source, is_exact = conv_layer_bound(layer, shape)
+    truth = float(oracle_singular_values(layer, shape)[0])
+    if padding == 2 and dilation == 1:  # more outputs than the circular model: the dense route
+        assert "dense" in source
+    assert is_exact == exact, source
+    assert value == pytest.approx(truth, rel=1e-12) if exact else value >= truth * (1 - 1e-12)
+
+
+def test_dense_route_refuses_large_inputs_in_one_line():
+    conv = nn.Conv2d(16, 16, 3, padding=1, padding_mode="reflect")
+    with pytest.raises(UserError, match=r"no guaranteed bound for Conv2d on a 16x32x32 input: reflect padding; .*"
+                                        r"densely only up to"):
+        conv_layer_bound(conv, (16, 32, 32))
+
+
+class _Chain(nn.Sequential):
+    is_chain = True
+
+
+@pytest.mark.parametrize("pool", [nn.AdaptiveAvgPool2d(3), nn.AvgPool2d(2, ceil_mode=True),
+                                  nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)])
+def test_lipschitz_bound_of_a_linear_chain_is_at_least_its_norm(pool):
+    """A chain without nonlinearities is one linear map: the product of bounds must be at least its norm."""
+    torch.manual_seed(0)
+    model = _Chain(nn.Conv2d(1, 2, 3, padding=1, bias=False), pool, nn.Flatten(), nn.LazyLinear(3))
+    model(torch.zeros(1, 1, 7, 7))
+    lip, layers = lipschitz_bound(model, (1, 7, 7))
+    truth = float(oracle_singular_values(model, (1, 7, 7))[0])
+    assert lip >= truth * (1 - 1e-12)
+    assert [row["type"] for row in layers] == ["Conv2d", type(pool).__name__, "Flatten", "Linear"]
+
+
+def test_layer_bound_names_each_pooling_route():
+    assert layer_bound(nn.MaxPool2d(2), (1, 4, 4)) == (1.0, "max pooling, non-overlapping windows: 1-Lipschitz")
+    value, source = layer_bound(nn.MaxPool2d(3, stride=2, padding=1), (1, 8, 8))
+    assert value == 2.0 and "sqrt(4)" in source
+
+
+def test_sigma_after_control_marks_exactness_and_keeps_lower_below_upper():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=2, padding_mode="circular"),  # more outputs: dense, exact
+                          nn.Conv2d(2, 2, 3, padding=1),  # zero padding: a bound
+                          nn.Conv2d(2, 2, 3, stride=(2, 1), padding=1, padding_mode="circular"))  # dense, no power
+    rows = layer_sigmas(model, (1, 6, 6))
+    assert [r["exact"] for r in rows] == [True, False, True]
+    for r in rows[:2]:
+        assert r["lower"] is not None and r["lower"] <= r["upper"] * (1 + 1e-12)
+    assert rows[2]["lower"] is None
+
+
+def test_train_task_skips_the_bounds_it_cannot_give_and_keeps_the_rest(tmp_path, monkeypatch, capsys):
+    """A chain model with a reflect-padded 32-channel conv on 16 x 16 (c H W = 8192, past the dense route): the
+    train cell records lipschitz_bound and sigma_max_after as skipped with the reason, and every other metric."""
+    import json
+
+    from svbench.cli.main import main
+    from svbench.models.normalize import Normalize
+    from svbench.models.registry import MODELS
+
+    def reflect_chain(num_classes=4, in_channels=1, image_size=16, mean=None, std=None, **_):
+        return _Chain(Normalize(mean or [0.5] * in_channels, std or [0.5] * in_channels),
+                      nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(),
+                      nn.Conv2d(32, 4, 3, padding=1, padding_mode="reflect"), nn.ReLU(), nn.Flatten(),
+                      nn.Linear(4 * image_size * image_size, num_classes))
+
+    monkeypatch.setitem(MODELS._items, "reflect_chain_net", reflect_chain)
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: refl\ndevice: cpu\nthreads: 1\ntasks:\n  - {name: t, kind: train, dataset: synthetic, "
+                     "model: reflect_chain_net, methods: [none], epochs: 1, batch_size: 64, certify: true, "
+                     "cert_eps: [0.1], attacks: []}\n")
+    code = main(["run", str(suite), "--out", str(tmp_path / "runs"), "--no-progress"])
+    capsys.readouterr()
+    assert code == 0
+    (results,) = (tmp_path / "runs").glob("refl/*/results.jsonl")
+    records = {r["metric"]: r for r in map(json.loads, results.read_text().splitlines())}
+    for metric in ("lipschitz_bound", "sigma_max_after"):
+        assert records[metric]["status"] == "skipped"
+        assert "no guaranteed bound for Conv2d on a 32x16x16 input: reflect padding" in records[metric]["reason"]
+    assert records["test_accuracy"]["status"] == "ok"
+
+
+def test_batchnorm_without_running_statistics_is_refused_in_one_line():
+    bn = nn.BatchNorm2d(3, track_running_stats=False)
+    with pytest.raises(UserError, match="without running statistics"):
+        layer_bound(bn, (3, 4, 4))
+    assert layer_bound(nn.BatchNorm2d(3).eval(), (3, 4, 4))[0] == pytest.approx(1 / (1 + 1e-5) ** 0.5)
+
+
+@pytest.mark.parametrize("act", [nn.Tanh(), nn.ReLU6(), nn.Hardtanh(-2, 3), nn.Softplus(beta=3), nn.Sigmoid(),
+                                 nn.LeakyReLU(0.2), nn.LeakyReLU(-1.5), nn.ELU(0.5), nn.ELU(2.0)])
+def test_activation_bounds_are_their_largest_slope(act):
+    value, _ = layer_bound(act, (1, 4, 4))
+    x = torch.linspace(-8, 8, 160001, dtype=torch.float64, requires_grad=True)
+    (slope,) = torch.autograd.grad(act(x).sum(), x)
+    assert float(slope.abs().max()) <= value * (1 + 1e-12)
+    assert float(slope.abs().max()) >= value * (1 - 1e-3)  # attained (up to the grid)
+
+
+def test_unknown_layers_are_refused_not_assumed_1_lipschitz():
+    with pytest.raises(UserError, match=r"no guaranteed Lipschitz bound for layer '1' \(GELU\)"):
+        lipschitz_bound(_Chain(nn.Flatten(), nn.GELU()), (1, 2, 2))
