@@ -241,3 +241,44 @@ def test_activation_bounds_are_their_largest_slope(act):
 def test_unknown_layers_are_refused_not_assumed_1_lipschitz():
     with pytest.raises(UserError, match=r"no guaranteed Lipschitz bound for layer '1' \(GELU\)"):
         lipschitz_bound(_Chain(nn.Flatten(), nn.GELU()), (1, 2, 2))
+
+
+def test_certificate_check_counts_attacks_inside_the_radius():
+    from svbench.metrics.certified import certificate_check
+
+    logits = torch.tensor([[2.0, 0.0], [3.0, 0.0], [0.0, 1.0]])  # margins 2, 3; the third point is misclassified
+    labels = torch.tensor([0, 0, 0])
+    x = torch.zeros(3, 1, 1, 2)
+    x_adv = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.1, 0.0]]).reshape(3, 1, 1, 2)
+    adv_pred = torch.tensor([1, 1, 1])
+    # L = 1: radii 2/sqrt(2) = 1.414 and 2.121; the first attack (distance 1) is inside its radius
+    res = certificate_check(logits, labels, x, x_adv, adv_pred, 1.0)
+    assert res["violations"] == 1 and res["checked"] == 2 and res["min_ratio"] == pytest.approx(1 / 2 ** 0.5)
+    # L = 2: radii halve (0.707, 1.061): both attacks lie outside them
+    res = certificate_check(logits, labels, x, x_adv, adv_pred, 2.0)
+    assert res["violations"] == 0 and res["min_ratio"] == pytest.approx(2 ** 0.5)
+
+
+def test_train_task_checks_its_certificate_against_the_attack(tmp_path, capsys):
+    """Every successful attack on a correctly classified point lies outside its certified radius (a record per
+    attack: certificate_violations@NORM:EPS, 0, with how many attacks were checked)."""
+    import json
+
+    from svbench.cli.main import main
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "name: cert\ndevice: cpu\nthreads: 1\ntasks:\n  - {name: t, kind: train, dataset: synthetic, model: small_cnn, "
+        "model_args: {width: 4}, methods: [none, gram], variants: {gram: [{target: 1.0, every: 5}]}, epochs: 2, "
+        "batch_size: 32, certify: true, cert_eps: [0.1], attacks: [{norm: L2, eps: 3.0, n_examples: 32, "
+        "version: custom, attacks: [apgd-ce], n_iter: 5, batch_size: 32}]}\n")
+    code = main(["run", str(suite), "--out", str(tmp_path / "runs"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 0 and "inside the certified" not in err
+    (results,) = (tmp_path / "runs").glob("cert/*/results.jsonl")
+    checks = [r for r in map(json.loads, results.read_text().splitlines())
+              if r["metric"] == "certificate_violations@L2:3"]
+    assert {r["method_label"] for r in checks} == {"none", "gram(target=1.0, every=5)"}
+    assert all(r["status"] == "ok" and r["value"] == 0 for r in checks)
+    assert sum(r["extra"]["checked"] for r in checks) > 0  # some attacks succeeded and were checked
+    assert all(r["extra"]["min_ratio"] is None or r["extra"]["min_ratio"] >= 1 for r in checks)

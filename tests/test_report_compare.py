@@ -92,6 +92,11 @@ def test_compare_passes_on_itself_and_fails_on_each_planted_regression(smoke_run
                          lambda r: r.update(value=-0.01)), "exactness")
     assert fails(planted(lambda r: r["metric"] == "sigma_max_rel_err" and r["provides"] == "estimate",
                          lambda r: r.update(value=0.01)), "exactness")
+    def cert(r):
+        return (r["metric"] or "").startswith("certificate_violations@")
+
+    assert any(cert(r) for r in recs)  # the smoke suite attacks and certifies
+    assert fails(planted(cert, lambda r: r.update(value=2)), "exactness")
     # a cell that fails or disappears
     assert fails(planted(lambda r: r["method"] == "sedghi", lambda r: r.update(status="error", reason="boom")),
                  "status")

@@ -184,3 +184,28 @@ def certified_accuracy(logits: Tensor, labels: Tensor, lipschitz: float, eps: fl
     margin = true_logit - other
     radius = margin / (math.sqrt(2) * lipschitz)
     return float((correct & (radius > eps)).double().mean())
+
+
+CERTIFICATE_RTOL = 1e-4  # float32 logits: a certificate may miss by rounding only, never by more
+
+
+def certificate_check(logits: Tensor, labels: Tensor, x: Tensor, x_adv: Tensor, adv_pred: Tensor,
+                      lipschitz: float) -> dict[str, Any]:
+    """Cross-check of the certificate against an attack on the same points: an attack that changes the prediction
+    of a correctly classified x must move it by at least the certified radius margin / (sqrt(2) L) in l2, whatever
+    the attack's norm. ``violations`` (expected 0) counts successful attacks inside the radius (beyond
+    ``CERTIFICATE_RTOL``): each is proof that L is not a Lipschitz bound of the model. ``min_ratio`` is the smallest
+    ||x_adv - x||_2 / radius over the successful attacks (>= 1 for a valid certificate; how far above says how
+    loose it is on those points)."""
+    logits, labels = logits.double().cpu(), labels.cpu()
+    top2 = logits.topk(2, dim=1)
+    correct = top2.indices[:, 0] == labels
+    broken = correct & (adv_pred.cpu() != labels)
+    margin = logits.gather(1, labels[:, None]).squeeze(1) - top2.values[:, 1]
+    radius = margin / (math.sqrt(2) * lipschitz)
+    dist = (x_adv.double() - x.double()).flatten(1).norm(dim=1).cpu()
+    ratio = dist[broken] / radius[broken]
+    return {"violations": int((ratio < 1 - CERTIFICATE_RTOL).sum()), "checked": int(broken.sum()),
+            "min_ratio": float(ratio.min()) if ratio.numel() else None, "lipschitz": lipschitz,
+            "rtol": CERTIFICATE_RTOL}
+

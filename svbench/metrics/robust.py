@@ -58,7 +58,10 @@ def assert_pixel_model(model: nn.Module, x: Tensor) -> None:
 
 
 def autoattack_accuracy(model: nn.Module, x: Tensor, y: Tensor, spec: AttackSpec, *, seed: int = 0,
-                        device: torch.device | str = "cpu") -> dict[str, Any]:
+                        device: torch.device | str = "cpu", lipschitz: float | None = None) -> dict[str, Any]:
+    """Robust accuracy of the first ``spec.n_examples`` points. With ``lipschitz`` (a certified bound of the same
+    model) the result also holds ``certificate``: the attack's successes checked against the certified radii
+    (``metrics.certified.certificate_check``)."""
     try:
         from pyautoattack import AutoAttack
     except ImportError:
@@ -79,7 +82,8 @@ def autoattack_accuracy(model: nn.Module, x: Tensor, y: Tensor, spec: AttackSpec
         aa.fab.n_target_classes = spec.n_target_classes
     aa.verbose = False
     with torch.no_grad():
-        clean = float((model(x).argmax(1) == y).float().mean())
+        logits = model(x)
+        clean = float((logits.argmax(1) == y).float().mean())
     x_adv, y_adv = aa.run_standard_evaluation(x, y, batch_size=spec.batch_size)
     delta = (x_adv - x).flatten(1)
     max_pert = float(delta.abs().max() if spec.norm == "Linf" else delta.norm(dim=1).max())
@@ -88,8 +92,13 @@ def autoattack_accuracy(model: nn.Module, x: Tensor, y: Tensor, spec: AttackSpec
     if x_adv.min() < 0 or x_adv.max() > 1:
         raise RuntimeError("AutoAttack produced inputs outside [0, 1]")
     robust = float((y_adv.to(y.device) == y).float().mean())
-    return {"robust_accuracy": robust, "clean_accuracy_subset": clean, "n_examples": int(y.numel()),
-            "max_perturbation": max_pert, "attack": spec.describe(), "autoattack_package": _aa_version()}
+    out = {"robust_accuracy": robust, "clean_accuracy_subset": clean, "n_examples": int(y.numel()),
+           "max_perturbation": max_pert, "attack": spec.describe(), "autoattack_package": _aa_version()}
+    if lipschitz is not None:
+        from svbench.metrics.certified import certificate_check
+
+        out["certificate"] = certificate_check(logits, y, x, x_adv, y_adv, lipschitz)
+    return out
 
 
 def _aa_version() -> str:

@@ -7,7 +7,8 @@ Kinds of regression (tolerances come from the suite's ``tolerances`` mapping, de
   baseline is above ``time_floor_ms`` (tiny timings are noise);
 - ``error``: the error against the oracle grew beyond max(``error_factor`` x baseline, ``error_floor``);
 - ``exactness``: an all-SVs / orthogonal method's error above ``exact_tol`` x sigma_max, an upper bound below the
-  exact value by more than ``bound_tol``, or an estimate above it by more than ``bound_tol`` (no baseline needed);
+  exact value by more than ``bound_tol``, an estimate above it by more than ``bound_tol``, or an attack that
+  succeeded inside a certified radius (``certificate_violations`` > 0) (no baseline needed);
 - ``status``: a cell that was ok in the baseline is missing, skipped, failed or non-finite.
 """
 
@@ -64,6 +65,9 @@ def exactness_checks(records: list[dict[str, Any]], tol: dict[str, float]) -> li
         elif m == "sigma_max_rel_err" and prov == "upper_bound":
             out.append(Verdict(r["cell_id"], m, "exactness", v >= -tol["bound_tol"], None, v,
                                "upper bound must not fall below the exact sigma_max"))
+        elif str(m).startswith("certificate_violations"):
+            out.append(Verdict(r["cell_id"], m, "exactness", v == 0, None, v,
+                               "an attack succeeded inside the certified radius: the Lipschitz bound is not a bound"))
         elif m == "sigma_max_rel_err" and prov == "estimate":
             out.append(Verdict(r["cell_id"], m, "exactness", v <= tol["bound_tol"], None, v,
                                "a power-iteration estimate must not exceed the exact sigma_max"))

@@ -115,6 +115,8 @@ METRICS: dict[str, MetricInfo] = {
     "clean_accuracy_subset": MetricInfo("fraction", True, "clean accuracy on the attacked subset"),
     "lipschitz_bound": MetricInfo("1", False, "product of guaranteed per-layer bounds (pixel units)"),
     "certified_accuracy": MetricInfo("fraction", True, "fraction correct with margin/(sqrt(2) L) > eps"),
+    "certificate_violations": MetricInfo("1", False, "successful attacks inside the certified l2 radius (must be 0;"
+                                         " extra: checked, min_ratio; metric name certificate_violations@NORM:EPS)"),
     "layer_sigma_max": MetricInfo("1", False, "a conv's guaranteed sigma_max after the last control step"),
     "sigma_max_after": MetricInfo("1", False, "largest guaranteed conv sigma_max after training"),
     "overshoot_max": MetricInfo("ratio", False, "largest conv sigma_max / the method's target"),
