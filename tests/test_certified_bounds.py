@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from svbench.errors import UserError
@@ -282,3 +284,40 @@ def test_train_task_checks_its_certificate_against_the_attack(tmp_path, capsys):
     assert all(r["status"] == "ok" and r["value"] == 0 for r in checks)
     assert sum(r["extra"]["checked"] for r in checks) > 0  # some attacks succeeded and were checked
     assert all(r["extra"]["min_ratio"] is None or r["extra"]["min_ratio"] >= 1 for r in checks)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+@settings(max_examples=60, deadline=None)
+@given(
+    c_in_per=st.integers(1, 3),
+    c_out_per=st.integers(1, 3),
+    groups=st.sampled_from([1, 2]),
+    kh=st.sampled_from([1, 2, 3, 4]),
+    kw=st.sampled_from([1, 3]),
+    h=st.integers(3, 9),
+    w=st.integers(3, 9),
+    sh=st.sampled_from([1, 2]),
+    sw=st.sampled_from([1, 2]),
+    dilation=st.sampled_from([1, 2]),
+    padding=st.sampled_from([0, 1, 2, 3, "same", "valid"]),
+    mode=st.sampled_from(["circular", "zeros", "reflect", "replicate"]),
+    seed=st.integers(0, 10_000),
+)
+def test_certified_conv_bound_fuzz(c_in_per, c_out_per, groups, kh, kw, h, w, sh, sw, dilation, padding, mode,
+                                   seed):
+    """Random convs torch accepts, on random grids: the bound is never below the dense float64 sigma_max, and
+    equals it whenever it says it is exact."""
+    if padding == "same" and (sh, sw) != (1, 1):
+        return  # torch refuses 'same' with stride
+    torch.manual_seed(seed)
+    try:
+        conv = nn.Conv2d(c_in_per * groups, c_out_per * groups, (kh, kw), stride=(sh, sw), padding=padding,
+                         dilation=dilation, groups=groups, padding_mode=mode)
+        shape = (c_in_per * groups, h, w)
+        truth = float(oracle_singular_values(conv, shape)[0])
+    except (RuntimeError, ValueError, NotImplementedError):
+        return  # a geometry torch itself rejects (kernel larger than the padded input, padding too large, ...)
+    value, source, exact = conv_layer_bound(conv, shape)
+    assert value >= truth * (1 - 1e-10), (source, value, truth)
+    if exact:
+        assert value == pytest.approx(truth, rel=1e-10, abs=1e-12), source
