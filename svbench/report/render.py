@@ -61,7 +61,8 @@ def build_report(paths: list[str | Path], out_dir: str | Path) -> dict[str, Path
           f"Suites: {', '.join(sorted({r['suite'] for r in records}))}  ",
           f"Environment: {_env_summary(records)}  ",
           f"Generated {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')} from results files only. "
-          "↑ higher is better, ↓ lower is better; values are means over seeds (± 95% CI when there are several).\n"]
+          "↑ higher is better, ↓ lower is better; values are means over seeds (± 95% CI, Student's t, when there are "
+          "several).\n"]
     if not sv.empty:
         md.append(sv_markdown(sv))
     if not tr.empty:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from svbench.methods.base import LayerSpec
+from svbench.results.stats import mean_ci95_halfwidth
 
 SV_COLUMNS = [
     ("sv_time_ms", "time_ms"),
@@ -201,7 +202,7 @@ def train_table(records: list[dict[str, Any]]) -> pd.DataFrame:
             vals = _ok_values(g, metric)
             row[metric] = _mean(vals)
             if (metric == "test_accuracy" or metric.startswith("robust_accuracy")) and len(vals) > 1:
-                row[metric + "_ci95"] = float(1.96 * vals.std(ddof=1) / np.sqrt(len(vals)))
+                row[metric + "_ci95"] = mean_ci95_halfwidth(np.asarray(vals, dtype=float))
         row["status"], row["reason"] = _status(g)
         row["seeds"] = int(g["seed"].nunique())
         rows.append(row)
