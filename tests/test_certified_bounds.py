@@ -284,6 +284,16 @@ def test_train_task_checks_its_certificate_against_the_attack(tmp_path, capsys):
     assert all(r["status"] == "ok" and r["value"] == 0 for r in checks)
     assert sum(r["extra"]["checked"] for r in checks) > 0  # some attacks succeeded and were checked
     assert all(r["extra"]["min_ratio"] is None or r["extra"]["min_ratio"] >= 1 for r in checks)
+    table = (results.parent / "table.md").read_text()
+    assert "Certificates checked against the attacks: 0 violations in " in table
+    # a planted violation is said in the table, by method
+    from svbench.results.tables import train_markdown, train_table
+
+    records = list(map(json.loads, results.read_text().splitlines()))
+    for r in records:
+        if r["metric"] == "certificate_violations@L2:3" and r["method_label"] == "none":
+            r["value"] = 2
+    assert "**Certificate violated**: none (2)" in train_markdown(train_table(records))
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same'")

@@ -203,10 +203,40 @@ def train_table(records: list[dict[str, Any]]) -> pd.DataFrame:
             row[metric] = _mean(vals)
             if (metric == "test_accuracy" or metric.startswith("robust_accuracy")) and len(vals) > 1:
                 row[metric + "_ci95"] = mean_ci95_halfwidth(np.asarray(vals, dtype=float))
+        row.update(_certificate_summary(g))
         row["status"], row["reason"] = _status(g)
         row["seeds"] = int(g["seed"].nunique())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _certificate_summary(g: pd.DataFrame) -> dict[str, Any]:
+    """Sums and minimum over seeds and attacks of the ``certificate_violations@...`` records of one row."""
+    sub = g[g["metric"].astype(str).str.startswith("certificate_violations@") & (g["status"] == "ok")]
+    if sub.empty:
+        return {}
+    extras = [e for e in sub.get("extra", []) if isinstance(e, dict)]
+    ratios = [e["min_ratio"] for e in extras if isinstance(e.get("min_ratio"), (int, float))]
+    return {"certificate_violations": int(pd.to_numeric(sub["value"], errors="coerce").fillna(0).sum()),
+            "certificate_checked": int(sum(e.get("checked", 0) for e in extras)),
+            "certificate_min_ratio": min(ratios) if ratios else np.nan}
+
+
+def certificate_markdown(tg: pd.DataFrame) -> str:
+    """One line under a train table: the certificates checked against the attacks on the same points."""
+    if "certificate_checked" not in tg or tg["certificate_checked"].isna().all():
+        return ""
+    bad = tg[tg["certificate_violations"].fillna(0) > 0]
+    parts = [f"{r['method']} {r['certificate_min_ratio']:.3g}" for _, r in tg.iterrows()
+             if np.isfinite(r.get("certificate_min_ratio", np.nan))]
+    checked = int(tg["certificate_checked"].fillna(0).sum())
+    head = ("**Certificate violated**: " + ", ".join(f"{r['method']} ({int(r['certificate_violations'])})"
+                                                     for _, r in bad.iterrows())
+            + " -- successful attacks inside the certified radius; the Lipschitz bound is not a bound (a bug)"
+            if len(bad) else f"Certificates checked against the attacks: 0 violations in {checked} successful attacks")
+    tail = ("; smallest ‖x_adv − x‖₂ / certified radius (≥ 1; how loose the certificate is there): "
+            + ", ".join(parts)) if parts else ""
+    return head + tail + ".\n"
 
 
 def train_markdown(table: pd.DataFrame) -> str:
@@ -241,6 +271,9 @@ def train_markdown(table: pd.DataFrame) -> str:
             status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
             out.append(f"| {r['method']} | " + " | ".join(cells) + f" | {r['seeds']} | {status} |")
         out.append("")
+        cert_line = certificate_markdown(tg)
+        if cert_line:
+            out.append(cert_line)
     return "\n".join(out) + "\n"
 
 
