@@ -24,6 +24,7 @@ def test_readme_python_section_runs_and_says_the_truth():
     env: dict = {}
     exec(compile(_python_block(), "README.md#python", "exec"), env)  # noqa: S102 -- our own README
     svs, bound, f64 = env["svs"], env["bound"], env["f64"]
+    assert env["conv"].weight.dtype == torch.float32 and f64.dtype == torch.float64  # the example leaves conv as it is
     assert svs.numel() == 65536 and bool((svs[:-1] >= svs[1:]).all())
     assert bound.numel() == 1 and float(bound[0]) >= float(f64[0]) * (1 - 1e-6)
     assert float((svs.double() - f64).abs().max()) <= 2e-6 * float(f64[0])
