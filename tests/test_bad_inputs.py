@@ -428,6 +428,19 @@ def test_odd_checkpoint_tensors(tmp_path, capsys, recwarn, state, code, text):
         assert not [w for w in recwarn if "sparse" in str(w.message)], [str(w.message) for w in recwarn]
 
 
+def test_sparse_checkpoint_tensor_with_an_index_beyond_its_size_is_refused(tmp_path, capsys):
+    """torch 2.11 (the GPU machine's) loads such a tensor unchecked, and reading it densely writes out of bounds;
+    svbench validates sparse tensors as they load, on every torch version."""
+    with torch.sparse.check_sparse_tensor_invariants(enable=False):
+        bad = torch.sparse_coo_tensor(torch.tensor([[0, 0, 0, 0], [0, 0, 0, 9], [0, 1, 2, 2], [0, 1, 2, 0]]),
+                                      torch.ones(4), (4, 3, 3, 3), check_invariants=False)
+    torch.save({"c.weight": bad}, tmp_path / "ck.pt")
+    code, err = _run(capsys, "spectrum", str(tmp_path / "ck.pt"), "--input-size", "8")
+    line = _one_line(err)
+    assert code == 2 and line.startswith("svbench: error: cannot read checkpoint")
+    assert "inconsistent with indices" in line
+
+
 def test_bad_input_met_mid_run_keeps_the_finished_cells_and_says_how_to_resume(tmp_path, capsys):
     """A cell whose configuration cannot run (3xTF32 Gram products on float64 weights) stops the run with one line
     that names the cell, where the finished cells are and the resume command; fixing the suite and resuming works."""

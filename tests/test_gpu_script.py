@@ -11,6 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import triton_interpreter_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -313,7 +314,7 @@ def test_gpu_probe_runs_with_tiny_shapes_on_the_gpu_machines_packages(tmp_path):
 
 def test_gpu_probe_fused_gram_section_runs_in_the_triton_interpreter(tmp_path):
     """The fused-step section (timed on a GPU only) runs end to end through Triton's CPU interpreter."""
-    pytest.importorskip("triton")
+    triton_interpreter_or_skip()
     env = dict(os.environ, PYTHONPATH=f"{_gpu_machine_pythonpath(tmp_path)}{os.pathsep}{ROOT}", OMP_NUM_THREADS="1",
                TRITON_INTERPRET="1")
     res = subprocess.run([sys.executable, "scripts/gpu-probe.py", "--tiny", "--device", "cpu", "--rounds", "1",

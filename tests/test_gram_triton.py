@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import triton_interpreter_or_skip
 
 from svbench.errors import UserError
 from svbench.functional.gram import gram_iteration_matrices
@@ -43,7 +44,7 @@ print("ok")
 
 
 def test_fused_gram_step_matches_the_torch_form_in_the_interpreter():
-    pytest.importorskip("triton")
+    triton_interpreter_or_skip()
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     res = subprocess.run([sys.executable, "-c", CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=600)

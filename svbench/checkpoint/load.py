@@ -31,8 +31,10 @@ def load_state_dict(path: str | Path, *, trust: bool = False) -> dict[str, Tenso
     if p.is_dir():
         raise UserError(f"{p} is a folder; pass a checkpoint file (.pt/.pth)")
     try:
-        with warnings.catch_warnings():
-            # torch announces its O(nnz) check of sparse tensors on every such load; svbench reads them densely
+        with warnings.catch_warnings(), torch.sparse.check_sparse_tensor_invariants(enable=True):
+            # sparse tensors are validated as they load: torch 2.11 does not by default, and a sparse tensor with an
+            # index beyond its size would be written out of bounds when read densely (a crash, or worse); torch
+            # 2.14 validates and says so on every such load (silenced: svbench reads them densely)
             warnings.filterwarnings("ignore", message="Validating sparse tensor invariants", category=UserWarning)
             obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -108,7 +110,10 @@ def _dense(key: str, t: Tensor) -> Tensor:
     """The tensor as a dense CPU-readable one; a tensor without data (meta device) is refused with one line."""
     if t.is_meta:
         raise UserError(f"'{key}' has no data (a meta-device tensor); save the checkpoint with real weights")
-    return t.to_dense() if t.layout != torch.strided else t
+    if t.layout == torch.strided:
+        return t
+    with torch.sparse.check_sparse_tensor_invariants(enable=True):  # validated at load; says so to torch 2.11 too
+        return t.to_dense()
 
 
 def _skip(key: str, t: Tensor) -> str | None:
