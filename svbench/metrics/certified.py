@@ -59,7 +59,7 @@ def _dense_bound(module: nn.Module, in_shape: tuple[int, ...], why: str) -> tupl
 def conv_layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[float, str, bool]:
     """(bound, source, exact) on sigma_max of a conv-like layer (nn.Conv2d, TT, Cayley) on inputs of ``in_shape``
     (C, H, W): guaranteed; ``exact`` when it is the operator's sigma_max itself (float64 in every route)."""
-    from svbench.methods.base import padding_problem
+    from svbench.methods.base import padding_mode_problem, padding_problem
     from svbench.methods.cayley import CayleyConv2d, CayleyMethod
     from svbench.methods.tt import TTConv2d
 
@@ -74,7 +74,7 @@ def conv_layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[floa
     stride, dilation, mode = tuple(module.stride), tuple(module.dilation), module.padding_mode
     if len(set(stride)) > 1 or len(set(dilation)) > 1:
         return _dense_bound(module, in_shape, f"stride {stride}, dilation {dilation}")
-    if mode not in ("circular", "zeros"):
+    if padding_mode_problem(module):
         return _dense_bound(module, in_shape, f"{mode} padding")
     why = padding_problem(module, exact=False)
     if why:

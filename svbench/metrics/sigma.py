@@ -38,14 +38,14 @@ def layer_sigmas(model: nn.Module, input_shape: tuple[int, int, int], target: fl
             groups = getattr(mod, "groups", 1)
             u = torch.randn(1, w.shape[1] * groups, *shape[-2:], generator=torch.Generator().manual_seed(0),
                             dtype=torch.float64)
-            from svbench.methods.base import symmetric_padding
+            from svbench.methods.base import padding_mode_problem, symmetric_padding
 
             try:
                 pad = symmetric_padding(mod)
             except UnsupportedShape:
                 pad = None  # unequal sides ('same' on an even kernel, (1, 0)): the power iteration takes one int
             square = (len(set(mod.stride)) == 1 and len(set(mod.dilation)) == 1 and shape[-2] == shape[-1]
-                      and mod.padding_mode in ("zeros", "circular"))
+                      and padding_mode_problem(mod) is None)
             if pad is not None and square:
                 _, u = conv_power_iteration(w, u.to(w.device), stride=mod.stride[0], padding=pad,
                                             padding_mode=mod.padding_mode, dilation=mod.dilation[0],
