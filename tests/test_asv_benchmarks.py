@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "suites" / "asv"))
 import bench_spectrum  # noqa: E402
@@ -43,3 +44,24 @@ def test_depthwise_shape_runs(method):
     bench.time_layer_svs(method, "128-16-1-g128")
     with pytest.raises(NotImplementedError):  # TT declines grouped convs: asv's skip
         bench.setup("tt-half", "128-16-1-g128")
+
+
+def test_gpu_benchmarks_defined_only_for_cuda(monkeypatch):
+    """A CPU run defines no GPU-memory benchmark and no large-network cells (each would cost asv a skipped process);
+    with SVBENCH_ASV_DEVICE=cuda they exist, and on a machine without a GPU their setup skips (asv's convention)."""
+    import importlib
+
+    assert not hasattr(bench_spectrum, "LayerSVsGPUMemory")
+    assert bench_spectrum.NetworkSVs.params[1] == ["small_cnn"]
+    monkeypatch.setenv("SVBENCH_ASV_DEVICE", "cuda")
+    cuda_module = importlib.reload(bench_spectrum)
+    try:
+        assert cuda_module.NetworkSVs.params[1] == ["small_cnn", "resnet18"]
+        bench = cuda_module.LayerSVsGPUMemory()
+        assert bench.track_gpu_peak_bytes.unit == "bytes"
+        if not torch.cuda.is_available():
+            with pytest.raises(NotImplementedError, match="no GPU"):
+                bench.setup("sedghi", "16-8-1")
+    finally:
+        monkeypatch.delenv("SVBENCH_ASV_DEVICE")
+        importlib.reload(bench_spectrum)

@@ -539,3 +539,19 @@ def test_spectrum_device_option(tmp_path, capsys):
     cpu_csv = tmp_path / "cpu" / "spectrum.csv"
     assert _run(capsys, *base, "--out", str(tmp_path / "cpu"))[0] == 0
     assert cpu_csv.read_text() == (tmp_path / "auto" / "spectrum.csv").read_text() or torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("tolerances,message", [
+    ("{time_ratoi: 3}", "unknown tolerance(s) ['time_ratoi']; allowed: accuracy_drop"),
+    ("{time_ratio: .nan}", "tolerance time_ratio must be a number >= 0, got nan"),
+    ("{exact_tol: -1.0e-5}", "tolerance exact_tol must be a number >= 0"),
+])
+def test_suite_tolerances_are_checked_when_the_suite_is_read(tmp_path, capsys, tolerances, message):
+    """A misspelt or impossible tolerance is said by `validate` and before `run` computes anything, not only when
+    `compare` reads the finished run's meta.json."""
+    path = tmp_path / "tol.yaml"
+    path.write_text(TINY + f"tolerances: {tolerances}\n")
+    code, err = _run(capsys, "validate", str(path))
+    assert code == 2 and message in _one_line(err)
+    code, err = _run(capsys, "run", str(path), "--out", str(tmp_path / "runs"), "--no-progress")
+    assert code == 2 and message in _one_line(err) and not (tmp_path / "runs").exists()

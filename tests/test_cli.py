@@ -223,6 +223,30 @@ def test_spectrum_with_model_reads_groups_and_dilation(tmp_path, capsys, monkeyp
         assert got.shape == exact.shape and (got - exact).abs().max() <= 2e-6 * exact[0], name
 
 
+def test_spectrum_with_model_gives_no_zero_padding_bound_to_reflect_padding(tmp_path, capsys, monkeypatch):
+    """A model's reflect-padded conv keeps its circular-proxy SVs but no 'sigma_max bound (zero pad)': that bound is
+    the zero-padded layer's, and reflect padding (a padding map of norm up to 2) can exceed it."""
+    from torch import nn
+
+    from svbench.models.registry import MODELS
+
+    def reflect_net(in_channels=3, image_size=8, **_):
+        return nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1, padding_mode="reflect"),
+                             nn.Conv2d(4, 4, 3, padding=1))
+
+    monkeypatch.setitem(MODELS._items, "reflect_test_net", reflect_net)
+    torch.manual_seed(0)
+    path = tmp_path / "r.pt"
+    torch.save(reflect_net().state_dict(), path)
+    code, _, _ = _inproc(capsys, "spectrum", str(path), "--model", "reflect_test_net", "--input-shape", "3,8,8",
+                         "--out", str(tmp_path / "o"))
+    assert code == 0
+    rows = {line.split(" | ")[0].strip("| "): line for line in (tmp_path / "o" / "spectrum.md").read_text().splitlines()
+            if line.startswith("| 0 ") or line.startswith("| 1 ")}
+    assert "| reflect |" in rows["0"] and rows["0"].rstrip().endswith("| — |")
+    assert "| zeros |" in rows["1"] and not rows["1"].rstrip().endswith("| — |")
+
+
 def test_checkpoint_without_convs(tmp_path, capsys):
     path = tmp_path / "lin.pt"
     torch.save({"fc.weight": torch.zeros(3, 4)}, path)

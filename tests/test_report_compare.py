@@ -85,6 +85,11 @@ def test_compare_passes_on_itself_and_fails_on_each_planted_regression(smoke_run
     # time ratio on the same machine (only timings above the 1 ms floor are compared)
     assert fails(planted(lambda r: r["metric"] == "train_time_s", lambda r: r.update(value=r["value"] * 10)),
                  "time")
+    # ... but not across CPU thread counts (2 threads instead of 1 changes timings here 10-100x: not comparable)
+    threads = planted(lambda r: r["metric"] == "train_time_s",
+                      lambda r: r.update(value=r["value"] * 10, num_threads=r["num_threads"] + 1))
+    time_verdicts = [v for v in compare(threads, recs) if v.kind == "time" and v.metric == "train_time_s"]
+    assert time_verdicts and all(v.ok and "CPU threads" in v.note for v in time_verdicts)
     # error against the oracle
     assert fails(planted(lambda r: r["metric"] == "sv_max_abs_err_rel", lambda r: r.update(value=1e-3)), "error")
     # exactness / bound violations
@@ -92,6 +97,18 @@ def test_compare_passes_on_itself_and_fails_on_each_planted_regression(smoke_run
                          lambda r: r.update(value=-0.01)), "exactness")
     assert fails(planted(lambda r: r["metric"] == "sigma_max_rel_err" and r["provides"] == "estimate",
                          lambda r: r.update(value=0.01)), "exactness")
+    # a default backend outside the accuracy class (2e-6 sigma_max) fails even where the baseline-relative error check
+    # (10 x baseline, floor 1e-5) and exact_tol (1e-5) let it through; a backend the suite chose is held to exact_tol
+    def auto_err(r):
+        return r["metric"] == "sv_max_abs_err_rel" and str(r.get("backend") or "").endswith("(auto)")
+
+    assert any(auto_err(r) for r in recs)
+    class_miss = [v for v in compare(planted(auto_err, lambda r: r.update(value=5e-6)), recs) if not v.ok]
+    assert class_miss and {v.kind for v in class_miss} == {"exactness"}
+    assert all("accuracy class" in v.note for v in class_miss)
+    chosen = planted(auto_err, lambda r: r.update(value=5e-6, backend=r["backend"].replace(" (auto)", "")))
+    assert all(v.ok for v in compare(chosen, recs))
+
     def cert(r):
         return (r["metric"] or "").startswith("certificate_violations@")
 

@@ -5,7 +5,8 @@ registered model and an input shape, forward hooks give each conv's real input s
 
 What the numbers are: the SVs of the CIRCULAR conv on the layer's input grid (exact for circular padding; for a
 zero-padded layer a "circular proxy", which is NOT a bound, methods.md section 1.2). ``sigma_max_bound`` is a
-guaranteed upper bound for the zero-padded layer: the circular sigma_max on n' = s ceil((n + k - 1) / s).
+guaranteed upper bound for the zero-padded layer: the circular sigma_max on n' = s ceil((n + k - 1) / s); a
+model's reflect- or replicate-padded conv gets its circular proxy and no bound (its padding map has norm > 1).
 TT layers (cores k1, k2, k3) are QR-folded first; their nonzero SVs are those of the folded core (Theorem 1 of
 Senderovich et al., NeurIPS 2022) and the rest are 0. Cayley layers (a weight with a scalar ``alpha``; Trockman &
 Kolter, ICLR 2021) are read as the orthogonal operator they implement, never as a conv with the stored weight.
@@ -229,7 +230,8 @@ def checkpoint_spectrum(
         except UserError as err:
             raise UserError(f"layer {e.name!r}: {err}") from None
         k = e.kernel.shape[-1]
-        bound = None if pad == "circular" else float(zero_padding_sigma_max_bound(
+        # the bound is the zero-padded layer's; reflect / replicate padding (a model's) has none (methods.base)
+        bound = None if pad != "zeros" else float(zero_padding_sigma_max_bound(
             dense_equivalent_kernel(e.kernel.float().to(dev), groups, dilation), n, stride))
         shape = (e.c_out, e.c_in * groups, k, k)
         out.append(LayerSpectrum(e.name, e.kind, shape, n, stride, source if e.name in geo or model is None
@@ -275,8 +277,9 @@ def spectrum_markdown(spectra: list[LayerSpectrum]) -> str:
     lines = [
         "SVs of each conv's circular operator on its input grid (exact for circular padding; a proxy, not a bound,",
         "for zero padding). `sigma_max bound` is a guaranteed upper bound for the zero-padded layer (circular",
-        "sigma_max on n' = s*ceil((n+k-1)/s)). TT layers: QR-folded core, exact by Theorem 1. Cayley layers: the",
-        "implemented orthogonal operator (circular; shape = the stored weight, after space-to-depth). A state dict",
+        "sigma_max on n' = s*ceil((n+k-1)/s); none for reflect / replicate padding). TT layers: QR-folded core,",
+        "exact by Theorem 1. Cayley layers: the implemented orthogonal operator (circular; shape = the stored weight,",
+        "after space-to-depth). A state dict",
         "does not record groups or dilation: without --model every weight is read as a dense, undilated conv of its",
         "own shape; with --model they come from the model's convs (shown as g=, d= after the shape).",
         f"Computed on: {', '.join(sorted({s.device for s in spectra})) or 'cpu'}.",

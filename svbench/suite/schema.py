@@ -192,3 +192,11 @@ class Suite:
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"task names must be unique, got {names}")
+        from svbench.report.compare import DEFAULT_TOLERANCES  # said at validation, not when compare first reads it
+
+        unknown = sorted(set(self.tolerances) - set(DEFAULT_TOLERANCES))
+        if unknown:
+            raise ValueError(f"unknown tolerance(s) {unknown}; allowed: {', '.join(DEFAULT_TOLERANCES)}")
+        for key, value in self.tolerances.items():
+            if not value >= 0:  # also NaN
+                raise ValueError(f"tolerance {key} must be a number >= 0, got {value!r}")
