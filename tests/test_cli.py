@@ -247,6 +247,82 @@ def test_spectrum_with_model_gives_no_zero_padding_bound_to_reflect_padding(tmp_
     assert "| zeros |" in rows["1"] and not rows["1"].rstrip().endswith("| — |")
 
 
+def _three_conv_checkpoint(tmp_path, bad_last=False):
+    torch.manual_seed(0)
+    state = {f"c{i}.weight": torch.randn(4, 4, 3, 3) for i in range(3)}
+    if bad_last:
+        state["c2.weight"][0, 0, 0, 0] = float("nan")
+    path = tmp_path / "three.pt"
+    torch.save(state, path)
+    return path
+
+
+def test_spectrum_says_a_bad_later_layer_before_computing_anything(tmp_path, capsys, monkeypatch):
+    """NaN weights or a kernel larger than its grid in the LAST layer: one line, exit 2, no SV computed and no
+    output folder made (was: found after computing every layer before it, and their spectra dropped)."""
+    from svbench.checkpoint import spectrum as sp
+
+    def never(*_, **__):
+        raise AssertionError("an SV was computed before the bad layer was said")
+
+    monkeypatch.setattr(sp, "layer_spectrum", never)
+    code, _, err = _inproc(capsys, "spectrum", str(_three_conv_checkpoint(tmp_path, bad_last=True)), "--input-size",
+                           "8", "--out", str(tmp_path / "o"))
+    assert code == 2 and "layer 'c2' has NaN or Inf weights" in err and not (tmp_path / "o").exists()
+    state = {"a.weight": torch.randn(2, 2, 3, 3), "c.weight": torch.randn(4, 4, 3, 3), "c.alpha": torch.tensor(1.0)}
+    torch.save(state, tmp_path / "cay.pt")  # a conv (computable on 2 x 2), then a Cayley layer that does not fit it
+    code, _, err = _inproc(capsys, "spectrum", str(tmp_path / "cay.pt"), "--input-size", "2", "--out",
+                           str(tmp_path / "o"))
+    assert code == 2 and "layer 'c': its 3x3 Cayley kernel is larger than the 2x2 grid" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_spectrum_checks_the_output_folder_before_computing(tmp_path, capsys, monkeypatch):
+    from svbench.checkpoint import spectrum as sp
+
+    def never(*_, **__):
+        raise AssertionError("an SV was computed before the output folder was checked")
+
+    monkeypatch.setattr(sp, "layer_spectrum", never)
+    (tmp_path / "file").write_text("x")
+    code, _, err = _inproc(capsys, "spectrum", str(_three_conv_checkpoint(tmp_path)), "--input-size", "8", "--out",
+                           str(tmp_path / "file" / "sub"))
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert code == 2 and len(lines) == 1 and "cannot write the spectrum into" in lines[0]
+
+
+@pytest.mark.parametrize("failure", ["memory", "interrupt"])
+def test_spectrum_keeps_the_finished_layers_when_a_later_one_fails(tmp_path, capsys, monkeypatch, failure):
+    """Out of memory (or Ctrl-C) at the third layer: the two finished layers are written, marked INCOMPLETE, one
+    warning line says where; the error stays one line (exit 2; 130 for Ctrl-C)."""
+    from svbench.checkpoint import spectrum as sp
+
+    real = sp.layer_spectrum
+    calls = []
+
+    def third_fails(entry, *a, **k):
+        calls.append(entry.name)
+        if len(calls) == 3:
+            if failure == "memory":
+                raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 68719476736 "
+                                   "bytes")
+            raise KeyboardInterrupt
+        return real(entry, *a, **k)
+
+    monkeypatch.setattr(sp, "layer_spectrum", third_fails)
+    out = tmp_path / "o"
+    code, _, err = _inproc(capsys, "spectrum", str(_three_conv_checkpoint(tmp_path)), "--input-size", "8", "--out",
+                           str(out))
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert code == (2 if failure == "memory" else 130), err
+    assert len(lines) == 2 and lines[0].startswith("svbench: warning:") and "2 of 3 layers" in lines[0], err
+    assert ("host out of memory (tried to allocate 64.0 GiB)" if failure == "memory" else "interrupted") in lines[1]
+    md = (out / "spectrum.md").read_text()
+    assert md.startswith("**INCOMPLETE**") and "| c0 |" in md and "| c1 |" in md and "| c2 |" not in md
+    rows = (out / "spectrum.csv").read_text().splitlines()[1:]
+    assert {r.split(",")[0] for r in rows} == {"c0", "c1"} and len(rows) == 2 * 4 * 64
+
+
 def test_checkpoint_without_convs(tmp_path, capsys):
     path = tmp_path / "lin.pt"
     torch.save({"fc.weight": torch.zeros(3, 4)}, path)

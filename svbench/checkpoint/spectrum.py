@@ -166,12 +166,7 @@ def layer_spectrum(entry: ConvEntry, n: int, stride: int, method: str = "sedghi"
     return svs
 
 
-def _cayley_spectrum(entry: ConvEntry, n: int, stride: int, device: torch.device | str) -> Tensor:
-    """All SVs (descending, float64 on the CPU) of a Cayley layer's operator on n x n: the layer rebuilt from its
-    weight and scale in float64, then the SVs of its per-frequency Cayley transforms (1 up to rounding when the
-    layer is what it claims to be)."""
-    from svbench.methods.cayley import CayleyConv2d, CayleyMethod
-
+def _cayley_geometry(entry: ConvEntry, n: int, stride: int) -> None:
     if stride not in (1, 2) or entry.c_in % (stride * stride) or n % stride:
         raise UserError(f"a Cayley layer of stride {stride} needs an input size divisible by it and {stride}^2 "
                         f"dividing its {entry.c_in} stored input channels; got n = {n}")
@@ -179,6 +174,16 @@ def _cayley_spectrum(entry: ConvEntry, n: int, stride: int, device: torch.device
     if k_eff > n // stride:
         raise UserError(f"its {k_eff}x{k_eff} Cayley kernel is larger than the {n // stride}x{n // stride} grid it "
                         f"runs on; use a larger input size")
+
+
+def _cayley_spectrum(entry: ConvEntry, n: int, stride: int, device: torch.device | str) -> Tensor:
+    """All SVs (descending, float64 on the CPU) of a Cayley layer's operator on n x n: the layer rebuilt from its
+    weight and scale in float64, then the SVs of its per-frequency Cayley transforms (1 up to rounding when the
+    layer is what it claims to be)."""
+    from svbench.methods.cayley import CayleyConv2d, CayleyMethod
+
+    _cayley_geometry(entry, n, stride)
+    k_eff = entry.kernel.shape[-1]
     layer = CayleyConv2d(entry.c_in // (stride * stride), entry.c_out, k_eff if stride == 1 else 2 * k_eff, stride,
                          bias=False, device=device, dtype=torch.float64).eval()
     with torch.no_grad():
@@ -187,7 +192,17 @@ def _cayley_spectrum(entry: ConvEntry, n: int, stride: int, device: torch.device
     return CayleyMethod().layer_svs(layer, n).detach().double().cpu()
 
 
-def checkpoint_spectrum(
+@dataclass
+class SpectrumPlan:
+    """What :func:`compute_spectrum` will do: every conv of a checkpoint with the geometry it is evaluated on, each
+    already checked (finite weights, a grid the layer fits), so a bad layer is said before any SV is computed."""
+
+    layers: list[tuple[ConvEntry, int, int, str, int, int, str]]  # entry, n, stride, padding, groups, dilation, source
+    method: str
+    device: torch.device
+
+
+def plan_spectrum(
     path: str | Path,
     *,
     input_size: int | None = None,
@@ -196,7 +211,8 @@ def checkpoint_spectrum(
     method: str = "sedghi",
     trust: bool = False,
     device: torch.device | str = "cpu",
-) -> list[LayerSpectrum]:
+) -> SpectrumPlan:
+    """Read the checkpoint and check every layer (cheap: no SVs). Raises UserError naming the first bad layer."""
     spectrum_method(method)  # a wrong --method is said before the checkpoint is read, not as a layer's problem
     dev = resolve_device(str(device))
     state = load_state_dict(path, trust=trust)
@@ -205,13 +221,11 @@ def checkpoint_spectrum(
         if input_shape is None:
             raise UserError("--model needs --input-shape C,H,W (e.g. 3,32,32)")
         geo = _model_geometry(model, input_shape, state, convs)
-        source = "model hooks"
     else:
         if input_size is None:
             raise UserError("pass --input-size N (or --model NAME --input-shape C,H,W for real per-layer sizes)")
         geo = {}
-        source = "assumed"
-    out = []
+    layers = []
     for e in convs:
         if not torch.isfinite(e.kernel).all() or (e.alpha is not None and not torch.isfinite(e.alpha).all()):
             raise UserError(f"layer {e.name!r} has NaN or Inf weights: the checkpoint is corrupt or its training "
@@ -226,7 +240,29 @@ def checkpoint_spectrum(
         if e.kind == "cayley":
             pad = "circular"  # the Cayley layer is a circular operator whatever the padding of the conv it replaced
         try:
-            svs = layer_spectrum(e, n, stride, method, pad, dev, groups, dilation)
+            _check_geometry(e, n, stride, dilation)
+        except UserError as err:
+            raise UserError(f"layer {e.name!r}: {err}") from None
+        source = "model hooks" if e.name in geo else "assumed"
+        layers.append((e, n, stride, pad, groups, dilation, source))
+    return SpectrumPlan(layers, method, dev)
+
+
+def _check_geometry(entry: ConvEntry, n: int, stride: int, dilation: int) -> None:
+    if entry.kind == "cayley":
+        _cayley_geometry(entry, n, stride)
+    else:
+        check_circular_geometry(dilation * (entry.kernel.shape[-1] - 1) + 1, n, stride)
+
+
+def compute_spectrum(plan: SpectrumPlan, into: list[LayerSpectrum] | None = None) -> list[LayerSpectrum]:
+    """The spectra of a plan's layers, in order. ``into``: a list each finished layer is appended to as soon as it
+    is done, so a caller keeps (and can write) the finished layers when a later one fails or is interrupted."""
+    out = [] if into is None else into
+    dev = plan.device
+    for e, n, stride, pad, groups, dilation, source in plan.layers:
+        try:
+            svs = layer_spectrum(e, n, stride, plan.method, pad, dev, groups, dilation)
         except UserError as err:
             raise UserError(f"layer {e.name!r}: {err}") from None
         k = e.kernel.shape[-1]
@@ -234,12 +270,43 @@ def checkpoint_spectrum(
         bound = None if pad != "zeros" else float(zero_padding_sigma_max_bound(
             dense_equivalent_kernel(e.kernel.float().to(dev), groups, dilation), n, stride))
         shape = (e.c_out, e.c_in * groups, k, k)
-        out.append(LayerSpectrum(e.name, e.kind, shape, n, stride, source if e.name in geo or model is None
-                                 else "assumed", pad, svs, bound, f"{dev.type} ({device_name(dev)})", groups, dilation))
+        out.append(LayerSpectrum(e.name, e.kind, shape, n, stride, source, pad, svs, bound,
+                                 f"{dev.type} ({device_name(dev)})", groups, dilation))
     return out
 
 
-def write_spectrum(spectra: list[LayerSpectrum], out_dir: str | Path) -> tuple[Path, Path]:
+def checkpoint_spectrum(
+    path: str | Path,
+    *,
+    input_size: int | None = None,
+    model: str | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+    method: str = "sedghi",
+    trust: bool = False,
+    device: torch.device | str = "cpu",
+) -> list[LayerSpectrum]:
+    """Every conv's spectrum (:func:`plan_spectrum`, then :func:`compute_spectrum`)."""
+    return compute_spectrum(plan_spectrum(path, input_size=input_size, model=model, input_shape=input_shape,
+                                          method=method, trust=trust, device=device))
+
+
+def prepare_out(out_dir: str | Path) -> Path:
+    """Create the output folder before anything is computed, so an unwritable ``--out`` costs no computation."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".svbench-write-check"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write the spectrum into {out}: {e.strerror}; choose another folder with --out"
+                        ) from None
+    return out
+
+
+def write_spectrum(spectra: list[LayerSpectrum], out_dir: str | Path, incomplete: str | None = None
+                   ) -> tuple[Path, Path]:
+    """spectrum.csv (one row per SV) and spectrum.md in ``out_dir``; ``incomplete`` marks a list cut short."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -250,7 +317,7 @@ def write_spectrum(spectra: list[LayerSpectrum], out_dir: str | Path) -> tuple[P
             for s in spectra:
                 for i, v in enumerate(s.svs.tolist()):
                     w.writerow([s.name, s.kind, s.n, s.stride, i, repr(v)])
-        md_path.write_text(spectrum_markdown(spectra))
+        md_path.write_text(spectrum_markdown(spectra, incomplete))
     except OSError as e:
         raise UserError(
             f"cannot write the spectrum into {out}: {e.strerror}; choose another folder with --out"
@@ -273,24 +340,29 @@ def _grouping(s: LayerSpectrum) -> str:
     return (f" g={s.groups}" if s.groups > 1 else "") + (f" d={s.dilation}" if s.dilation > 1 else "")
 
 
-def spectrum_markdown(spectra: list[LayerSpectrum]) -> str:
+def spectrum_markdown(spectra: list[LayerSpectrum], incomplete: str | None = None) -> str:
+    """The spectrum table with what its numbers are; ``incomplete``: why the list stops early (said first)."""
     lines = [
         "SVs of each conv's circular operator on its input grid (exact for circular padding; a proxy, not a bound,",
         "for zero padding). `sigma_max bound` is a guaranteed upper bound for the zero-padded layer (circular",
         "sigma_max on n' = s*ceil((n+k-1)/s); none for reflect / replicate padding). TT layers: QR-folded core,",
-        "exact by Theorem 1. Cayley layers: the implemented orthogonal operator (circular; shape = the stored weight,",
-        "after space-to-depth). A state dict",
-        "does not record groups or dilation: without --model every weight is read as a dense, undilated conv of its",
-        "own shape; with --model they come from the model's convs (shown as g=, d= after the shape).",
+        "exact by Theorem 1. Cayley layers: the implemented orthogonal operator (circular; shape = the stored",
+        "weight, after space-to-depth). A state dict does not record groups or dilation: without --model every",
+        "weight is read as a dense, undilated conv of its own shape; with --model they come from the model's convs",
+        "(shown as g=, d= after the shape).",
+    ]
+    note = depthwise_note(spectra)
+    if note:
+        lines.append(note)
+    lines += [
         f"Computed on: {', '.join(sorted({s.device for s in spectra})) or 'cpu'}.",
         "",
         "| layer | kind | shape (out, in, k, k) | input n | stride used | padding | #SVs | sigma_max | sigma_min "
         "| condition | sigma_max bound (zero pad) |",
         "|" + "---|" * 11,
     ]
-    note = depthwise_note(spectra)
-    if note:
-        lines[6:6] = [note]
+    if incomplete:
+        lines[:0] = [f"**INCOMPLETE**: {incomplete}", ""]
     for s in spectra:
         cond = "inf" if s.condition == float("inf") else f"{s.condition:.4g}"
         bound = "—" if s.sigma_max_bound is None else f"{s.sigma_max_bound:.6g}"

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from svbench.errors import UserError
+
+if TYPE_CHECKING:
+    from svbench.checkpoint.spectrum import LayerSpectrum, SpectrumPlan
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -38,7 +42,14 @@ def _parse_shape(text: str | None) -> tuple[int, int, int] | None:
 def main(args: argparse.Namespace) -> int:
     import warnings
 
-    from svbench.checkpoint.spectrum import checkpoint_spectrum, depthwise_note, spectrum_markdown, write_spectrum
+    from svbench.checkpoint.spectrum import (
+        compute_spectrum,
+        depthwise_note,
+        plan_spectrum,
+        prepare_out,
+        spectrum_markdown,
+        write_spectrum,
+    )
 
     if args.input_size is not None and args.input_size < 1:
         raise UserError(f"--input-size must be a positive integer, got {args.input_size}")
@@ -47,11 +58,18 @@ def main(args: argparse.Namespace) -> int:
     if args.input_size is not None and args.model is not None:
         raise UserError("pass either --input-size N (every conv on N x N) or --model NAME --input-shape C,H,W, "
                         "not both")
-    spectra = checkpoint_spectrum(
+    plan = plan_spectrum(  # reads the checkpoint and checks every layer: bad input is said before any SV is computed
         args.checkpoint, input_size=args.input_size, model=args.model, input_shape=_parse_shape(args.input_shape),
         method=args.method, trust=args.trust_checkpoint, device=args.device,
     )
-    out = Path(args.out) if args.out else Path("reports/spectrum") / Path(args.checkpoint).stem
+    out = prepare_out(Path(args.out) if args.out else Path("reports/spectrum") / Path(args.checkpoint).stem)
+    spectra: list[LayerSpectrum] = []
+    try:
+        compute_spectrum(plan, into=spectra)
+    except BaseException as e:  # a failure mid-way (memory, a solver, Ctrl-C): the finished layers are written
+        if spectra:
+            _write_partial(spectra, plan, out, e)
+        raise
     csv_path, md_path = write_spectrum(spectra, out)
     print(spectrum_markdown(spectra))
     print(f"wrote {csv_path} and {md_path}")
@@ -59,3 +77,20 @@ def main(args: argparse.Namespace) -> int:
     if note:
         warnings.warn(note, stacklevel=1)
     return 0
+
+
+def _write_partial(spectra: list[LayerSpectrum], plan: SpectrumPlan, out: Path, error: BaseException) -> None:
+    """The finished layers, marked INCOMPLETE, and one warning line saying where they are."""
+    import warnings
+
+    from svbench.checkpoint.spectrum import write_spectrum
+
+    failed = plan.layers[len(spectra)][0].name
+    why = "interrupted" if isinstance(error, KeyboardInterrupt) else f"stopped at layer {failed!r}"
+    try:
+        write_spectrum(spectra, out, incomplete=f"{why}; the {len(spectra)} of {len(plan.layers)} layers before it "
+                                                f"are complete")
+    except Exception:  # noqa: BLE001 - the original error is what the user must see
+        return
+    warnings.warn(f"{why}: the {len(spectra)} of {len(plan.layers)} layers finished before it are written to {out} "
+                  f"(spectrum.csv, spectrum.md, marked INCOMPLETE)", stacklevel=1)
