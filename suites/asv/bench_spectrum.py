@@ -61,7 +61,7 @@ class LayerSVs:
 
 
 # GPU memory is a CUDA benchmark: defined only there, so a CPU run (CI) does not spawn one skipped process per
-# method x shape (40 of them, ~2 s each for importing torch).
+# method x shape (40 of them; with the 3 large-network cells below: a CPU `asv run --quick` 381 -> 238 s, session 13).
 if DEVICE == "cuda":
     class LayerSVsGPUMemory:
         params = (METHODS, SHAPES)
