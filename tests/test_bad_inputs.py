@@ -415,9 +415,16 @@ def test_spectrum_warns_about_weights_that_look_depthwise(tmp_path, capsys):
     ({"c.weight": torch.randn(4, 3, 3, 3).to_sparse()}, 0, ""),  # sparse layout: read densely
     ({"c.weight": torch.randn(4, 3, 3, 3).half()}, 0, ""),
     ({"c.weight": torch.randn(4, 3, 3, 3).bfloat16()}, 0, ""),
-], ids=["empty", "non-square", "tt-chain", "meta", "mixed", "sparse", "half", "bf16"])
+    ({"a.weight": torch.randn(4, 3, 3), "b.weight": torch.randn(4, 4, 3, 3), "c.weight": torch.randn(2, 4, 3, 3, 3)},
+     0, "skipped 'a.weight' (3-D: a Conv1d kernel? svbench reads 2-D convs), 'c.weight' (5-D: a Conv3d kernel?"),
+    ({"q.weight": torch.randint(-8, 8, (4, 3, 3, 3), dtype=torch.int8)}, 2,
+     "no readable conv weights: skipped 'q.weight' (torch.int8 weights: quantized or complex kernels are not read"),
+    ({"z.weight": torch.randn(4, 3, 3, 3, dtype=torch.complex64), "b.weight": torch.randn(4, 4, 3, 3)}, 0,
+     "skipped 'z.weight' (torch.complex64 weights"),
+], ids=["empty", "non-square", "tt-chain", "meta", "mixed", "sparse", "half", "bf16", "conv1d-3d", "int8", "complex"])
 def test_odd_checkpoint_tensors(tmp_path, capsys, recwarn, state, code, text):
-    """Found by feeding odd tensors to `spectrum`: each was a traceback (reshape, einsum, meta .item())."""
+    """Found by feeding odd tensors to `spectrum`: each was a traceback (reshape, einsum, meta .item()); Conv1d /
+    Conv3d, integer and complex weights were left out without a word (session 13)."""
     torch.save(state, tmp_path / "ck.pt")
     got, err = _run(capsys, "spectrum", str(tmp_path / "ck.pt"), "--input-size", "8", "--out", str(tmp_path / "o"))
     assert got == code and "Traceback" not in err, err

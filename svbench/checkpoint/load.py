@@ -129,13 +129,22 @@ def find_convs(state: dict[str, Tensor]) -> list[ConvEntry]:
     """Every 4-D ``*.weight`` tensor (a conv kernel; with a scalar ``*.alpha`` beside it, a Cayley layer) and every
     TT layer (``*.k1``, ``*.k2``, ``*.k3``).
 
-    Empty weights and non-square kernels are skipped with a one-line warning; TT cores that do not chain are an
-    error."""
+    Empty weights, non-square kernels, 3-D / 5-D weights (Conv1d / Conv3d) and 4-D weights that are not real floats
+    (integer, complex) are skipped with a one-line warning; TT cores that do not chain are an error."""
     out: list[ConvEntry] = []
     skipped: list[str] = []
     tt_prefixes = {k[: -len(".k2")] for k in state if k.endswith(".k2")}
     for key, t in state.items():
-        if key.endswith(".weight") and t.dim() == 4 and t.is_floating_point():
+        if not isinstance(t, Tensor) or not key.endswith(".weight"):
+            continue
+        if t.dim() in (3, 5):  # Conv1d / Conv3d kernels: said, so a missing layer is not a mystery
+            skipped.append(f"{key!r} ({t.dim()}-D: a Conv{t.dim() - 2}d kernel? svbench reads 2-D convs)")
+            continue
+        if t.dim() == 4 and not t.is_floating_point():
+            skipped.append(f"{key!r} ({t.dtype} weights: quantized or complex kernels are not read; dequantize to "
+                           f"float first)")
+            continue
+        if t.dim() == 4:
             t = _dense(key, t)
             why = _skip(key, t)
             if why:
