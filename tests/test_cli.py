@@ -355,6 +355,22 @@ def test_pickle_needing_code_is_refused(tmp_path):
     assert "this code ran" not in res.stdout
 
 
+def test_pickled_module_is_refused_naming_what_it_pickles(tmp_path, capsys):
+    """A whole pickled model (torch.save(model)): the line names the class torch refused and carries no terminal
+    colour codes (torch's message starts with a page of advice and an ANSI-bold phrase); trusted, it is read."""
+    from torch import nn
+
+    path = tmp_path / "full.pt"
+    torch.save(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1)), path)
+    code, _, err = _inproc(capsys, "spectrum", str(path), "--input-size", "6", "--out", str(tmp_path / "o"))
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert code == 2 and len(lines) == 1 and "\x1b" not in err
+    assert "(it pickles torch.nn.modules.container.Sequential); if you trust it, pass --trust-checkpoint" in lines[0]
+    code, _, _ = _inproc(capsys, "spectrum", str(path), "--input-size", "6", "--out", str(tmp_path / "o"),
+                         "--trust-checkpoint")
+    assert code == 0 and "| 0 | conv | (4, 3, 3, 3) |" in (tmp_path / "o" / "spectrum.md").read_text()
+
+
 def test_spectrum_bad_input_shape(tmp_path, capsys):
     path = tmp_path / "c.pt"
     torch.save({"l.weight": torch.zeros(2, 2, 3, 3)}, path)

@@ -42,7 +42,7 @@ def load_state_dict(path: str | Path, *, trust: bool = False) -> dict[str, Tenso
             raise UserError(f"cannot read checkpoint {p}: not a PyTorch checkpoint or corrupt") from None
         if not trust:
             raise UserError(
-                f"{p} is not a plain state dict: loading it would run code from the file ({_first_line(e)}); "
+                f"{p} is not a plain state dict: loading it would run code from the file ({_unsafe_global(e)}); "
                 f"if you trust it, pass --trust-checkpoint"
             ) from None
         try:
@@ -68,8 +68,15 @@ def _is_wellformed(p: Path) -> bool:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()  # no terminal colour codes in the one line
     return text[0][:200] if text else type(e).__name__
+
+
+def _unsafe_global(e: BaseException) -> str:
+    """What torch's weights-only loader refused, e.g. 'it pickles torch.nn.modules.container.Sequential' (torch's
+    message is a page of advice; its first line says nothing of the file)."""
+    m = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+    return f"it pickles {m.group(1)}" if m else _first_line(e)
 
 
 def _unwrap(obj: Any, p: Path) -> dict[str, Tensor]:
