@@ -355,6 +355,27 @@ def test_pickle_needing_code_is_refused(tmp_path):
     assert "this code ran" not in res.stdout
 
 
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod.", "_orig_mod.module."])
+def test_spectrum_with_model_reads_a_wrapped_models_state_dict(tmp_path, capsys, prefix):
+    """DataParallel ('module.') and torch.compile ('_orig_mod.') put a prefix on every key: stripped, so --model
+    matches (a compiled model's state dict was refused as 12 missing and 12 unexpected keys)."""
+    from svbench.models import build_model
+
+    model = build_model("small_cnn", in_channels=1, image_size=28)
+    torch.save({prefix + k: v for k, v in model.state_dict().items()}, tmp_path / "w.pt")
+    code, _, err = _inproc(capsys, "spectrum", str(tmp_path / "w.pt"), "--model", "small_cnn", "--input-shape",
+                           "1,28,28", "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    assert "| features.2 | conv | (32, 16, 3, 3) | 28 | 2 (model hooks)" in (tmp_path / "o" / "spectrum.md").read_text()
+
+
+def test_a_submodule_named_module_keeps_its_name():
+    from svbench.checkpoint.load import _strip_wrapper_prefixes
+
+    state = {"module.conv.weight": torch.zeros(1), "head.weight": torch.zeros(1)}
+    assert _strip_wrapper_prefixes(state).keys() == state.keys()
+
+
 def test_pickled_module_is_refused_naming_what_it_pickles(tmp_path, capsys):
     """A whole pickled model (torch.save(model)): the line names the class torch refused and carries no terminal
     colour codes (torch's message starts with a page of advice and an ANSI-bold phrase); trusted, it is read."""

@@ -92,8 +92,23 @@ def _unwrap(obj: Any, p: Path) -> dict[str, Tensor]:
                 break
         tensors = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
         if tensors:
-            return {re.sub(r"^module\.", "", k): v for k, v in tensors.items()}
+            return _strip_wrapper_prefixes(tensors)
     raise UserError(f"{p} holds no tensors (expected a state dict, or a dict with a 'state_dict' entry)")
+
+
+# prefixes a wrapper adds to every key: nn.DataParallel / DistributedDataParallel ("module."), torch.compile
+# ("_orig_mod."), in either order
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _strip_wrapper_prefixes(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Keys without the prefixes a DataParallel or torch.compile wrapper put on EVERY key (a model's own submodule
+    named ``module`` keeps its name: only a prefix that all keys share is a wrapper's)."""
+    while True:
+        prefix = next((w for w in _WRAPPER_PREFIXES if all(k.startswith(w) for k in tensors)), None)
+        if prefix is None:
+            return tensors
+        tensors = {k[len(prefix):]: v for k, v in tensors.items()}
 
 
 @dataclass(frozen=True)
