@@ -562,3 +562,17 @@ def test_suite_tolerances_are_checked_when_the_suite_is_read(tmp_path, capsys, t
     assert code == 2 and message in _one_line(err)
     code, err = _run(capsys, "run", str(path), "--out", str(tmp_path / "runs"), "--no-progress")
     assert code == 2 and message in _one_line(err) and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "smoke", "--device", ""], "unknown device ''; use cpu, cuda or auto"),
+    (["run", ""], "the suite name is empty; pass a suite YAML file or a bundled suite name"),
+    (["validate", ""], "the suite name is empty"),
+])
+def test_empty_device_or_suite_name_is_said(tmp_path, capsys, monkeypatch, args, message):
+    """An unset shell variable: `--device ''` ran the whole suite on its default device, `run ''` said '. is not a
+    file'. Now one line, exit 2, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    code, err = _run(capsys, *args)
+    assert code == 2 and message in _one_line(err)
+    assert not (tmp_path / "reports").exists()

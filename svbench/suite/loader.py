@@ -26,6 +26,8 @@ def available_suites() -> list[str]:
 
 def resolve_suite_path(name_or_path: str) -> Path:
     """A path to a YAML file, or the name of a bundled suite (``default``, ``smoke``, ...)."""
+    if not str(name_or_path).strip():  # Path('') is the current folder
+        raise UserError("the suite name is empty; pass a suite YAML file or a bundled suite name (svbench ls suites)")
     p = Path(name_or_path)
     if p.is_file():
         return p

@@ -213,7 +213,7 @@ def run_suite(
     if isinstance(suite, str):
         suite = load_suite(suite)
     suite = with_profile(select_tasks(suite, tasks), profile)
-    dev = resolve_device(device or suite.device)
+    dev = resolve_device(suite.device if device is None else device)  # '' (an unset shell variable) is said
     dtype = DTYPES[suite.dtype]
     cells = plan_cells(suite, methods)
     n_threads = threads or suite.threads
