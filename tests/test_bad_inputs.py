@@ -576,3 +576,20 @@ def test_empty_device_or_suite_name_is_said(tmp_path, capsys, monkeypatch, args,
     code, err = _run(capsys, *args)
     assert code == 2 and message in _one_line(err)
     assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize("extra,message", [
+    ("seeds: [0, 1, 0]\n", "seeds repeats [0]; each seed runs once"),
+    ("  - {name: nets, kind: network, models: [small_cnn, small_cnn], input_shape: [1, 8, 8]}\n",
+     "models repeats ['small_cnn']; each model runs once"),
+    ("  - {name: v, kind: sv, methods: [gram], variants: {gram: [{iters: 4}, {}, {iters: 4}]},"
+     " shapes: [{c_in: 2, c_out: 2, k: 3, n: 4}]}\n",
+     "task 'v' variants.gram[2] is the configuration of variants.gram[0] again"),
+])
+def test_a_repeated_seed_model_or_variant_is_said(tmp_path, capsys, extra, message):
+    """Each ran the same cells twice and appended both records under one cell id (the table showed one, compare and
+    --resume saw whichever came last)."""
+    path = tmp_path / "rep.yaml"
+    path.write_text(TINY + extra)
+    code, err = _run(capsys, "validate", str(path))
+    assert code == 2 and message in _one_line(err)

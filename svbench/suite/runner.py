@@ -110,8 +110,14 @@ def _method_variants(task: Any, names: list[str]) -> list[Method]:
     for name in names:
         cls = METHODS.get(name)
         configs = task.variants.get(name) or [{}]
+        seen: dict[str, int] = {}
         for j, cfg in enumerate(configs):
-            out.append(cls.from_options(cfg, f"task {task.name!r} variants.{name}[{j}]"))
+            m = cls.from_options(cfg, f"task {task.name!r} variants.{name}[{j}]")
+            if m.label in seen:  # the same configuration twice: the same cells, run twice, records under one id
+                raise UserError(f"task {task.name!r} variants.{name}[{j}] is the configuration of "
+                                f"variants.{name}[{seen[m.label]}] again ({m.label}); each variant runs once")
+            seen[m.label] = j
+            out.append(m)
     return out
 
 

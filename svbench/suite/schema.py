@@ -154,6 +154,9 @@ class NetworkTask:
     def __post_init__(self) -> None:
         if not self.models:
             raise ValueError("a network task needs at least one model")
+        repeated_models = sorted({x for x in self.models if self.models.count(x) > 1})
+        if repeated_models:
+            raise ValueError(f"models repeats {repeated_models}; each model runs once")
         if self.clip_to is not None and not self.clip_to > 0:
             raise ValueError(f"clip_to must be > 0, got {self.clip_to}")
         if len(self.input_shape) != 3 or self.input_shape[1] != self.input_shape[2] or min(self.input_shape) < 1:
@@ -189,6 +192,9 @@ class Suite:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if not self.seeds:
             raise ValueError("seeds must not be empty")
+        repeated = sorted({x for x in self.seeds if self.seeds.count(x) > 1})
+        if repeated:  # a repeated seed runs the same cells again, their records under the same ids
+            raise ValueError(f"seeds repeats {repeated}; each seed runs once")
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"task names must be unique, got {names}")
