@@ -96,7 +96,10 @@ class Capabilities:
     dilation: bool = False
 
     def why_not(self, spec: LayerSpec) -> str | None:
-        if spec.padding not in self.paddings:
+        # a 1 x 1 conv pads nothing (seeded_conv pads d (k // 2)): zero-padded, it is the circular operator when the
+        # stride divides n (else it has ceil(n / s) outputs a side, which the circular model cannot have)
+        moot = spec.k == 1 and spec.n % spec.stride == 0 and "circular" in self.paddings
+        if spec.padding not in self.paddings and not moot:
             return f"{spec.padding} padding not supported (supports: {', '.join(self.paddings)})"
         if self.strides is not None and spec.stride not in self.strides:
             return f"stride {spec.stride} not supported (supports: {', '.join(map(str, self.strides))})"
@@ -158,6 +161,20 @@ def total_padding(layer: nn.Module) -> tuple[int, int]:
     return 2 * p[0], 2 * p[1]
 
 
+def sv_weight(layer: nn.Module) -> Tensor:
+    """The layer's weight for an SV computation, detached; float16 / bfloat16 weights come in float32 (exactly: every
+    16-bit float is a float32), since the FFT and LAPACK / cuSOLVER routes have no 16-bit complex kernels."""
+    w = layer.weight.detach()
+    return w.float() if w.dtype in (torch.float16, torch.bfloat16) else w
+
+
+def mode_is_moot(layer: nn.Module, n: int) -> bool:
+    """True when the layer adds no padding on any side (``padding=0`` / ``"valid"``) and its stride divides the grid
+    n: its ``padding_mode`` then changes nothing (a 1 x 1 conv with torch's default ``padding_mode="zeros"`` is the
+    circular 1 x 1 conv; a wider kernel without padding is refused by :func:`padding_problem` as fewer outputs)."""
+    return total_padding(layer) == (0, 0) and int(n) % _square(getattr(layer, "stride", 1), "stride") == 0
+
+
 def symmetric_padding(layer: nn.Module) -> int:
     """The padding on every side as one int; raises ``UnsupportedShape`` when sides differ (e.g. ``"same"`` with an
     even kernel span, or (1, 0) for a 3 x 1 kernel)."""
@@ -189,7 +206,7 @@ def padding_problem(layer: nn.Module, *, exact: bool) -> str | None:
         if total >= span:
             return (f"padding {total / 2:g} a side on a kernel spanning {span} gives more outputs than the circular "
                     "conv on the grid has; svbench models padding up to d (k - 1) / 2 (e.g. k // 2 for odd k)")
-        if exact and layer.padding_mode == "circular" and total < span - stride:
+        if exact and (layer.padding_mode == "circular" or total_padding(layer) == (0, 0)) and total < span - stride:
             return (f"padding {total / 2:g} a side on a kernel spanning {span} at stride {stride} gives fewer outputs "
                     "than the circular conv on the grid; its SVs are not the exact ones (pad d (k - 1) / 2, e.g. "
                     "k // 2 for odd k, or use a bound method)")

@@ -60,6 +60,7 @@ from svbench.methods.base import (
     conv_geometry,
     conv_inputs,
     kernel_span,
+    sv_weight,
 )
 from svbench.methods.hooks import InputSizes
 
@@ -189,9 +190,9 @@ class GramMethod(Method):
         check_padding(layer, "gram", exact=False)
         with torch.no_grad():
             if groups == 1 and dilation == 1:
-                b = self.bound(layer.weight.detach(), int(input_hw), stride, padding)
+                b = self.bound(sv_weight(layer), int(input_hw), stride, padding)
             else:
-                b = self._grouped_bound(layer.weight.detach(), int(input_hw), stride, padding, groups, dilation)
+                b = self._grouped_bound(sv_weight(layer), int(input_hw), stride, padding, groups, dilation)
         return round_up_to(b.reshape(1), layer.weight.dtype)
 
     def _grouped_bound(self, weight: Tensor, n: int, stride: int, padding: str, groups: int, dilation: int,

@@ -25,7 +25,9 @@ from svbench.methods.base import (
     Method,
     check_padding,
     conv_geometry,
+    mode_is_moot,
     plain_convs,
+    sv_weight,
 )
 
 
@@ -58,9 +60,9 @@ class ReferenceMethod(Method):
 
     def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
         stride, padding, groups, dilation = conv_geometry(layer)
-        if padding != "circular":
+        if padding != "circular" and not mode_is_moot(layer, input_hw):  # no padding at all
             raise UnsupportedShape("reference: circular padding only")
         check_padding(layer, "reference", exact=True)
         with torch.no_grad():  # grouped / dilated: the naive route on the dense kernel of the same operator
-            kernel = dense_equivalent_kernel(layer.weight.detach(), groups, dilation)
+            kernel = dense_equivalent_kernel(sv_weight(layer), groups, dilation)
             return conv_singular_values(kernel, int(input_hw), stride, backend="svdvals", real_fft=False)

@@ -50,7 +50,9 @@ from svbench.methods.base import (
     conv_geometry,
     conv_inputs,
     kernel_span,
+    mode_is_moot,
     plain_convs,
+    sv_weight,
 )
 from svbench.methods.hooks import InputSizes
 
@@ -105,7 +107,7 @@ class SedghiMethod(Method):
 
     def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
         stride, padding, groups, dilation = conv_geometry(layer)
-        if padding != "circular":
+        if padding != "circular" and not mode_is_moot(layer, input_hw):  # no padding at all
             raise UnsupportedShape(
                 f"sedghi is exact for circular padding only; this layer uses {padding!r} padding"
             )
@@ -114,14 +116,14 @@ class SedghiMethod(Method):
         if groups != 1 or dilation != 1:
             with torch.no_grad():
                 if not c.real_fft:
-                    kernel = dense_equivalent_kernel(layer.weight.detach(), groups, dilation)
+                    kernel = dense_equivalent_kernel(sv_weight(layer), groups, dilation)
                     return conv_singular_values(kernel, int(input_hw), stride, backend=c.backend, real_fft=False,
                                                 driver=c.driver)
-                return grouped_conv_singular_values(layer.weight.detach(), int(input_hw), stride, groups=groups,
+                return grouped_conv_singular_values(sv_weight(layer), int(input_hw), stride, groups=groups,
                                                     dilation=dilation, backend=c.backend, driver=c.driver,
                                                     pieces=c.chunks)
         with torch.no_grad():
-            return conv_singular_values(layer.weight.detach(), int(input_hw), stride, backend=c.backend,
+            return conv_singular_values(sv_weight(layer), int(input_hw), stride, backend=c.backend,
                                         real_fft=c.real_fft, driver=c.driver, pieces=c.chunks,
                                         streams=c.streams or 1)
 

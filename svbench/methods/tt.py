@@ -36,7 +36,15 @@ from svbench.functional.spectrum import (
     zero_padding_sigma_max_bound,
 )
 from svbench.functional.tt import compose_kernel, fold_cores, folded_cores, orthogonality_defect, tt_svd
-from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, seeded_conv, symmetric_padding
+from svbench.methods.base import (
+    METHODS,
+    Capabilities,
+    LayerSpec,
+    Method,
+    mode_is_moot,
+    seeded_conv,
+    symmetric_padding,
+)
 from svbench.methods.hooks import InputSizes
 
 ForwardMode = Literal["auto", "factored", "full"]
@@ -216,7 +224,7 @@ def tt_layer_singular_values(
     layer: TTConv2d, n: int, *, backend: str = "auto", driver: str | None = None, pieces: int | None = None
 ) -> Tensor:
     """All SVs of the composed circular TT layer on n x n: folded-core SVs (Theorem 1) then zeros. Exact."""
-    if layer.padding_mode != "circular":
+    if layer.padding_mode != "circular" and not mode_is_moot(layer, n):  # a 1 x 1 TT conv pads nothing
         raise UnsupportedShape("tt: exact SVs need circular padding (zero-padded layers get the n' bound in control)")
     s = layer.stride[0]
     if layer.dilation[0] != 1:

@@ -1,0 +1,56 @@
+"""Layers as researchers hand them to a method's ``layer_svs``: a 1 x 1 conv with torch's default
+``padding_mode="zeros"`` (no padding at all, so the circular operator) and 16-bit weights (computed in float32).
+Found in session 13 by feeding odd layers to every method: the exact methods refused the first, and sedghi,
+reference and gram raised NotImplementedError ('ComplexHalf') on the second."""
+
+import pytest
+import torch
+from torch import nn
+
+from svbench.errors import UnsupportedShape
+from svbench.functional.spectrum import conv_singular_values
+from svbench.methods import create_method
+
+EXACT = ["sedghi", "reference"]
+
+
+def _oracle(weight: torch.Tensor, n: int, stride: int = 1) -> torch.Tensor:
+    return conv_singular_values(weight.detach().double(), n, stride, backend="svdvals64")
+
+
+@pytest.mark.parametrize("method", EXACT)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_one_by_one_conv_with_default_zeros_mode_is_exact(method, stride):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 4, 1, stride=stride, bias=False)  # padding 0, padding_mode 'zeros': nothing is padded
+    got = create_method(method).layer_svs(conv, 8).double()
+    exact = _oracle(conv.weight, 8, stride)
+    assert got.shape == exact.shape and (got - exact).abs().max() <= 2e-6 * exact[0]
+
+
+@pytest.mark.parametrize("method", EXACT)
+def test_one_by_one_conv_whose_stride_does_not_divide_n_is_refused(method):
+    """Zero mode, 1 x 1, stride 2 on n = 7: ceil(7 / 2) = 4 outputs a side, which no circular operator on 7 has."""
+    with pytest.raises(UnsupportedShape, match="circular padding only"):
+        create_method(method).layer_svs(nn.Conv2d(3, 3, 1, stride=2, bias=False), 7)
+
+
+@pytest.mark.parametrize("method", EXACT)
+def test_valid_conv_with_zeros_mode_is_still_refused(method):
+    """padding 0 on a 3 x 3 kernel gives fewer outputs than the circular operator: not its SVs, whatever the mode."""
+    conv = nn.Conv2d(3, 3, 3, padding=0, bias=False)
+    with pytest.raises(UnsupportedShape, match="fewer outputs"):
+        create_method(method).layer_svs(conv, 8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("method", [*EXACT, "gram"])
+def test_sixteen_bit_weights_are_computed_in_float32(method, dtype):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 4, 3, padding=1, padding_mode="circular", bias=False).to(dtype)
+    got = create_method(method).layer_svs(conv, 6)
+    exact = _oracle(conv.weight, 6)  # of the 16-bit weights themselves (exactly representable in float64)
+    if method == "gram":
+        assert got.dtype == dtype and float(got[0]) >= float(exact[0])  # the bound, rounded up to the layer's dtype
+    else:
+        assert got.dtype == torch.float32 and (got.double() - exact).abs().max() <= 2e-6 * exact[0]
