@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -334,6 +336,7 @@ class Method(abc.ABC):
         out = {}
         for name, layer, n in conv_inputs(model, input_shape):
             out[name] = self.layer_svs(circular_view(layer), n)
+        warn_left_out(model, out, f"{self.name} network_svs")
         return out
 
     def control_target(self) -> float | None:
@@ -400,6 +403,32 @@ def circular_view(layer: nn.Module) -> nn.Module:
 def kernel_span(conv: nn.Conv2d) -> int:
     """Input pixels one output pixel sees along a side: d (k - 1) + 1 (what must fit the n x n grid)."""
     return conv.dilation[0] * (conv.kernel_size[0] - 1) + 1
+
+
+def warn_left_out(model: nn.Module, done: Iterable[str], what: str) -> None:
+    """One warning naming the conv layers of ``model`` a network route left out of its result (``done``: the names
+    it covers): transposed and 1-D / 3-D convs (not modelled), grouped or dilated convs where the method takes none,
+    convs whose kernel is wider than their grid (a clip pass), convs the forward pass does not run. Without it a
+    researcher could read the max over the result as the network's. No forward pass: a name walk only."""
+    done = set(done)
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd) or
+             (hasattr(m, "k2") and isinstance(getattr(m, "k2", None), Tensor))]
+    left = [(name, m) for name, m in convs if name not in done]
+    if not left:
+        return
+
+    def why(m: nn.Module) -> str:
+        parts = [type(m).__name__]
+        if getattr(m, "groups", 1) > 1:
+            parts.append(f"groups {m.groups}")
+        if max(getattr(m, "dilation", (1,))) > 1:
+            parts.append(f"dilation {m.dilation[0]}")
+        return ", ".join(parts)
+
+    shown = ", ".join(f"{name} ({why(m)})" for name, m in left[:6]) + (", ..." if len(left) > 6 else "")
+    warnings.warn(f"{what}: {len(left)} of {len(convs)} conv layers left out of the result: {shown}; not modelled "
+                  f"here (transposed or 1-D / 3-D convs, groups or dilation the method does not take, a kernel wider "
+                  f"than its grid in a clip pass, or not run by the forward pass)", stacklevel=3)
 
 
 def plain_convs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tuple[str, nn.Conv2d, int]]:

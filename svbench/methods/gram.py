@@ -61,6 +61,7 @@ from svbench.methods.base import (
     conv_inputs,
     kernel_span,
     sv_weight,
+    warn_left_out,
 )
 from svbench.methods.hooks import InputSizes
 
@@ -229,6 +230,7 @@ class GramMethod(Method):
             products = self._products(plain[0][1]) if plain else c.products  # one model, one dtype
             for name, b in _fft_bounds_by_shape(plain, c.iters, products, c.screen, c.first).items():
                 out[name] = round_up_to(b.reshape(1), dtypes[name])
+        warn_left_out(model, out, "gram network_svs")
         return {name: out[name] for name, _, _ in convs}
 
     def control_target(self) -> float | None:

@@ -28,6 +28,7 @@ from svbench.methods.base import (
     mode_is_moot,
     plain_convs,
     sv_weight,
+    warn_left_out,
 )
 
 
@@ -53,10 +54,12 @@ class ReferenceMethod(Method):
     def network_clip(self, model: nn.Module, input_shape: tuple[int, int, int], target: float
                      ) -> dict[str, Tensor]:
         """Textbook clip of every plain conv: full fft2, SVD of all m^2 matrices, ifft2, crop (speed reference)."""
-        return {name: grouped_from_dense(clip_kernel_naive(dense_equivalent_kernel(m.weight.detach(), m.groups,
-                                                                               m.dilation[0]), n, target, m.stride[0]),
-                                         m.groups, m.dilation[0])
-                for name, m, n in plain_convs(model, input_shape)}
+        out = {name: grouped_from_dense(clip_kernel_naive(dense_equivalent_kernel(m.weight.detach(), m.groups,
+                                                                              m.dilation[0]), n, target, m.stride[0]),
+                                        m.groups, m.dilation[0])
+               for name, m, n in plain_convs(model, input_shape)}
+        warn_left_out(model, out, "reference network_clip")
+        return out
 
     def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
         stride, padding, groups, dilation = conv_geometry(layer)

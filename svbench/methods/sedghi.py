@@ -53,6 +53,7 @@ from svbench.methods.base import (
     mode_is_moot,
     plain_convs,
     sv_weight,
+    warn_left_out,
 )
 from svbench.methods.hooks import InputSizes
 
@@ -150,7 +151,9 @@ class SedghiMethod(Method):
                 [(m.weight.detach(), n, m.stride[0], m.groups, m.dilation[0]) for _, m, n in convs],
                 backend=c.backend, driver=c.driver, pieces=c.chunks, merge=c.merge, streams=c.streams,
                 split=c.split)
-        return {name: s for (name, _, _), s in zip(convs, svs)}
+        out = {name: s for (name, _, _), s in zip(convs, svs)}
+        warn_left_out(model, out, "sedghi network_svs")
+        return out
 
     def network_clip(self, model: nn.Module, input_shape: tuple[int, int, int], target: float
                      ) -> dict[str, Tensor]:
@@ -162,7 +165,9 @@ class SedghiMethod(Method):
         kernels = clip_kernels([(m.weight.detach(), n, m.stride[0], m.groups, m.dilation[0]) for _, m, n in convs],
                                target, mode=c.mode, route=c.clip_route, driver=c.driver, pieces=c.chunks,
                                merge=c.merge, streams=c.streams, split=c.split)
-        return {name: k for (name, _, _), k in zip(convs, kernels)}
+        out = {name: k for (name, _, _), k in zip(convs, kernels)}
+        warn_left_out(model, out, "sedghi network_clip")
+        return out
 
     # ---- training hooks ---------------------------------------------------------------------------------
     def wrap(self, model: nn.Module) -> nn.Module:

@@ -44,6 +44,7 @@ from svbench.methods.base import (
     mode_is_moot,
     seeded_conv,
     symmetric_padding,
+    warn_left_out,
 )
 from svbench.methods.hooks import InputSizes
 
@@ -366,6 +367,7 @@ class TTMethod(Method):
         out = {}
         for name, sv, total in zip(names, svs, totals):
             out[name] = sv if total is None else torch.cat([sv, sv.new_zeros(total - sv.numel())])
+        warn_left_out(model, out, "tt network_svs")
         return out
 
     # ---- training hooks ---------------------------------------------------------------------------------
