@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -275,19 +275,10 @@ def compute_spectrum(plan: SpectrumPlan, into: list[LayerSpectrum] | None = None
     return out
 
 
-def checkpoint_spectrum(
-    path: str | Path,
-    *,
-    input_size: int | None = None,
-    model: str | None = None,
-    input_shape: tuple[int, int, int] | None = None,
-    method: str = "sedghi",
-    trust: bool = False,
-    device: torch.device | str = "cpu",
-) -> list[LayerSpectrum]:
-    """Every conv's spectrum (:func:`plan_spectrum`, then :func:`compute_spectrum`)."""
-    return compute_spectrum(plan_spectrum(path, input_size=input_size, model=model, input_shape=input_shape,
-                                          method=method, trust=trust, device=device))
+def checkpoint_spectrum(path: str | Path, **options: Any) -> list[LayerSpectrum]:
+    """Every conv's spectrum: :func:`plan_spectrum` (its keyword options: input_size, model, input_shape, method,
+    trust, device), then :func:`compute_spectrum`."""
+    return compute_spectrum(plan_spectrum(path, **options))
 
 
 def prepare_out(out_dir: str | Path) -> Path:

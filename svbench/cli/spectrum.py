@@ -85,7 +85,7 @@ def _write_partial(spectra: list[LayerSpectrum], plan: SpectrumPlan, out: Path, 
 
     from svbench.checkpoint.spectrum import write_spectrum
 
-    failed = plan.layers[len(spectra)][0].name
+    failed = plan.layers[len(spectra)][0].name if len(spectra) < len(plan.layers) else "(after the last)"
     why = "interrupted" if isinstance(error, KeyboardInterrupt) else f"stopped at layer {failed!r}"
     try:
         write_spectrum(spectra, out, incomplete=f"{why}; the {len(spectra)} of {len(plan.layers)} layers before it "
