@@ -273,7 +273,11 @@ def test_sedghi_and_tt_cover_kernels_wider_than_their_grid_like_reference():
     ref = create_method("reference").network_svs(model, shape)
     for name, opts in (("sedghi", {}), ("tt", {"rank": 2, "init": "orthogonal", "keep_first": True})):
         method = create_method(name, **opts)
-        got = method.network_svs(method.wrap(model) if name == "tt" else model, shape)
+        if name == "tt":  # the dilated conv is not tt's: said by name
+            with pytest.warns(UserWarning, match=r"1 of 4 conv layers left out of the result: 3 \(Conv2d, dilation"):
+                got = method.network_svs(method.wrap(model), shape)
+        else:
+            got = method.network_svs(model, shape)
         # tt: the two middle convs are TT layers (one with a 5 x 5 kernel on 2 x 2), the dilated one stays out
         assert set(got) == (set(ref) if name == "sedghi" else {"0", "1", "2"}), name
         if name == "sedghi":
