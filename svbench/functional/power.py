@@ -14,31 +14,38 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def conv_forward(x: Tensor, weight: Tensor, stride: int, padding: int, padding_mode: str, dilation: int = 1,
-                 groups: int = 1) -> Tensor:
+def _pair(padding: int | tuple[int, int]) -> tuple[int, int]:
+    return (padding, padding) if isinstance(padding, int) else (int(padding[0]), int(padding[1]))
+
+
+def conv_forward(x: Tensor, weight: Tensor, stride: int, padding: int | tuple[int, int], padding_mode: str,
+                 dilation: int = 1, groups: int = 1) -> Tensor:
+    """The conv T on x; ``padding``: one int for every side, or (height, width), each applied on both ends."""
+    ph, pw = _pair(padding)
     if padding_mode == "circular":
-        x = F.pad(x, (padding,) * 4, mode="circular")
+        x = F.pad(x, (pw, pw, ph, ph), mode="circular")
         return F.conv2d(x, weight, None, stride, 0, dilation, groups)
-    return F.conv2d(x, weight, None, stride, padding, dilation, groups)
+    return F.conv2d(x, weight, None, stride, (ph, pw), dilation, groups)
 
 
 def conv_adjoint(
-    y: Tensor, weight: Tensor, n: int, stride: int, padding: int, padding_mode: str, dilation: int = 1,
-    groups: int = 1,
+    y: Tensor, weight: Tensor, n: int, stride: int, padding: int | tuple[int, int], padding_mode: str,
+    dilation: int = 1, groups: int = 1,
 ) -> Tensor:
-    """T^* y for the conv T of :func:`conv_forward` on n x n inputs."""
-    k = weight.shape[-1]
-    m = y.shape[-1]
-    span = dilation * (k - 1) + 1
+    """T^* y for the conv T of :func:`conv_forward` on n x n inputs (kernels and paddings may differ per axis)."""
+    ph, pw = _pair(padding)
+    spans = [dilation * (k - 1) + 1 for k in weight.shape[-2:]]
+    outs = y.shape[-2:]
     if padding_mode == "circular":
-        full = n + 2 * padding
-        op = full - ((m - 1) * stride + span)
+        full = (n + 2 * ph, n + 2 * pw)
+        op = tuple(f - ((m - 1) * stride + sp) for f, m, sp in zip(full, outs, spans))
         z = F.conv_transpose2d(y, weight, None, stride, 0, op, groups, dilation)
-        idx = (torch.arange(full, device=y.device) - padding) % n
-        out = z.new_zeros(*z.shape[:-2], n, full).index_add_(-2, idx, z)
-        return out.new_zeros(*z.shape[:-2], n, n).index_add_(-1, idx, out)
-    op = n - ((m - 1) * stride - 2 * padding + span)
-    return F.conv_transpose2d(y, weight, None, stride, padding, op, groups, dilation)
+        rows = (torch.arange(full[0], device=y.device) - ph) % n
+        cols = (torch.arange(full[1], device=y.device) - pw) % n
+        out = z.new_zeros(*z.shape[:-2], n, full[1]).index_add_(-2, rows, z)
+        return out.new_zeros(*z.shape[:-2], n, n).index_add_(-1, cols, out)
+    op = tuple(n - ((m - 1) * stride - 2 * p + sp) for m, p, sp in zip(outs, (ph, pw), spans))
+    return F.conv_transpose2d(y, weight, None, stride, (ph, pw), op, groups, dilation)
 
 
 def conv_power_iteration(
@@ -46,7 +53,7 @@ def conv_power_iteration(
     u: Tensor,
     *,
     stride: int = 1,
-    padding: int = 0,
+    padding: int | tuple[int, int] = 0,
     padding_mode: str = "zeros",
     dilation: int = 1,
     iters: int = 1,

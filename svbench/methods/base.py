@@ -177,6 +177,17 @@ def mode_is_moot(layer: nn.Module, n: int) -> bool:
     return total_padding(layer) == (0, 0) and int(n) % _square(getattr(layer, "stride", 1), "stride") == 0
 
 
+def axis_padding(layer: nn.Module) -> tuple[int, int]:
+    """The padding of each side along (height, width), the same on both ends of an axis (a 3 x 1 kernel with
+    padding (1, 0) gives (1, 0)); raises ``UnsupportedShape`` when an axis is padded unevenly (``"same"`` with an
+    even kernel span: torch pads one more pixel at the end)."""
+    th, tw = total_padding(layer)
+    if th % 2 or tw % 2:
+        raise UnsupportedShape(f"padding {getattr(layer, 'padding', 0)!r} pads the two ends of an axis unevenly "
+                               f"(totals {th}, {tw}); this route pads each axis evenly")
+    return th // 2, tw // 2
+
+
 def symmetric_padding(layer: nn.Module) -> int:
     """The padding on every side as one int; raises ``UnsupportedShape`` when sides differ (e.g. ``"same"`` with an
     even kernel span, or (1, 0) for a 3 x 1 kernel)."""

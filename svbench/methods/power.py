@@ -36,9 +36,9 @@ from svbench.methods.base import (
     Capabilities,
     LayerSpec,
     Method,
+    axis_padding,
     conv_geometry,
     padding_mode_problem,
-    symmetric_padding,
 )
 from svbench.methods.hooks import InputSizes
 
@@ -121,7 +121,7 @@ class PowerMethod(Method):
             key = -1
         else:
             u = self._start(conv, n, (1, w.shape[1] * groups, n, n), w)
-            sigma, u = conv_power_iteration(w, u, stride=stride, padding=symmetric_padding(conv), padding_mode=padding,
+            sigma, u = conv_power_iteration(w, u, stride=stride, padding=axis_padding(conv), padding_mode=padding,
                                             dilation=dilation, iters=iters, groups=groups)
             key = n
         if self.config.persistent:

@@ -38,12 +38,12 @@ def layer_sigmas(model: nn.Module, input_shape: tuple[int, int, int], target: fl
             groups = getattr(mod, "groups", 1)
             u = torch.randn(1, w.shape[1] * groups, *shape[-2:], generator=torch.Generator().manual_seed(0),
                             dtype=torch.float64)
-            from svbench.methods.base import padding_mode_problem, symmetric_padding
+            from svbench.methods.base import axis_padding, padding_mode_problem
 
             try:
-                pad = symmetric_padding(mod)
+                pad = axis_padding(mod)
             except UnsupportedShape:
-                pad = None  # unequal sides ('same' on an even kernel, (1, 0)): the power iteration takes one int
+                pad = None  # an axis padded unevenly ('same' on an even kernel): the iteration pads each axis evenly
             square = (len(set(mod.stride)) == 1 and len(set(mod.dilation)) == 1 and shape[-2] == shape[-1]
                       and padding_mode_problem(mod) is None)
             if pad is not None and square:
