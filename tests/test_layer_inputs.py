@@ -3,6 +3,8 @@
 Found in session 13 by feeding odd layers to every method: the exact methods refused the first, and sedghi,
 reference and gram raised NotImplementedError ('ComplexHalf') on the second."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -75,3 +77,20 @@ def test_network_routes_name_the_conv_layers_they_leave_out(method):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         route(plain, *args[1:])
+
+
+@pytest.mark.parametrize("method", ["sedghi", "gram", "tt"])
+def test_network_routes_take_sixteen_bit_models(method):
+    """The network routes read weights as layer_svs does (float16 in float32): the same values as the model cast to
+    float32 (they raised NotImplementedError on ComplexHalf)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1)).eval()
+    half = copy.deepcopy(model).half()
+    ref = copy.deepcopy(half).float()  # the same 16-bit values, in float32
+    m = create_method(method)
+    got, want = m.network_svs(half, (3, 8, 8)), m.network_svs(ref, (3, 8, 8))
+    assert set(got) == set(want) == {"0", "2"}
+    for name in got:
+        assert torch.allclose(got[name].float(), want[name].float(), rtol=1e-3 if method == "gram" else 1e-6)
+    clipped = create_method("sedghi").network_clip(half, (3, 8, 8), 1.0)
+    assert set(clipped) == {"0", "2"} and all(torch.isfinite(k).all() for k in clipped.values())

@@ -290,17 +290,19 @@ def prepare_out(out_dir: str | Path) -> Path:
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise UserError(f"cannot write the spectrum into {out}: {e.strerror}; choose another folder with --out"
-                        ) from None
+        raise _write_error(out, e) from None
     return out
+
+
+def _write_error(out: Path, e: OSError) -> UserError:
+    return UserError(f"cannot write the spectrum into {out}: {e.strerror}; choose another folder with --out")
 
 
 def write_spectrum(spectra: list[LayerSpectrum], out_dir: str | Path, incomplete: str | None = None
                    ) -> tuple[Path, Path]:
     """spectrum.csv (one row per SV) and spectrum.md in ``out_dir``; ``incomplete`` marks a list cut short."""
-    out = Path(out_dir)
+    out = prepare_out(out_dir)
     try:
-        out.mkdir(parents=True, exist_ok=True)
         csv_path, md_path = out / "spectrum.csv", out / "spectrum.md"
         with open(csv_path, "w", newline="") as f:
             w = csv.writer(f)
@@ -310,9 +312,7 @@ def write_spectrum(spectra: list[LayerSpectrum], out_dir: str | Path, incomplete
                     w.writerow([s.name, s.kind, s.n, s.stride, i, repr(v)])
         md_path.write_text(spectrum_markdown(spectra, incomplete))
     except OSError as e:
-        raise UserError(
-            f"cannot write the spectrum into {out}: {e.strerror}; choose another folder with --out"
-        ) from None
+        raise _write_error(out, e) from None
     return csv_path, md_path
 
 

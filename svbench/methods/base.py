@@ -164,8 +164,9 @@ def total_padding(layer: nn.Module) -> tuple[int, int]:
 
 
 def sv_weight(layer: nn.Module) -> Tensor:
-    """The layer's weight for an SV computation, detached; float16 / bfloat16 weights come in float32 (exactly: every
-    16-bit float is a float32), since the FFT and LAPACK / cuSOLVER routes have no 16-bit complex kernels."""
+    """The layer's weight for an SV computation (``layer_svs`` and the network routes), detached; float16 / bfloat16
+    weights come in float32 (exactly: every 16-bit float is a float32), since the FFT and LAPACK / cuSOLVER routes
+    have no 16-bit complex kernels."""
     w = layer.weight.detach()
     return w.float() if w.dtype in (torch.float16, torch.bfloat16) else w
 
@@ -188,14 +189,22 @@ def axis_padding(layer: nn.Module) -> tuple[int, int]:
     return th // 2, tw // 2
 
 
+def check_circular_mode(layer: nn.Module, n: int, method: str, hint: str = "") -> None:
+    """The exact methods model circular padding: ``UnsupportedShape`` for another mode, unless the layer pads nothing
+    on a grid its stride divides (:func:`mode_is_moot`)."""
+    mode = getattr(layer, "padding_mode", "zeros")
+    if mode != "circular" and not mode_is_moot(layer, n):
+        raise UnsupportedShape(f"{method}: exact for circular padding only; this layer uses {mode!r} padding{hint}")
+
+
 def symmetric_padding(layer: nn.Module) -> int:
     """The padding on every side as one int; raises ``UnsupportedShape`` when sides differ (e.g. ``"same"`` with an
     even kernel span, or (1, 0) for a 3 x 1 kernel)."""
-    th, tw = total_padding(layer)
-    if th != tw or th % 2:
+    ph, pw = axis_padding(layer)
+    if ph != pw:
         raise UnsupportedShape(f"padding {getattr(layer, 'padding', 0)!r} is not the same on every side "
-                               f"(totals {th}, {tw}); this route takes one int padding")
-    return th // 2
+                               f"({ph}, {pw} a side); this route takes one int padding")
+    return ph
 
 
 def padding_problem(layer: nn.Module, *, exact: bool) -> str | None:

@@ -221,7 +221,7 @@ class GramMethod(Method):
         plain = []
         for name, layer, n in convs:
             if type(layer) is nn.Conv2d and layer.groups == 1 and layer.dilation[0] == 1:
-                w = layer.weight.detach()
+                w = sv_weight(layer)
                 plain.append((name, w.double() if c.precision == "float64" else w, n, layer.stride[0]))
             else:
                 out[name] = self.layer_svs(circular_view(layer), n)

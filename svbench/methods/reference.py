@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from svbench.errors import UnsupportedShape
 from svbench.functional.clip import clip_kernel_naive
 from svbench.functional.grouped import dense_equivalent_kernel, grouped_from_dense
 from svbench.functional.spectrum import conv_singular_values
@@ -23,9 +22,9 @@ from svbench.methods.base import (
     Capabilities,
     LayerSpec,
     Method,
+    check_circular_mode,
     check_padding,
     conv_geometry,
-    mode_is_moot,
     plain_convs,
     sv_weight,
     warn_left_out,
@@ -54,7 +53,7 @@ class ReferenceMethod(Method):
     def network_clip(self, model: nn.Module, input_shape: tuple[int, int, int], target: float
                      ) -> dict[str, Tensor]:
         """Textbook clip of every plain conv: full fft2, SVD of all m^2 matrices, ifft2, crop (speed reference)."""
-        out = {name: grouped_from_dense(clip_kernel_naive(dense_equivalent_kernel(m.weight.detach(), m.groups,
+        out = {name: grouped_from_dense(clip_kernel_naive(dense_equivalent_kernel(sv_weight(m), m.groups,
                                                                               m.dilation[0]), n, target, m.stride[0]),
                                         m.groups, m.dilation[0])
                for name, m, n in plain_convs(model, input_shape)}
@@ -62,9 +61,8 @@ class ReferenceMethod(Method):
         return out
 
     def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
-        stride, padding, groups, dilation = conv_geometry(layer)
-        if padding != "circular" and not mode_is_moot(layer, input_hw):  # no padding at all
-            raise UnsupportedShape("reference: circular padding only")
+        stride, _, groups, dilation = conv_geometry(layer)
+        check_circular_mode(layer, input_hw, "reference")
         check_padding(layer, "reference", exact=True)
         with torch.no_grad():  # grouped / dilated: the naive route on the dense kernel of the same operator
             kernel = dense_equivalent_kernel(sv_weight(layer), groups, dilation)

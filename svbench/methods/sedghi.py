@@ -33,7 +33,6 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from svbench.errors import UnsupportedShape
 from svbench.functional.clip import clip_kernels, sedghi_clip
 from svbench.functional.grouped import (
     dense_equivalent_kernel,
@@ -46,11 +45,11 @@ from svbench.methods.base import (
     Capabilities,
     LayerSpec,
     Method,
+    check_circular_mode,
     check_padding,
     conv_geometry,
     conv_inputs,
     kernel_span,
-    mode_is_moot,
     plain_convs,
     sv_weight,
     warn_left_out,
@@ -107,11 +106,8 @@ class SedghiMethod(Method):
         self._sizes = InputSizes()
 
     def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
-        stride, padding, groups, dilation = conv_geometry(layer)
-        if padding != "circular" and not mode_is_moot(layer, input_hw):  # no padding at all
-            raise UnsupportedShape(
-                f"sedghi is exact for circular padding only; this layer uses {padding!r} padding"
-            )
+        stride, _, groups, dilation = conv_geometry(layer)
+        check_circular_mode(layer, input_hw, "sedghi")
         check_padding(layer, "sedghi", exact=True)
         c = self.config
         if groups != 1 or dilation != 1:
@@ -148,7 +144,7 @@ class SedghiMethod(Method):
         c = self.config
         with torch.no_grad():
             svs = grouped_network_singular_values(
-                [(m.weight.detach(), n, m.stride[0], m.groups, m.dilation[0]) for _, m, n in convs],
+                [(sv_weight(m), n, m.stride[0], m.groups, m.dilation[0]) for _, m, n in convs],
                 backend=c.backend, driver=c.driver, pieces=c.chunks, merge=c.merge, streams=c.streams,
                 split=c.split)
         out = {name: s for (name, _, _), s in zip(convs, svs)}
@@ -162,7 +158,7 @@ class SedghiMethod(Method):
         as for the SVs)."""
         c = self.config
         convs = plain_convs(model, input_shape)
-        kernels = clip_kernels([(m.weight.detach(), n, m.stride[0], m.groups, m.dilation[0]) for _, m, n in convs],
+        kernels = clip_kernels([(sv_weight(m), n, m.stride[0], m.groups, m.dilation[0]) for _, m, n in convs],
                                target, mode=c.mode, route=c.clip_route, driver=c.driver, pieces=c.chunks,
                                merge=c.merge, streams=c.streams, split=c.split)
         out = {name: k for (name, _, _), k in zip(convs, kernels)}

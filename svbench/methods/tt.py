@@ -41,8 +41,9 @@ from svbench.methods.base import (
     Capabilities,
     LayerSpec,
     Method,
-    mode_is_moot,
+    check_circular_mode,
     seeded_conv,
+    sv_weight,
     symmetric_padding,
     warn_left_out,
 )
@@ -225,8 +226,7 @@ def tt_layer_singular_values(
     layer: TTConv2d, n: int, *, backend: str = "auto", driver: str | None = None, pieces: int | None = None
 ) -> Tensor:
     """All SVs of the composed circular TT layer on n x n: folded-core SVs (Theorem 1) then zeros. Exact."""
-    if layer.padding_mode != "circular" and not mode_is_moot(layer, n):  # a 1 x 1 TT conv pads nothing
-        raise UnsupportedShape("tt: exact SVs need circular padding (zero-padded layers get the n' bound in control)")
+    check_circular_mode(layer, n, "tt", " (zero-padded layers get the n' bound in control)")
     s = layer.stride[0]
     if layer.dilation[0] != 1:
         raise UnsupportedShape("tt: dilation not supported for SV computation")
@@ -354,7 +354,7 @@ class TTMethod(Method):
                     items.append((None, n, s))  # its folded core below: all layers' QRs batched by shape
                     totals.append(min(m.out_channels * (n // s) ** 2, m.in_channels * n * n))
                 elif type(m) is nn.Conv2d and m.groups == 1 and m.dilation[0] == 1:
-                    items.append((m.weight.detach(), n, s))
+                    items.append((sv_weight(m), n, s))
                     totals.append(None)
                 else:
                     continue
