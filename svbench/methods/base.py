@@ -386,11 +386,47 @@ METHODS: Registry[type[Method]] = Registry("method")
 
 
 def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tuple[str, nn.Module, int]]:
-    """(name, conv-like module, input size) for every nn.Conv2d / TT conv in forward order (forward hooks)."""
+    """(name, conv-like module, grid size) for every nn.Conv2d / TT conv / nn.ConvTranspose2d in forward order
+    (forward hooks). A transposed conv is given as :func:`adjoint_conv` (same SVs) on its output grid: s n for an
+    input of n (the circular model's: n / s outputs of a stride-s conv on s n)."""
     from svbench.models.probe import probe_inputs
 
-    found = probe_inputs(model, input_shape, lambda name, mod: isinstance(mod, nn.Conv2d) or hasattr(mod, "k2"))
-    return [(name, mod, int(shape[-1])) for name, mod, shape in found]
+    found = probe_inputs(model, input_shape, lambda name, mod: isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d))
+                         or hasattr(mod, "k2"))
+    out = []
+    for name, mod, shape in found:
+        n = int(shape[-1])
+        if isinstance(mod, nn.ConvTranspose2d):
+            out.append((name, adjoint_conv(mod), n * _square(mod.stride, "stride")))
+        else:
+            out.append((name, mod, n))
+    return out
+
+
+def adjoint_conv(layer: nn.ConvTranspose2d) -> nn.Conv2d:
+    """The conv whose adjoint (transpose) the transposed conv ``layer`` is, sharing its weight: torch's
+    conv_transpose2d(x, W, s, p) is the input gradient of conv2d(., W, s, p) on the transposed conv's output grid,
+    so the two operators have the same singular values (Dumoulin & Visin 2016, sec. 4). The weight layouts agree:
+    (c_in, c_out / g, k, k) of the transposed conv is (out_channels, in_channels / g, k, k) of this conv. Its padding
+    is the transposed conv's (zeros); ``output_padding`` only says which output grid (see :func:`transposed_grid`)."""
+    twin = nn.Conv2d(layer.out_channels, layer.in_channels, layer.kernel_size, layer.stride, layer.padding,
+                     layer.dilation, layer.groups, bias=False, device="meta", dtype=layer.weight.dtype)
+    twin.weight = layer.weight
+    return twin
+
+
+def transposed_grid(layer: nn.ConvTranspose2d, h: int, w: int) -> tuple[int, int] | None:
+    """The (height, width) a transposed conv's forward gives for an h x w input -- (n - 1) s - 2 p + d (k - 1) +
+    output_padding + 1 a side -- when :func:`adjoint_conv` on that grid gives back h x w (then it is the exact
+    adjoint), else None (an output_padding of s or more, allowed when the dilation exceeds the stride)."""
+    out = []
+    for size, k, s, p, d, op in zip((h, w), layer.kernel_size, layer.stride, layer.padding, layer.dilation,
+                                    layer.output_padding):
+        m = (size - 1) * s - 2 * p + d * (k - 1) + op + 1
+        if m < 1 or (m + 2 * p - d * (k - 1) - 1) // s + 1 != size:
+            return None
+        out.append(m)
+    return out[0], out[1]
 
 
 def model_padding(span: int | tuple[int, int], stride: int) -> int | tuple[int, int] | str:
@@ -414,8 +450,8 @@ def circular_view(layer: nn.Module) -> nn.Module:
         return layer
     padding = model_padding(kernel_spans(layer), _square(layer.stride, "stride"))
     twin = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, padding,
-                     layer.dilation, layer.groups, bias=False, padding_mode="circular",
-                     device=layer.weight.device, dtype=layer.weight.dtype)
+                     layer.dilation, layer.groups, bias=False, padding_mode="circular", device="meta",
+                     dtype=layer.weight.dtype)  # meta: no weight of its own is allocated, it takes the layer's
     twin.weight = layer.weight
     return twin
 
@@ -427,7 +463,7 @@ def kernel_span(conv: nn.Conv2d) -> int:
 
 def warn_left_out(model: nn.Module, done: Iterable[str], what: str) -> None:
     """One warning naming the conv layers of ``model`` a network route left out of its result (``done``: the names
-    it covers): transposed and 1-D / 3-D convs (not modelled), grouped or dilated convs where the method takes none,
+    it covers): 1-D / 3-D convs, transposed or not (not modelled), grouped or dilated convs where the method takes none,
     convs whose kernel is wider than their grid (a clip pass), convs the forward pass does not run. Without it a
     researcher could read the max over the result as the network's. No forward pass: a name walk only."""
     done = set(done)
@@ -447,7 +483,7 @@ def warn_left_out(model: nn.Module, done: Iterable[str], what: str) -> None:
 
     shown = ", ".join(f"{name} ({why(m)})" for name, m in left[:6]) + (", ..." if len(left) > 6 else "")
     warnings.warn(f"{what}: {len(left)} of {len(convs)} conv layers left out of the result: {shown}; not modelled "
-                  f"here (transposed or 1-D / 3-D convs, groups or dilation the method does not take, a kernel wider "
+                  f"here (1-D / 3-D convs, groups or dilation the method does not take, a kernel wider "
                   f"than its grid in a clip pass, or not run by the forward pass)", stacklevel=3)
 
 

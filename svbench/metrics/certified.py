@@ -12,6 +12,8 @@ pixel units, MEASURED as the product of per-layer bounds (never assumed to be 1)
   anything else (more outputs than the circular model has, non-square strides or dilations, a circular conv on a
   non-square grid, reflect / replicate padding): the dense operator's exact sigma_max when c H W <= 4096, else
   refused with the reason;
+- transposed conv (nn.ConvTranspose2d): the bound of the conv it is the adjoint of, on its output grid (the same
+  operator norm);
 - Cayley conv: the largest SV of its implemented operator (1 up to rounding), float64;
 - Linear: exact spectral norm; ReLU / MaxMin / flatten: 1; elementwise activations: sup |f'| (Tanh, ReLU6,
   Hardtanh, Softplus 1; Sigmoid 1/4; LeakyReLU max(1, |slope|); ELU max(1, alpha)); any other layer is refused;
@@ -101,6 +103,22 @@ def conv_layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[floa
     return value, prefix + "circular sigma_max (float64 bound: the layer has fewer outputs, a part of its rows)", False
 
 
+def transposed_conv_bound(module: nn.ConvTranspose2d, in_shape: tuple[int, ...]) -> tuple[float, str, bool]:
+    """(bound, source, exact) on sigma_max of a transposed conv on inputs of ``in_shape``: that of the conv it is the
+    adjoint of (same weight, stride, padding, dilation, groups) on the transposed conv's output grid -- the same
+    operator norm (``methods.base.adjoint_conv``), so every route of :func:`conv_layer_bound` applies as it is. Where
+    ``output_padding`` is not below the stride (the grid does not map back), the transposed conv's own dense
+    operator (up to ``DENSE_MAX_DIM``)."""
+    from svbench.methods.base import adjoint_conv, transposed_grid
+
+    grid = transposed_grid(module, *in_shape[-2:])
+    if grid is None:
+        return _dense_bound(module, in_shape, f"output_padding {tuple(module.output_padding)} not below the stride "
+                                              f"{tuple(module.stride)}")
+    value, source, exact = conv_layer_bound(adjoint_conv(module), (module.out_channels, *grid))
+    return value, f"adjoint conv on its {grid[0]}x{grid[1]} output grid: {source}", exact
+
+
 def layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[float, str] | None:
     """Guaranteed Lipschitz bound of one leaf module for inputs of ``in_shape`` (C, H, W) or (F,)."""
     from svbench.methods.cayley import CayleyConv2d
@@ -111,6 +129,9 @@ def layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[float, st
         return module.lipschitz(), "1 / min std"
     if isinstance(module, (nn.Conv2d, TTConv2d, CayleyConv2d)):
         value, source, _ = conv_layer_bound(module, in_shape)
+        return value, source
+    if isinstance(module, nn.ConvTranspose2d):
+        value, source, _ = transposed_conv_bound(module, in_shape)
         return value, source
     if isinstance(module, nn.Linear):
         return float(torch.linalg.matrix_norm(module.weight.detach().double(), ord=2)), "exact spectral norm"
