@@ -161,6 +161,32 @@ def test_ls_method_without_options_and_unknown_pattern(capsys):
     assert code == 2 and "no method matches 'zzz'" in err
 
 
+def test_ls_models_gives_each_registered_model_its_conv_count(capsys):
+    """What ``--model NAME`` and a suite's ``model:`` take, with the facts a user picks by (no such list before
+    session 14: the names were only in the unknown-model error)."""
+    import re
+
+    from svbench.models import MODELS
+
+    code, out, _ = _inproc(capsys, "ls", "models")
+    assert code == 0
+    for name in MODELS.names():
+        assert name in out
+    rows = {line.split()[1]: line for line in out.splitlines() if re.match(r"^\S\s+(wrn16_10|resnet18|vgg19)\b", line)}
+    assert " 13 " in rows["wrn16_10"] and " 20 " in rows["resnet18"] and " 16 " in rows["vgg19"]
+    assert "yes" in rows["vgg19"] and "no" in rows["resnet18"]  # chain models (certifiable) or not
+
+
+@pytest.mark.parametrize("what,pattern,keep,drop", [("models", "w*", "wrn16_10", "resnet18"),
+                                                    ("suites", "sm*", "smoke", "default"),
+                                                    ("metrics", "network_*", "network_sv_time_ms", "sv_time_ms")])
+def test_ls_pattern_filters_every_list(capsys, what, pattern, keep, drop):
+    code, out, _ = _inproc(capsys, "ls", what, pattern)
+    assert code == 0 and keep in out and f"│ {drop} " not in out
+    code, _, err = _inproc(capsys, "ls", what, "zzz")
+    assert code == 2 and f"no {what[:-1]} matches 'zzz'; available: " in err and len(err.strip().splitlines()) == 1
+
+
 # ---- spectrum -----------------------------------------------------------------------------------------------
 
 

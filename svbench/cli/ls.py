@@ -1,4 +1,4 @@
-"""``svbench ls methods|suites|metrics``: what is available."""
+"""``svbench ls methods|suites|metrics|models``: what is available."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import dataclasses
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("ls", help="list methods, suites or metrics")
-    p.add_argument("what", nargs="?", default="methods", choices=["methods", "suites", "metrics"])
+    p = sub.add_parser("ls", help="list methods, suites, metrics or models")
+    p.add_argument("what", nargs="?", default="methods", choices=["methods", "suites", "metrics", "models"])
     p.add_argument("pattern", nargs="?", default="*",
-                   help="glob filter on names (methods); one method also lists its config options")
+                   help="glob filter on names; one method also lists its config options")
     return p
 
 
@@ -58,15 +58,57 @@ def main(args: argparse.Namespace) -> int:
         from svbench.suite.loader import available_suites, load_suite
 
         t = Table("suite", "tasks", "description")
-        for name in available_suites():
+        for name in _matching(available_suites(), args.pattern, "suite"):
             s = load_suite(name)
             t.add_row(name, ", ".join(f"{x.name} ({x.kind})" for x in s.tasks), s.description)
         console.print(t)
+    elif args.what == "models":
+        console.print(_models_table(args.pattern))
     else:
         from svbench.results.schema import METRICS
 
         t = Table("metric", "unit", "better", "description")
-        for name, info in METRICS.items():
+        for name in _matching(list(METRICS), args.pattern, "metric"):
+            info = METRICS[name]
             t.add_row(name, info.unit, "higher" if info.higher_is_better else "lower", info.description)
         console.print(t)
     return 0
+
+
+def _matching(names: list[str], pattern: str, kind: str) -> list[str]:
+    """``names`` that match the glob ``pattern``; none is one clear error naming what there is."""
+    import fnmatch
+
+    from svbench.errors import UserError
+
+    found = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    if not found:
+        raise UserError(f"no {kind} matches {pattern!r}; available: {', '.join(names)}")
+    return found
+
+
+def _models_table(pattern: str):  # type: ignore[no-untyped-def]
+    """Registered models at their default arguments (what ``--model NAME`` and a suite's ``model:`` build): default
+    input, conv layers, parameters, whether ``lipschitz_bound`` takes them (chain models), and what they are. Built
+    on the meta device: nothing is allocated or initialised."""
+    import inspect
+
+    import torch
+    from rich.table import Table
+    from torch import nn
+
+    from svbench.models import MODELS
+
+    t = Table("model", "default input", "convs", "parameters", "chain (certified)", "description")
+    for name in _matching(MODELS.names(), pattern, "model"):
+        factory = MODELS.get(name)
+        defaults = {k: p.default for k, p in inspect.signature(factory).parameters.items()}
+        with torch.device("meta"):
+            model = factory()
+        convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+        params = sum(p.numel() for p in model.parameters())
+        doc = inspect.getdoc(factory) or ""
+        shape = f"{defaults.get('in_channels', '?')} x {defaults.get('image_size', '?')}^2"
+        t.add_row(name, shape, str(convs), f"{params / 1e6:.2f} M", "yes" if getattr(model, "is_chain", False)
+                  else "no", doc.replace("\n", " ").split(". ")[0].rstrip(".") + ".")
+    return t

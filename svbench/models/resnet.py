@@ -38,6 +38,8 @@ class BasicBlock(nn.Module):
 
 @MODELS.register("resnet18")
 class ResNet18(nn.Module):
+    """ResNet-18 for 32x32 inputs (a 3x3 stem, no max pool; 4 stages of 2 basic blocks, 1x1 conv shortcuts)."""
+
     def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         super().__init__()

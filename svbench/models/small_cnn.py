@@ -12,12 +12,13 @@ from svbench.models.registry import MODELS
 
 @MODELS.register("small_cnn")
 class SmallCNN(nn.Module):
-    is_chain = True  # a sequence of layers: certified bounds multiply
     """conv(c->w, s1) - conv(w->2w, s2) - conv(2w->2w, s1) - conv(2w->4w, s2) - flatten - linear.
 
     Every conv is 3x3 with 'same' zero padding and ReLU; no BatchNorm, so a layer's SVs are the layer's. A chain
     (no residual sums), so certified bounds multiply.
     """
+
+    is_chain = True  # a sequence of layers: certified bounds multiply
 
     def __init__(
         self,

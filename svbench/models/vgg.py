@@ -16,6 +16,8 @@ VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512
 
 @MODELS.register("vgg19")
 class VGG19Net(nn.Module):
+    """VGG-19 with BatchNorm for 32x32 inputs (16 3x3 convs, 5 max pools, one linear layer), the TT paper's VGG-19."""
+
     is_chain = True
     def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
@@ -48,11 +50,12 @@ class MaxMin(nn.Module):
 
 @MODELS.register("lipconvnet")
 class LipConvnet(nn.Module):
-    is_chain = True
     """LipConvnet-N: 5 blocks of N/5 3x3 convs with MaxMin; the last conv of each block has stride 2 and doubles
     the width; a final linear layer. The convs are plain here: the SV method under test (cayley, tt, gram, ...)
     supplies the Lipschitz control. This follows the block structure of Singla & Feizi's LipConvnet, not its
     exact layers (their downsampling and widths differ), so parameter counts do not match the SOC paper's."""
+
+    is_chain = True
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, depth: int = 5,
                  base: int = 32, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
