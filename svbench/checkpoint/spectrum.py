@@ -1,7 +1,8 @@
 """Per-layer spectra of a checkpoint's convs (``svbench spectrum``).
 
 Without a model every conv is evaluated on the given input size with stride 1 (assumed, and said so). With a
-registered model and an input shape, forward hooks give each conv's real input size, stride and padding.
+registered model (or ``torchvision:NAME``, a torchvision classification architecture) and an input shape, forward
+hooks give each conv's real input size, stride and padding (one pass on the meta device: shapes only).
 
 What the numbers are: the SVs of the CIRCULAR conv on the layer's input grid (exact for circular padding; for a
 zero-padded layer a "circular proxy", which is NOT a bound, methods.md section 1.2). ``sigma_max_bound`` is a
@@ -73,20 +74,66 @@ def _model_geometry(
     A TT layer of the checkpoint (``NAME.k1/k2/k3``, a model trained with ``tt``) or a Cayley layer (``NAME.weight``
     and ``NAME.alpha``, trained with ``cayley``) stands for the model's conv ``NAME`` when their channels and kernel
     size agree: the geometry is the conv's (the hooks read shapes only)."""
-    from svbench.models import build_model
+    import warnings
 
-    model = build_model(model_name, in_channels=input_shape[0], image_size=input_shape[1])
-    missing, unexpected = _load_into(model, _layers_as_convs(model, state, convs))
+    from svbench.models import build_model
+    from svbench.models.probe import probe_inputs
+
+    with torch.device("meta"):  # shapes only: nothing is allocated, initialised or computed
+        if model_name.startswith(TORCHVISION):
+            model = _torchvision_model(model_name[len(TORCHVISION):], state)
+        else:
+            model = build_model(model_name, in_channels=input_shape[0], image_size=input_shape[1])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")  # meta: checked, not copied
+        missing, unexpected = _load_into(model, _layers_as_convs(model, state, convs))
     if missing or unexpected:
         raise UserError(
             f"the checkpoint does not match model {model_name!r}: {len(missing)} missing key(s) "
             f"({', '.join(missing[:3])}) and {len(unexpected)} unexpected key(s) ({', '.join(unexpected[:3])})"
         )
-    from svbench.models.probe import probe_inputs
-
-    found = probe_inputs(model, input_shape, lambda name, mod: isinstance(mod, nn.Conv2d))
+    try:
+        found = probe_inputs(model, input_shape, lambda name, mod: isinstance(mod, nn.Conv2d))
+    except (RuntimeError, ValueError) as e:  # e.g. 1 channel into a 3-channel stem, or a grid pooled below 1 x 1
+        shape = ",".join(map(str, input_shape))
+        raise UserError(f"model {model_name!r} does not run on a {shape} input ({_first_line(e)}); pass the "
+                        f"--input-shape it was trained on") from None
     return {name: (int(shape[-1]), int(mod.stride[0]), mod.padding_mode, int(mod.groups), int(mod.dilation[0]))
             for name, mod, shape in found}
+
+
+TORCHVISION = "torchvision:"  # --model torchvision:NAME: a torchvision classification architecture
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def _torchvision_model(name: str, state: dict[str, Tensor]) -> nn.Module:
+    """torchvision's classification model ``name`` (no weights: nothing is downloaded), its classifier sized as the
+    checkpoint's (the out-features of the last nn.Linear's weight), so a fine-tuned model's state dict fits."""
+    import difflib
+    import warnings
+
+    import torchvision
+
+    names = torchvision.models.list_models(module=torchvision.models)
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f"; did you mean {' / '.join(close)}?" if close else ""
+        raise UserError(f"unknown torchvision classification model {name!r}{hint} (torchvision "
+                        f"{torchvision.__version__} has {len(names)}: torchvision.models.list_models("
+                        f"module=torchvision.models))")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. inception_v3's note on its future default initialisation
+        model = torchvision.models.get_model(name, weights=None)
+        heads = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        if heads:
+            head, layer = heads[-1]
+            w = state.get(f"{head}.weight")
+            if isinstance(w, Tensor) and w.dim() == 2 and w.shape[0] != layer.out_features:
+                model = torchvision.models.get_model(name, weights=None, num_classes=int(w.shape[0]))
+    return model
 
 
 def _stands_for(e: ConvEntry, conv: nn.Module | None) -> bool:

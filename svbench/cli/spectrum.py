@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("spectrum", help="all SVs of a checkpoint's conv layers (CSV + markdown)")
     p.add_argument("checkpoint", help="a state-dict file (.pt/.pth)")
     p.add_argument("--input-size", type=int, default=None, help="input size n for every conv (stride 1 assumed)")
-    p.add_argument("--model", default=None, help="registered model name: real per-layer sizes and strides")
+    p.add_argument("--model", default=None, help="real per-layer sizes and strides from a model: a registered name "
+                   "(svbench ls models) or torchvision:NAME (e.g. torchvision:resnet50)")
     p.add_argument("--input-shape", default=None, help="C,H,W of the model input, e.g. 3,32,32 (with --model)")
     p.add_argument("--method", default="sedghi", help="an all-SVs method (default: sedghi)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto: where the SVs are computed")

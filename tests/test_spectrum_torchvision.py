@@ -1,0 +1,70 @@
+"""``svbench spectrum CKPT --model torchvision:NAME``: a checkpoint of a torchvision architecture (the models most
+researchers fine-tune) gets each conv's real input size, stride and groups from the model, as svbench's own models
+do. Before session 14 only svbench's five models were accepted, so such a checkpoint could only be read with
+``--input-size N``: every conv on one grid at stride 1, wrong for most of its layers."""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from svbench.checkpoint.spectrum import plan_spectrum
+from svbench.cli.main import main
+from svbench.models.probe import probe_inputs
+
+
+def _save(tmp_path, model: nn.Module) -> str:
+    path = tmp_path / "tv.pt"
+    torch.save(model.state_dict(), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("name,shape", [("resnet18", (3, 32, 32)), ("mobilenet_v2", (3, 32, 32)),
+                                        ("resnet18", (3, 64, 64))])
+def test_each_conv_gets_the_real_models_geometry(tmp_path, name, shape):
+    """Against hooks on the real (allocated) model: same convs, same input size, stride, groups and dilation. The
+    checkpoint's classifier has 10 outputs (fine-tuned), not torchvision's default 1,000."""
+    model = torchvision.models.get_model(name, weights=None, num_classes=10)
+    plan = plan_spectrum(_save(tmp_path, model), model=f"torchvision:{name}", input_shape=shape)
+    real = {n: (int(s[-1]), m.stride[0], m.groups, m.dilation[0])
+            for n, m, s in probe_inputs(model, shape, lambda _, m: isinstance(m, nn.Conv2d))}
+    got = {e.name: (n, stride, groups, dilation) for e, n, stride, _, groups, dilation, source in plan.layers}
+    assert got == real
+    assert {source for *_, source in plan.layers} == {"model hooks"}
+    if name == "mobilenet_v2":
+        assert got["features.2.conv.1.0"][2] == 96  # depthwise: groups read from the model
+
+
+def test_cli_writes_the_spectrum_with_model_geometry(tmp_path, capsys):
+    torch.manual_seed(0)
+    path = _save(tmp_path, torchvision.models.resnet18(num_classes=3))
+    code = main(["spectrum", path, "--model", "torchvision:resnet18", "--input-shape", "3,32,32",
+                 "--out", str(tmp_path / "o")])
+    capsys.readouterr()
+    assert code == 0
+    md = (tmp_path / "o" / "spectrum.md").read_text()
+    assert "| conv1 | conv | (64, 3, 7, 7) | 32 | 2 (model hooks) |" in md
+    assert "| layer1.0.conv1 | conv | (64, 64, 3, 3) | 8 | 1 (model hooks) |" in md  # after the stem's max pool
+    assert "| layer2.0.downsample.0 | conv | (128, 64, 1, 1) | 8 | 2 (model hooks) |" in md
+
+
+@pytest.mark.parametrize("model,shape,needle", [
+    ("torchvision:resnet19", "3,32,32", "unknown torchvision classification model 'resnet19'; did you mean resnet18"),
+    ("torchvision:", "3,32,32", "unknown torchvision classification model ''"),
+    ("torchvision:resnet18", "1,32,32", "model 'torchvision:resnet18' does not run on a 1,32,32 input"),
+    ("torchvision:vgg11", "3,32,32", "the checkpoint does not match model 'torchvision:vgg11'"),
+])
+def test_bad_torchvision_model_or_shape_is_one_line(tmp_path, capsys, model, shape, needle):
+    path = _save(tmp_path, torchvision.models.resnet18(num_classes=10))
+    code = main(["spectrum", path, "--model", model, "--input-shape", shape, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()  # said before anything was computed or written
+
+
+def test_an_input_pooled_below_one_pixel_is_one_line(tmp_path, capsys):
+    path = _save(tmp_path, torchvision.models.alexnet(num_classes=7))
+    code = main(["spectrum", path, "--model", "torchvision:alexnet", "--input-shape", "3,8,8"])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not run on a 3,8,8 input" in err and "--input-shape it was trained on" in err
+    assert len(err.strip().splitlines()) == 1
