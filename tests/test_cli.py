@@ -249,6 +249,30 @@ def test_spectrum_with_model_reads_groups_and_dilation(tmp_path, capsys, monkeyp
         assert got.shape == exact.shape and (got - exact).abs().max() <= 2e-6 * exact[0], name
 
 
+@pytest.mark.parametrize("conv,says", [
+    (dict(stride=(1, 2), padding=1), "stride (1, 2), dilation (1, 1) on a 8x8 grid"),
+    (dict(dilation=(1, 2), padding=(1, 2)), "stride (1, 1), dilation (1, 2) on a 8x8 grid"),
+])
+def test_spectrum_with_model_refuses_a_stride_or_dilation_that_differs_between_axes(tmp_path, capsys, monkeypatch,
+                                                                                     conv, says):
+    """The model's stride[0] / dilation[0] was taken for both axes: a (1, 2) stride gave the stride-1 operator's SVs
+    (192 for an operator that has 128). Now one line before anything is computed."""
+    from torch import nn
+
+    from svbench.models.registry import MODELS
+
+    def net(in_channels=3, image_size=8, **_):
+        return nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding_mode="circular", **conv))
+
+    monkeypatch.setitem(MODELS._items, "anisotropic_test_net", net)
+    path = tmp_path / "a.pt"
+    torch.save(net().state_dict(), path)
+    code, _, err = _inproc(capsys, "spectrum", str(path), "--model", "anisotropic_test_net", "--input-shape", "3,8,8",
+                           "--out", str(tmp_path / "o"))
+    assert code == 2 and f"conv '0' of model 'anisotropic_test_net' has {says}" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
 def test_spectrum_with_model_gives_no_zero_padding_bound_to_reflect_padding(tmp_path, capsys, monkeypatch):
     """A model's reflect-padded conv keeps its circular-proxy SVs but no 'sigma_max bound (zero pad)': that bound is
     the zero-padded layer's, and reflect padding (a padding map of norm up to 2) can exceed it."""

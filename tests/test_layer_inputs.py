@@ -117,3 +117,16 @@ def test_network_routes_refuse_a_non_square_grid(method):
     if method in ("sedghi", "reference"):
         with pytest.raises(UnsupportedShape, match="runs on a 8x16 grid"):
             m.network_clip(model, (3, 8, 16), 1.0)
+
+
+@pytest.mark.parametrize("conv", [dict(stride=(1, 2), padding=1), dict(dilation=(1, 2), padding=(1, 2))],
+                         ids=["stride", "dilation"])
+@pytest.mark.parametrize("method,options", [("sedghi", {}), ("tt", {}), ("gram", {"batch_layers": True}),
+                                            ("gram", {}), ("power", {}), ("reference", {})])
+def test_network_routes_refuse_a_stride_or_dilation_that_differs_between_axes(method, options, conv):
+    """sedghi, tt and gram's batched route read stride[0] and dilation[0]: a (1, 2) stride gave the stride-1
+    operator's 192 SVs (the operator has 128, sigma_max 1.27 for 1.09), a (1, 2) dilation SVs off by 0.09. Now
+    one line naming the conv, as the other routes already refused (without the name)."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding_mode="circular", **conv))
+    with pytest.raises(UnsupportedShape, match=r"conv '0': non-square (stride|dilation) \(1, 2\) is not supported"):
+        create_method(method, **options).network_svs(model, (3, 8, 8))

@@ -98,6 +98,11 @@ def _model_geometry(
         shape = ",".join(map(str, input_shape))
         raise UserError(f"model {model_name!r} does not run on a {shape} input ({_first_line(e)}); pass the "
                         f"--input-shape it was trained on") from None
+    for name, mod, shape in found:
+        if len(set(mod.stride)) > 1 or len(set(mod.dilation)) > 1 or shape[-2] != shape[-1]:
+            raise UserError(f"conv {name!r} of model {model_name!r} has stride {tuple(mod.stride)}, dilation "
+                            f"{tuple(mod.dilation)} on a {shape[-2]}x{shape[-1]} grid; spectrum computes one stride "
+                            f"and one dilation on a square grid per conv")
     return {name: (int(shape[-1]), int(mod.stride[0]), mod.padding_mode, int(mod.groups), int(mod.dilation[0]))
             for name, mod, shape in found}
 

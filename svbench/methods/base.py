@@ -388,8 +388,9 @@ METHODS: Registry[type[Method]] = Registry("method")
 def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tuple[str, nn.Module, int]]:
     """(name, conv-like module, grid size) for every nn.Conv2d / TT conv / nn.ConvTranspose2d in forward order
     (forward hooks). A transposed conv is given as :func:`adjoint_conv` (same SVs) on its output grid: s n for an
-    input of n (the circular model's: n / s outputs of a stride-s conv on s n). A conv on a non-square grid is
-    refused (``UnsupportedShape``, one line): every route takes one n per layer."""
+    input of n (the circular model's: n / s outputs of a stride-s conv on s n). A conv on a non-square grid, or
+    with a stride or dilation that differs between the axes, is refused (``UnsupportedShape``, one line naming it):
+    every route takes one n, one stride and one dilation per layer."""
     from svbench.models.probe import probe_inputs
 
     found = probe_inputs(model, input_shape, lambda name, mod: isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d))
@@ -401,6 +402,11 @@ def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tup
             raise UnsupportedShape(f"conv {name!r} runs on a {shape[-2]}x{n} grid; svbench's network routes compute "
                                    f"square n x n grids only (the {n}x{n} model's SVs are not this layer's); pass a "
                                    f"square input_shape")
+        try:  # sedghi / tt / gram's batched route read stride[0], dilation[0]: a (1, 2) stride was taken as 1
+            conv_geometry(mod)
+        except UnsupportedShape as e:
+            raise UnsupportedShape(f"conv {name!r}: {e} (svbench's circular model takes one stride and one "
+                                   f"dilation per conv)") from None
         if isinstance(mod, nn.ConvTranspose2d):
             out.append((name, adjoint_conv(mod), n * _square(mod.stride, "stride")))
         else:
