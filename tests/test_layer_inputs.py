@@ -153,3 +153,13 @@ def test_network_routes_compute_non_square_kernels(method):
             assert exact[0] * (1 - 1e-12) <= sv[0] <= exact[0] * (1 + 1e-6), name
         else:
             assert exact[0] * (1 - 1e-6) <= sv[0] <= exact[0] * (1 + 1e-12), name
+
+
+@pytest.mark.parametrize("method", ["sedghi", "reference"])
+def test_clip_pass_leaves_out_a_kernel_wider_than_its_grid_along_either_axis(method):
+    """kernel_span read the height only: a 1 x 3 kernel on a 2 x 2 grid went into the clip, which raised ('cannot
+    clip a 1x3 kernel for a 2x2 input'), losing the whole pass. Found by the network fuzz with 1 x 3 kernels."""
+    model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.Conv2d(3, 3, (1, 3), padding=(0, 1)))
+    with pytest.warns(UserWarning, match=r"1 of 2 conv layers left out of the result: 1 \(Conv2d\)"):
+        clipped = create_method(method).network_clip(model, (2, 2, 2), 1.0)
+    assert set(clipped) == {"0"}

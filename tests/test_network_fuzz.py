@@ -24,20 +24,22 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*left out of the result")
 
 
 def _random_net(seed: int) -> tuple[nn.Module, tuple[int, int, int]]:
-    """2-4 convs: channels 1-8, k 1/3, stride 1/2, groups dividing both sides, dilation 1/2, zero or circular
-    padding, sizes kept at n / s; repeated shapes on purpose (they share one batched call)."""
+    """2-4 convs: channels 1-8, k 1/3 or a 1 x 3 / 3 x 1 kernel, stride 1/2, groups dividing both sides, dilation
+    1/2, zero or circular padding, sizes kept at n / s; repeated shapes on purpose (they share one batched call)."""
     rng = random.Random(seed)
     c, n = rng.randint(1, 6), rng.choice([4, 6, 8])
     layers, shape = [], (c, n, n)
     for _ in range(rng.randint(2, 4)):
         c_out = c if rng.random() < 0.4 else rng.randint(1, 8)
-        k = rng.choice([1, 3, 3])
-        d = rng.choice([1, 1, 2]) if k == 3 and n >= 5 else 1
+        k = rng.choice([1, 3, 3, (1, 3), (3, 1)])
+        d = rng.choice([1, 1, 2]) if k != 1 and n >= 5 else 1
+        kh, kw = (k, k) if isinstance(k, int) else k
         s = 2 if n % 2 == 0 and n >= 4 and rng.random() < 0.3 else 1
         common = [g for g in range(1, min(c, c_out) + 1) if c % g == 0 and c_out % g == 0]
         g = rng.choice(common) if rng.random() < 0.4 else 1
         mode = rng.choice(["zeros", "circular"])
-        layers.append(nn.Conv2d(c, c_out, k, s, d * (k - 1) // 2, d, g, bias=rng.random() < 0.5, padding_mode=mode))
+        layers.append(nn.Conv2d(c, c_out, k, s, (d * (kh - 1) // 2, d * (kw - 1) // 2), d, g,
+                                bias=rng.random() < 0.5, padding_mode=mode))
         c, n = c_out, n // s
     torch.manual_seed(seed)
     model = nn.Sequential(*layers).double()

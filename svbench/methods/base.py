@@ -468,8 +468,9 @@ def circular_view(layer: nn.Module) -> nn.Module:
 
 
 def kernel_span(conv: nn.Conv2d) -> int:
-    """Input pixels one output pixel sees along a side: d (k - 1) + 1 (what must fit the n x n grid)."""
-    return conv.dilation[0] * (conv.kernel_size[0] - 1) + 1
+    """Input pixels one output pixel sees along its longer side: max over the axes of d (k - 1) + 1 (what must fit
+    the n x n grid; the height's alone let a 1 x 3 kernel through to a clip on 2 x 2)."""
+    return max(kernel_spans(conv))
 
 
 def warn_left_out(model: nn.Module, done: Iterable[str], what: str) -> None:
