@@ -331,3 +331,40 @@ def test_certified_conv_bound_fuzz(c_in_per, c_out_per, groups, kh, kw, h, w, sh
     assert value >= truth * (1 - 1e-10), (source, value, truth)
     if exact:
         assert value == pytest.approx(truth, rel=1e-10, abs=1e-12), source
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    c_in_per=st.integers(1, 3),
+    c_out_per=st.integers(1, 3),
+    groups=st.sampled_from([1, 2]),
+    kh=st.sampled_from([1, 2, 3, 4]),
+    kw=st.sampled_from([1, 3]),
+    h=st.integers(2, 6),
+    w=st.integers(2, 6),
+    sh=st.sampled_from([1, 2, 3]),
+    sw=st.sampled_from([1, 2]),
+    dilation=st.sampled_from([1, 2]),
+    padding=st.sampled_from([0, 1, 2]),
+    output_padding=st.sampled_from([0, 1, 2]),
+    seed=st.integers(0, 10_000),
+)
+def test_certified_transposed_conv_bound_fuzz(c_in_per, c_out_per, groups, kh, kw, h, w, sh, sw, dilation, padding,
+                                              output_padding, seed):
+    """Random transposed convs torch accepts (output_padding below the stride or the dilation, any padding that
+    leaves an output), on random grids: the bound (that of the conv it is the adjoint of, or its own dense operator)
+    is never below the dense float64 sigma_max of the layer, and equals it whenever it says it is exact."""
+    from svbench.metrics.certified import transposed_conv_bound
+
+    torch.manual_seed(seed)
+    try:
+        conv = nn.ConvTranspose2d(c_in_per * groups, c_out_per * groups, (kh, kw), stride=(sh, sw), padding=padding,
+                                  output_padding=output_padding, dilation=dilation, groups=groups)
+        shape = (c_in_per * groups, h, w)
+        truth = float(oracle_singular_values(conv, shape)[0])
+    except (RuntimeError, ValueError, NotImplementedError):
+        return  # a geometry torch itself rejects (output_padding too large, an empty output, ...)
+    value, source, exact = transposed_conv_bound(conv, shape)
+    assert value >= truth * (1 - 1e-10), (source, value, truth)
+    if exact:
+        assert value == pytest.approx(truth, rel=1e-10, abs=1e-12), source
