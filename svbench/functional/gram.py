@@ -520,9 +520,9 @@ def _unique_transfer(weight: Tensor, n: int, stride: int) -> Tensor:
 
 
 def _self_correlation(h: Tensor) -> Tensor:
-    """Kernel of A A for the symmetric conv operator A with kernel h (c, c, s, s): (c, c, 2s - 1, 2s - 1)."""
-    s = h.shape[-1]
-    return F.conv2d(h, h, padding=s - 1)
+    """Kernel of A A for the symmetric conv operator A with kernel h (c, c, kh, kw): (c, c, 2kh - 1, 2kw - 1)."""
+    kh, kw = h.shape[-2:]
+    return F.conv2d(h, h, padding=(kh - 1, kw - 1))
 
 
 def delattre2024_bound(weight: Tensor, iters: int = 4) -> Tensor:
@@ -532,7 +532,7 @@ def delattre2024_bound(weight: Tensor, iters: int = 4) -> Tensor:
     w = weight
     if w.shape[1] > w.shape[0]:  # work on the smaller side: T T^* instead of T^* T
         w = w.transpose(0, 1).flip(-1, -2)
-    # kernel of T^* T: (c_in, c_in, 2k - 1, 2k - 1) from the (c_in, c_out, k, k) view
+    # kernel of T^* T: (c_in, c_in, 2kh - 1, 2kw - 1) from the (c_in, c_out, kh, kw) view
     h = w.transpose(0, 1)
     log_scale = torch.zeros((), dtype=w.dtype, device=w.device)
     first = True
@@ -541,8 +541,8 @@ def delattre2024_bound(weight: Tensor, iters: int = 4) -> Tensor:
         h = h / r
         log_scale = 2 * (log_scale + torch.log(r))
         if first:
-            k = h.shape[-1]
-            h = F.conv2d(h, h, padding=k - 1)  # sum_o corr(W[o, i], W[o, j])
+            kh, kw = h.shape[-2:]  # both axes: the width's padding on a 5 x 1 kernel kept only its zero offset
+            h = F.conv2d(h, h, padding=(kh - 1, kw - 1))  # sum_o corr(W[o, i], W[o, j])
             first = False
         else:
             h = _self_correlation(h)

@@ -89,7 +89,7 @@ def layer_sigma_max(weight: Tensor, n: int, stride: int, padding: str, groups: i
             return float(conv_sigma_max(weight, n, stride))
         return float(zero_padding_sigma_max_bound(weight, n, stride))
     w = dilate_kernel(weight, dilation)
-    grid = n if padding == "circular" else zero_padding_bound_size(n, w.shape[-1], stride)
+    grid = n if padding == "circular" else zero_padding_bound_size(n, max(w.shape[-2:]), stride)  # the longer side
     return float(batched_conv_singular_values([(w, grid, stride, groups)])[0][0])
 
 

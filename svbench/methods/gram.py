@@ -124,8 +124,11 @@ def round_up_to(bound: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.where(below, torch.nextafter(low, torch.full_like(low, float("inf"))), low)
 
 
-def _grid(n: int, k: int, stride: int, padding: str) -> int:
-    return n if padding == "circular" else zero_padding_bound_size(n, k, stride)
+def _grid(n: int, weight: Tensor, stride: int, padding: str) -> int:
+    """The grid the bound is computed on: n (circular), or n' = s ceil((n + k - 1) / s) with k the LONGER side of the
+    (dilated) kernel (zero padding: no window may wrap along either axis; the width alone gave a 5 x 1 kernel
+    n' = n, and a 'bound' at 0.43 of the zero-padded layer's sigma_max)."""
+    return n if padding == "circular" else zero_padding_bound_size(n, max(weight.shape[-2:]), stride)
 
 
 def _fft_bounds_by_shape(layers: list[tuple[str, Tensor, int, int]], iters: int, products: str = "auto",
@@ -171,7 +174,7 @@ class GramMethod(Method):
         w = weight.double() if c.precision == "float64" else weight
         if c.bound == "delattre2024":
             return delattre2024_bound(w, c.zero_iters)
-        return gram_iteration_bound(w, _grid(n, weight.shape[-1], stride, padding), stride, c.iters,
+        return gram_iteration_bound(w, _grid(n, weight, stride, padding), stride, c.iters,
                                     products=self._products(w), screen=c.screen, first=c.first)
 
     def _products(self, w: Tensor, differentiable: bool = False) -> str:
@@ -206,7 +209,7 @@ class GramMethod(Method):
             w = w.double()
         if c.bound == "delattre2024":
             return torch.stack([delattre2024_bound(b, c.zero_iters) for b in group_kernels(w, groups)]).max()
-        return gram_iteration_bound_grouped(w, _grid(n, w.shape[-1], stride, padding), stride, groups, c.iters,
+        return gram_iteration_bound_grouped(w, _grid(n, w, stride, padding), stride, groups, c.iters,
                                             products=self._products(w, differentiable), screen=c.screen,
                                             first=c.first)
 
@@ -261,7 +264,7 @@ class GramMethod(Method):
         bounds = [self._grouped_bound(conv.weight, n, conv.stride[0], conv.padding_mode, conv.groups,
                                       conv.dilation[0], differentiable=True).reshape(1) for _, conv, n in other]
         if plain and c.bound == "fft":
-            grids = [(name, conv.weight, _grid(n, conv.kernel_size[0], conv.stride[0], conv.padding_mode),
+            grids = [(name, conv.weight, _grid(n, conv.weight, conv.stride[0], conv.padding_mode),
                       conv.stride[0]) for name, conv, n in plain]
             products = self._products(grids[0][1], differentiable=True)
             by_shape = _fft_bounds_by_shape(grids, c.iters, products, c.screen, c.first)
