@@ -406,12 +406,12 @@ def test_spectrum_warns_about_weights_that_look_depthwise(tmp_path, capsys):
 @pytest.mark.parametrize("state, code, text", [
     ({"c.weight": torch.randn(0, 3, 3, 3)}, 2,
      "no readable conv weights: skipped 'c.weight' (empty, shape (0, 3, 3, 3))"),
-    ({"c.weight": torch.randn(4, 3, 3, 5)}, 2, "skipped 'c.weight' (non-square 3x5 kernel; square kernels only)"),
+    ({"c.weight": torch.randn(4, 3, 3, 5)}, 0, ""),  # non-square kernels are read since session 14
     ({"t.k1": torch.randn(3, 2), "t.k2": torch.randn(2, 2, 3, 3), "t.k3": torch.randn(5, 4)}, 2,
      "TT layer 't': cores k1 (3, 2), k2 (2, 2, 3, 3), k3 (5, 4) do not chain"),
     ({"c.weight": torch.empty(4, 3, 3, 3, device="meta")}, 2, "'c.weight' has no data (a meta-device tensor)"),
-    ({"a.weight": torch.randn(4, 3, 3, 3), "b.weight": torch.randn(4, 4, 1, 7)}, 0,
-     "svbench: warning: skipped 'b.weight' (non-square 1x7 kernel"),
+    ({"a.weight": torch.randn(4, 3, 3, 3), "b.weight": torch.randn(4, 4, 1, 7), "b.alpha": torch.tensor(1.0)}, 0,
+     "svbench: warning: skipped 'b.weight' (a Cayley layer with a non-square 1x7 kernel"),
     ({"c.weight": torch.randn(4, 3, 3, 3).to_sparse()}, 0, ""),  # sparse layout: read densely
     ({"c.weight": torch.randn(4, 3, 3, 3).half()}, 0, ""),
     ({"c.weight": torch.randn(4, 3, 3, 3).bfloat16()}, 0, ""),

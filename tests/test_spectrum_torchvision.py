@@ -5,6 +5,7 @@ do. Before session 14 only svbench's five models were accepted, so such a checkp
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -68,3 +69,37 @@ def test_an_input_pooled_below_one_pixel_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "does not run on a 3,8,8 input" in err and "--input-shape it was trained on" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kernel,stride", [((1, 7), 1), ((7, 1), 1), ((3, 2), 1), ((1, 3), 2), ((3, 5), 2)])
+def test_non_square_kernels_are_read_against_the_dense_operators(tmp_path, kernel, stride):
+    """Inception-style 1 x 7 / 7 x 1 kernels (34 of torchvision inception_v3's 96 convs) were skipped with a
+    warning; now each gets the SVs of its circular conv on the grid (dense float64 oracle of an independent circular
+    conv) and a zero-padding bound that holds the zero-padded layer (dense float64 oracle)."""
+    from svbench.functional.oracle import oracle_singular_values
+
+    torch.manual_seed(sum(kernel) + stride)
+    kh, kw = kernel
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 5, kernel, stride=stride,
+                                                                   padding=(kh // 2, kw // 2)))
+    path = tmp_path / "m.pt"
+    torch.save(model.state_dict(), path)
+    from svbench.checkpoint.spectrum import checkpoint_spectrum
+    from svbench.models.registry import MODELS
+
+    MODELS._items["nonsquare_test_net"] = lambda in_channels=3, image_size=8, **_: nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 5, kernel, stride=stride, padding=(kh // 2, kw // 2)))
+    try:
+        spectra = checkpoint_spectrum(path, model="nonsquare_test_net", input_shape=(3, 8, 8))
+    finally:
+        del MODELS._items["nonsquare_test_net"]
+    s = spectra[1]
+    assert s.shape == (5, 4, kh, kw) and s.stride == stride
+    layer = model[1].double()
+    # the circular conv: pad (k - 1) // 2 before and k // 2 after along each axis, wrapping
+    circ = lambda x: F.conv2d(F.pad(x, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2), mode="circular"),  # noqa: E731
+                              layer.weight, stride=stride)
+    exact = oracle_singular_values(circ, (4, 8, 8))
+    assert s.svs.shape == exact.shape and (s.svs - exact).abs().max() <= 2e-6 * exact[0]
+    zero_padded = float(oracle_singular_values(layer, (4, 8, 8))[0])
+    assert s.sigma_max_bound >= zero_padded * (1 - 1e-6)

@@ -118,7 +118,7 @@ class ConvEntry:
     it)."""
 
     name: str
-    # (c_out, c_in, k, k); for TT layers the folded middle core (r2, r1, k, k); for Cayley layers the stored weight
+    # (c_out, c_in, kh, kw); for TT layers the folded middle core (r2, r1, k, k); for Cayley layers the stored weight
     # (c_out, c_in s^2, k_eff, k_eff) after the layer's space-to-depth
     kernel: Tensor
     c_out: int
@@ -139,11 +139,10 @@ def _dense(key: str, t: Tensor) -> Tensor:
 
 
 def _skip(key: str, t: Tensor) -> str | None:
-    """Why a 4-D floating weight cannot be read as a square conv kernel (None: it can)."""
+    """Why a 4-D floating weight cannot be read as a conv kernel (None: it can; non-square kernels, e.g.
+    Inception's 1 x 7, are read since session 14)."""
     if t.numel() == 0:
         return f"'{key}' (empty, shape {tuple(t.shape)})"
-    if t.shape[-1] != t.shape[-2]:
-        return f"'{key}' (non-square {t.shape[-2]}x{t.shape[-1]} kernel; square kernels only)"
     return None
 
 
@@ -151,8 +150,8 @@ def find_convs(state: dict[str, Tensor]) -> list[ConvEntry]:
     """Every 4-D ``*.weight`` tensor (a conv kernel; with a scalar ``*.alpha`` beside it, a Cayley layer) and every
     TT layer (``*.k1``, ``*.k2``, ``*.k3``).
 
-    Empty weights, non-square kernels, 3-D / 5-D weights (Conv1d / Conv3d) and 4-D weights that are not real floats
-    (integer, complex) are skipped with a one-line warning; TT cores that do not chain are an error."""
+    Empty weights, 3-D / 5-D weights (Conv1d / Conv3d), 4-D weights that are not real floats (integer, complex) and
+    non-square Cayley kernels are skipped with a one-line warning; TT cores that do not chain are an error."""
     out: list[ConvEntry] = []
     skipped: list[str] = []
     tt_prefixes = {k[: -len(".k2")] for k in state if k.endswith(".k2")}
@@ -175,6 +174,10 @@ def find_convs(state: dict[str, Tensor]) -> list[ConvEntry]:
             prefix = key[: -len(".weight")]
             alpha = state.get(f"{prefix}.alpha")
             if alpha is not None and alpha.dim() == 0 and alpha.is_floating_point():  # a CayleyConv2d
+                if t.shape[-1] != t.shape[-2]:
+                    skipped.append(f"{key!r} (a Cayley layer with a non-square {t.shape[-2]}x{t.shape[-1]} kernel; "
+                                   f"svbench's Cayley convs are square)")
+                    continue
                 out.append(ConvEntry(prefix, t, t.shape[0], t.shape[1], "cayley", alpha=_dense(f"{prefix}.alpha",
                                                                                                alpha)))
                 continue

@@ -200,13 +200,13 @@ def layer_spectrum(entry: ConvEntry, n: int, stride: int, method: str = "sedghi"
     if entry.kind == "cayley":
         return _cayley_spectrum(entry, n, stride, device)
     m = spectrum_method(method)
-    k = entry.kernel.shape[-1]
+    kh, kw = entry.kernel.shape[-2:]
     from svbench.methods.base import model_padding
 
-    span = dilation * (k - 1) + 1
-    check_circular_geometry(span, n, stride)
-    conv = nn.Conv2d(entry.kernel.shape[1] * groups, entry.kernel.shape[0], k, stride=stride, bias=False,
-                     padding=model_padding(span, stride),
+    spans = (dilation * (kh - 1) + 1, dilation * (kw - 1) + 1)
+    check_circular_geometry(max(spans), n, stride)
+    conv = nn.Conv2d(entry.kernel.shape[1] * groups, entry.kernel.shape[0], (kh, kw), stride=stride, bias=False,
+                     padding=model_padding(spans, stride),
                      dilation=dilation, groups=groups, padding_mode="circular", device=device)
     with torch.no_grad():
         conv.weight.copy_(entry.kernel.float())
@@ -304,7 +304,7 @@ def _check_geometry(entry: ConvEntry, n: int, stride: int, dilation: int) -> Non
     if entry.kind == "cayley":
         _cayley_geometry(entry, n, stride)
     else:
-        check_circular_geometry(dilation * (entry.kernel.shape[-1] - 1) + 1, n, stride)
+        check_circular_geometry(dilation * (max(entry.kernel.shape[-2:]) - 1) + 1, n, stride)
 
 
 def compute_spectrum(plan: SpectrumPlan, into: list[LayerSpectrum] | None = None) -> list[LayerSpectrum]:
@@ -317,11 +317,11 @@ def compute_spectrum(plan: SpectrumPlan, into: list[LayerSpectrum] | None = None
             svs = layer_spectrum(e, n, stride, plan.method, pad, dev, groups, dilation)
         except UserError as err:
             raise UserError(f"layer {e.name!r}: {err}") from None
-        k = e.kernel.shape[-1]
+        kh, kw = e.kernel.shape[-2:]
         # the bound is the zero-padded layer's; reflect / replicate padding (a model's) has none (methods.base)
         bound = None if pad != "zeros" else float(zero_padding_sigma_max_bound(
             dense_equivalent_kernel(e.kernel.float().to(dev), groups, dilation), n, stride))
-        shape = (e.c_out, e.c_in * groups, k, k)
+        shape = (e.c_out, e.c_in * groups, kh, kw)
         out.append(LayerSpectrum(e.name, e.kind, shape, n, stride, source, pad, svs, bound,
                                  f"{dev.type} ({device_name(dev)})", groups, dilation))
     return out
@@ -388,11 +388,11 @@ def spectrum_markdown(spectra: list[LayerSpectrum], incomplete: str | None = Non
     lines = [
         "SVs of each conv's circular operator on its input grid (exact for circular padding; a proxy, not a bound,",
         "for zero padding). `sigma_max bound` is a guaranteed upper bound for the zero-padded layer (circular",
-        "sigma_max on n' = s*ceil((n+k-1)/s); none for reflect / replicate padding). TT layers: QR-folded core,",
-        "exact by Theorem 1. Cayley layers: the implemented orthogonal operator (circular; shape = the stored",
-        "weight, after space-to-depth). A state dict does not record groups or dilation: without --model every",
-        "weight is read as a dense, undilated conv of its own shape; with --model they come from the model's convs",
-        "(shown as g=, d= after the shape).",
+        "sigma_max on n' = s*ceil((n+k-1)/s), k the longer side; none for reflect / replicate padding). TT layers:",
+        "QR-folded core, exact by Theorem 1. Cayley layers: the implemented orthogonal operator (circular; shape =",
+        "the stored weight, after space-to-depth). A state dict does not record groups or dilation: without --model",
+        "every weight is read as a dense, undilated conv of its own shape; with --model they come from the model's",
+        "convs (shown as g=, d= after the shape).",
     ]
     note = depthwise_note(spectra)
     if note:
@@ -400,7 +400,7 @@ def spectrum_markdown(spectra: list[LayerSpectrum], incomplete: str | None = Non
     lines += [
         f"Computed on: {', '.join(sorted({s.device for s in spectra})) or 'cpu'}.",
         "",
-        "| layer | kind | shape (out, in, k, k) | input n | stride used | padding | #SVs | sigma_max | sigma_min "
+        "| layer | kind | shape (out, in, kh, kw) | input n | stride used | padding | #SVs | sigma_max | sigma_min "
         "| condition | sigma_max bound (zero pad) |",
         "|" + "---|" * 11,
     ]
