@@ -52,7 +52,7 @@ def test_cli_writes_the_spectrum_with_model_geometry(tmp_path, capsys):
 @pytest.mark.parametrize("model,shape,needle", [
     ("torchvision:resnet19", "3,32,32", "unknown torchvision classification model 'resnet19'; did you mean resnet18"),
     ("torchvision:", "3,32,32", "unknown torchvision classification model ''"),
-    ("torchvision:resnet18", "1,32,32", "model 'torchvision:resnet18' does not run on a 1,32,32 input"),
+    ("torchvision:resnet18", "1,32,32", "model 'torchvision:resnet18' takes 3-channel inputs, got 1"),
     ("torchvision:vgg11", "3,32,32", "the checkpoint does not match model 'torchvision:vgg11'"),
 ])
 def test_bad_torchvision_model_or_shape_is_one_line(tmp_path, capsys, model, shape, needle):

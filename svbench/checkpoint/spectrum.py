@@ -78,10 +78,11 @@ def _model_geometry(
 
     from svbench.models import build_model
     from svbench.models.probe import probe_inputs
+    from svbench.models.torchvision_models import is_torchvision
 
     with torch.device("meta"):  # shapes only: nothing is allocated, initialised or computed
-        if model_name.startswith(TORCHVISION):
-            model = _torchvision_model(model_name[len(TORCHVISION):], state)
+        if is_torchvision(model_name):
+            model = _torchvision_model(model_name, state, input_shape[0])
         else:
             model = build_model(model_name, in_channels=input_shape[0], image_size=input_shape[1])
     with warnings.catch_warnings():
@@ -107,37 +108,23 @@ def _model_geometry(
             for name, mod, shape in found}
 
 
-TORCHVISION = "torchvision:"  # --model torchvision:NAME: a torchvision classification architecture
-
-
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
-def _torchvision_model(name: str, state: dict[str, Tensor]) -> nn.Module:
-    """torchvision's classification model ``name`` (no weights: nothing is downloaded), its classifier sized as the
-    checkpoint's (the out-features of the last nn.Linear's weight), so a fine-tuned model's state dict fits."""
-    import difflib
-    import warnings
+def _torchvision_model(name: str, state: dict[str, Tensor], in_channels: int) -> nn.Module:
+    """torchvision's classification model ``torchvision:NAME`` (no weights: nothing is downloaded), its classifier
+    sized as the checkpoint's (the out-features of the last nn.Linear's weight), so a fine-tuned model's state dict
+    fits."""
+    from svbench.models.torchvision_models import build_torchvision
 
-    import torchvision
-
-    names = torchvision.models.list_models(module=torchvision.models)
-    if name not in names:
-        close = difflib.get_close_matches(name, names, n=3)
-        hint = f"; did you mean {' / '.join(close)}?" if close else ""
-        raise UserError(f"unknown torchvision classification model {name!r}{hint} (torchvision "
-                        f"{torchvision.__version__} has {len(names)}: torchvision.models.list_models("
-                        f"module=torchvision.models))")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # e.g. inception_v3's note on its future default initialisation
-        model = torchvision.models.get_model(name, weights=None)
-        heads = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-        if heads:
-            head, layer = heads[-1]
-            w = state.get(f"{head}.weight")
-            if isinstance(w, Tensor) and w.dim() == 2 and w.shape[0] != layer.out_features:
-                model = torchvision.models.get_model(name, weights=None, num_classes=int(w.shape[0]))
+    model = build_torchvision(name, in_channels=in_channels)
+    heads = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if heads:
+        head, layer = heads[-1]
+        w = state.get(f"{head}.weight")
+        if isinstance(w, Tensor) and w.dim() == 2 and w.shape[0] != layer.out_features:
+            model = build_torchvision(name, num_classes=int(w.shape[0]))
     return model
 
 

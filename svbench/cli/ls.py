@@ -64,6 +64,8 @@ def main(args: argparse.Namespace) -> int:
         console.print(t)
     elif args.what == "models":
         console.print(_models_table(args.pattern))
+        console.print("Also torchvision:NAME (spectrum --model, network tasks): torchvision's classification "
+                      "architectures, no weights, 3-channel inputs.")
     else:
         from svbench.results.schema import METRICS
 

@@ -8,9 +8,26 @@ from typing import Any
 from torch import nn
 
 from svbench._registry import Registry
+from svbench.errors import UserError
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """A registered model, or ``torchvision:NAME`` (a torchvision classification architecture, no weights)."""
+    from svbench.models.torchvision_models import build_torchvision, is_torchvision
+
+    if is_torchvision(name):
+        return build_torchvision(name, **kwargs)
     return MODELS.get(name)(**kwargs)
+
+
+def check_model_name(name: str) -> None:
+    """Raise the one-line UserError :func:`build_model` would, without building anything."""
+    from svbench.models.torchvision_models import is_torchvision, torchvision_name
+
+    if is_torchvision(name):
+        torchvision_name(name)
+    elif name not in MODELS:
+        raise UserError(f"{MODELS.unknown_message(name)} torchvision's classification architectures are "
+                        f"torchvision:NAME (network tasks, spectrum --model).")

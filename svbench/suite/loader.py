@@ -11,7 +11,7 @@ import svbench
 from svbench._validate import from_mapping
 from svbench.errors import UserError
 from svbench.methods import METHODS
-from svbench.suite.schema import TASK_KINDS, Suite
+from svbench.suite.schema import TASK_KINDS, Suite, TrainTask
 
 
 def suites_dir() -> Path:
@@ -76,9 +76,29 @@ def parse_suite(data: Any, where: str) -> Suite:
             raise UserError(f"{tw}.kind: unknown task kind {kind!r}; allowed: {', '.join(TASK_KINDS)}")
         task = from_mapping(TASK_KINDS[kind], t, tw)
         _check_methods(task, tw)
+        _check_models(task, tw)
         tasks.append(task)
     data["tasks"] = tasks
     return from_mapping(Suite, data, where)
+
+
+def _check_models(task: Any, where: str) -> None:
+    """Every model name a task builds exists (was: found by the cell that builds it, after the cells before it ran).
+    Network tasks also take ``torchvision:NAME``; train tasks svbench's own models (they normalise inside)."""
+    from svbench.models import check_model_name
+    from svbench.models.torchvision_models import is_torchvision
+
+    names = [(f"{where}.models[{i}]", m) for i, m in enumerate(getattr(task, "models", []))]
+    if isinstance(task, TrainTask):
+        names.append((f"{where}.model", task.model))
+    for at, name in names:
+        if isinstance(task, TrainTask) and is_torchvision(name):
+            raise UserError(f"{at}: train tasks take svbench's models (svbench ls models), which normalise their "
+                            f"inputs inside; {name!r} works in network tasks and spectrum --model")
+        try:
+            check_model_name(name)
+        except UserError as e:
+            raise UserError(f"{at}: {e}") from None
 
 
 def _check_methods(task: Any, where: str) -> None:
