@@ -9,7 +9,7 @@ from svbench.functional.oracle import oracle_singular_values
 from svbench.functional.tt import CHOLESKY_MAX_DEFECT, compose_kernel, fold_cores, folded_cores, tt_svd
 from svbench.methods import create_method
 from svbench.methods.base import LayerSpec
-from svbench.methods.tt import TTConv2d, tt_layer_singular_values, tt_ranks
+from svbench.methods.tt import TTConv2d, TTMethod, tt_layer_singular_values, tt_ranks
 
 
 def _random_tt(c_in, c_out, r1, r2, k=3, stride=1, padding_mode="circular", seed=0, forward_mode="factored"):
@@ -421,3 +421,39 @@ def test_spectrum_of_cayley_checkpoint_is_its_orthogonal_operator(tmp_path, monk
     raw = torch.linalg.matrix_norm(torch.fft.fft2(model[2].weight.detach().double(), s=(4, 4)).permute(2, 3, 0, 1),
                                    ord=2).max()
     assert abs(float(raw) - 1) > 0.1  # reading the stored weight as a kernel would have been wrong
+
+
+@pytest.mark.parametrize("c_in,c_out,k,r1,r2", [(64, 128, 1, 32, 64), (4, 12, 1, 2, 6), (3, 20, 1, 3, 10),
+                                                (12, 4, 1, 6, 2), (2, 30, 3, 1, 12)])
+def test_tt_svd_of_a_kernel_with_fewer_directions_than_the_rank(c_in, c_out, k, r1, r2):
+    """A 1 x 1 conv that widens (a ResNet shortcut, 64 -> 128 at rank_scale 0.5: r2 = 64 > r1 k^2 = 32): the output
+    unfolding has fewer columns than r2. K3 came out short and wrap() raised on svbench's own resnet18; now the cores
+    have the layer's ranks, K1 and K3 orthonormal, the kernel reproduced as well as r1 allows, and the TT layer's SVs
+    are its dense operator's."""
+    torch.manual_seed(0)
+    w = torch.randn(c_out, c_in, k, k, dtype=torch.float64)
+    k1, k2, k3, err = tt_svd(w, r1, r2)
+    assert k1.shape == (c_in, r1) and k2.shape == (r2, r1, k, k) and k3.shape == (r2, c_out)
+    assert torch.allclose(k1.T @ k1, torch.eye(r1, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(k3 @ k3.T, torch.eye(r2, dtype=torch.float64), atol=1e-12)
+    if r1 == c_in:
+        assert err < 1e-12  # nothing cut along the input mode, and r2 covers what is left
+    conv = nn.Conv2d(c_in, c_out, k, padding=k // 2, padding_mode="circular", bias=False)
+    conv = conv.double()
+    with torch.no_grad():
+        conv.weight.copy_(w)
+    layer, _ = TTConv2d.from_conv(conv, r1, r2)
+    n = 4
+    got = TTMethod().layer_svs(layer, n).double()
+    exact = oracle_singular_values(layer, (c_in, n, n))
+    assert got.shape == exact.shape and (got - exact).abs().max() <= 1e-10 * exact[0]
+
+
+def test_wrap_converts_every_conv_of_resnet18_shortcuts_included():
+    from svbench.models import build_model
+
+    method = TTMethod()
+    method.wrap(build_model("resnet18"))
+    rows = {r["layer"]: r for r in method.conversion}
+    assert rows["layers.2.shortcut.0"]["converted"] and rows["layers.2.shortcut.0"]["r2"] > 32
+    assert sum(r["converted"] for r in rows.values()) == 19  # all but the first conv (keep_first)

@@ -129,13 +129,17 @@ def tt_svd(weight: Tensor, r1: int, r2: int) -> tuple[Tensor, Tensor, Tensor, fl
     c_out, c_in, kh, kw = weight.shape
     w = weight.detach()
     # input mode: unfold (c_in) x (c_out k k)
+    # full_matrices: when a mode has fewer directions than the rank (a 1 x 1 kernel with r2 > r1: the output
+    # unfolding is c_out x r1), the extra columns are an orthonormal complement (K2's rows for them are zero), so
+    # the cores have the layer's ranks and stay orthonormal; with the reduced SVD K3 came out short and wrap() failed
+    # on every ResNet shortcut that widens (64 -> 128 at rank_scale 0.5)
     mat_in = w.permute(1, 0, 2, 3).reshape(c_in, -1)
-    u1, _, _ = torch.linalg.svd(mat_in, full_matrices=False)
+    u1, _, _ = torch.linalg.svd(mat_in, full_matrices=True)
     k1 = u1[:, :r1]
     # project: (c_out, r1, k, k)
     g = torch.einsum("oiuv,ia->oauv", w, k1)
     mat_out = g.reshape(c_out, -1)
-    u3, _, _ = torch.linalg.svd(mat_out, full_matrices=False)
+    u3, _, _ = torch.linalg.svd(mat_out, full_matrices=True)
     k3 = u3[:, :r2].T  # (r2, c_out)
     k2 = torch.einsum("bo,oauv->bauv", k3, g)
     approx = compose_kernel(k1, k2, k3)

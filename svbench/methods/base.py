@@ -235,6 +235,41 @@ def padding_problem(layer: nn.Module, *, exact: bool) -> str | None:
     return None
 
 
+def control_problem(layer: nn.Module, h: int, w: int, *, clips: bool = False) -> str | None:
+    """Why the control steps (clip, rescale, divide) cannot take this conv on an h x w input, or None. They act on
+    svbench's circular model of the layer (circular padding: the circular conv on n x n; zero padding: the circular
+    conv on n' that contains it, n = max(h, w)), so that model must hold the layer's operator: no reflect /
+    replicate padding, no more outputs than the model, one stride and dilation, and for circular padding a square
+    grid the stride divides (a circular conv on 2 x 3 is not the one on 3 x 3: clipped on that model, one reached
+    sigma_max 1.41 for a target of 1). ``clips``: a clip-and-crop step (sedghi, tt) projects the circular model on
+    n itself whatever the padding, so the stride must divide n for zero padding too."""
+    try:
+        stride = conv_geometry(layer)[0]
+        why = padding_problem(layer, exact=False)
+    except UnsupportedShape as e:
+        return str(e)
+    if why:
+        return why
+    if getattr(layer, "padding_mode", "zeros") == "circular":
+        if h != w:
+            return f"circular padding on a non-square {h}x{w} grid (svbench's circular model is n x n)"
+        if h % stride:
+            return f"stride {stride} does not divide the {h}x{h} grid (no circular model)"
+    elif clips and max(h, w) % stride:
+        return (f"stride {stride} does not divide n = {max(h, w)}: the clip projects the circular conv on n x n, "
+                f"which has no such stride")
+    return None
+
+
+def control_source(layer: nn.Module) -> str:
+    """What a control report's sigma_max is for this layer: the circular model's exact value when it is the layer's
+    operator (``circular_exact@n``), a bound when the layer has fewer outputs (``circular_bound@n``: a part of the
+    model's rows) or zero padding (``circular_bound@n'``)."""
+    if getattr(layer, "padding_mode", "zeros") != "circular":
+        return "circular_bound@n'"
+    return "circular_exact@n" if padding_problem(layer, exact=True) is None else "circular_bound@n"
+
+
 def padding_mode_problem(layer: nn.Module) -> str | None:
     """Why a layer's ``padding_mode`` is outside svbench's models (circular, zeros), or None. Reflect and replicate
     padding repeat border pixels: the operator is the conv after a padding map of norm up to 2 (reflect) or

@@ -57,6 +57,7 @@ from svbench.methods.base import (
     Method,
     check_padding,
     circular_view,
+    control_source,
     conv_geometry,
     conv_inputs,
     kernel_span,
@@ -290,7 +291,7 @@ class GramMethod(Method):
                 true = layer_sigma_max(conv.weight.detach(), n, s, pad, g, d) if report else None
             reports.append({
                 "layer": name, "target": c.target, "bound_before": b, "sigma_max_after": true,
-                "sigma_source": "circular_exact@n" if pad == "circular" else "circular_bound@n'",
+                "sigma_source": control_source(conv),
                 "overshoot": None if true is None else true / c.target, "time_ms": (time.perf_counter() - t0) * 1e3,
             })
         return reports

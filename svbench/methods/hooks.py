@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import warnings
 import weakref
 from collections.abc import Iterator
 
@@ -14,9 +16,13 @@ class InputSizes:
     Sizes are keyed by module identity (weak references), so nothing leaks and no global state is kept.
     """
 
-    def __init__(self, kind: type[nn.Module] | tuple[type[nn.Module], ...] = nn.Conv2d) -> None:
+    def __init__(self, kind: type[nn.Module] | tuple[type[nn.Module], ...] = nn.Conv2d, *, clips: bool = False
+                 ) -> None:
         self.kind = kind
+        self.clips = clips  # the control clips on the circular model on n (sedghi, tt clip): stride | n needed
         self._sizes: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
+        self._warned: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+        self._seen: weakref.WeakKeyDictionary[nn.Module, tuple[int, int]] = weakref.WeakKeyDictionary()
         self._handles: list = []
 
     def __deepcopy__(self, memo: dict) -> InputSizes:
@@ -27,13 +33,26 @@ class InputSizes:
         return self
 
     def attach(self, model: nn.Module) -> None:
-        for _, conv in self.convs(model):
-            self._handles.append(conv.register_forward_pre_hook(self._hook))
+        for name, conv in self.convs(model):
+            self._handles.append(conv.register_forward_pre_hook(functools.partial(self._hook, name)))
 
-    def _hook(self, module: nn.Module, args: tuple) -> None:
-        x = args[0]
-        h, w = x.shape[-2:]
-        self._sizes[module] = int(h) if h == w else int(max(h, w))
+    def _hook(self, name: str, module: nn.Module, args: tuple) -> None:
+        """Record n = max(h, w) -- or nothing, with one warning per layer, when svbench's circular model does not
+        hold the layer's operator on this input (``control_problem``): the control steps then leave it alone."""
+        from svbench.methods.base import control_problem
+
+        h, w = (int(v) for v in args[0].shape[-2:])
+        if self._seen.get(module) == (h, w):  # every training forward: decided once per input size
+            return
+        self._seen[module] = (h, w)
+        why = control_problem(module, h, w, clips=self.clips)
+        if why is None:
+            self._sizes[module] = max(h, w)
+            return
+        self._sizes.pop(module, None)
+        if module not in self._warned:
+            self._warned.add(module)
+            warnings.warn(f"conv {name!r} on a {h}x{w} input is left out of the SV control: {why}", stacklevel=2)
 
     def size_of(self, module: nn.Module) -> int | None:
         return self._sizes.get(module)

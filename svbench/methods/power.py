@@ -37,6 +37,7 @@ from svbench.methods.base import (
     LayerSpec,
     Method,
     axis_padding,
+    control_source,
     conv_geometry,
     padding_mode_problem,
 )
@@ -161,8 +162,7 @@ class PowerMethod(Method):
                     s, pad = mod.stride[0], mod.padding_mode
                     true = (layer_sigma_max(mod.weight.detach(), n, s, pad, mod.groups, mod.dilation[0]) if report
                             else None)
-                    src = "circular_exact@n" if pad == "circular" else "circular_bound@n'"
-                    reports.append(_report(name, "conv", conv_t, est, true, src, t0))
+                    reports.append(_report(name, "conv", conv_t, est, true, control_source(mod), t0))
                 elif isinstance(mod, nn.Linear) and lin_t is not None:
                     u = self._start(mod, 0, (mod.in_features,), mod.weight)
                     est_t, u = matrix_power_iteration(mod.weight.detach(), u, c.train_iters)

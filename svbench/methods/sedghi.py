@@ -47,6 +47,7 @@ from svbench.methods.base import (
     Method,
     check_circular_mode,
     check_padding,
+    control_source,
     conv_geometry,
     conv_inputs,
     kernel_span,
@@ -103,7 +104,7 @@ class SedghiMethod(Method):
 
     def __init__(self, config: SedghiConfig | None = None) -> None:
         super().__init__(config)
-        self._sizes = InputSizes()
+        self._sizes = InputSizes(clips=True)
 
     def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
         stride, _, groups, dilation = conv_geometry(layer)
@@ -194,7 +195,7 @@ class SedghiMethod(Method):
                     "target": res.target,
                     "sigma_max_before": res.sigma_max_before,
                     "sigma_max_after": res.sigma_max_after,
-                    "sigma_source": res.sigma_source,
+                    "sigma_source": control_source(conv),
                     "overshoot": res.overshoot,
                     "time_ms": (time.perf_counter() - t0) * 1e3,
                 }

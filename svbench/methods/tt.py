@@ -42,6 +42,7 @@ from svbench.methods.base import (
     LayerSpec,
     Method,
     check_circular_mode,
+    control_source,
     seeded_conv,
     sv_weight,
     symmetric_padding,
@@ -285,7 +286,7 @@ class TTMethod(Method):
 
     def __init__(self, config: TTConfig | None = None) -> None:
         super().__init__(config)
-        self._sizes = InputSizes((TTConv2d, nn.Conv2d))
+        self._sizes = InputSizes((TTConv2d, nn.Conv2d), clips=self.config.control == "clip")
         self.conversion: list[dict[str, Any]] = []
 
     def ranks(self, c_in: int, c_out: int) -> tuple[int, int]:
@@ -435,7 +436,7 @@ class TTMethod(Method):
             t0 = time.perf_counter()
             layer.orthogonalize()  # always fold first: the core's SVs are then the layer's (Theorem 1)
             rep = _control_kernel(layer.k2, n, layer.stride[0], layer.padding_mode, c, report)
-            rep.update(layer=name, time_ms=(time.perf_counter() - t0) * 1e3,
+            rep.update(layer=name, time_ms=(time.perf_counter() - t0) * 1e3, sigma_source=control_source(layer),
                        optimizer_state="kept (not transformed by the QR fold)")
             reports.append(rep)
         return reports
@@ -449,11 +450,11 @@ def _mixing(r: int, gen: torch.Generator) -> Tensor:
 
 def _dense_control(conv: nn.Conv2d, n: int, cfg: TTConfig, report: bool = True) -> dict[str, Any] | None:
     """The convs wrap() kept dense (first conv, ranks >= channels) get the same control on their full kernel."""
-    if conv.groups != 1 or conv.dilation[0] != 1 or conv.kernel_size[0] > n:
+    if conv.groups != 1 or conv.dilation[0] != 1 or max(conv.kernel_size) > n:
         return None
     t0 = time.perf_counter()
     rep = _control_kernel(conv.weight, n, conv.stride[0], conv.padding_mode, cfg, report)
-    rep["time_ms"] = (time.perf_counter() - t0) * 1e3
+    rep.update(time_ms=(time.perf_counter() - t0) * 1e3, sigma_source=control_source(conv))
     return rep
 
 
@@ -462,7 +463,7 @@ def _control_kernel(kernel: Tensor, n: int, stride: int, pad: str, cfg: TTConfig
     """Clip (Sedghi, then crop) or divide one conv kernel in place; with ``report``, measure the true sigma_max
     afterwards (an SV computation the control does not need; None without it)."""
     with torch.no_grad():
-        if cfg.control == "clip" and kernel.shape[-1] <= n:
+        if cfg.control == "clip" and max(kernel.shape[-2:]) <= n:
             res = sedghi_clip(kernel.detach(), n, cfg.target, stride, mode=cfg.clip_mode, padding=pad, measure=report)
             kernel.copy_(res.weight)
             before, after = res.sigma_max_before, res.sigma_max_after  # the pass measured both: no third SV run
