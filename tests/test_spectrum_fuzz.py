@@ -25,7 +25,8 @@ def _tensor(rng: random.Random) -> torch.Tensor:
 
 def _conv_weight(rng: random.Random) -> torch.Tensor:
     k = rng.choice([1, 3, 3, 5, 7])
-    t = torch.randn(rng.randint(1, 8), rng.randint(1, 8), k, k)
+    kw = k if rng.random() < 0.8 else rng.choice([1, 2, 3, 7])  # non-square kernels are read since session 14
+    t = torch.randn(rng.randint(1, 8), rng.randint(1, 8), k, kw)
     r = rng.random()
     if r < 0.05:
         t = t.to(rng.choice([torch.float16, torch.bfloat16, torch.float64]))
