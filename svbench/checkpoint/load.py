@@ -126,6 +126,8 @@ class ConvEntry:
     kind: str  # "conv", "tt" or "cayley"
     tt_factors: tuple[Tensor, Tensor] | None = None  # (K1, K3) of a TT layer, for orthogonality checks
     alpha: Tensor | None = None  # the Cayley layer's scale
+    via: str | None = None  # "spectral_norm" / "weight_norm": the kernel is the eval weight rebuilt from its parts
+    keys: tuple[str, ...] = ()  # the state-dict keys it was rebuilt from (a model's conv NAME.weight stands for them)
 
 
 def _dense(key: str, t: Tensor) -> Tensor:
@@ -146,6 +148,86 @@ def _skip(key: str, t: Tensor) -> str | None:
     return None
 
 
+def _spectral_norm_weight(orig: Tensor, u: Tensor, v: Tensor) -> Tensor | None:
+    """The eval-mode weight of torch's spectral_norm (either API): orig / (u^T W v), W the weight with the
+    normalised dimension first, flattened. That dimension (0 for convs, 1 for transposed convs) is not in the state
+    dict: it is the one whose W v points along the stored u (torch's last power-iteration step sets u from v)."""
+    if u.dim() != 1 or v.dim() != 1:
+        return None
+    best = None
+    for dim in (0, 1):
+        mat = orig.movedim(dim, 0).flatten(1)
+        if mat.shape != (u.numel(), v.numel()):
+            continue
+        wv = mat.double() @ v.double()
+        miss = float((wv / wv.norm().clamp_min(1e-300) - u.double()).norm())
+        if best is None or miss < best[0]:
+            best = (miss, torch.dot(u.double(), wv))
+    if best is None:
+        return None
+    return (orig.double() / best[1]).to(orig.dtype)
+
+
+def _weight_norm_weight(g: Tensor, v: Tensor) -> Tensor | None:
+    """The weight of torch's weight_norm (either API): g v / ||v||, the norm over every dimension but the one g
+    keeps (its only dimension above 1; all of v when g is a single number)."""
+    if g.dim() != v.dim():
+        return None
+    kept = [d for d in range(g.dim()) if g.shape[d] != 1]
+    if len(kept) > 1 or any(g.shape[d] != v.shape[d] for d in kept):
+        return None
+    dims = [d for d in range(v.dim()) if d not in kept]
+    norm = v.double().square().sum(dim=dims, keepdim=True).sqrt().clamp_min(1e-300)
+    return (v.double() * (g.double() / norm)).to(v.dtype)
+
+
+def _parametrized(state: dict[str, Tensor], skipped: list[str]) -> dict[str, tuple[Tensor, str, tuple[str, ...]]]:
+    """prefix -> (eval weight, how, keys) for every 4-D weight a spectral_norm or weight_norm keeps in parts (old
+    hook API: NAME.weight_orig / _u / _v, NAME.weight_g / _v; parametrizations: NAME.parametrizations.weight.
+    original + 0._u / 0._v, or original0 / original1). Other parametrizations (orthogonal, chained ones) are named in
+    ``skipped``: their weight is not a formula of the stored tensors svbench knows."""
+    out = {}
+    for key, t in state.items():
+        if not isinstance(t, Tensor):
+            continue
+        if key.endswith(".weight_orig") and t.dim() == 4:
+            p = key[: -len(".weight_orig")]
+            keys = (key, f"{p}.weight_u", f"{p}.weight_v")
+            how = "spectral_norm"
+            w = _spectral_norm_weight(_dense(key, t), state.get(keys[1]), state.get(keys[2])) \
+                if all(isinstance(state.get(k), Tensor) for k in keys[1:]) else None
+        elif key.endswith(".weight_g") and isinstance(state.get(key[: -2] + "_v"), Tensor) \
+                and state[key[: -2] + "_v"].dim() == 4:
+            p = key[: -len(".weight_g")]
+            keys, how = (key, f"{p}.weight_v"), "weight_norm"
+            w = _weight_norm_weight(_dense(key, t), _dense(keys[1], state[keys[1]]))
+        elif ".parametrizations.weight.original" in key and t.dim() == 4:
+            p = key[: key.index(".parametrizations.weight.original")]
+            base = f"{p}.parametrizations.weight"
+            if key != f"{base}.original1" and key != f"{base}.original":
+                continue  # original0 (weight_norm's g) is read with original1
+            parts = sorted(k for k in state if k.startswith(f"{base}."))
+            if key == f"{base}.original1" and parts == [f"{base}.original0", key]:
+                keys, how = (f"{base}.original0", key), "weight_norm"
+                w = _weight_norm_weight(_dense(keys[0], state[keys[0]]), _dense(key, t))
+            elif parts == sorted([key, f"{base}.0._u", f"{base}.0._v"]):
+                keys, how = (key, f"{base}.0._u", f"{base}.0._v"), "spectral_norm"
+                w = _spectral_norm_weight(_dense(key, t), state[keys[1]], state[keys[2]])
+            else:
+                extra = [k[len(base) + 1:] for k in parts if k != key]
+                skipped.append(f"{key!r} (a parametrization svbench does not rebuild: {', '.join(extra)}; read "
+                               f"spectral_norm and weight_norm only -- save the model after torch.nn.utils."
+                               f"parametrize.remove_parametrizations)")
+                continue
+        else:
+            continue
+        if w is None or not w.is_floating_point():
+            skipped.append(f"{key!r} ({how} parts whose shapes do not fit together)")
+            continue
+        out[p] = (w, how, keys)
+    return out
+
+
 def find_convs(state: dict[str, Tensor]) -> list[ConvEntry]:
     """Every 4-D ``*.weight`` tensor (a conv kernel; with a scalar ``*.alpha`` beside it, a Cayley layer) and every
     TT layer (``*.k1``, ``*.k2``, ``*.k3``).
@@ -155,8 +237,11 @@ def find_convs(state: dict[str, Tensor]) -> list[ConvEntry]:
     out: list[ConvEntry] = []
     skipped: list[str] = []
     tt_prefixes = {k[: -len(".k2")] for k in state if k.endswith(".k2")}
+    rebuilt = _parametrized(state, skipped)
+    for prefix, (w, how, keys) in rebuilt.items():
+        out.append(ConvEntry(prefix, w, w.shape[0], w.shape[1], "conv", via=how, keys=keys))
     for key, t in state.items():
-        if not isinstance(t, Tensor) or not key.endswith(".weight"):
+        if not isinstance(t, Tensor) or not key.endswith(".weight") or key[: -len(".weight")] in rebuilt:
             continue
         if t.dim() in (3, 5):  # Conv1d / Conv3d kernels: said, so a missing layer is not a mystery
             skipped.append(f"{key!r} ({t.dim()}-D: a Conv{t.dim() - 2}d kernel? svbench reads 2-D convs)")
@@ -194,7 +279,8 @@ def find_convs(state: dict[str, Tensor]) -> list[ConvEntry]:
         c_out = k3.shape[1] if k3 is not None else k2.shape[0]
         out.append(ConvEntry(prefix, core, c_out, c_in, "tt", (q1, q3)))
     order = {k: i for i, k in enumerate(state)}
-    out.sort(key=lambda e: order.get(e.name + ".weight", order.get(e.name + ".k2", 0)))
+    out.sort(key=lambda e: order.get(e.name + ".weight", order.get(e.name + ".k2", order.get(e.keys[0], 0)
+                                                                          if e.keys else 0)))
     if not out:
         if skipped:
             raise UserError(f"the checkpoint has no readable conv weights: skipped {', '.join(skipped)}")

@@ -148,6 +148,13 @@ def _layers_as_convs(model: nn.Module, state: dict[str, Tensor], convs: list[Con
     mapped = dict(state)
     modules = dict(model.named_modules())
     for e in convs:
+        if e.via is not None:  # spectral_norm / weight_norm parts: the model's plain conv of that name
+            conv = modules.get(e.name)
+            if isinstance(conv, nn.Conv2d) and tuple(conv.weight.shape) == tuple(e.kernel.shape):
+                for key in e.keys:
+                    mapped.pop(key, None)
+                mapped[f"{e.name}.weight"] = torch.zeros_like(conv.weight, device="cpu")
+            continue
         if e.kind == "conv" or not _stands_for(e, conv := modules.get(e.name)):
             continue
         for key in ("k1", "k2", "k3") if e.kind == "tt" else ("weight", "alpha"):
@@ -309,7 +316,8 @@ def compute_spectrum(plan: SpectrumPlan, into: list[LayerSpectrum] | None = None
         bound = None if pad != "zeros" else float(zero_padding_sigma_max_bound(
             dense_equivalent_kernel(e.kernel.float().to(dev), groups, dilation), n, stride))
         shape = (e.c_out, e.c_in * groups, kh, kw)
-        out.append(LayerSpectrum(e.name, e.kind, shape, n, stride, source, pad, svs, bound,
+        kind = e.kind if e.via is None else f"{e.kind} ({e.via})"  # the eval weight rebuilt from its parts
+        out.append(LayerSpectrum(e.name, kind, shape, n, stride, source, pad, svs, bound,
                                  f"{dev.type} ({device_name(dev)})", groups, dilation))
     return out
 

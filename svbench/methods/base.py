@@ -163,11 +163,52 @@ def total_padding(layer: nn.Module) -> tuple[int, int]:
     return 2 * p[0], 2 * p[1]
 
 
+def effective_weight(layer: nn.Module) -> Tensor:
+    """The weight the layer's forward uses: its parameter, or what a torch parametrization (``parametrizations.
+    spectral_norm``, ``weight_norm``, ``orthogonal``, ...) computes from its originals -- read with the
+    parametrizations in eval mode, so reading it never advances spectral_norm's power iteration (a side effect on
+    the user's model). torch's older hook-based ``spectral_norm`` / ``weight_norm`` keep the computed weight as the
+    attribute itself (set by their pre-hook at each forward)."""
+    from torch.nn.utils import parametrize
+
+    if not parametrize.is_parametrized(layer, "weight"):
+        return layer.weight
+    parts = list(layer.parametrizations.weight)
+    modes = [p.training for p in parts]
+    for p in parts:
+        p.train(False)
+    try:
+        return layer.weight
+    finally:
+        for p, mode in zip(parts, modes):
+            p.train(mode)
+
+
+def is_plain(layer: nn.Module, kind: type[nn.Module] = nn.Conv2d) -> bool:
+    """Whether ``layer`` is the operator of ``kind`` (nn.Conv2d / nn.ConvTranspose2d) with its effective weight:
+    the class itself, or torch's parametrized version of it (spectral_norm, weight_norm, ...). A subclass with a
+    forward of its own (weight standardisation, a learned scale) is not: its weight is not its operator's."""
+    if type(layer) is kind:
+        return True
+    from torch.nn.utils import parametrize
+
+    return parametrize.is_parametrized(layer) and type(layer).__bases__ == (kind,)
+
+
+def share_weight(twin: nn.Module, layer: nn.Module) -> None:
+    """Give ``twin`` the layer's effective weight (the same tensor: a parameter is shared, not copied; a weight a
+    parametrization or a hook computes is set as a plain attribute)."""
+    w = effective_weight(layer)
+    if not isinstance(w, nn.Parameter):
+        del twin.weight
+    twin.weight = w
+
+
 def sv_weight(layer: nn.Module) -> Tensor:
-    """The layer's weight for an SV computation (``layer_svs`` and the network routes), detached; float16 / bfloat16
-    weights come in float32 (exactly: every 16-bit float is a float32), since the FFT and LAPACK / cuSOLVER routes
-    have no 16-bit complex kernels."""
-    w = layer.weight.detach()
+    """The layer's weight for an SV computation (``layer_svs`` and the network routes), detached (its effective
+    weight: :func:`effective_weight`); float16 / bfloat16 weights come in float32 (exactly: every 16-bit float is a
+    float32), since the FFT and LAPACK / cuSOLVER routes have no 16-bit complex kernels."""
+    w = effective_weight(layer).detach()
     return w.float() if w.dtype in (torch.float16, torch.bfloat16) else w
 
 
@@ -362,9 +403,9 @@ class Method(abc.ABC):
         the taps)."""
         from svbench.functional.grouped import dense_equivalent_kernel
 
-        weight = getattr(layer, "weight", None)
-        if not (isinstance(layer, nn.Conv2d) and isinstance(weight, Tensor)):
+        if not (isinstance(layer, nn.Conv2d) and isinstance(getattr(layer, "weight", None), Tensor)):
             return None
+        weight = effective_weight(layer)
         return dense_equivalent_kernel(weight, layer.groups, layer.dilation[0])
 
     def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu",
@@ -428,7 +469,7 @@ def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tup
     every route takes one n, one stride and one dilation per layer."""
     from svbench.models.probe import probe_inputs
 
-    found = probe_inputs(model, input_shape, lambda name, mod: isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d))
+    found = probe_inputs(model, input_shape, lambda name, mod: is_plain(mod) or is_plain(mod, nn.ConvTranspose2d)
                          or hasattr(mod, "k2"))
     out = []
     for name, mod, shape in found:
@@ -456,8 +497,8 @@ def adjoint_conv(layer: nn.ConvTranspose2d) -> nn.Conv2d:
     (c_in, c_out / g, k, k) of the transposed conv is (out_channels, in_channels / g, k, k) of this conv. Its padding
     is the transposed conv's (zeros); ``output_padding`` only says which output grid (see :func:`transposed_grid`)."""
     twin = nn.Conv2d(layer.out_channels, layer.in_channels, layer.kernel_size, layer.stride, layer.padding,
-                     layer.dilation, layer.groups, bias=False, device="meta", dtype=layer.weight.dtype)
-    twin.weight = layer.weight
+                     layer.dilation, layer.groups, bias=False, device="meta", dtype=effective_weight(layer).dtype)
+    share_weight(twin, layer)
     return twin
 
 
@@ -490,15 +531,15 @@ def circular_view(layer: nn.Module) -> nn.Module:
     """The circular model of a plain conv as a layer sharing its weight: circular padding, and a padding that gives
     the grid's n / s outputs (``padding_problem``: d (k - 1) / 2 a side, ``"same"`` for an even span at stride 1).
     A circular conv with such a padding, TT and other layers are returned as they are."""
-    if type(layer) is not nn.Conv2d:
+    if not is_plain(layer):
         return layer
     if layer.padding_mode == "circular" and padding_problem(layer, exact=True) is None:
         return layer
     padding = model_padding(kernel_spans(layer), _square(layer.stride, "stride"))
     twin = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, padding,
                      layer.dilation, layer.groups, bias=False, padding_mode="circular", device="meta",
-                     dtype=layer.weight.dtype)  # meta: no weight of its own is allocated, it takes the layer's
-    twin.weight = layer.weight
+                     dtype=effective_weight(layer).dtype)  # meta: nothing allocated, it takes the layer's weight
+    share_weight(twin, layer)
     return twin
 
 
@@ -537,5 +578,5 @@ def warn_left_out(model: nn.Module, done: Iterable[str], what: str) -> None:
 def plain_convs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tuple[str, nn.Conv2d, int]]:
     """(name, conv, input size) of every plain ``nn.Conv2d`` (grouped and dilated ones included) whose kernel span
     d (k - 1) + 1 fits its input grid."""
-    return [(name, m, n) for name, m, n in conv_inputs(model, input_shape) if type(m) is nn.Conv2d
+    return [(name, m, n) for name, m, n in conv_inputs(model, input_shape) if isinstance(m, nn.Conv2d)
             and kernel_span(m) <= n]

@@ -224,7 +224,7 @@ class GramMethod(Method):
         out: dict[str, Tensor] = {}
         plain = []
         for name, layer, n in convs:
-            if type(layer) is nn.Conv2d and layer.groups == 1 and layer.dilation[0] == 1:
+            if isinstance(layer, nn.Conv2d) and layer.groups == 1 and layer.dilation[0] == 1:
                 w = sv_weight(layer)
                 plain.append((name, w.double() if c.precision == "float64" else w, n, layer.stride[0]))
             else:

@@ -40,6 +40,7 @@ from svbench.methods.base import (
     control_source,
     conv_geometry,
     padding_mode_problem,
+    sv_weight,
 )
 from svbench.methods.hooks import InputSizes
 
@@ -114,7 +115,7 @@ class PowerMethod(Method):
     def estimate(self, conv: nn.Module, n: int, iters: int) -> Tensor:
         """sigma_hat of the conv's real operator on n x n, updating its persistent vector."""
         stride, padding, groups, dilation = conv_geometry(conv)
-        w = conv.weight.detach()
+        w = sv_weight(conv)
         if self.config.operator == "reshaped":  # a grouped conv's matrix is block diagonal over its groups
             mat = dense_equivalent_kernel(w, groups).reshape(w.shape[0], -1)
             u = self._start(conv, -1, (mat.shape[1],), w)

@@ -141,7 +141,7 @@ class SedghiMethod(Method):
         """All SVs of every plain conv (grouped and dilated ones, and kernels wider than their grid, whose taps wrap,
         included: the set ``reference`` covers), the blocks of all layers of one transfer shape batched into one
         call."""
-        convs = [(name, m, n) for name, m, n in conv_inputs(model, input_shape) if type(m) is nn.Conv2d]
+        convs = [(name, m, n) for name, m, n in conv_inputs(model, input_shape) if isinstance(m, nn.Conv2d)]
         c = self.config
         with torch.no_grad():
             svs = grouped_network_singular_values(

@@ -354,7 +354,7 @@ class TTMethod(Method):
                     tt_items.append((len(items), (m.k1, m.k2, m.k3)))
                     items.append((None, n, s))  # its folded core below: all layers' QRs batched by shape
                     totals.append(min(m.out_channels * (n // s) ** 2, m.in_channels * n * n))
-                elif type(m) is nn.Conv2d and m.groups == 1 and m.dilation[0] == 1:
+                elif isinstance(m, nn.Conv2d) and m.groups == 1 and m.dilation[0] == 1:
                     items.append((sv_weight(m), n, s))
                     totals.append(None)
                 else:
