@@ -103,3 +103,29 @@ def test_non_square_kernels_are_read_against_the_dense_operators(tmp_path, kerne
     assert s.svs.shape == exact.shape and (s.svs - exact).abs().max() <= 2e-6 * exact[0]
     zero_padded = float(oracle_singular_values(layer, (4, 8, 8))[0])
     assert s.sigma_max_bound >= zero_padded * (1 - 1e-6)
+
+
+@pytest.mark.parametrize("model_name,build,shape", [
+    ("small_cnn", lambda: __import__("svbench.models", fromlist=["build_model"]).build_model("small_cnn"), (1, 28, 28)),
+    ("torchvision:resnet18", lambda: torchvision.models.resnet18(num_classes=10), (3, 32, 32)),
+])
+def test_lightning_style_checkpoint_under_one_attribute_fits_the_model(tmp_path, model_name, build, shape):
+    """PyTorch Lightning saves {'state_dict': {'model.' + key: ...}, 'epoch': ...}: every key under the
+    LightningModule's attribute. --model dropped nothing and refused it as 12 missing + 12 unexpected keys; the
+    shared first component is now dropped when the rest fits the model exactly (names keep it in the table)."""
+    model = build()
+    path = tmp_path / "epoch=3.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "epoch": 3,
+                "global_step": 120}, path)
+    plan = plan_spectrum(path, model=model_name, input_shape=shape)
+    assert plan.layers and all(e.name.startswith("model.") and source == "model hooks"
+                               for e, *_, source in plan.layers)
+    strides = {e.name: stride for e, _, stride, *_ in plan.layers}
+    assert 2 in strides.values()  # real strides, not the assumed 1
+
+
+def test_a_shared_prefix_that_does_not_fit_is_still_a_mismatch(tmp_path, capsys):
+    path = tmp_path / "x.ckpt"
+    torch.save({"model.other.weight": torch.randn(4, 3, 3, 3)}, path)
+    code = main(["spectrum", str(path), "--model", "small_cnn", "--input-shape", "1,28,28", "--out", str(tmp_path)])
+    assert code == 2 and "does not match model 'small_cnn'" in capsys.readouterr().err

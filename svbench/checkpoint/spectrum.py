@@ -17,6 +17,7 @@ With a model, TT and Cayley layers take the geometry of the model's conv of the 
 from __future__ import annotations
 
 import csv
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,14 +81,26 @@ def _model_geometry(
     from svbench.models.probe import probe_inputs
     from svbench.models.torchvision_models import is_torchvision
 
-    with torch.device("meta"):  # shapes only: nothing is allocated, initialised or computed
-        if is_torchvision(model_name):
-            model = _torchvision_model(model_name, state, input_shape[0])
+    def fit(state: dict[str, Tensor], convs: list[ConvEntry]) -> tuple[nn.Module, list[str], list[str]]:
+        with torch.device("meta"):  # shapes only: nothing is allocated, initialised or computed
+            if is_torchvision(model_name):
+                model = _torchvision_model(model_name, state, input_shape[0])
+            else:
+                model = build_model(model_name, in_channels=input_shape[0], image_size=input_shape[1])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")  # meta: not copied
+            return model, *_load_into(model, _layers_as_convs(model, state, convs))
+
+    model, missing, unexpected = fit(state, list(convs))
+    prefix = _shared_prefix(state) if missing or unexpected else ""
+    if prefix:  # e.g. a Lightning checkpoint: every key under the LightningModule's attribute ("model.", "net.")
+        cut = len(prefix)
+        bare = fit({k[cut:]: v for k, v in state.items()},
+                   [dataclasses.replace(e, name=e.name[cut:], keys=tuple(k[cut:] for k in e.keys)) for e in convs])
+        if not bare[1] and not bare[2]:
+            model, missing, unexpected = bare
         else:
-            model = build_model(model_name, in_channels=input_shape[0], image_size=input_shape[1])
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")  # meta: checked, not copied
-        missing, unexpected = _load_into(model, _layers_as_convs(model, state, convs))
+            prefix = ""
     if missing or unexpected:
         raise UserError(
             f"the checkpoint does not match model {model_name!r}: {len(missing)} missing key(s) "
@@ -104,8 +117,16 @@ def _model_geometry(
             raise UserError(f"conv {name!r} of model {model_name!r} has stride {tuple(mod.stride)}, dilation "
                             f"{tuple(mod.dilation)} on a {shape[-2]}x{shape[-1]} grid; spectrum computes one stride "
                             f"and one dilation on a square grid per conv")
-    return {name: (int(shape[-1]), int(mod.stride[0]), mod.padding_mode, int(mod.groups), int(mod.dilation[0]))
-            for name, mod, shape in found}
+    return {prefix + name: (int(shape[-1]), int(mod.stride[0]), mod.padding_mode, int(mod.groups),
+                            int(mod.dilation[0])) for name, mod, shape in found}
+
+
+def _shared_prefix(state: dict[str, Tensor]) -> str:
+    """``"X."`` when every key of the state dict starts with the same first component X (a training framework's
+    wrapper attribute: PyTorch Lightning's ``model.`` / ``net.``), else ``""``. Dropped only when the rest then fits
+    the model exactly."""
+    firsts = {k.split(".", 1)[0] for k in state}
+    return f"{firsts.pop()}." if len(firsts) == 1 and all("." in k for k in state) else ""
 
 
 def _first_line(e: BaseException) -> str:
