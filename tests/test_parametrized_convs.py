@@ -155,3 +155,44 @@ def test_unknown_parametrization_is_named_not_dropped():
                                          r"rebuild: 0.base"):
         convs = find_convs(state)
     assert [e.name for e in convs] == ["c"]
+
+
+@pytest.mark.parametrize("kind", list(WRAPS))
+def test_lipschitz_bound_of_a_spectral_normalised_chain(kind):
+    """A chain of spectral_norm / weight_norm layers: each parametrized layer is one layer of the chain (its
+    parametrization modules were taken for layers and refused), bounded through the eval weight, read without a
+    power-iteration step; the bound holds the dense float64 operator of the eval model."""
+    torch.manual_seed(0)
+    wrap = WRAPS[kind]
+    conv, lin = wrap(nn.Conv2d(2, 3, 3, padding=1)).double(), wrap(nn.Linear(3 * 36, 5)).double()
+    model = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), lin)
+    model.is_chain = True
+    model.train()
+    for _ in range(3):
+        model(torch.randn(2, 2, 6, 6, dtype=torch.float64))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    from svbench.metrics.certified import lipschitz_bound
+
+    total, rows = lipschitz_bound(model, (2, 6, 6))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert [r["layer"] for r in rows] == ["0", "1", "2", "3"]
+    model.eval()
+    conv_true = float(oracle_singular_values(conv, (2, 6, 6))[0])
+    lin_true = float(torch.linalg.matrix_norm(lin.weight.detach(), ord=2))
+    assert conv_true * (1 - 1e-9) <= rows[0]["bound"] <= 1.5 * conv_true
+    assert rows[3]["bound"] == pytest.approx(lin_true, rel=1e-9)
+
+
+def test_lipschitz_bound_of_a_conv_subclass_with_its_own_forward_is_its_dense_operator():
+    class Scaled(nn.Conv2d):
+        def forward(self, x):
+            return 3.0 * super().forward(x)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(Scaled(2, 3, 3, padding=1, bias=False)).double()
+    model.is_chain = True
+    from svbench.metrics.certified import lipschitz_bound
+
+    total, rows = lipschitz_bound(model, (2, 6, 6))
+    assert total == pytest.approx(float(oracle_singular_values(model[0], (2, 6, 6))[0]), rel=1e-9)
+    assert "has a forward of its own" in rows[0]["source"]

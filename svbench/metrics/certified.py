@@ -61,11 +61,13 @@ def _dense_bound(module: nn.Module, in_shape: tuple[int, ...], why: str) -> tupl
 def conv_layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[float, str, bool]:
     """(bound, source, exact) on sigma_max of a conv-like layer (nn.Conv2d, TT, Cayley) on inputs of ``in_shape``
     (C, H, W): guaranteed; ``exact`` when it is the operator's sigma_max itself (float64 in every route)."""
-    from svbench.methods.base import padding_mode_problem, padding_problem
+    from svbench.methods.base import effective_weight, is_plain, padding_mode_problem, padding_problem
     from svbench.methods.cayley import CayleyConv2d, CayleyMethod
     from svbench.methods.tt import TTConv2d
 
     h, w = in_shape[-2:]
+    if isinstance(module, nn.Conv2d) and not is_plain(module):  # its forward is not conv2d with its weight
+        return _dense_bound(module, in_shape, f"{type(module).__name__} has a forward of its own")
     if isinstance(module, CayleyConv2d):
         if h != w:
             return _dense_bound(module, in_shape, "a Cayley conv on a non-square grid")
@@ -90,7 +92,8 @@ def conv_layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[floa
                                       for p in (module.k1, module.k2, module.k3))])
         kernel, prefix = dense_equivalent_kernel(core, 1, dilation[0]), "TT folded core: "
     else:
-        kernel, prefix = dense_equivalent_kernel(module.weight.detach().double(), module.groups, dilation[0]), ""
+        weight = effective_weight(module).detach().double()  # spectral_norm / weight_norm: the forward's weight
+        kernel, prefix = dense_equivalent_kernel(weight, module.groups, dilation[0]), ""
     if mode == "zeros":
         value = float(zero_padding_sigma_max_bound(kernel, max(h, w), stride[0]))
         return value, prefix + "circular sigma_max on n' (float64 bound)", False
@@ -134,7 +137,10 @@ def layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[float, st
         value, source, _ = transposed_conv_bound(module, in_shape)
         return value, source
     if isinstance(module, nn.Linear):
-        return float(torch.linalg.matrix_norm(module.weight.detach().double(), ord=2)), "exact spectral norm"
+        from svbench.methods.base import effective_weight
+
+        weight = effective_weight(module).detach().double()
+        return float(torch.linalg.matrix_norm(weight, ord=2)), "exact spectral norm"
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         from svbench.methods.power import bn_lipschitz
 
@@ -170,17 +176,23 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, int, int],
     if not getattr(model, "is_chain", False):
         raise UserError(f"certified accuracy needs a chain model (no residual sums); {type(model).__name__} is not "
                         f"marked as one")
+    from torch.nn.utils import parametrize
+
     leaf_types = _leaf_types()
+    # a parametrized layer (spectral_norm, weight_norm) is one layer: its parametrization modules compute its weight
+    # and are not layers of the chain
+    inner = {id(p) for m in model.modules() if parametrize.is_parametrized(m) for p in m.parametrizations.modules()}
     order = probe_inputs(
         model, input_shape,
-        lambda name, mod: isinstance(mod, leaf_types) or (len(list(mod.children())) == 0 and mod is not model),
+        lambda name, mod: id(mod) not in inner and (isinstance(mod, leaf_types) or parametrize.is_parametrized(mod)
+                                                    or (len(list(mod.children())) == 0 and mod is not model)),
         device,
     )
     total, layers = 1.0, []
     for name, mod, shape in order:
         res = layer_bound(mod, shape)
         if res is None:
-            if isinstance(mod, leaf_types) or len(list(mod.children())) == 0:
+            if isinstance(mod, leaf_types) or parametrize.is_parametrized(mod) or len(list(mod.children())) == 0:
                 raise UserError(f"no guaranteed Lipschitz bound for layer {name!r} ({type(mod).__name__})")
             continue
         b, src = res
