@@ -144,3 +144,16 @@ def test_lipschitz_bound_of_a_chain_with_a_transposed_conv(k, s, p, op, d):
         assert "dense operator" in rows[0]["source"] and total == pytest.approx(exact, rel=1e-12)
     else:
         assert rows[0]["source"].startswith("adjoint conv on its")
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS.names() if m != "none"])
+def test_layer_svs_refuses_a_transposed_conv_in_one_line(method):
+    """gram and power read a ConvTranspose2d handed to layer_svs as a conv on its input grid -- another operator
+    (power: 0.59 for a layer of sigma_max 0.78, seeded below) -- and answered; every method now refuses it, naming
+    the routes that model it."""
+    from svbench.errors import UnsupportedShape
+
+    torch.manual_seed(0)
+    layer = nn.ConvTranspose2d(3, 4, 4, stride=2, padding=1)
+    with pytest.raises(UnsupportedShape, match="ConvTranspose2d"):
+        create_method(method).layer_svs(layer, 4)

@@ -141,7 +141,13 @@ def seeded_conv(
 
 
 def conv_geometry(layer: nn.Module) -> tuple[int, str, int, int]:
-    """(stride, padding mode, groups, dilation) of an nn.Conv2d-like layer; raises for anisotropic settings."""
+    """(stride, padding mode, groups, dilation) of an nn.Conv2d-like layer; raises for anisotropic settings, and
+    for a transposed conv (its operator is the adjoint of a conv on its OUTPUT grid: read as a conv on its input
+    grid, as ``gram`` and ``power`` did, it is another operator)."""
+    if isinstance(layer, nn.modules.conv._ConvTransposeNd):
+        raise UnsupportedShape(f"{type(layer).__name__} is the adjoint of a conv on its output grid: use the network "
+                               f"routes (network_svs), or adjoint_conv(layer) on transposed_grid(layer, h, w) "
+                               f"(svbench.methods.base)")
     stride = _square(getattr(layer, "stride", 1), "stride")
     dilation = _square(getattr(layer, "dilation", 1), "dilation")
     return stride, getattr(layer, "padding_mode", "zeros"), getattr(layer, "groups", 1), dilation
@@ -479,14 +485,13 @@ def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tup
                                    f"square n x n grids only (the {n}x{n} model's SVs are not this layer's); pass a "
                                    f"square input_shape")
         try:  # sedghi / tt / gram's batched route read stride[0], dilation[0]: a (1, 2) stride was taken as 1
+            if isinstance(mod, nn.ConvTranspose2d):
+                mod, n = adjoint_conv(mod), n * _square(mod.stride, "stride")
             conv_geometry(mod)
         except UnsupportedShape as e:
             raise UnsupportedShape(f"conv {name!r}: {e} (svbench's circular model takes one stride and one "
                                    f"dilation per conv)") from None
-        if isinstance(mod, nn.ConvTranspose2d):
-            out.append((name, adjoint_conv(mod), n * _square(mod.stride, "stride")))
-        else:
-            out.append((name, mod, n))
+        out.append((name, mod, n))
     return out
 
 
