@@ -368,3 +368,19 @@ def test_certified_transposed_conv_bound_fuzz(c_in_per, c_out_per, groups, kh, k
     assert value >= truth * (1 - 1e-10), (source, value, truth)
     if exact:
         assert value == pytest.approx(truth, rel=1e-10, abs=1e-12), source
+
+
+def test_a_layer_applied_twice_counts_twice_in_the_chain_bound():
+    """Tied weights: the same conv object twice in a chain. The probe recorded each module once, so the product had
+    one factor of 3.37 where the chain applies it twice: L = 3.37 for a linear composition of norm 7.75 (no bound).
+    Every application is now a factor."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 3, 3, padding=1, bias=False).double()
+    with torch.no_grad():
+        conv.weight.mul_(3)
+    model = nn.Sequential(conv, nn.ReLU(), conv)
+    model.is_chain = True
+    total, rows = lipschitz_bound(model, (3, 6, 6))
+    assert [r["layer"] for r in rows] == ["0", "1", "0"]
+    composed = float(oracle_singular_values(nn.Sequential(conv, conv), (3, 6, 6))[0])
+    assert total >= composed * (1 - 1e-9) and rows[0]["bound"] < composed

@@ -163,3 +163,21 @@ def test_clip_pass_leaves_out_a_kernel_wider_than_its_grid_along_either_axis(met
     with pytest.warns(UserWarning, match=r"1 of 2 conv layers left out of the result: 1 \(Conv2d\)"):
         clipped = create_method(method).network_clip(model, (2, 2, 2), 1.0)
     assert set(clipped) == {"0"}
+
+
+def test_a_conv_run_on_two_grids_is_named():
+    """One conv module applied at two resolutions has two operators; the routes give the first one's SVs and now say
+    so (they said nothing)."""
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c = nn.Conv2d(3, 3, 3, padding=1)
+            self.pool = nn.AvgPool2d(2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.c(self.pool(self.c(x)))
+
+    with pytest.warns(UserWarning, match=r"1 layer\(s\) run more than once on different inputs: c \(8x8 then 4x4\)"):
+        got = create_method("sedghi").network_svs(Twice(), (3, 8, 8))
+    assert set(got) == {"c"} and got["c"].numel() == 3 * 8 * 8

@@ -186,7 +186,7 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, int, int],
         model, input_shape,
         lambda name, mod: id(mod) not in inner and (isinstance(mod, leaf_types) or parametrize.is_parametrized(mod)
                                                     or (len(list(mod.children())) == 0 and mod is not model)),
-        device,
+        device, every_call=True,  # a layer applied twice (tied weights) multiplies the bound twice
     )
     total, layers = 1.0, []
     for name, mod, shape in order:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -10,21 +11,28 @@ from torch import nn
 
 def probe_inputs(
     model: nn.Module, input_shape: tuple[int, ...], select: Callable[[str, nn.Module], bool],
-    device: torch.device | str | None = None,
+    device: torch.device | str | None = None, *, every_call: bool = False,
 ) -> list[tuple[str, nn.Module, tuple[int, ...]]]:
-    """(name, module, input shape without batch) of every selected module, in forward order, each once.
+    """(name, module, input shape without batch) of every selected module, in forward order: each once (its first
+    call), or with ``every_call`` once per call (a module the forward applies twice -- tied weights -- is two
+    layers of a chain). A module called again on another input shape is named in one warning unless
+    ``every_call``: what is computed for it holds for its first input only.
 
     Runs one zero input through the model in eval mode under no_grad and restores the training flag. The hooks
     return None (a pre-hook that returns a value would replace the module's input).
     """
     seen: list[tuple[str, nn.Module, tuple[int, ...]]] = []
-    ids: set[int] = set()
+    first: dict[int, tuple[int, ...]] = {}
+    again: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
 
     def make(name: str) -> Callable:
         def hook(mod: nn.Module, args: tuple) -> None:
-            if id(mod) not in ids:
-                ids.add(id(mod))
-                seen.append((name, mod, tuple(args[0].shape[1:])))
+            shape = tuple(args[0].shape[1:])
+            if every_call or id(mod) not in first:
+                first.setdefault(id(mod), shape)
+                seen.append((name, mod, shape))
+            elif shape != first[id(mod)]:
+                again.setdefault(name, (first[id(mod)], shape))
         return hook
 
     handles = [m.register_forward_pre_hook(make(n)) for n, m in model.named_modules() if select(n, m)]
@@ -40,4 +48,9 @@ def probe_inputs(
         for h in handles:
             h.remove()
         model.train(was)
+    if again:
+        shown = ", ".join(f"{n} ({'x'.join(map(str, a[1:]))} then {'x'.join(map(str, b[1:]))})"
+                          for n, (a, b) in list(again.items())[:4])
+        warnings.warn(f"{len(again)} layer(s) run more than once on different inputs: {shown}; the values given are "
+                      f"for each one's first input", stacklevel=3)
     return seen
