@@ -296,78 +296,57 @@ def test_train_task_checks_its_certificate_against_the_attack(tmp_path, capsys):
     assert "**Certificate violated**: none (2)" in train_markdown(train_table(records))
 
 
-@pytest.mark.filterwarnings("ignore:Using padding='same'")
-@settings(max_examples=60, deadline=None)
-@given(
-    c_in_per=st.integers(1, 3),
-    c_out_per=st.integers(1, 3),
-    groups=st.sampled_from([1, 2]),
-    kh=st.sampled_from([1, 2, 3, 4]),
-    kw=st.sampled_from([1, 3]),
-    h=st.integers(3, 9),
-    w=st.integers(3, 9),
-    sh=st.sampled_from([1, 2]),
-    sw=st.sampled_from([1, 2]),
-    dilation=st.sampled_from([1, 2]),
-    padding=st.sampled_from([0, 1, 2, 3, "same", "valid"]),
-    mode=st.sampled_from(["circular", "zeros", "reflect", "replicate"]),
-    seed=st.integers(0, 10_000),
-)
-def test_certified_conv_bound_fuzz(c_in_per, c_out_per, groups, kh, kw, h, w, sh, sw, dilation, padding, mode,
-                                   seed):
-    """Random convs torch accepts, on random grids: the bound is never below the dense float64 sigma_max, and
-    equals it whenever it says it is exact."""
-    if padding == "same" and (sh, sw) != (1, 1):
-        return  # torch refuses 'same' with stride
+# drawn for both fuzz tests below: channels per group, groups, a kernel (non-square too), the width stride,
+# dilation and a seed; each test adds its grid, height stride and padding
+_GEOMETRY = dict(c_in_per=st.integers(1, 3), c_out_per=st.integers(1, 3), groups=st.sampled_from([1, 2]),
+                 kh=st.sampled_from([1, 2, 3, 4]), kw=st.sampled_from([1, 3]), sw=st.sampled_from([1, 2]),
+                 dilation=st.sampled_from([1, 2]), seed=st.integers(0, 10_000))
+
+
+def _bound_holds(make, shape: tuple[int, int, int], bound, seed: int) -> None:
+    """The layer ``make()`` builds (when torch accepts its geometry): ``bound`` is never below its dense float64
+    sigma_max on ``shape``, and equals it whenever it says it is exact."""
     torch.manual_seed(seed)
     try:
-        conv = nn.Conv2d(c_in_per * groups, c_out_per * groups, (kh, kw), stride=(sh, sw), padding=padding,
-                         dilation=dilation, groups=groups, padding_mode=mode)
-        shape = (c_in_per * groups, h, w)
-        truth = float(oracle_singular_values(conv, shape)[0])
+        layer = make()
+        truth = float(oracle_singular_values(layer, shape)[0])
     except (RuntimeError, ValueError, NotImplementedError):
-        return  # a geometry torch itself rejects (kernel larger than the padded input, padding too large, ...)
-    value, source, exact = conv_layer_bound(conv, shape)
+        return  # a geometry torch itself rejects (kernel larger than the padded input, output_padding too large, ...)
+    value, source, exact = bound(layer, shape)
     assert value >= truth * (1 - 1e-10), (source, value, truth)
     if exact:
         assert value == pytest.approx(truth, rel=1e-10, abs=1e-12), source
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
 @settings(max_examples=60, deadline=None)
-@given(
-    c_in_per=st.integers(1, 3),
-    c_out_per=st.integers(1, 3),
-    groups=st.sampled_from([1, 2]),
-    kh=st.sampled_from([1, 2, 3, 4]),
-    kw=st.sampled_from([1, 3]),
-    h=st.integers(2, 6),
-    w=st.integers(2, 6),
-    sh=st.sampled_from([1, 2, 3]),
-    sw=st.sampled_from([1, 2]),
-    dilation=st.sampled_from([1, 2]),
-    padding=st.sampled_from([0, 1, 2]),
-    output_padding=st.sampled_from([0, 1, 2]),
-    seed=st.integers(0, 10_000),
-)
+@given(**_GEOMETRY, h=st.integers(3, 9), w=st.integers(3, 9), sh=st.sampled_from([1, 2]),
+       padding=st.sampled_from([0, 1, 2, 3, "same", "valid"]),
+       mode=st.sampled_from(["circular", "zeros", "reflect", "replicate"]))
+def test_certified_conv_bound_fuzz(c_in_per, c_out_per, groups, kh, kw, h, w, sh, sw, dilation, padding, mode,
+                                   seed):
+    """Random convs torch accepts, on random grids (conv_layer_bound)."""
+    if padding == "same" and (sh, sw) != (1, 1):
+        return  # torch refuses 'same' with stride
+    _bound_holds(lambda: nn.Conv2d(c_in_per * groups, c_out_per * groups, (kh, kw), stride=(sh, sw), padding=padding,
+                                   dilation=dilation, groups=groups, padding_mode=mode),
+                 (c_in_per * groups, h, w), conv_layer_bound, seed)
+
+
+@settings(max_examples=60, deadline=None)
+@given(**_GEOMETRY, h=st.integers(2, 6), w=st.integers(2, 6), sh=st.sampled_from([1, 2, 3]),
+       padding=st.sampled_from([0, 1, 2]), output_padding=st.sampled_from([0, 1, 2]))
 def test_certified_transposed_conv_bound_fuzz(c_in_per, c_out_per, groups, kh, kw, h, w, sh, sw, dilation, padding,
                                               output_padding, seed):
     """Random transposed convs torch accepts (output_padding below the stride or the dilation, any padding that
-    leaves an output), on random grids: the bound (that of the conv it is the adjoint of, or its own dense operator)
-    is never below the dense float64 sigma_max of the layer, and equals it whenever it says it is exact."""
+    leaves an output), on random grids: the bound is that of the conv it is the adjoint of, or its own dense
+    operator (transposed_conv_bound)."""
     from svbench.metrics.certified import transposed_conv_bound
 
-    torch.manual_seed(seed)
-    try:
-        conv = nn.ConvTranspose2d(c_in_per * groups, c_out_per * groups, (kh, kw), stride=(sh, sw), padding=padding,
-                                  output_padding=output_padding, dilation=dilation, groups=groups)
-        shape = (c_in_per * groups, h, w)
-        truth = float(oracle_singular_values(conv, shape)[0])
-    except (RuntimeError, ValueError, NotImplementedError):
-        return  # a geometry torch itself rejects (output_padding too large, an empty output, ...)
-    value, source, exact = transposed_conv_bound(conv, shape)
-    assert value >= truth * (1 - 1e-10), (source, value, truth)
-    if exact:
-        assert value == pytest.approx(truth, rel=1e-10, abs=1e-12), source
+    _bound_holds(lambda: nn.ConvTranspose2d(c_in_per * groups, c_out_per * groups, (kh, kw), stride=(sh, sw),
+                                            padding=padding, output_padding=output_padding, dilation=dilation,
+                                            groups=groups),
+                 (c_in_per * groups, h, w), transposed_conv_bound, seed)
 
 
 def test_a_layer_applied_twice_counts_twice_in_the_chain_bound():
