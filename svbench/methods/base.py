@@ -472,7 +472,9 @@ def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tup
     (forward hooks). A transposed conv is given as :func:`adjoint_conv` (same SVs) on its output grid: s n for an
     input of n (the circular model's: n / s outputs of a stride-s conv on s n). A conv on a non-square grid, or
     with a stride or dilation that differs between the axes, is refused (``UnsupportedShape``, one line naming it):
-    every route takes one n, one stride and one dilation per layer."""
+    every route takes one n, one stride and one dilation per layer. torch's parametrized convs (spectral_norm,
+    weight_norm) are returned (their effective weight is read); a Conv2d subclass with a forward of its own is not
+    (:func:`is_plain`; the routes name it as left out)."""
     from svbench.models.probe import probe_inputs
 
     found = probe_inputs(model, input_shape, lambda name, mod: is_plain(mod) or is_plain(mod, nn.ConvTranspose2d)
@@ -556,8 +558,9 @@ def kernel_span(conv: nn.Conv2d) -> int:
 
 def warn_left_out(model: nn.Module, done: Iterable[str], what: str) -> None:
     """One warning naming the conv layers of ``model`` a network route left out of its result (``done``: the names
-    it covers): 1-D / 3-D convs, transposed or not (not modelled), grouped or dilated convs where the method takes none,
-    convs whose kernel is wider than their grid (a clip pass), convs the forward pass does not run. Without it a
+    it covers): 1-D / 3-D convs, transposed or not (not modelled), Conv2d subclasses with a forward of their own,
+    grouped or dilated convs where the method takes none, convs whose kernel is wider than their grid (a clip pass),
+    convs the forward pass does not run. Without it a
     researcher could read the max over the result as the network's. No forward pass: a name walk only."""
     done = set(done)
     convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd) or
@@ -576,8 +579,9 @@ def warn_left_out(model: nn.Module, done: Iterable[str], what: str) -> None:
 
     shown = ", ".join(f"{name} ({why(m)})" for name, m in left[:6]) + (", ..." if len(left) > 6 else "")
     warnings.warn(f"{what}: {len(left)} of {len(convs)} conv layers left out of the result: {shown}; not modelled "
-                  f"here (1-D / 3-D convs, groups or dilation the method does not take, a kernel wider "
-                  f"than its grid in a clip pass, or not run by the forward pass)", stacklevel=3)
+                  f"here (1-D / 3-D convs, a Conv2d subclass with a forward of its own, groups or dilation the "
+                  f"method does not take, a kernel wider than its grid in a clip pass, or not run by the forward "
+                  f"pass)", stacklevel=3)
 
 
 def plain_convs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tuple[str, nn.Conv2d, int]]:
