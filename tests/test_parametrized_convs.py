@@ -196,3 +196,27 @@ def test_lipschitz_bound_of_a_conv_subclass_with_its_own_forward_is_its_dense_op
     total, rows = lipschitz_bound(model, (2, 6, 6))
     assert total == pytest.approx(float(oracle_singular_values(model[0], (2, 6, 6))[0]), rel=1e-9)
     assert "has a forward of its own" in rows[0]["source"]
+
+
+@pytest.mark.parametrize("kind", ["sn", "old_sn", "wn"])
+def test_spectrum_with_a_torchvision_model_normalised_everywhere(tmp_path, kind):
+    """spectral_norm on every layer, the classifier included (a Lipschitz net or a GAN discriminator): the linear
+    head's parts kept the plain model from loading the checkpoint, and its out-features were not found to size the
+    head. Now every conv gets the model's geometry."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    for mod in list(model.modules()):
+        for child_name, child in list(mod.named_children()):
+            if isinstance(child, (nn.Conv2d, nn.Linear)):
+                setattr(mod, child_name, WRAPS[kind](child))
+    model.eval()
+    model(torch.rand(1, 3, 32, 32))
+    path = tmp_path / "m.pt"
+    torch.save(model.state_dict(), path)
+    from svbench.checkpoint.spectrum import plan_spectrum
+
+    plan = plan_spectrum(path, model="torchvision:resnet18", input_shape=(3, 32, 32))
+    assert len(plan.layers) == 20 and {source for *_, source in plan.layers} == {"model hooks"}
+    assert all(e.via for e, *_ in plan.layers)

@@ -143,7 +143,9 @@ def _torchvision_model(name: str, state: dict[str, Tensor], in_channels: int) ->
     heads = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if heads:
         head, layer = heads[-1]
-        w = state.get(f"{head}.weight")
+        w = next((state[k] for k in (f"{head}.weight", f"{head}.weight_orig", f"{head}.weight_v",
+                                     f"{head}.parametrizations.weight.original",
+                                     f"{head}.parametrizations.weight.original1") if k in state), None)
         if isinstance(w, Tensor) and w.dim() == 2 and w.shape[0] != layer.out_features:
             model = build_torchvision(name, num_classes=int(w.shape[0]))
     return model
@@ -165,17 +167,11 @@ def _stands_for(e: ConvEntry, conv: nn.Module | None) -> bool:
 def _layers_as_convs(model: nn.Module, state: dict[str, Tensor], convs: list[ConvEntry]) -> dict[str, Tensor]:
     """``state`` with each TT layer's cores (Cayley layer's weight and scale) replaced by placeholders of the model's
     conv of the same name (weight, and bias where the conv has one and the layer none), when the layer is what a
-    method made of that conv (:func:`_stands_for`); otherwise its keys stay and the load reports them."""
-    mapped = dict(state)
+    method made of that conv (:func:`_stands_for`), and spectral_norm / weight_norm parts by a placeholder weight
+    (:func:`_without_weight_parts`); otherwise its keys stay and the load reports them."""
+    mapped = _without_weight_parts(model, dict(state))
     modules = dict(model.named_modules())
     for e in convs:
-        if e.via is not None:  # spectral_norm / weight_norm parts: the model's plain conv of that name
-            conv = modules.get(e.name)
-            if isinstance(conv, nn.Conv2d) and tuple(conv.weight.shape) == tuple(e.kernel.shape):
-                for key in e.keys:
-                    mapped.pop(key, None)
-                mapped[f"{e.name}.weight"] = torch.zeros_like(conv.weight, device="cpu")
-            continue
         if e.kind == "conv" or not _stands_for(e, conv := modules.get(e.name)):
             continue
         for key in ("k1", "k2", "k3") if e.kind == "tt" else ("weight", "alpha"):
@@ -184,6 +180,25 @@ def _layers_as_convs(model: nn.Module, state: dict[str, Tensor], convs: list[Con
         if conv.bias is not None and f"{e.name}.bias" not in mapped:
             mapped[f"{e.name}.bias"] = torch.zeros_like(conv.bias, device="cpu")
     return mapped
+
+
+_WEIGHT_PARTS = (".weight_orig", ".weight_u", ".weight_v", ".weight_g", ".parametrizations.weight.")
+
+
+def _without_weight_parts(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` with the parts a spectral_norm / weight_norm keeps of a layer's weight (any layer: conv, linear)
+    replaced by a placeholder ``NAME.weight`` of the model's own layer, so the plain model loads it (the geometry
+    pass reads shapes only; the convs' weights are rebuilt by ``find_convs``)."""
+    for name, mod in model.named_modules():
+        weight = getattr(mod, "weight", None)
+        if not isinstance(weight, Tensor) or f"{name}.weight" in state:
+            continue
+        parts = [k for k in state if any(k.startswith(f"{name}{p}") for p in _WEIGHT_PARTS)]
+        if parts:
+            for k in parts:
+                del state[k]
+            state[f"{name}.weight"] = torch.zeros_like(weight, device="cpu")
+    return state
 
 
 def _load_into(model: nn.Module, state: dict[str, Tensor]) -> tuple[list[str], list[str]]:
