@@ -189,9 +189,10 @@ def _without_weight_parts(model: nn.Module, state: dict[str, Tensor]) -> dict[st
     """``state`` with the parts a spectral_norm / weight_norm keeps of a layer's weight (any layer: conv, linear)
     replaced by a placeholder ``NAME.weight`` of the model's own layer, so the plain model loads it (the geometry
     pass reads shapes only; the convs' weights are rebuilt by ``find_convs``)."""
+    expected = set(model.state_dict())  # a model that is itself normalised expects the parts: left as they are
     for name, mod in model.named_modules():
         weight = getattr(mod, "weight", None)
-        if not isinstance(weight, Tensor) or f"{name}.weight" in state:
+        if not isinstance(weight, Tensor) or f"{name}.weight" in state or f"{name}.weight" not in expected:
             continue
         parts = [k for k in state if any(k.startswith(f"{name}{p}") for p in _WEIGHT_PARTS)]
         if parts:
