@@ -143,10 +143,10 @@ def _torchvision_model(name: str, state: dict[str, Tensor], in_channels: int) ->
     heads = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if heads:
         head, layer = heads[-1]
-        w = next((state[k] for k in (f"{head}.weight", f"{head}.weight_orig", f"{head}.weight_v",
-                                     f"{head}.parametrizations.weight.original",
-                                     f"{head}.parametrizations.weight.original1") if k in state), None)
-        if isinstance(w, Tensor) and w.dim() == 2 and w.shape[0] != layer.out_features:
+        # its weight, or a 2-D part of it a spectral_norm / weight_norm keeps (each has the out-features first)
+        w = next((t for k, t in state.items() if isinstance(t, Tensor) and t.dim() == 2 and (
+            k == f"{head}.weight" or any(k.startswith(head + part) for part in _WEIGHT_PARTS))), None)
+        if w is not None and w.shape[0] != layer.out_features:
             model = build_torchvision(name, num_classes=int(w.shape[0]))
     return model
 

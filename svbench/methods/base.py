@@ -201,13 +201,13 @@ def is_plain(layer: nn.Module, kind: type[nn.Module] = nn.Conv2d) -> bool:
     return parametrize.is_parametrized(layer) and type(layer).__bases__ == (kind,)
 
 
-def share_weight(twin: nn.Module, layer: nn.Module) -> None:
-    """Give ``twin`` the layer's effective weight (the same tensor: a parameter is shared, not copied; a weight a
-    parametrization or a hook computes is set as a plain attribute)."""
-    w = effective_weight(layer)
-    if not isinstance(w, nn.Parameter):
+def share_weight(twin: nn.Module, weight: Tensor) -> nn.Module:
+    """``twin`` with ``weight`` (a layer's effective weight) as its own: the same tensor -- a parameter is shared,
+    not copied; a weight a parametrization or a hook computes is set as a plain attribute."""
+    if not isinstance(weight, nn.Parameter):
         del twin.weight
-    twin.weight = w
+    twin.weight = weight
+    return twin
 
 
 def sv_weight(layer: nn.Module) -> Tensor:
@@ -503,10 +503,10 @@ def adjoint_conv(layer: nn.ConvTranspose2d) -> nn.Conv2d:
     so the two operators have the same singular values (Dumoulin & Visin 2016, sec. 4). The weight layouts agree:
     (c_in, c_out / g, k, k) of the transposed conv is (out_channels, in_channels / g, k, k) of this conv. Its padding
     is the transposed conv's (zeros); ``output_padding`` only says which output grid (see :func:`transposed_grid`)."""
-    twin = nn.Conv2d(layer.out_channels, layer.in_channels, layer.kernel_size, layer.stride, layer.padding,
-                     layer.dilation, layer.groups, bias=False, device="meta", dtype=effective_weight(layer).dtype)
-    share_weight(twin, layer)
-    return twin
+    weight = effective_weight(layer)  # read once: a parametrization computes it
+    return share_weight(nn.Conv2d(layer.out_channels, layer.in_channels, layer.kernel_size, layer.stride,
+                                  layer.padding, layer.dilation, layer.groups, bias=False, device="meta",
+                                  dtype=weight.dtype), weight)
 
 
 def transposed_grid(layer: nn.ConvTranspose2d, h: int, w: int) -> tuple[int, int] | None:
@@ -543,11 +543,10 @@ def circular_view(layer: nn.Module) -> nn.Module:
     if layer.padding_mode == "circular" and padding_problem(layer, exact=True) is None:
         return layer
     padding = model_padding(kernel_spans(layer), _square(layer.stride, "stride"))
-    twin = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, padding,
-                     layer.dilation, layer.groups, bias=False, padding_mode="circular", device="meta",
-                     dtype=effective_weight(layer).dtype)  # meta: nothing allocated, it takes the layer's weight
-    share_weight(twin, layer)
-    return twin
+    weight = effective_weight(layer)  # read once: a parametrization computes it
+    return share_weight(nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, padding,
+                                  layer.dilation, layer.groups, bias=False, padding_mode="circular", device="meta",
+                                  dtype=weight.dtype), weight)  # meta: nothing allocated, it takes the layer's weight
 
 
 def kernel_span(conv: nn.Conv2d) -> int:
