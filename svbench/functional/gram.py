@@ -88,7 +88,9 @@ def gram_iteration_matrices(mats: Tensor, iters: int = 6, *, products: str = "au
     - ``"complex"``: one complex matmul per step (the form of the paper's code), kept for paired comparisons.
     - ``"triton"``: the ``"real"`` form with each step after the first fused into one Triton kernel
       (:mod:`svbench.functional.gram_triton`: no elementwise passes, 3/4 of the two matmuls' flops); EXPERIMENTAL,
-      CUDA (or Triton's CPU interpreter), no backward pass, speed not measured yet.
+      CUDA (or Triton's CPU interpreter), no backward pass. Measured SLOWER than ``"real"`` on an H200 (run 8:
+      0.76-1.09x per layer shape at its best tile, WRN-16-10's whole bound 110.3 against 65.3 ms): an option to
+      repeat that, not a default.
     - ``"3xtf32"``: every product G^H G through :func:`hermitian_gram_3xtf32` (two TF32 tensor-core matmuls of a
       hi/lo split, about float32 accuracy), on CUDA only; elsewhere the same formula runs in plain float32.
       Measured slower and looser than plain float32 on an H200 (WRN-16-10: 118 vs 83 ms, 2.4e-7 vs 1.8e-8 under
@@ -119,11 +121,12 @@ def gram_iteration_max(mats: Tensor, iters: int = 6, *, products: str = "auto", 
     """The largest per-matrix bound over the frequencies: mats (..., F, p, q) -> (...); the same value as
     ``gram_iteration_matrices(mats).amax(-1)``, differentiable the same way.
 
-    ``screen`` (``on``; ``auto`` = on a CPU, off on CUDA, where its host syncs are not measured yet): after each
-    product t >= ``SCREEN_FIRST_STEP`` (iterates of side >= ``SCREEN_MIN_SIDE``) every matrix has an upper bound U
-    (its bound at t, which only decreases with t) and a lower bound L on its sigma_1 (sigma_1^(2^t) = ||H_t||_2 >=
-    the largest diagonal entry of the positive semidefinite H_t). A matrix whose U is below the largest L of its
-    group (times 1 - ``SCREEN_MARGIN``) can never hold the group's final maximum: it is dropped and its remaining
+    ``screen`` (``on``; ``auto`` = on a CPU, off on CUDA, where its host syncs cost more than it saves on random layers:
+    H200, random WRN-16-10, 81.0 ms on against 68.8 off, reports/gpu/nvidia-h200/run8): after each product t >=
+    ``SCREEN_FIRST_STEP`` (iterates of side >= ``SCREEN_MIN_SIDE``) every matrix has an upper bound U (its bound at t,
+    which only decreases with t) and a lower bound L on its sigma_1 (sigma_1^(2^t) = ||H_t||_2 >= the largest diagonal
+    entry of the positive semidefinite H_t). A matrix whose U is below the largest L of its group (times 1 -
+    ``SCREEN_MARGIN``) can never hold the group's final maximum: it is dropped and its remaining
     products are not computed. The result is the unscreened one (the kept matrices run exactly as before); the
     saving is large on trained layers, whose sigma_1 varies across frequencies (a small CNN after one epoch on
     MNIST: 3-7 % of the frequencies within 0.9 of the largest), small on random ones (frequencies alike).
@@ -385,13 +388,13 @@ def _bound_from_taps(taps: Tensor, m: int, idx: Tensor, iters: int, products: st
 
     - t = 1 (a kernel no larger than its stride: 1 x 1 convs of any stride): the transfer matrix is the same at
       every frequency (``transfer.frequency_free_matrix``), so one frequency gives the same maximum.
-    - ``first``: ``"transfer"`` forms the transfer matrices A(w) and their first products A^H A (A A^H when wide)
-      one frequency at a time (:func:`_first_product`); ``"kernel"`` forms every G_1(w) from the kernel's channel
-      correlations (:func:`_kernel_first_product`): no transfer matrix is built and the work no longer scales with
-      p q per frequency; ``"auto"`` (:func:`auto_first`) takes ``"kernel"`` on a CPU where it measured faster (a
-      flop count with a measured slack and a minimum side; this project's CPU, 1 thread,
-      scripts/gram-first-paired.py) and ``"transfer"`` elsewhere (on CUDA until measured there: gpu-probe's
-      ``gram-first`` section); ``products="3xtf32"`` always takes ``"transfer"``. The same G_1 in exact arithmetic
+    - ``first``: ``"transfer"`` forms the transfer matrices A(w) and their first products A^H A (A A^H when wide) one
+      frequency at a time (:func:`_first_product`); ``"kernel"`` forms every G_1(w) from the kernel's channel
+      correlations (:func:`_kernel_first_product`): no transfer matrix is built and the work no longer scales with p q
+      per frequency; ``"auto"`` (:func:`auto_first`) takes ``"kernel"`` on a CPU where it measured faster (a flop count
+      with a measured slack and a minimum side; this project's CPU, 1 thread, scripts/gram-first-paired.py) and
+      ``"transfer"`` elsewhere (on an H200 the kernel route was slower: WRN-16-10 0.98x, ResNet-18 and VGG-19 0.75x,
+      reports/gpu/nvidia-h200/run8); ``products="3xtf32"`` always takes ``"transfer"``. The same G_1 in exact arithmetic
       (float32 rounding differs: ~1e-6 of its largest entry; the bounds agreed to 2.5e-7).
     """
     if first not in FIRSTS:
@@ -443,7 +446,7 @@ def first_product_flops(f: int, p: int, q: int, t: int, real_form: bool) -> tupl
 def auto_first(device_type: str, f: int, p: int, q: int, t: int, real_form: bool) -> str:
     """``first="auto"``'s route: ``"kernel"`` on a CPU for a Gram side >= ``KERNEL_FIRST_MIN_SIDE`` when its flops
     are at most ``KERNEL_FIRST_SLACK`` times the transfer route's (:func:`first_product_flops`), else
-    ``"transfer"`` (on CUDA until measured there)."""
+    ``"transfer"`` (on CUDA the kernel route measured slower: 0.75-0.98x on three networks, H200 run 8)."""
     if device_type != "cpu" or min(p, q) < KERNEL_FIRST_MIN_SIDE:
         return "transfer"
     kernel, transfer = first_product_flops(f, p, q, t, real_form)

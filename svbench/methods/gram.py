@@ -8,19 +8,20 @@ Delattre, Barthelemy, Araujo & Allauzen, ICML 2023 (arXiv:2305.16173); zero-padd
   bound for the zero-padded operator too (methods.md 1.2). UPPER BOUND in exact arithmetic, within
   rho^(2^-(T+1)) of sigma_1 (rho = min(c_in, c_out)); in float32 it may land a few ulps low once converged, so
   ``precision="float64"`` is the certificate setting.
-- ``products``: how each Hermitian square G G of the fft route is formed: ``real`` carries G as the one real
-  matrix Re G + Im G and squares it in two real matmuls (half the flops of the complex product, same bound up to
-  rounding: functional.gram), ``complex`` as one complex matmul (the paper code's form), ``auto`` (default) as
-  measured per device: on a CPU real from a Gram side of 32 on; on CUDA real only for batches of side >= 256 holding
-  >= 1e9 matrices x side^3 (H200: WRN-16-10 72.2 ms auto, 74.7 real, 86.8 complex; functional.gram.auto_products),
-  ``triton`` the real form's step fused into one Triton kernel (EXPERIMENTAL, not measured on a GPU yet).
+- ``products``: how each Hermitian square G G of the fft route is formed: ``real`` carries G as the one real matrix
+  Re G + Im G and squares it in two real matmuls (half the flops of the complex product, same bound up to rounding:
+  functional.gram), ``complex`` as one complex matmul (the paper code's form), ``auto`` (default) as measured per
+  device: on a CPU real from a Gram side of 32 on; on CUDA real only for batches of side >= 256 holding >= 1e9 matrices
+  x side^3 (H200: WRN-16-10 72.2 ms auto, 74.7 real, 86.8 complex; functional.gram.auto_products), ``triton`` the real
+  form's step fused into one Triton kernel (EXPERIMENTAL; measured slower on an H200: WRN-16-10 110.3 vs 65.3 ms,
+  reports/gpu/nvidia-h200/run8).
 - ``screen`` (``auto``: on a CPU): frequencies whose bound can no longer be the layer's largest are dropped after
   each product (a lower bound on every frequency's sigma_1 from the iterate's diagonal); the result is the
   unscreened bound, computed on fewer matrices when sigma_1 varies across frequencies, as in trained layers.
-- ``first`` (``auto``): the first product A^H A of every frequency from the kernel's channel correlations (one
-  small matmul per layer and a DFT of the (2k - 1)^2 tap offsets, no transfer matrix built) where that measured
-  faster than forming it per frequency (on a CPU; CUDA keeps the transfer matrices until measured); same bound up
-  to float32 rounding (functional.gram).
+- ``first`` (``auto``): the first product A^H A of every frequency from the kernel's channel correlations (one small
+  matmul per layer and a DFT of the (2k - 1)^2 tap offsets, no transfer matrix built) where that measured faster than
+  forming it per frequency (on a CPU; CUDA keeps the transfer matrices: the kernel route measured 0.75-0.98x there, H200
+  run 8); same bound up to float32 rounding (functional.gram).
 - ``bound="delattre2024"``: the n-independent zero-padding bound (slower convergence, +7.5 % at T = 4 on a
   c = 8 example); valid for every n and any stride.
 - Control (``target``): w <- w * min(1, target / bound) every ``every`` steps; since bound >= sigma_1 the layer
@@ -81,17 +82,17 @@ class GramConfig:
     # complex Gram products (fft bound): "real" = two real matmuls per Hermitian square (half the flops of one
     # complex matmul, functional.gram); "complex" = one complex matmul (the paper code's form); "auto" = as
     # measured per device and size (functional.gram.auto_products); "triton" = the real form's step fused into one
-    # Triton kernel (functional.gram_triton; EXPERIMENTAL, CUDA, not measured yet; the penalty, which needs a
+    # Triton kernel (functional.gram_triton; EXPERIMENTAL, CUDA, measured slower on an H200; the penalty, which needs a
     # gradient, takes "real")
     products: Literal["auto", "real", "complex", "triton"] = "auto"
     # frequency screening (fft bound): drop a frequency once its bound can no longer be the layer's largest (same
-    # value; functional.gram.gram_iteration_max). "auto" = on a CPU, off on CUDA (host syncs, not measured there)
+    # value; functional.gram.gram_iteration_max). "auto" = on a CPU, off on CUDA (host syncs: 0.87x on an H200)
     screen: Literal["auto", "on", "off"] = "auto"
     # how the first product G_1 = A^H A of every frequency is formed (fft bound; same bound up to rounding):
     # "kernel" = from the kernel's channel correlations, one small matmul per layer and a DFT of the (2k - 1)^2
     # offsets, no transfer matrix built; "transfer" = from the transfer matrices, one product per frequency;
     # "auto" = on a CPU as measured (functional.gram.auto_first: a flop count with a measured slack, Gram side >= 32;
-    # scripts/gram-first-paired.py), "transfer" on CUDA until measured there
+    # scripts/gram-first-paired.py), "transfer" on CUDA (kernel measured 0.75-0.98x on an H200)
     first: Literal["auto", "kernel", "transfer"] = "auto"
     target: float | None = None  # control: rescale so that the bound <= target
     every: int = 1
