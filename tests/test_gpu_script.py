@@ -60,7 +60,7 @@ def _gpu_machine_pythonpath(tmp_path) -> str:
                                           ("600", "gpu-followup-dry-run"), ("600", "gpu-next-dry-run"),
                                           ("600", "gpu-check-dry-run"), ("600", "gpu-run5-dry-run"),
                                           ("600", "gpu-run6-dry-run"), ("600", "gpu-run7-dry-run"),
-                                          ("600", "gpu-run8-dry-run")])
+                                          ("600", "gpu-run8-dry-run"), ("600", "gpu-run9-dry-run")])
 def test_gpu_script_dry_run(tmp_path, budget, suite):
     """The budget-600 runs also hide every package the GPU machine lacks, as there."""
     env = dict(os.environ, OUT=str(tmp_path / "out"), SVBENCH_DEVICE="cpu", SVBENCH_BUDGET_S=budget,
@@ -135,6 +135,10 @@ def test_gpu_script_dry_run(tmp_path, budget, suite):
         assert {r["method_label"] for r in records} == {"reference", "sedghi", "tt(rank=8, init=orthogonal)", "gram"}
         clipped = {r["method_label"] for r in records if r["metric"] == "network_clip_time_ms"}
         assert clipped == {"reference", "sedghi"}
+    elif suite == "gpu-run9-dry-run":
+        assert {r["status"] for r in records} == {"ok"}
+        assert {r["metric"] for r in records} == {"network_sv_time_ms", "network_sigma_max"}  # timing only
+        assert [r["method"] for r in records if r["metric"] == "network_sv_time_ms"] == ["reference", "tt", "sedghi"]
     elif budget == "600":
         methods = {r["method_label"] for r in records if r["task"] == "layers"}
         assert len([m for m in methods if m.startswith("sedghi")]) == 6  # every backend/driver variant ran
@@ -184,7 +188,8 @@ def test_package_blocker_blocks(tmp_path):
                                                  ("sv-speed-gpu-run5", "gpu-run5-dry-run"),
                                                  ("sv-speed-gpu-run6", "gpu-run6-dry-run"),
                                                  ("sv-speed-gpu-run7", "gpu-run7-dry-run"),
-                                                 ("sv-speed-gpu-run8", "gpu-run8-dry-run")])
+                                                 ("sv-speed-gpu-run8", "gpu-run8-dry-run"),
+                                                 ("sv-speed-gpu-run9", "gpu-run9-dry-run")])
 def test_dry_run_suite_mirrors_the_gpu_suite(gpu_suite, dry_suite):
     import yaml
 
