@@ -199,6 +199,27 @@ def test_spectrum_with_input_size(tmp_path, capsys):
     csv_lines = (tmp_path / "o" / "spectrum.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + 6 * 6 * 3  # all SVs: n^2 min(c_out, c_in)
     assert "| layer |" in (tmp_path / "o" / "spectrum.md").read_text()
+    assert (tmp_path / "o" / "spectrum.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert f"{tmp_path / 'o' / 'spectrum.png'}" in out
+
+
+def test_spectrum_plot_draws_every_kind_of_layer():
+    """spectrum.png's figure: zero SVs (drawn at the floor), a one-SV layer, layers without a bound, more layers than
+    the legend holds; nothing to draw gives None. A long layer is drawn at SPECTRUM_POINTS ranks, its first and last
+    SV among them."""
+    import numpy as np
+
+    from svbench.report.plots import SPECTRUM_POINTS, spectrum_per_layer, spectrum_ranks
+
+    layers = [(f"l{i}", np.sort(np.abs(np.random.default_rng(i).normal(size=50 + i)))[::-1], 2.0 if i % 2 else None)
+              for i in range(14)]
+    layers += [("zeros", np.array([1.5, 0.3, 0.0, 0.0]), None), ("one", np.array([0.7]), 0.8), ("empty", [], None)]
+    for subset in (layers, layers[-3:], layers[:1]):
+        assert spectrum_per_layer(subset, title="t").startswith(b"\x89PNG")
+    assert spectrum_per_layer([]) is None and spectrum_per_layer([("empty", [], None)]) is None
+    ranks = spectrum_ranks(10 * SPECTRUM_POINTS + 7)
+    assert len(ranks) == SPECTRUM_POINTS and ranks[0] == 0 and ranks[-1] == 10 * SPECTRUM_POINTS + 6
+    assert (spectrum_ranks(5) == np.arange(5)).all() and (spectrum_ranks(1) == [0]).all()
 
 
 def test_spectrum_with_model_hooks(tmp_path, capsys):
@@ -371,6 +392,7 @@ def test_spectrum_keeps_the_finished_layers_when_a_later_one_fails(tmp_path, cap
     assert md.startswith("**INCOMPLETE**") and "| c0 |" in md and "| c1 |" in md and "| c2 |" not in md
     rows = (out / "spectrum.csv").read_text().splitlines()[1:]
     assert {r.split(",")[0] for r in rows} == {"c0", "c1"} and len(rows) == 2 * 4 * 64
+    assert (out / "spectrum.png").read_bytes().startswith(b"\x89PNG")  # the plot of the finished layers too
 
 
 def test_checkpoint_without_convs(tmp_path, capsys):

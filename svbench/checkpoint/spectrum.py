@@ -384,7 +384,10 @@ def _write_error(out: Path, e: OSError) -> UserError:
 
 def write_spectrum(spectra: list[LayerSpectrum], out_dir: str | Path, incomplete: str | None = None
                    ) -> tuple[Path, Path]:
-    """spectrum.csv (one row per SV) and spectrum.md in ``out_dir``; ``incomplete`` marks a list cut short."""
+    """spectrum.csv (one row per SV), spectrum.md and spectrum.png (each layer's sorted SVs, and sigma_max / median /
+    sigma_min per layer) in ``out_dir``; ``incomplete`` marks a list cut short (in the table and the plot's title)."""
+    from svbench.report.plots import spectrum_per_layer
+
     out = prepare_out(out_dir)
     try:
         csv_path, md_path = out / "spectrum.csv", out / "spectrum.md"
@@ -395,6 +398,10 @@ def write_spectrum(spectra: list[LayerSpectrum], out_dir: str | Path, incomplete
                 for i, v in enumerate(s.svs.tolist()):
                     w.writerow([s.name, s.kind, s.n, s.stride, i, repr(v)])
         md_path.write_text(spectrum_markdown(spectra, incomplete))
+        png = spectrum_per_layer([(sp.name, sp.svs.double().cpu().numpy(), sp.sigma_max_bound) for sp in spectra],
+                                 title=f"INCOMPLETE: {incomplete}" if incomplete else "")
+        if png is not None:
+            (out / "spectrum.png").write_bytes(png)
     except OSError as e:
         raise _write_error(out, e) from None
     return csv_path, md_path

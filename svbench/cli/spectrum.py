@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("spectrum", help="all SVs of a checkpoint's conv layers (CSV + markdown)")
+    p = sub.add_parser("spectrum", help="all SVs of a checkpoint's conv layers (CSV, markdown, plot)")
     p.add_argument("checkpoint", help="a state-dict file (.pt/.pth)")
     p.add_argument("--input-size", type=int, default=None, help="input size n for every conv (stride 1 assumed)")
     p.add_argument("--model", default=None, help="real per-layer sizes and strides from a model: a registered name "
@@ -73,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
         raise
     csv_path, md_path = write_spectrum(spectra, out)
     print(spectrum_markdown(spectra))
-    print(f"wrote {csv_path} and {md_path}")
+    print(f"wrote {csv_path}, {md_path} and {md_path.with_suffix('.png')}")
     note = depthwise_note(spectra)
     if note:
         warnings.warn(note, stacklevel=1)
@@ -94,4 +94,4 @@ def _write_partial(spectra: list[LayerSpectrum], plan: SpectrumPlan, out: Path, 
     except Exception:  # noqa: BLE001 - the original error is what the user must see
         return
     warnings.warn(f"{why}: the {len(spectra)} of {len(plan.layers)} layers finished before it are written to {out} "
-                  f"(spectrum.csv, spectrum.md, marked INCOMPLETE)", stacklevel=1)
+                  f"(spectrum.csv, spectrum.md, spectrum.png, marked INCOMPLETE)", stacklevel=1)

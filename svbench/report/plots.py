@@ -109,3 +109,57 @@ def overshoot_per_layer(records: list[dict[str, Any]]) -> bytes | None:
     ax.legend(fontsize=6, title="layer")
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=7)
     return _png(fig)
+
+
+SPECTRUM_POINTS = 2000  # per layer: a layer's sorted SVs are drawn at up to this many evenly spaced ranks
+SPECTRUM_FLOOR = 1e-12  # zero SVs are drawn at this fraction of the largest sigma of the plot (log axis)
+
+
+def spectrum_ranks(count: int, points: int = SPECTRUM_POINTS) -> np.ndarray:
+    """The ranks of a layer's ``count`` sorted SVs that its curve draws: all of them up to ``points``, else ``points``
+    evenly spaced ones, always the first (sigma_max) and the last (sigma_min)."""
+    return np.unique(np.linspace(0, count - 1, min(count, points)).round().astype(int))
+
+
+def spectrum_per_layer(layers: list[tuple[str, np.ndarray, float | None]], title: str = "") -> bytes | None:
+    """Two panels from ``(name, SVs sorted descending, guaranteed zero-padding bound or None)`` per layer, in
+    network order: each layer's sorted SVs against their relative rank (log sigma; every SV of a layer with up to
+    ``SPECTRUM_POINTS`` of them, else evenly spaced ranks including the first and the last), and sigma_max, median and
+    sigma_min per layer with the bound. Zero SVs sit at ``SPECTRUM_FLOOR`` times the largest sigma, as the
+    caption says."""
+    layers = [(name, np.asarray(svs, dtype=float), bound) for name, svs, bound in layers if len(svs)]
+    if not layers:
+        return None
+    top = max(float(svs[0]) for _, svs, _ in layers)
+    floor = SPECTRUM_FLOOR * top if top > 0 else SPECTRUM_FLOOR
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1, 1.25]})
+    cmap = plt.cm.viridis
+    for i, (name, svs, _) in enumerate(layers):
+        idx = spectrum_ranks(len(svs))
+        rank = idx / max(len(svs) - 1, 1)
+        left.plot(rank, np.maximum(svs[idx], floor), lw=1, color=cmap(i / max(len(layers) - 1, 1)),
+                  label=name if len(layers) <= 12 else None)
+    left.set_yscale("log")
+    left.set_xlabel("relative rank of the SV in its layer (0 = sigma_max)")
+    left.set_ylabel("sigma")
+    left.grid(True, which="both", alpha=0.3)
+    if len(layers) <= 12:
+        left.legend(fontsize=6)
+    else:
+        left.set_title(f"{len(layers)} layers, colour = depth (first dark, last light)", fontsize=8)
+    x = np.arange(len(layers))
+    right.plot(x, [float(s[0]) for _, s, _ in layers], "o-", ms=3, label="sigma_max")
+    right.plot(x, [max(float(np.median(s)), floor) for _, s, _ in layers], "s-", ms=3, label="median sigma")
+    right.plot(x, [max(float(s[-1]), floor) for _, s, _ in layers], "v-", ms=3, label="sigma_min")
+    bx = [i for i, (_, _, b) in enumerate(layers) if b is not None]
+    if bx:
+        right.plot(bx, [layers[i][2] for i in bx], "x", color="k", label="sigma_max bound (zero padding)")
+    right.set_yscale("log")
+    right.set_xticks(x)
+    right.set_xticklabels([name for name, _, _ in layers], rotation=60, ha="right",
+                          fontsize=7 if len(layers) <= 30 else 5)
+    right.grid(True, which="both", alpha=0.3)
+    right.legend(fontsize=7)
+    fig.suptitle((title + "\n" if title else "") + f"zero SVs drawn at {SPECTRUM_FLOOR:g} x the largest sigma",
+                 fontsize=9)
+    return _png(fig)
