@@ -230,19 +230,45 @@ def test_batchnorm_without_running_statistics_is_refused_in_one_line():
     assert layer_bound(nn.BatchNorm2d(3).eval(), (3, 4, 4))[0] == pytest.approx(1 / (1 + 1e-5) ** 0.5)
 
 
+def _prelu():
+    act = nn.PReLU(3)
+    with torch.no_grad():
+        act.weight.copy_(torch.tensor([0.25, -1.75, 0.5]))
+    return act
+
+
 @pytest.mark.parametrize("act", [nn.Tanh(), nn.ReLU6(), nn.Hardtanh(-2, 3), nn.Softplus(beta=3), nn.Sigmoid(),
-                                 nn.LeakyReLU(0.2), nn.LeakyReLU(-1.5), nn.ELU(0.5), nn.ELU(2.0)])
+                                 nn.LeakyReLU(0.2), nn.LeakyReLU(-1.5), nn.ELU(0.5), nn.ELU(2.0), nn.GELU(),
+                                 nn.GELU(approximate="tanh"), nn.SiLU(), nn.Mish(), nn.Hardswish(), nn.Hardsigmoid(),
+                                 nn.SELU(), nn.CELU(0.5), nn.Softsign(), nn.Tanhshrink(), nn.LogSigmoid(),
+                                 nn.Softshrink(0.5), _prelu(), nn.RReLU(0.1, 0.3).eval()], ids=lambda a: repr(a))
 def test_activation_bounds_are_their_largest_slope(act):
-    value, _ = layer_bound(act, (1, 4, 4))
-    x = torch.linspace(-8, 8, 160001, dtype=torch.float64, requires_grad=True)
+    """Every activation's bound is at least its largest slope (autograd on a dense float64 grid; the smooth ones'
+    maxima located to 1e-9 by a second, finer grid around the first grid's maximum) and attained: no looser than
+    the grid can tell."""
+    value, _ = layer_bound(act, (3, 4, 4))
+    act = act.double()
+    x = torch.linspace(-12, 12, 240001, dtype=torch.float64)
+    if isinstance(act, nn.PReLU):
+        x = x.expand(3, -1).T.contiguous()  # one channel per slope: (N, C)
+    x.requires_grad_(True)
     (slope,) = torch.autograd.grad(act(x).sum(), x)
-    assert float(slope.abs().max()) <= value * (1 + 1e-12)
-    assert float(slope.abs().max()) >= value * (1 - 1e-3)  # attained (up to the grid)
+    top = slope.abs().max()
+    assert float(top) <= value * (1 + 1e-12)
+    assert float(top) >= value * (1 - 1e-3)  # attained (up to the grid)
+    if isinstance(act, (nn.GELU, nn.SiLU, nn.Mish)):  # interior maxima: the rounded-up constants are tight
+        at = float(x.detach().reshape(-1)[slope.abs().reshape(-1).argmax()])
+        fine = torch.linspace(at - 2e-4, at + 2e-4, 400001, dtype=torch.float64, requires_grad=True)
+        (fine_slope,) = torch.autograd.grad(act(fine).sum(), fine)
+        assert float(fine_slope.abs().max()) <= value <= float(fine_slope.abs().max()) + 1e-9
 
 
-def test_unknown_layers_are_refused_not_assumed_1_lipschitz():
-    with pytest.raises(UserError, match=r"no guaranteed Lipschitz bound for layer '1' \(GELU\)"):
-        lipschitz_bound(_Chain(nn.Flatten(), nn.GELU()), (1, 2, 2))
+@pytest.mark.parametrize("act", [nn.Hardshrink(), nn.Threshold(0.1, 2.0), nn.Softmax(dim=1)])
+def test_unknown_layers_are_refused_not_assumed_1_lipschitz(act):
+    """Discontinuous activations (Hardshrink, Threshold) have no Lipschitz constant; Softmax is not elementwise."""
+    name = type(act).__name__
+    with pytest.raises(UserError, match=rf"no guaranteed Lipschitz bound for layer '1' \({name}\)"):
+        lipschitz_bound(_Chain(nn.Flatten(), act), (1, 2, 2))
 
 
 def test_certificate_check_counts_attacks_inside_the_radius():

@@ -16,7 +16,10 @@ pixel units, MEASURED as the product of per-layer bounds (never assumed to be 1)
   operator norm);
 - Cayley conv: the largest SV of its implemented operator (1 up to rounding), float64;
 - Linear: exact spectral norm; ReLU / MaxMin / flatten: 1; elementwise activations: sup |f'| (Tanh, ReLU6,
-  Hardtanh, Softplus 1; Sigmoid 1/4; LeakyReLU max(1, |slope|); ELU max(1, alpha)); any other layer is refused;
+  Hardtanh, Softplus, CELU, Softsign, Tanhshrink, LogSigmoid, Softshrink 1; Sigmoid 1/4; Hardsigmoid 1/6; Hardswish
+  3/2; GELU 1.1289 (erf form) / 1.1290 (tanh form); SiLU 1.0998; Mish 1.0885; SELU scale * alpha = 1.7581;
+  LeakyReLU max(1, |slope|); ELU max(1, alpha); PReLU / RReLU max(1, largest |slope|)); any other layer (Hardshrink
+  and Threshold are discontinuous) is refused;
 - average pooling (any kernel, stride, padding, ceil_mode, adaptive): the exact operator norm; max pooling: its
   exact Lipschitz constant sqrt(most windows sharing a pixel), 1 for non-overlapping windows
   (svbench.functional.pooling).
@@ -157,16 +160,49 @@ def layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[float, st
     return _activation_bound(module)
 
 
+# sup |f'| of the smooth activations whose largest slope is an interior maximum, rounded UP at the 10th decimal.
+# GELU (erf form): f' = Phi(x) + x phi(x), f'' = phi(x) (2 - x^2), so the maximum is at x = sqrt(2):
+# Phi(sqrt 2) + sqrt(2) phi(sqrt 2) = (1 + erf(1)) / 2 + e^-1 / sqrt(pi) = 1.1289041452 (the minimum, at -sqrt 2, is
+# -0.1289). The others from f'' = 0 solved in float64 (SiLU: 2 + x (1 - 2 sigmoid(x)) = 0 at x = 2.3993573; GELU's
+# tanh form at x = 1.41850; Mish at x = 1.49057); tests/test_certified_bounds.py checks each against autograd on a
+# dense float64 grid (no slope above the value, the value attained to 1e-9).
+GELU_SLOPE = (1 + math.erf(1)) / 2 + math.exp(-1) / math.sqrt(math.pi)
+SMOOTH_SLOPES = {"gelu_tanh": 1.1289930687, "silu": 1.0998393202, "mish": 1.0884981613}
+SELU_SLOPE = 1.0507009873554804934193349852946 * 1.6732632423543772848170429916717  # torch's scale * alpha
+_ONE_SLOPE = (nn.Tanh, nn.ReLU6, nn.Hardtanh, nn.Softplus, nn.CELU, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid,
+              nn.Softshrink)
+
+
 def _activation_bound(module: nn.Module) -> tuple[float, str] | None:
-    """Elementwise activations: the l2 Lipschitz constant is sup |f'| (a diagonal Jacobian), exact."""
-    if isinstance(module, (nn.Tanh, nn.ReLU6, nn.Hardtanh, nn.Softplus)):
+    """Elementwise activations: the l2 Lipschitz constant is sup |f'| (a diagonal Jacobian). Exact, or for GELU's
+    tanh form, SiLU and Mish the numerically located interior maximum rounded up (``SMOOTH_SLOPES``).
+    Discontinuous ones (Hardshrink, Threshold) have no Lipschitz constant and stay refused."""
+    if isinstance(module, _ONE_SLOPE):
         return 1.0, "1-Lipschitz (sup |f'| = 1)"
     if isinstance(module, nn.Sigmoid):
         return 0.25, "sup |sigmoid'| = 1/4"
+    if isinstance(module, nn.Hardsigmoid):  # slope 1/6 inside (-3, 3); torch's kernels use float32(1/6), a hair above
+        return float(torch.tensor(1 / 6, dtype=torch.float32)), "sup |f'| = 1/6 (float32)"
+    if isinstance(module, nn.Hardswish):  # x (x + 3) / 6 on (-3, 3): slope (2x + 3) / 6 -> 3/2 at x = 3
+        return 1.5, "sup |f'| = 3/2 (at x = 3)"
+    if isinstance(module, nn.GELU):
+        if module.approximate == "tanh":
+            return SMOOTH_SLOPES["gelu_tanh"], "sup |f'| = 1.1289930687 (tanh form, at x = 1.4185)"
+        return GELU_SLOPE, "sup |f'| = (1 + erf 1) / 2 + 1 / (e sqrt(pi)) (at x = sqrt 2)"
+    if isinstance(module, nn.SiLU):
+        return SMOOTH_SLOPES["silu"], "sup |f'| = 1.0998393202 (at x = 2.3994)"
+    if isinstance(module, nn.Mish):
+        return SMOOTH_SLOPES["mish"], "sup |f'| = 1.0884981613 (at x = 1.4906)"
+    if isinstance(module, nn.SELU):
+        return SELU_SLOPE, "sup |f'| = scale * alpha"
     if isinstance(module, nn.LeakyReLU):
         return max(1.0, abs(module.negative_slope)), "sup |f'| = max(1, |negative_slope|)"
     if isinstance(module, nn.ELU):
         return max(1.0, abs(module.alpha)), "sup |f'| = max(1, alpha)"
+    if isinstance(module, nn.PReLU):  # the learned slopes as they are now
+        return max(1.0, float(module.weight.detach().abs().max())), "sup |f'| = max(1, max |learned slope|)"
+    if isinstance(module, nn.RReLU):  # random slopes in [lower, upper] in training, their mean in eval: either way
+        return max(1.0, abs(module.lower), abs(module.upper)), "sup |f'| = max(1, |lower|, |upper|)"
     return None
 
 
