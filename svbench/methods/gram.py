@@ -12,9 +12,9 @@ Delattre, Barthelemy, Araujo & Allauzen, ICML 2023 (arXiv:2305.16173); zero-padd
   Re G + Im G and squares it in two real matmuls (half the flops of the complex product, same bound up to rounding:
   functional.gram), ``complex`` as one complex matmul (the paper code's form), ``auto`` (default) as measured per
   device: on a CPU real from a Gram side of 32 on; on CUDA real only for batches of side >= 256 holding >= 1e9 matrices
-  x side^3 (H200: WRN-16-10 72.2 ms auto, 74.7 real, 86.8 complex; functional.gram.auto_products), ``triton`` the real
-  form's step fused into one Triton kernel (EXPERIMENTAL; measured slower on an H200: WRN-16-10 110.3 vs 65.3 ms,
-  reports/gpu/nvidia-h200/run8).
+  x side^3 (H200 run 8, paired: WRN-16-10 66.4 ms auto, 66.7 real, 80.9 complex; functional.gram.auto_products),
+  ``triton`` the real form's step fused into one Triton kernel (EXPERIMENTAL; measured slower on an H200: WRN-16-10
+  110.3 vs 65.3 ms, reports/gpu/nvidia-h200/run8).
 - ``screen`` (``auto``: on a CPU): frequencies whose bound can no longer be the layer's largest are dropped after
   each product (a lower bound on every frequency's sigma_1 from the iterate's diagonal); the result is the
   unscreened bound, computed on fewer matrices when sigma_1 varies across frequencies, as in trained layers.
