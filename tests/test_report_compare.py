@@ -137,6 +137,50 @@ def test_compare_cli_exit_codes_and_report_file(smoke_run, tmp_path, capsys):
     assert main(["compare", run_dir, "--baseline", str(tmp_path / "none.jsonl")]) == 2
 
 
+def test_a_baseline_of_two_machines_compares_each_run_with_its_own(smoke_run, tmp_path, capsys):
+    """A baseline file holding the same cells from two machines: a run's timings are compared with its own
+    machine's records (a slowdown there fails, the other machine's much faster timings do not), and a run on a
+    machine the file does not hold gets its numbers checked, no timing, and says so in the report and a warning."""
+    from svbench.report.compare import timing_coverage
+
+    recs = smoke_run.records
+    timed = [r for r in recs if r["metric"] == "train_time_s" and r["status"] == "ok"]
+    assert timed
+
+    def on(records, device_name, factor=1.0):
+        out = []
+        for r in records:
+            r = dict(r, device_name=device_name)
+            if r["metric"] == "train_time_s" and r.get("value") is not None:
+                r["value"] *= factor
+            out.append(r)
+        return out
+
+    this = recs[0]["device_name"]
+    two = on(recs, "Other CPU", factor=0.01) + list(recs)  # the other machine first, 100x faster
+    verdicts = compare(recs, two)
+    assert all(v.ok for v in verdicts) and timing_coverage(verdicts)[0] >= len(timed)
+    slow = on(recs, this, factor=10)
+    assert any(not v.ok and v.kind == "time" for v in compare(slow, two))
+
+    elsewhere = on(recs, "Third CPU", factor=10)
+    verdicts = compare(elsewhere, two)
+    assert all(v.ok for v in verdicts) and timing_coverage(verdicts)[0] == 0
+    assert any(v.kind == "exactness" for v in verdicts) and any(v.kind == "accuracy" for v in verdicts)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in elsewhere))
+    (tmp_path / "two.jsonl").write_text("".join(json.dumps(r) + "\n" for r in two))
+    assert main(["compare", str(run_dir), "--baseline", str(tmp_path / "two.jsonl"), "--out", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "**No timing was compared**" in out and "Third CPU" in out and "Other CPU" in out
+    assert "svbench: warning: No timing was compared" in err
+    assert main(["compare", str(smoke_run.run_dir), "--baseline", str(tmp_path / "two.jsonl"), "--out",
+                 str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert f"Timings: {timing_coverage(compare(recs, two))[0]} compared." in out and "warning" not in err
+
+
 def test_report_writes_md_csv_and_self_contained_html(smoke_run, tmp_path, capsys):
     assert main(["report", str(smoke_run.run_dir), "--out", str(tmp_path)]) == 0
     html = (tmp_path / "report.html").read_text()

@@ -11,6 +11,12 @@ Kinds of regression (tolerances come from the suite's ``tolerances`` mapping, de
   exact value by more than ``bound_tol``, an estimate above it by more than ``bound_tol``, or an attack that
   succeeded inside a certified radius (``certificate_violations`` > 0) (no baseline needed);
 - ``status``: a cell that was ok in the baseline is missing, skipped, failed or non-finite.
+
+A baseline file may hold the records of several machines (the same cells measured on each): every run record is
+compared with the baseline record of its own device name (on a CPU, also its thread count) where there is one, else
+with the file's first record of that cell and metric (numbers are compared, timings are not). The report says how many
+timings were really compared, and names the devices when none was: a check whose timings were all skipped is not a
+speed check.
 """
 
 from __future__ import annotations
@@ -80,6 +86,27 @@ def exactness_checks(records: list[dict[str, Any]], tol: dict[str, float]) -> li
     return out
 
 
+def _machine(r: dict[str, Any]) -> tuple[Any, Any]:
+    """What a timing depends on: the device name and, on a CPU, the thread count."""
+    return r.get("device_name"), r.get("num_threads") if r.get("device") == "cpu" else None
+
+
+def _same_machine(candidates: list[dict[str, Any]], r: dict[str, Any] | None) -> dict[str, Any]:
+    """The baseline record measured on the run record's machine, else the first one."""
+    if r is not None:
+        for b in candidates:
+            if _machine(b) == _machine(r):
+                return b
+    return candidates[0]
+
+
+def timing_coverage(verdicts: list[Verdict]) -> tuple[int, int]:
+    """(timings compared, timings not compared: another device or thread count)."""
+    times = [v for v in verdicts if v.kind == "time"]
+    skipped = sum(v.note.startswith("not compared") for v in times)
+    return len(times) - skipped, skipped
+
+
 def compare(run: list[dict[str, Any]], baseline: list[dict[str, Any]],
             tolerances: dict[str, float] | None = None) -> list[Verdict]:
     tol = {**DEFAULT_TOLERANCES, **(tolerances or {})}
@@ -89,11 +116,15 @@ def compare(run: list[dict[str, Any]], baseline: list[dict[str, Any]],
     cur = {_key(r): r for r in run}
     verdicts: list[Verdict] = []
     run_cells = {r.get("cell_id") for r in run}
-    for key, b in {_key(r): r for r in baseline}.items():
+    by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for b in baseline:
+        by_key.setdefault(_key(b), []).append(b)
+    for key, candidates in by_key.items():
         cell, metric = key
+        r = cur.get(key)
+        b = _same_machine(candidates, r)
         if b.get("status") != "ok":
             continue
-        r = cur.get(key)
         if r is None:
             if cell not in run_cells:
                 verdicts.append(Verdict(cell, metric, "status", False, b.get("value"), None, "cell missing"))
@@ -131,11 +162,33 @@ def compare(run: list[dict[str, Any]], baseline: list[dict[str, Any]],
     return verdicts
 
 
-def render(verdicts: list[Verdict], run_dir: str, baseline: str) -> str:
+def coverage_note(verdicts: list[Verdict], run: list[dict[str, Any]], baseline: list[dict[str, Any]]) -> str:
+    """One line on the timings: how many were compared, and when none was, the machines of both sides."""
+    compared, skipped = timing_coverage(verdicts)
+    if not skipped:
+        return f"Timings: {compared} compared."
+    if compared:
+        return f"Timings: {compared} compared, {skipped} not (another device or thread count)."
+
+    def machines(records: list[dict[str, Any]]) -> str:
+        seen = sorted({_machine_label(r) for r in records if r.get("metric") in TIME_METRICS})
+        return "; ".join(seen) or "none"
+
+    return (f"**No timing was compared** ({skipped} skipped): the baseline holds no records of this run's machine "
+            f"(run: {machines(run)}; baseline: {machines(baseline)}), so this check says nothing about speed. Add "
+            f"this machine's records to the baseline file (baselines/README.md).")
+
+
+def _machine_label(r: dict[str, Any]) -> str:
+    name, threads = _machine(r)
+    return f"{name}" + (f", {threads} thread{'s' if threads != 1 else ''}" if threads is not None else "")
+
+
+def render(verdicts: list[Verdict], run_dir: str, baseline: str, coverage: str | None = None) -> str:
     bad = [v for v in verdicts if not v.ok]
     lines = [f"# svbench regression check: {'REGRESSION' if bad else 'PASS'}", "",
              f"Run: `{run_dir}`  ", f"Baseline: `{baseline}`  ",
-             f"{len(verdicts)} checks, {len(bad)} failed.", "",
+             f"{len(verdicts)} checks, {len(bad)} failed." + (f"  \n{coverage}" if coverage else ""), "",
              "| verdict | kind | cell | metric | baseline | run | note |", "|---|---|---|---|---|---|---|"]
 
     def fmt(x: Any) -> str:
@@ -166,7 +219,12 @@ def compare_run(run_dir: str | Path, baseline: str | Path, out_root: str | Path 
     if tolerances is None:
         tolerances = _suite_tolerances(Path(run_dir))
     verdicts = compare(run, base, tolerances)
-    md = render(verdicts, str(run_dir), str(bpath))
+    coverage = coverage_note(verdicts, run, base)
+    if coverage.startswith("**No timing"):
+        import warnings
+
+        warnings.warn(coverage.replace("**", ""), stacklevel=2)
+    md = render(verdicts, str(run_dir), str(bpath), coverage)
     run_id = run[0].get("run_id", Path(run_dir).name) if run else Path(run_dir).name
     out = Path(out_root) / f"{run_id}.md"
     try:
