@@ -290,3 +290,59 @@ def test_ctrl_c_finishes_the_cell_and_says_how_to_resume(tmp_path):
     assert (run_dir / "table.md").exists()
     for line in (run_dir / "results.jsonl").read_text().splitlines():
         json.loads(line)  # no corrupt record
+
+
+GPU_RUNS = ROOT / "reports" / "gpu" / "nvidia-h200"
+
+
+def _gpu_records(run):
+    (path,) = (GPU_RUNS / run / "runs").glob("*/*/results.jsonl")
+    return load_results(path)
+
+
+def test_compare_reads_gpu_runs_network_targets_and_inexact_backends():
+    """The committed H200 runs pass against themselves (before session 15 run 1 failed 19 'exactness' checks: the
+    naive reference and the explicitly chosen inexact backends -- float32 eigh, torch's default CUDA driver, gesvdj
+    -- are documented as outside 1e-5 sigma_max), and the network records (issue 6's targets: network SV and clipping
+    times, errors, the Gram bound) are checked: before, a network run compared 0 checks."""
+    from svbench.report.compare import inexact_backend, timing_coverage
+
+    assert inexact_backend("eigh", "cpu") and inexact_backend("svdvals/gesvdj", "cuda")
+    assert inexact_backend("fft2+svdvals", "cuda") and not inexact_backend("fft2+svdvals", "cpu")
+    assert not inexact_backend("svdvals/gesvda", "cuda") and not inexact_backend("eigh64", "cuda")
+    layers, networks = _gpu_records("run1"), _gpu_records("run8")
+    for recs in (layers, networks):
+        verdicts = compare(recs, recs)
+        assert verdicts and all(v.ok for v in verdicts)
+    verdicts = compare(networks, networks)
+    kinds = {(v.kind, v.metric) for v in verdicts}
+    assert {("time", "network_sv_time_ms"), ("time", "network_clip_time_ms"), ("error", "network_max_err_rel"),
+            ("error", "network_clip_err_rel"), ("exactness", "network_max_err_rel"),
+            ("exactness", "network_min_bound_rel_err")} <= kinds
+    assert timing_coverage(verdicts)[0] == sum(r["metric"] in ("network_sv_time_ms", "network_clip_time_ms")
+                                               and r["status"] == "ok" for r in networks)
+
+    def planted(recs, pred, change):
+        return [dict(r, **change(r)) if pred(r) else r for r in recs]
+
+    def failed(run, base):
+        return {(v.kind, v.metric) for v in compare(run, base) if not v.ok}
+
+    def sedghi(r):
+        return r["method"] == "sedghi"
+
+    slow = planted(networks, lambda r: sedghi(r) and r["metric"] == "network_sv_time_ms",
+                   lambda r: {"value": r["value"] * 4})
+    assert failed(slow, networks) == {("time", "network_sv_time_ms")}
+    loose = planted(networks, lambda r: sedghi(r) and r["metric"] == "network_max_err_rel", lambda r: {"value": 5e-6})
+    assert ("exactness", "network_max_err_rel") in failed(loose, networks)  # outside the class, inside 10x baseline
+    low = planted(networks, lambda r: r["method"] == "gram" and r["metric"] == "network_min_bound_rel_err",
+                  lambda r: {"value": -1e-3})
+    assert failed(low, networks) == {("exactness", "network_min_bound_rel_err")}
+    # the reference's own 2e-4 is no exactness failure, but 100x of it is an error regression
+    worse = planted(networks, lambda r: r["method"] == "reference" and r["metric"] == "network_max_err_rel",
+                    lambda r: {"value": r["value"] * 100})
+    assert failed(worse, networks) == {("error", "network_max_err_rel")}
+    eigh = planted(layers, lambda r: r.get("backend") == "eigh" and r["metric"] == "sv_max_abs_err_rel",
+                   lambda r: {"value": r["value"] * 100})
+    assert failed(eigh, layers) == {("error", "sv_max_abs_err_rel")}
