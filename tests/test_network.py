@@ -283,3 +283,31 @@ def test_sedghi_and_tt_cover_kernels_wider_than_their_grid_like_reference():
         if name == "sedghi":
             for key in ref:
                 assert torch.allclose(got[key].double(), ref[key].double(), rtol=0, atol=1e-5), key
+
+
+def test_network_task_times_the_power_estimate_and_checks_its_side(tmp_path):
+    """Estimates (power iteration) take part in network tasks: timed like the others, and their largest
+    (estimate - exact) / exact over the convs is recorded (<= 0: an estimate from below; the lowest in extra), shown in
+    the network table's sigma_max column and held to <= bound_tol by compare (before session 15 a network task left
+    estimate methods out)."""
+    from svbench.report.compare import compare
+    from svbench.results.tables import network_markdown, network_table
+
+    suite = parse_suite({
+        "name": "net", "tasks": [
+            {"name": "nets", "kind": "network", "models": ["small_cnn"], "input_shape": [1, 16, 16],
+             "methods": ["power", "gram"], "measure_memory": False,
+             "timing": {"warmup": 0, "min_repeats": 1, "max_repeats": 1, "budget_s": 0.01}}],
+    }, "test")
+    res = run_suite(suite, out_root=tmp_path, progress=False)
+    est = [r for r in res.records if r["metric"] == "network_max_est_rel_err"]
+    assert len(est) == 1 and est[0]["method"] == "power" and est[0]["provides"] == "estimate"
+    assert est[0]["extra"]["min_est_rel_err"] <= est[0]["value"] <= 1e-5
+    assert any(r["metric"] == "network_sv_time_ms" and r["method"] == "power" for r in res.records)
+    md = network_markdown(network_table(res.records))
+    (row,) = [line for line in md.splitlines() if "| power |" in line]
+    assert f"{est[0]['value']:.4g}" in row
+    assert all(v.ok for v in compare(res.records, res.records))
+    above = [dict(r, value=0.01) if r["metric"] == "network_max_est_rel_err" else r for r in res.records]
+    assert [(v.kind, v.metric) for v in compare(above, res.records) if not v.ok] == [
+        ("exactness", "network_max_est_rel_err")]

@@ -101,7 +101,7 @@ def exactness_checks(records: list[dict[str, Any]], tol: dict[str, float]) -> li
         elif str(m).startswith("certificate_violations"):
             out.append(Verdict(r["cell_id"], m, "exactness", v == 0, None, v,
                                "an attack succeeded inside the certified radius: the Lipschitz bound is not a bound"))
-        elif m == "sigma_max_rel_err" and prov == "estimate":
+        elif m in ("sigma_max_rel_err", "network_max_est_rel_err") and prov == "estimate":
             out.append(Verdict(r["cell_id"], m, "exactness", v <= tol["bound_tol"], None, v,
                                "a power-iteration estimate must not exceed the exact sigma_max"))
     return out

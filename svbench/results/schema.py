@@ -103,6 +103,9 @@ METRICS: dict[str, MetricInfo] = {
     "network_sigma_max": MetricInfo("1", False, "largest per-layer sigma_max found"),
     "network_max_err_rel": MetricInfo("ratio", False, "max over layers and SVs of |error| / layer sigma_max"),
     "network_min_bound_rel_err": MetricInfo("ratio", False, "min over layers of (bound - exact) / exact (>= 0)"),
+    "network_max_est_rel_err": MetricInfo(
+        "ratio", False, "max over layers of (estimate - exact) / exact (<= 0; extra.min_est_rel_err: the lowest)"
+    ),
     # train task
     "test_accuracy": MetricInfo("fraction", True, "top-1 accuracy on the full test split, last epoch"),
     "val_accuracy_best": MetricInfo("fraction", True, "best validation accuracy over epochs (selection only)"),

@@ -55,7 +55,7 @@ def run_network_cell(cell: Any, ctx: Any, base: dict[str, Any], records: Any) ->
                                                                                     task.clip_to),
                               "extra": {"oracle": "clip_float64", "what": "max over layers of ||K - K64||_F / "
                                         "||K64||_F, K64 the same clip-and-crop pass in float64"}})
-    if task.check_error and method.provides in ("all_svs", "upper_bound"):
+    if task.check_error and method.provides in ("all_svs", "upper_bound", "estimate"):
         errs, how = [], "fft_float64"
         layers = {name: m for name, m, _ in conv_inputs(model, shape)}
         sizes = {name: n for name, _, n in conv_inputs(model, shape)}
@@ -70,9 +70,14 @@ def run_network_cell(cell: Any, ctx: Any, base: dict[str, Any], records: Any) ->
             else:
                 errs.append((float(got[0]) - s1) / s1)
         if errs:
-            all_svs = method.provides == "all_svs"
-            metric = "network_max_err_rel" if all_svs else "network_min_bound_rel_err"
-            items.append({"metric": metric, "value": max(errs) if all_svs else min(errs), "extra": {"oracle": how}})
+            # all SVs: the largest error; a bound: its lowest (bound - exact) / exact, >= 0; an estimate: its highest,
+            # <= 0, with how far below the exact value the worst layer's estimate lies
+            metric, value, extra = {
+                "all_svs": ("network_max_err_rel", max(errs), {}),
+                "upper_bound": ("network_min_bound_rel_err", min(errs), {}),
+                "estimate": ("network_max_est_rel_err", max(errs), {"min_est_rel_err": min(errs)}),
+            }[method.provides]
+            items.append({"metric": metric, "value": value, "extra": {"oracle": how, **extra}})
         base["oracle"] = how
     return records(base, items)
 

@@ -167,7 +167,7 @@ def plan_cells(suite: Suite, methods: str | list[str] | None = None) -> list[Cel
                     cells += [Cell(task, m, seed, spec) for m in variants]
             elif isinstance(task, NetworkTask):
                 cells += [Cell(task, m, seed, model=name) for name in task.models for m in variants
-                          if m.provides in ("all_svs", "upper_bound")]
+                          if m.provides in ("all_svs", "upper_bound", "estimate")]
             else:
                 cells += [Cell(task, m, seed) for m in variants if m.trains]
     return cells
