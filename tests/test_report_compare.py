@@ -346,3 +346,24 @@ def test_compare_reads_gpu_runs_network_targets_and_inexact_backends():
     eigh = planted(layers, lambda r: r.get("backend") == "eigh" and r["metric"] == "sv_max_abs_err_rel",
                    lambda r: {"value": r["value"] * 100})
     assert failed(eigh, layers) == {("error", "sv_max_abs_err_rel")}
+
+
+def test_report_of_a_network_run_plots_speedups_and_keeps_the_network_rows(tmp_path, capsys):
+    """`svbench report` on the committed H200 run 8: network_speedups.png (one bar per method and model, the clipping
+    pass in a second panel), and the network table in report.csv (before session 15 only sv and train rows)."""
+    import pandas as pd
+
+    from svbench.report.plots import network_speedups
+    from svbench.results.tables import network_table
+
+    (run,) = (GPU_RUNS / "run8" / "runs").glob("*/*")
+    assert main(["report", str(run), "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "network_speedups.png").read_bytes().startswith(b"\x89PNG")
+    csv = pd.read_csv(tmp_path / "r" / "report.csv")
+    net = csv[csv["kind"] == "network"]
+    assert len(net) == 12 and set(net["model"]) == {"wrn16_10", "resnet18", "vgg19"}
+    wrn_sedghi = net[(net["model"] == "wrn16_10") & (net["method"] == "sedghi")].iloc[0]
+    assert wrn_sedghi["speedup_vs_reference"] == pytest.approx(50358.27 / 303.41, rel=1e-4)
+    alone = network_table([r for r in _gpu_records("run8") if r["method"] != "reference"])
+    assert network_speedups(alone) is None  # no reference beside: no ratio to draw
+    assert network_speedups(alone.iloc[0:0]) is None

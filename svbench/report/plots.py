@@ -163,3 +163,41 @@ def spectrum_per_layer(layers: list[tuple[str, np.ndarray, float | None]], title
     fig.suptitle((title + "\n" if title else "") + f"zero SVs drawn at {SPECTRUM_FLOOR:g} x the largest sigma",
                  fontsize=9)
     return _png(fig)
+
+
+def network_speedups(nt: pd.DataFrame) -> bytes | None:
+    """Network tasks: each method's speed-up over ``reference`` of the same run (log scale), per model; a second panel
+    for the clipping pass where one was timed. Bars only where the ratio exists (methods with a reference beside)."""
+    if nt.empty or "speedup_vs_reference" not in nt:
+        return None
+    df = nt[(nt["method"] != "reference") & nt["speedup_vs_reference"].notna()].copy()
+    if df.empty:
+        return None
+    several = df["task"].nunique() > 1
+    df["where"] = [f"{m} [{t}]" if several else str(m) for t, m in zip(df["task"], df["model"])]
+    panels = [("speedup_vs_reference", "all SVs / bound / estimate")]
+    if df["clip_speedup_vs_reference"].notna().any():
+        panels.append(("clip_speedup_vs_reference", "clipping pass"))
+    wheres = list(dict.fromkeys(df["where"]))
+    methods = list(dict.fromkeys(df["method"]))
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    size = (5.5 * len(panels), 0.6 + 0.45 * len(wheres) * len(methods) ** 0.5)
+    fig, axes = plt.subplots(1, len(panels), figsize=size, squeeze=False)
+    for ax, (column, title) in zip(axes[0], panels):
+        shown = [m for m in methods if df.loc[df["method"] == m, column].notna().any()]
+        height = 0.8 / len(shown)
+        for j, method in enumerate(shown):
+            g = df[df["method"] == method].set_index("where")[column].dropna()
+            ax.barh([wheres.index(w) - 0.4 + (j + 0.5) * height for w in g.index], g.values, height=height,
+                    color=colors[method], label=method)
+        ax.set_xscale("log")
+        ax.axvline(1.0, color="k", lw=0.7)
+        ax.set_yticks(range(len(wheres)))
+        ax.set_yticklabels(wheres, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("x faster than reference (same run)")
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[m]) for m in methods]
+    axes[0][-1].legend(handles, methods, fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return _png(fig)

@@ -77,14 +77,15 @@ def build_report(paths: list[str | Path], out_dir: str | Path) -> dict[str, Path
         "error_vs_time": plots.error_vs_time(sv),
         "robust_vs_clean": plots.robust_vs_clean(tr),
         "overshoot_per_layer": plots.overshoot_per_layer(records),
+        "network_speedups": plots.network_speedups(nt),
     }
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
         paths_out = {"markdown": out / "report.md", "csv": out / "report.csv", "html": out / "report.html"}
         paths_out["markdown"].write_text("\n".join(md))
-        pd.concat([sv.assign(kind="sv"), tr.assign(kind="train")], ignore_index=True).to_csv(paths_out["csv"],
-                                                                                                index=False)
+        parts = [sv.assign(kind="sv"), tr.assign(kind="train"), nt.assign(kind="network")]
+        pd.concat([p for p in parts if not p.empty], ignore_index=True).to_csv(paths_out["csv"], index=False)
         paths_out["html"].write_text(_html("\n".join(md), sv, tr, figures))
         for name, png in figures.items():
             if png:
