@@ -497,3 +497,70 @@ def test_unwritable_output_folder(tmp_path, capsys):
         out = ro / "runs"
     code, _, err = _inproc(capsys, "run", "smoke", "--methods", "none", "--out", str(out))
     assert code == 2 and "output folder" in err
+
+
+def _pair_of_checkpoints(tmp_path):
+    """Two checkpoints of one architecture, the second with its first conv scaled by 2 and a conv the first lacks;
+    both named model.pt (in two folders), as two runs' checkpoints usually are."""
+    torch.manual_seed(0)
+    w = torch.randn(4, 3, 3, 3)
+    paths = []
+    for i, state in enumerate(({"c.weight": w}, {"c.weight": 2 * w, "d.weight": torch.randn(5, 4, 3, 3)})):
+        (tmp_path / f"run{i}").mkdir()
+        paths.append(tmp_path / f"run{i}" / "model.pt")
+        torch.save(state, paths[-1])
+    return paths
+
+
+def test_spectrum_of_several_checkpoints_side_by_side(tmp_path, capsys):
+    """`spectrum A B`: each checkpoint in its own folder (repeated stems numbered), comparison.md with sigma_max /
+    sigma_min per layer and checkpoint (layers matched by name, — where one is missing) and comparison.png."""
+    a, b = _pair_of_checkpoints(tmp_path)
+    out = tmp_path / "o"
+    code, stdout, _ = _inproc(capsys, "spectrum", str(a), str(b), "--input-size", "8", "--out", str(out))
+    assert code == 0
+    for folder in ("model", "model-2"):
+        assert {p.name for p in (out / folder).iterdir()} == {"spectrum.csv", "spectrum.md", "spectrum.png"}
+    rows = {line.split(" | ")[0].strip("| "): line.strip("| ").split(" | ")
+            for line in (out / "comparison.md").read_text().splitlines() if line.startswith("| c") or
+            line.startswith("| d")}
+    assert float(rows["c"][3]) == pytest.approx(2 * float(rows["c"][1]), rel=1e-5)
+    assert rows["d"][1:3] == ["—", "—"] and rows["d"][3] != "—"
+    assert (out / "comparison.png").read_bytes().startswith(b"\x89PNG")
+    assert f"## {a}" in stdout and f"## {b}" in stdout and f"wrote {out / 'comparison.md'}" in stdout
+
+
+def test_spectrum_of_several_checkpoints_checks_all_before_computing_any(tmp_path, capsys):
+    """A missing or bad checkpoint after a good one: one line, exit 2, before any SV is computed or folder made."""
+    a, _ = _pair_of_checkpoints(tmp_path)
+    out = tmp_path / "o"
+    code, _, err = _inproc(capsys, "spectrum", str(a), str(tmp_path / "none.pt"), "--input-size", "8", "--out",
+                           str(out))
+    assert code == 2 and "checkpoint not found" in err and len(err.strip().splitlines()) == 1
+    bad = _three_conv_checkpoint(tmp_path, bad_last=True)
+    code, _, err = _inproc(capsys, "spectrum", str(a), str(bad), "--input-size", "8", "--out", str(out))
+    assert code == 2 and "c2" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_spectrum_of_several_checkpoints_keeps_the_finished_ones(tmp_path, capsys, monkeypatch):
+    """Out of memory in the second checkpoint: the first one's folder is written and named in a warning; the error
+    stays one line (exit 2); no comparison is written."""
+    from svbench.checkpoint import spectrum as sp
+
+    a, b = _pair_of_checkpoints(tmp_path)
+    real, calls = sp.layer_spectrum, []
+
+    def second_fails(entry, *args, **kwargs):
+        calls.append(entry.name)
+        if len(calls) == 2:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 68719476736 bytes")
+        return real(entry, *args, **kwargs)
+
+    monkeypatch.setattr(sp, "layer_spectrum", second_fails)
+    out = tmp_path / "o"
+    code, _, err = _inproc(capsys, "spectrum", str(a), str(b), "--input-size", "8", "--out", str(out))
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert code == 2 and len(lines) == 2, err
+    assert lines[0].startswith("svbench: warning:") and str(out / "model") in lines[0]
+    assert (out / "model" / "spectrum.csv").exists() and not (out / "comparison.md").exists()

@@ -407,6 +407,39 @@ def write_spectrum(spectra: list[LayerSpectrum], out_dir: str | Path, incomplete
     return csv_path, md_path
 
 
+def comparison_markdown(results: list[tuple[str, list[LayerSpectrum]]]) -> str:
+    """sigma_max and sigma_min of every layer (matched by name, in first-seen order) across checkpoints."""
+    labels = [label for label, _ in results]
+    by_name = [{s.name: s for s in spectra} for _, spectra in results]
+    names = list(dict.fromkeys(s.name for _, spectra in results for s in spectra))
+    lines = ["Each conv's sigma_max and sigma_min in each checkpoint (layers matched by name; — where a checkpoint has",
+             "no such layer). Each checkpoint's full table, CSV and plot are in its own folder.", "",
+             "| layer | " + " | ".join(f"{label} sigma_max | {label} sigma_min" for label in labels) + " |",
+             "|---|" + "---|---|" * len(labels)]
+    for name in names:
+        cells = []
+        for layers in by_name:
+            s = layers.get(name)
+            cells += ["—", "—"] if s is None else [f"{s.sigma_max:.6g}", f"{s.sigma_min:.4g}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(results: list[tuple[str, list[LayerSpectrum]]], out_dir: str | Path) -> tuple[Path, Path]:
+    """comparison.md and comparison.png (sigma_max and sigma_min per layer, one line per checkpoint) in ``out_dir``."""
+    from svbench.report.plots import spectrum_comparison
+
+    out = prepare_out(out_dir)
+    md_path, png_path = out / "comparison.md", out / "comparison.png"
+    try:
+        md_path.write_text(comparison_markdown(results))
+        png_path.write_bytes(spectrum_comparison(
+            [(label, [(s.name, s.sigma_max, s.sigma_min) for s in spectra]) for label, spectra in results]))
+    except OSError as e:
+        raise _write_error(out, e) from None
+    return md_path, png_path
+
+
 def depthwise_note(spectra: list[LayerSpectrum]) -> str | None:
     """A warning for weights that look depthwise: (C, 1, k, k) after the first layer, read as 1 -> C convs."""
     names = [s.name for i, s in enumerate(spectra) if i > 0 and s.kind == "conv" and s.shape[1] == 1 and s.shape[0] > 1

@@ -1,5 +1,5 @@
-"""``svbench spectrum CKPT --input-size N [--method sedghi] [--device cpu|cuda|auto] [--model NAME --input-shape C,H,W]
-[--out DIR]``."""
+"""``svbench spectrum CKPT [CKPT ...] --input-size N [--method sedghi] [--device cpu|cuda|auto] [--model NAME
+--input-shape C,H,W] [--out DIR]``."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ if TYPE_CHECKING:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("spectrum", help="all SVs of a checkpoint's conv layers (CSV, markdown, plot)")
-    p.add_argument("checkpoint", help="a state-dict file (.pt/.pth)")
+    p = sub.add_parser("spectrum", help="all SVs of a checkpoint's conv layers (CSV, markdown, plot); several "
+                       "checkpoints side by side")
+    p.add_argument("checkpoint", nargs="+", help="one or more state-dict files (.pt/.pth); with several, each gets "
+                   "its own folder under --out and comparison.md / comparison.png set them side by side")
     p.add_argument("--input-size", type=int, default=None, help="input size n for every conv (stride 1 assumed)")
     p.add_argument("--model", default=None, help="real per-layer sizes and strides from a model: a registered name "
                    "(svbench ls models) or torchvision:NAME (e.g. torchvision:resnet50)")
@@ -49,6 +51,7 @@ def main(args: argparse.Namespace) -> int:
         plan_spectrum,
         prepare_out,
         spectrum_markdown,
+        write_comparison,
         write_spectrum,
     )
 
@@ -59,25 +62,51 @@ def main(args: argparse.Namespace) -> int:
     if args.input_size is not None and args.model is not None:
         raise UserError("pass either --input-size N (every conv on N x N) or --model NAME --input-shape C,H,W, "
                         "not both")
-    plan = plan_spectrum(  # reads the checkpoint and checks every layer: bad input is said before any SV is computed
-        args.checkpoint, input_size=args.input_size, model=args.model, input_shape=_parse_shape(args.input_shape),
-        method=args.method, trust=args.trust_checkpoint, device=args.device,
-    )
-    out = prepare_out(Path(args.out) if args.out else Path("reports/spectrum") / Path(args.checkpoint).stem)
-    spectra: list[LayerSpectrum] = []
-    try:
-        compute_spectrum(plan, into=spectra)
-    except BaseException as e:  # a failure mid-way (memory, a solver, Ctrl-C): the finished layers are written
-        if spectra:
-            _write_partial(spectra, plan, out, e)
-        raise
-    csv_path, md_path = write_spectrum(spectra, out)
-    print(spectrum_markdown(spectra))
-    print(f"wrote {csv_path}, {md_path} and {md_path.with_suffix('.png')}")
-    note = depthwise_note(spectra)
-    if note:
-        warnings.warn(note, stacklevel=1)
+    shape = _parse_shape(args.input_shape)
+    plans = [plan_spectrum(  # reads every checkpoint and checks every layer: bad input is said before any SV
+        path, input_size=args.input_size, model=args.model, input_shape=shape, method=args.method,
+        trust=args.trust_checkpoint, device=args.device,
+    ) for path in args.checkpoint]
+    paths = [Path(c) for c in args.checkpoint]
+    several = len(paths) > 1
+    root = Path(args.out) if args.out else Path("reports/spectrum") / "-vs-".join(p.stem for p in paths)
+    folders = [root / name for name in _folder_names(paths)] if several else [root]
+    results: list[tuple[str, list[LayerSpectrum]]] = []
+    for path, plan, folder in zip(paths, plans, folders):
+        out = prepare_out(folder)
+        spectra: list[LayerSpectrum] = []
+        try:
+            compute_spectrum(plan, into=spectra)
+        except BaseException as e:  # a failure mid-way (memory, a solver, Ctrl-C): the finished layers are written
+            if spectra:
+                _write_partial(spectra, plan, out, e)
+            if results:
+                warnings.warn(f"the checkpoint(s) finished before {str(path)!r} are written: "
+                              f"{', '.join(str(f) for f in folders[:len(results)])}", stacklevel=1)
+            raise
+        csv_path, md_path = write_spectrum(spectra, out)
+        print(("" if not several else f"## {path}\n\n") + spectrum_markdown(spectra))
+        print(f"wrote {csv_path}, {md_path} and {md_path.with_suffix('.png')}")
+        note = depthwise_note(spectra)
+        if note:
+            warnings.warn(note, stacklevel=1)
+        results.append((str(path), spectra))
+    if several:
+        md_path, png_path = write_comparison(results, root)
+        print(md_path.read_text())
+        print(f"wrote {md_path} and {png_path}")
     return 0
+
+
+def _folder_names(paths: list[Path]) -> list[str]:
+    """One folder per checkpoint: its file stem, numbered where stems repeat (run1/model.pt, run2/model.pt)."""
+    names: list[str] = []
+    for p in paths:
+        name, k = p.stem, 2
+        while name in names:
+            name, k = f"{p.stem}-{k}", k + 1
+        names.append(name)
+    return names
 
 
 def _write_partial(spectra: list[LayerSpectrum], plan: SpectrumPlan, out: Path, error: BaseException) -> None:

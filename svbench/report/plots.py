@@ -201,3 +201,29 @@ def network_speedups(nt: pd.DataFrame) -> bytes | None:
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[m]) for m in methods]
     axes[0][-1].legend(handles, methods, fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return _png(fig)
+
+
+def spectrum_comparison(checkpoints: list[tuple[str, list[tuple[str, float, float]]]]) -> bytes:
+    """sigma_max (left) and sigma_min (right) per layer, one line per checkpoint, from ``(label, [(layer, sigma_max,
+    sigma_min), ...])``; layers matched by name in first-seen order (a gap where a checkpoint lacks one). Log sigma;
+    zero sigma_min at ``SPECTRUM_FLOOR`` times the largest sigma."""
+    names = list(dict.fromkeys(name for _, layers in checkpoints for name, _, _ in layers))
+    top = max((smax for _, layers in checkpoints for _, smax, _ in layers), default=1.0)
+    floor = SPECTRUM_FLOOR * top if top > 0 else SPECTRUM_FLOOR
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharex=True)
+    fig.subplots_adjust(wspace=0.3)
+    for label, layers in checkpoints:
+        values = {name: (smax, smin) for name, smax, smin in layers}
+        for ax, k in zip(axes, (0, 1)):
+            ys = [max(values[n][k], floor) if n in values else np.nan for n in names]
+            ax.plot(range(len(names)), ys, "o-", ms=3, label=label)
+    for ax, what in zip(axes, ("sigma_max", "sigma_min")):
+        ax.set_yscale("log")
+        ax.set_ylabel(what)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7 if len(names) <= 30 else 5)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"per layer, one line per checkpoint; zero SVs drawn at {SPECTRUM_FLOOR:g} x the largest sigma",
+                 fontsize=9)
+    return _png(fig)
