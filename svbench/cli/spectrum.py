@@ -71,9 +71,9 @@ def main(args: argparse.Namespace) -> int:
     several = len(paths) > 1
     root = Path(args.out) if args.out else Path("reports/spectrum") / "-vs-".join(p.stem for p in paths)
     folders = [root / name for name in _folder_names(paths)] if several else [root]
+    outs = [prepare_out(folder) for folder in folders]  # an unwritable folder is said before any SV, too
     results: list[tuple[str, list[LayerSpectrum]]] = []
-    for path, plan, folder in zip(paths, plans, folders):
-        out = prepare_out(folder)
+    for path, plan, out in zip(paths, plans, outs):
         spectra: list[LayerSpectrum] = []
         try:
             compute_spectrum(plan, into=spectra)
@@ -82,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
                 _write_partial(spectra, plan, out, e)
             if results:
                 warnings.warn(f"the checkpoint(s) finished before {str(path)!r} are written: "
-                              f"{', '.join(str(f) for f in folders[:len(results)])}", stacklevel=1)
+                              f"{', '.join(str(f) for f in outs[:len(results)])}", stacklevel=1)
             raise
         csv_path, md_path = write_spectrum(spectra, out)
         print(("" if not several else f"## {path}\n\n") + spectrum_markdown(spectra))
