@@ -564,3 +564,4 @@ def test_spectrum_of_several_checkpoints_keeps_the_finished_ones(tmp_path, capsy
     assert code == 2 and len(lines) == 2, err
     assert lines[0].startswith("svbench: warning:") and str(out / "model") in lines[0]
     assert (out / "model" / "spectrum.csv").exists() and not (out / "comparison.md").exists()
+    assert not (out / "model-2").exists()  # the folder made up front for the failed checkpoint is not left empty

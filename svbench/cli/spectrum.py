@@ -71,15 +71,19 @@ def main(args: argparse.Namespace) -> int:
     several = len(paths) > 1
     root = Path(args.out) if args.out else Path("reports/spectrum") / "-vs-".join(p.stem for p in paths)
     folders = [root / name for name in _folder_names(paths)] if several else [root]
+    made = [not folder.exists() for folder in folders]
     outs = [prepare_out(folder) for folder in folders]  # an unwritable folder is said before any SV, too
     results: list[tuple[str, list[LayerSpectrum]]] = []
-    for path, plan, out in zip(paths, plans, outs):
+    for i, (path, plan, out) in enumerate(zip(paths, plans, outs)):
         spectra: list[LayerSpectrum] = []
         try:
             compute_spectrum(plan, into=spectra)
         except BaseException as e:  # a failure mid-way (memory, a solver, Ctrl-C): the finished layers are written
             if spectra:
                 _write_partial(spectra, plan, out, e)
+            for later, new in zip(outs[i + (1 if spectra else 0):], made[i + (1 if spectra else 0):]):
+                if new and not any(later.iterdir()):  # folders made for checkpoints never reached
+                    later.rmdir()
             if results:
                 warnings.warn(f"the checkpoint(s) finished before {str(path)!r} are written: "
                               f"{', '.join(str(f) for f in outs[:len(results)])}", stacklevel=1)
