@@ -367,3 +367,22 @@ def test_report_of_a_network_run_plots_speedups_and_keeps_the_network_rows(tmp_p
     alone = network_table([r for r in _gpu_records("run8") if r["method"] != "reference"])
     assert network_speedups(alone) is None  # no reference beside: no ratio to draw
     assert network_speedups(alone.iloc[0:0]) is None
+
+
+def test_smoke_baseline_script_takes_median_timings_and_replaces_only_this_machine():
+    """scripts/smoke-baseline.py (how this machine's records got into the baseline): each ok timing is the median of
+    the runs, other values the first run's; records of other machines stay, this machine's are replaced."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("smoke_baseline", ROOT / "scripts" / "smoke-baseline.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def rec(device, metric, value, status="ok"):
+        return {"cell_id": "c", "metric": metric, "value": value, "status": status, "device_name": device}
+
+    runs = [[rec("me", "sv_time_ms", t), rec("me", "sigma_max", s)] for t, s in ((9.0, 1.0), (2.0, 1.1), (3.0, 1.2))]
+    mine = mod.median_records(runs)
+    assert [r["value"] for r in mine] == [3.0, 1.0] and "median of 3" in mine[0]["extra"]["baseline_note"]
+    merged = mod.merge([rec("other", "sv_time_ms", 5.0), rec("me", "sv_time_ms", 99.0)], mine)
+    assert [(r["device_name"], r["value"]) for r in merged] == [("other", 5.0), ("me", 3.0), ("me", 1.0)]

@@ -45,6 +45,7 @@ DEFAULT_TOLERANCES = {
 TIME_METRICS = {"sv_time_ms": 1.0, "forward_time_ms": 1.0, "train_time_s": 1e3, "epoch_time_s": 1e3,
                 "network_sv_time_ms": 1.0, "network_clip_time_ms": 1.0}
 ERROR_METRICS = {"sv_max_abs_err_rel", "network_max_err_rel", "network_clip_err_rel"}
+NOT_COMPARED = "not compared"  # the note of a timing verdict left out (another device or thread count)
 
 
 def inexact_backend(backend: str, device: str | None) -> bool:
@@ -124,7 +125,7 @@ def _same_machine(candidates: list[dict[str, Any]], r: dict[str, Any] | None) ->
 def timing_coverage(verdicts: list[Verdict]) -> tuple[int, int]:
     """(timings compared, timings not compared: another device or thread count)."""
     times = [v for v in verdicts if v.kind == "time"]
-    skipped = sum(v.note.startswith("not compared") for v in times)
+    skipped = sum(v.note.startswith(NOT_COMPARED) for v in times)
     return len(times) - skipped, skipped
 
 
@@ -161,11 +162,11 @@ def compare(run: list[dict[str, Any]], baseline: list[dict[str, Any]],
             continue
         if metric in TIME_METRICS:
             if r.get("device_name") != b.get("device_name"):
-                verdicts.append(Verdict(cell, metric, "time", True, bv, rv, "not compared: different device"))
+                verdicts.append(Verdict(cell, metric, "time", True, bv, rv, f"{NOT_COMPARED}: different device"))
                 continue
             if r.get("device") == "cpu" and r.get("num_threads") != b.get("num_threads"):  # 1 vs 2 threads: 10-100x
                 verdicts.append(Verdict(cell, metric, "time", True, bv, rv,
-                                        f"not compared: {r.get('num_threads')} CPU threads, baseline "
+                                        f"{NOT_COMPARED}: {r.get('num_threads')} CPU threads, baseline "
                                         f"{b.get('num_threads')}"))
                 continue
             if bv * TIME_METRICS[metric] < tol["time_floor_ms"]:

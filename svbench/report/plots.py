@@ -115,6 +115,17 @@ SPECTRUM_POINTS = 2000  # per layer: a layer's sorted SVs are drawn at up to thi
 SPECTRUM_FLOOR = 1e-12  # zero SVs are drawn at this fraction of the largest sigma of the plot (log axis)
 
 
+def _floor(top: float) -> float:
+    """Where zero SVs are drawn on a log axis: ``SPECTRUM_FLOOR`` times the largest sigma of the plot."""
+    return SPECTRUM_FLOOR * top if top > 0 else SPECTRUM_FLOOR
+
+
+def _layer_ticks(ax: Any, names: list[str]) -> None:
+    """One tick per layer, its name slanted (smaller for long networks)."""
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7 if len(names) <= 30 else 5)
+
+
 def spectrum_ranks(count: int, points: int = SPECTRUM_POINTS) -> np.ndarray:
     """The ranks of a layer's ``count`` sorted SVs that its curve draws: all of them up to ``points``, else ``points``
     evenly spaced ones, always the first (sigma_max) and the last (sigma_min)."""
@@ -130,8 +141,7 @@ def spectrum_per_layer(layers: list[tuple[str, np.ndarray, float | None]], title
     layers = [(name, np.asarray(svs, dtype=float), bound) for name, svs, bound in layers if len(svs)]
     if not layers:
         return None
-    top = max(float(svs[0]) for _, svs, _ in layers)
-    floor = SPECTRUM_FLOOR * top if top > 0 else SPECTRUM_FLOOR
+    floor = _floor(max(float(svs[0]) for _, svs, _ in layers))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1, 1.25]})
     cmap = plt.cm.viridis
     for i, (name, svs, _) in enumerate(layers):
@@ -155,9 +165,7 @@ def spectrum_per_layer(layers: list[tuple[str, np.ndarray, float | None]], title
     if bx:
         right.plot(bx, [layers[i][2] for i in bx], "x", color="k", label="sigma_max bound (zero padding)")
     right.set_yscale("log")
-    right.set_xticks(x)
-    right.set_xticklabels([name for name, _, _ in layers], rotation=60, ha="right",
-                          fontsize=7 if len(layers) <= 30 else 5)
+    _layer_ticks(right, [name for name, _, _ in layers])
     right.grid(True, which="both", alpha=0.3)
     right.legend(fontsize=7)
     fig.suptitle((title + "\n" if title else "") + f"zero SVs drawn at {SPECTRUM_FLOOR:g} x the largest sigma",
@@ -208,8 +216,7 @@ def spectrum_comparison(checkpoints: list[tuple[str, list[tuple[str, float, floa
     sigma_min), ...])``; layers matched by name in first-seen order (a gap where a checkpoint lacks one). Log sigma;
     zero sigma_min at ``SPECTRUM_FLOOR`` times the largest sigma."""
     names = list(dict.fromkeys(name for _, layers in checkpoints for name, _, _ in layers))
-    top = max((smax for _, layers in checkpoints for _, smax, _ in layers), default=1.0)
-    floor = SPECTRUM_FLOOR * top if top > 0 else SPECTRUM_FLOOR
+    floor = _floor(max((smax for _, layers in checkpoints for _, smax, _ in layers), default=1.0))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharex=True)
     fig.subplots_adjust(wspace=0.3)
     for label, layers in checkpoints:
@@ -220,8 +227,7 @@ def spectrum_comparison(checkpoints: list[tuple[str, list[tuple[str, float, floa
     for ax, what in zip(axes, ("sigma_max", "sigma_min")):
         ax.set_yscale("log")
         ax.set_ylabel(what)
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7 if len(names) <= 30 else 5)
+        _layer_ticks(ax, names)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(f"per layer, one line per checkpoint; zero SVs drawn at {SPECTRUM_FLOOR:g} x the largest sigma",
