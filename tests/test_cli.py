@@ -174,7 +174,7 @@ def test_ls_models_gives_each_registered_model_its_conv_count(capsys):
         assert name in out
     rows = {line.split()[1]: line for line in out.splitlines() if re.match(r"^\S\s+(wrn16_10|resnet18|vgg19)\b", line)}
     assert " 13 " in rows["wrn16_10"] and " 20 " in rows["resnet18"] and " 16 " in rows["vgg19"]
-    assert "yes" in rows["vgg19"] and "no" in rows["resnet18"]  # chain models (certifiable) or not
+    assert "graph" in rows["vgg19"] and "graph" in rows["resnet18"]  # certified bounds along the fx graph
 
 
 @pytest.mark.parametrize("what,pattern,keep,drop", [("models", "w*", "wrn16_10", "resnet18"),

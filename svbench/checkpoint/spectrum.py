@@ -33,6 +33,7 @@ from svbench.functional.transfer import check_circular_geometry
 from svbench.measure.env import device_name, resolve_device
 
 if TYPE_CHECKING:
+    from svbench.checkpoint.lipschitz import ModelBound
     from svbench.methods.base import Method
 
 # all-SVs methods that take only their own layer class (TTConv2d), never a plain kernel
@@ -283,6 +284,12 @@ class SpectrumPlan:
     layers: list[tuple[ConvEntry, int, int, str, int, int, str]]  # entry, n, stride, padding, groups, dilation, source
     method: str
     device: torch.device
+    # with --model: the architecture holding the checkpoint's weights, for its certified Lipschitz bound
+    # (checkpoint.lipschitz); None with the reason in bound_note when it cannot hold them as they are
+    model_name: str | None = None
+    input_shape: tuple[int, int, int] | None = None
+    bound_model: nn.Module | None = None
+    bound_note: str | None = None
 
 
 def plan_spectrum(
@@ -294,8 +301,10 @@ def plan_spectrum(
     method: str = "sedghi",
     trust: bool = False,
     device: torch.device | str = "cpu",
+    lipschitz: bool = True,
 ) -> SpectrumPlan:
-    """Read the checkpoint and check every layer (cheap: no SVs). Raises UserError naming the first bad layer."""
+    """Read the checkpoint and check every layer (cheap: no SVs). Raises UserError naming the first bad layer. With
+    ``model`` and ``lipschitz``, the plan also holds the model loaded with the checkpoint's weights."""
     spectrum_method(method)  # a wrong --method is said before the checkpoint is read, not as a layer's problem
     dev = resolve_device(str(device))
     state = load_state_dict(path, trust=trust)
@@ -328,7 +337,13 @@ def plan_spectrum(
             raise UserError(f"layer {e.name!r}: {err}") from None
         source = "model hooks" if e.name in geo else "assumed"
         layers.append((e, n, stride, pad, groups, dilation, source))
-    return SpectrumPlan(layers, method, dev)
+    plan = SpectrumPlan(layers, method, dev)
+    if model is not None and lipschitz:
+        from svbench.checkpoint.lipschitz import load_model
+
+        plan.model_name, plan.input_shape = model, input_shape
+        plan.bound_model, plan.bound_note = load_model(model, input_shape, state, convs)
+    return plan
 
 
 def _check_geometry(entry: ConvEntry, n: int, stride: int, dilation: int) -> None:
@@ -407,8 +422,9 @@ def write_spectrum(spectra: list[LayerSpectrum], out_dir: str | Path, incomplete
     return csv_path, md_path
 
 
-def comparison_markdown(results: list[tuple[str, list[LayerSpectrum]]]) -> str:
-    """sigma_max and sigma_min of every layer (matched by name, in first-seen order) across checkpoints."""
+def comparison_markdown(results: list[tuple[str, list[LayerSpectrum]]], bounds: list[ModelBound] = ()) -> str:
+    """sigma_max and sigma_min of every layer (matched by name, in first-seen order) across checkpoints, and each
+    model's certified Lipschitz bound when ``bounds`` (one per checkpoint, with --model) are given."""
     labels = [label for label, _ in results]
     by_name = [{s.name: s for s in spectra} for _, spectra in results]
     names = list(dict.fromkeys(s.name for _, spectra in results for s in spectra))
@@ -422,17 +438,22 @@ def comparison_markdown(results: list[tuple[str, list[LayerSpectrum]]]) -> str:
             s = layers.get(name)
             cells += ["—", "—"] if s is None else [f"{s.sigma_max:.6g}", f"{s.sigma_min:.4g}"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if bounds:
+        lines += ["", "Certified l2 Lipschitz bound of each model (lipschitz.md in its folder):", ""]
+        lines += [f"- {label}: " + (f"L = {b.value:.6g}" if b.value is not None else f"not computed ({b.note})")
+                  for label, b in zip(labels, bounds)]
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(results: list[tuple[str, list[LayerSpectrum]]], out_dir: str | Path) -> tuple[Path, Path]:
+def write_comparison(results: list[tuple[str, list[LayerSpectrum]]], out_dir: str | Path,
+                     bounds: list[ModelBound] = ()) -> tuple[Path, Path]:
     """comparison.md and comparison.png (sigma_max and sigma_min per layer, one line per checkpoint) in ``out_dir``."""
     from svbench.report.plots import spectrum_comparison
 
     out = prepare_out(out_dir)
     md_path, png_path = out / "comparison.md", out / "comparison.png"
     try:
-        md_path.write_text(comparison_markdown(results))
+        md_path.write_text(comparison_markdown(results, bounds))
         png_path.write_bytes(spectrum_comparison(
             [(label, [(s.name, s.sigma_max, s.sigma_min) for s in spectra]) for label, spectra in results]))
     except OSError as e:

@@ -91,17 +91,26 @@ def _matching(names: list[str], pattern: str, kind: str) -> list[str]:
 
 def _models_table(pattern: str):  # type: ignore[no-untyped-def]
     """Registered models at their default arguments (what ``--model NAME`` and a suite's ``model:`` build): default
-    input, conv layers, parameters, whether ``lipschitz_bound`` takes them (chain models), and what they are. Built
-    on the meta device: nothing is allocated or initialised."""
+    input, conv layers, parameters, how ``lipschitz_bound`` composes its certified bound (along the fx graph; the
+    chain product when fx cannot trace a chain model; "no" when neither applies), and what they are. Built on the
+    meta device: nothing is allocated or initialised."""
     import inspect
 
     import torch
     from rich.table import Table
     from torch import nn
 
+    from svbench.metrics.lipschitz_graph import UntraceableModel, trace
     from svbench.models import MODELS
 
-    t = Table("model", "default input", "convs", "parameters", "chain (certified)", "description")
+    def route(model: nn.Module) -> str:
+        try:
+            trace(model)
+            return "graph"
+        except UntraceableModel:
+            return "chain" if getattr(model, "is_chain", False) else "no (untraceable)"
+
+    t = Table("model", "default input", "convs", "parameters", "certified bound", "description")
     for name in _matching(MODELS.names(), pattern, "model"):
         factory = MODELS.get(name)
         defaults = {k: p.default for k, p in inspect.signature(factory).parameters.items()}
@@ -111,6 +120,6 @@ def _models_table(pattern: str):  # type: ignore[no-untyped-def]
         params = sum(p.numel() for p in model.parameters())
         doc = inspect.getdoc(factory) or ""
         shape = f"{defaults.get('in_channels', '?')} x {defaults.get('image_size', '?')}^2"
-        t.add_row(name, shape, str(convs), f"{params / 1e6:.2f} M", "yes" if getattr(model, "is_chain", False)
-                  else "no", doc.replace("\n", " ").split(". ")[0].rstrip(".") + ".")
+        t.add_row(name, shape, str(convs), f"{params / 1e6:.2f} M", route(model),
+                  doc.replace("\n", " ").split(". ")[0].rstrip(".") + ".")
     return t

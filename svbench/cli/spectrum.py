@@ -1,5 +1,5 @@
 """``svbench spectrum CKPT [CKPT ...] --input-size N [--method sedghi] [--device cpu|cuda|auto] [--model NAME
---input-shape C,H,W] [--out DIR]``."""
+--input-shape C,H,W [--no-lipschitz]] [--out DIR]``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from svbench.errors import UserError
 
 if TYPE_CHECKING:
+    from svbench.checkpoint.lipschitz import ModelBound
     from svbench.checkpoint.spectrum import LayerSpectrum, SpectrumPlan
 
 
@@ -22,6 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="real per-layer sizes and strides from a model: a registered name "
                    "(svbench ls models) or torchvision:NAME (e.g. torchvision:resnet50)")
     p.add_argument("--input-shape", default=None, help="C,H,W of the model input, e.g. 3,32,32 (with --model)")
+    p.add_argument("--no-lipschitz", action="store_true", help="with --model: skip the certified Lipschitz bound of "
+                   "the whole model (lipschitz.md)")
     p.add_argument("--method", default="sedghi", help="an all-SVs method (default: sedghi)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto: where the SVs are computed")
     p.add_argument("--out", default=None, help="output folder (default: reports/spectrum/<checkpoint name>)")
@@ -62,10 +65,12 @@ def main(args: argparse.Namespace) -> int:
     if args.input_size is not None and args.model is not None:
         raise UserError("pass either --input-size N (every conv on N x N) or --model NAME --input-shape C,H,W, "
                         "not both")
+    if args.no_lipschitz and args.model is None:
+        raise UserError("--no-lipschitz only applies with --model NAME (without a model no bound is computed)")
     shape = _parse_shape(args.input_shape)
     plans = [plan_spectrum(  # reads every checkpoint and checks every layer: bad input is said before any SV
         path, input_size=args.input_size, model=args.model, input_shape=shape, method=args.method,
-        trust=args.trust_checkpoint, device=args.device,
+        trust=args.trust_checkpoint, device=args.device, lipschitz=not args.no_lipschitz,
     ) for path in args.checkpoint]
     paths = [Path(c) for c in args.checkpoint]
     several = len(paths) > 1
@@ -74,6 +79,7 @@ def main(args: argparse.Namespace) -> int:
     made = [not folder.exists() for folder in folders]
     outs = [prepare_out(folder) for folder in folders]  # an unwritable folder is said before any SV, too
     results: list[tuple[str, list[LayerSpectrum]]] = []
+    bounds: list[ModelBound] = []
     for i, (path, plan, out) in enumerate(zip(paths, plans, outs)):
         spectra: list[LayerSpectrum] = []
         try:
@@ -95,8 +101,10 @@ def main(args: argparse.Namespace) -> int:
         if note:
             warnings.warn(note, stacklevel=1)
         results.append((str(path), spectra))
+        if plan.model_name is not None:  # after the SVs are written: a refused bound costs none of them
+            bounds.append(_model_bound(plan, out))
     if several:
-        md_path, png_path = write_comparison(results, root)
+        md_path, png_path = write_comparison(results, root, bounds)
         print(md_path.read_text())
         print(f"wrote {md_path} and {png_path}")
     return 0
@@ -111,6 +119,28 @@ def _folder_names(paths: list[Path]) -> list[str]:
             name, k = f"{p.stem}-{k}", k + 1
         names.append(name)
     return names
+
+
+def _model_bound(plan: SpectrumPlan, out: Path) -> ModelBound:
+    """The certified Lipschitz bound of the checkpoint's model, written to lipschitz.md (and .csv); one line printed
+    (a warning when it could not be computed)."""
+    import warnings
+
+    from svbench.checkpoint.lipschitz import model_bound, write_lipschitz
+
+    assert plan.model_name is not None and plan.input_shape is not None
+    bound = model_bound(plan.bound_model, plan.model_name, plan.input_shape, plan.device, plan.bound_note)
+    try:
+        md = write_lipschitz(bound, out)
+    except OSError as e:
+        raise UserError(f"cannot write the Lipschitz bound into {out}: {e.strerror}; choose another folder with "
+                        "--out") from None
+    if bound.value is None:
+        warnings.warn(f"no certified Lipschitz bound for the model ({bound.note}); the SVs are written", stacklevel=1)
+    else:
+        print(f"certified Lipschitz bound of the model: L = {bound.value:.6g} ({len(bound.layers)} layer calls); "
+              f"wrote {md}")
+    return bound
 
 
 def _write_partial(spectra: list[LayerSpectrum], plan: SpectrumPlan, out: Path, error: BaseException) -> None:

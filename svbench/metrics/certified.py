@@ -1,7 +1,7 @@
 """Certified robust accuracy (Tsuzuku, Sato & Sugiyama, NeurIPS 2018, arXiv:1802.04034).
 
 Radius = margin / (sqrt(2) L), with L a GUARANTEED upper bound on the l2 Lipschitz constant of the logits in
-pixel units, MEASURED as the product of per-layer bounds (never assumed to be 1):
+pixel units, MEASURED by composing per-layer bounds (never assumed to be 1):
 
 - Normalize: 1 / min_c std_c;  eval-mode BatchNorm: max_c |gamma_c| / sqrt(running_var_c + eps);
 - conv (plain, grouped, dilated or TT) on the grid it really sees, all in float64 (grouped and dilated convs
@@ -24,8 +24,10 @@ pixel units, MEASURED as the product of per-layer bounds (never assumed to be 1)
   exact Lipschitz constant sqrt(most windows sharing a pixel), 1 for non-overlapping windows
   (svbench.functional.pooling).
 
-Only chain models (a sequence of layers, no residual sums) are supported; others are refused with the reason.
-Products of power-iteration estimates cannot certify and are never used here.
+Whole models compose these along their torch.fx graph (``metrics.lipschitz_graph``): residual sums add their
+branches' bounds, concatenations add them in squares, reshapes and padding keep them, and an eval BN or Normalize
+beside a conv is folded into it (one layer, one exact or guaranteed sigma_max); chain models fx cannot trace take
+the product along the forward order. Products of power-iteration estimates cannot certify and are never used here.
 """
 
 from __future__ import annotations
@@ -140,8 +142,11 @@ def layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[float, st
         value, source, _ = transposed_conv_bound(module, in_shape)
         return value, source
     if isinstance(module, nn.Linear):
-        from svbench.methods.base import effective_weight
+        from svbench.methods.base import effective_weight, is_plain
 
+        if not is_plain(module, nn.Linear):  # its weight is not its operator's
+            raise UserError(f"no guaranteed Lipschitz bound for {type(module).__name__}: a Linear subclass with a "
+                            "forward of its own")
         weight = effective_weight(module).detach().double()
         return float(torch.linalg.matrix_norm(weight, ord=2)), "exact spectral norm"
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -206,12 +211,30 @@ def _activation_bound(module: nn.Module) -> tuple[float, str] | None:
     return None
 
 
-def lipschitz_bound(model: nn.Module, input_shape: tuple[int, int, int],
-                    device: torch.device | str = "cpu") -> tuple[float, list[dict[str, Any]]]:
-    """Product of per-layer guaranteed bounds along the forward order of a chain model."""
+def lipschitz_bound(model: nn.Module, input_shape: tuple[int, int, int], device: torch.device | str = "cpu", *,
+                    fold: bool = True) -> tuple[float, list[dict[str, Any]]]:
+    """Guaranteed l2 Lipschitz bound of ``model`` (eval mode) and each layer call's factor: composed along its
+    torch.fx graph (``metrics.lipschitz_graph``: residual sums add, concatenations add in squares, eval BN and
+    Normalize folded into the conv beside them with ``fold``); a chain model fx cannot trace: the product of the
+    layer bounds along the forward order."""
+    from svbench.metrics.lipschitz_graph import UntraceableModel, graph_lipschitz_bound
+
+    try:
+        res = graph_lipschitz_bound(model, input_shape, device, fold=fold)
+    except UntraceableModel:
+        if not getattr(model, "is_chain", False):
+            raise
+        return chain_lipschitz_bound(model, input_shape, device)
+    return res.value, res.layers
+
+
+def chain_lipschitz_bound(model: nn.Module, input_shape: tuple[int, int, int], device: torch.device | str = "cpu"
+                          ) -> tuple[float, list[dict[str, Any]]]:
+    """Product of per-layer guaranteed bounds along the forward order of a chain model (``is_chain``: each layer
+    reads the output of the one before, nothing else)."""
     if not getattr(model, "is_chain", False):
-        raise UserError(f"certified accuracy needs a chain model (no residual sums); {type(model).__name__} is not "
-                        f"marked as one")
+        raise UserError(f"a product along the forward order needs a chain model (no residual sums); "
+                        f"{type(model).__name__} is not marked as one")
     from torch.nn.utils import parametrize
 
     leaf_types = _leaf_types()

@@ -116,7 +116,8 @@ METRICS: dict[str, MetricInfo] = {
                                   " (metric name robust_accuracy@NORM:EPS)"),
     "robust_accuracy_pgd": MetricInfo("fraction", True, "foolbox PGD robust accuracy (cross-check)"),
     "clean_accuracy_subset": MetricInfo("fraction", True, "clean accuracy on the attacked subset"),
-    "lipschitz_bound": MetricInfo("1", False, "product of guaranteed per-layer bounds (pixel units)"),
+    "lipschitz_bound": MetricInfo("1", False, "guaranteed l2 Lipschitz bound of the logits, composed from per-layer "
+                                              "bounds along the model graph (pixel units)"),
     "certified_accuracy": MetricInfo("fraction", True, "fraction correct with margin/(sqrt(2) L) > eps"),
     "certificate_violations": MetricInfo("1", False, "successful attacks inside the certified l2 radius (must be 0;"
                                          " extra: checked, min_ratio; metric name certificate_violations@NORM:EPS)"),
