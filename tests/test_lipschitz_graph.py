@@ -261,3 +261,8 @@ def test_ls_models_names_each_certified_route(monkeypatch):
     rows = {line.split()[1]: line for line in console.export_text().splitlines() if line.startswith("│")}
     assert "graph" in rows["resnet18"] and "graph" in rows["small_cnn"]
     assert " chain " in rows["zz_chain"] and "no (untraceable)" in rows["zz_branchy"]
+
+
+def test_an_input_the_model_does_not_take_is_one_line():
+    with pytest.raises(UserError, match=r"ResNet18 does not run on a 3,32,32 input \(.*\); pass the input shape"):
+        lipschitz_bound(build_model("resnet18", in_channels=1, image_size=32), (3, 32, 32))

@@ -274,9 +274,10 @@ class GraphBound:
 class _Propagate(fx.Interpreter):
     """Runs the graph once on a probe batch and carries L(v) beside every value."""
 
-    def __init__(self, gm: fx.GraphModule, plan: dict[fx.Node, _Fold], model_name: str) -> None:
+    def __init__(self, gm: fx.GraphModule, plan: dict[fx.Node, _Fold], model_name: str,
+                 input_shape: tuple[int, ...]) -> None:
         super().__init__(gm)
-        self.plan, self.model_name = plan, model_name
+        self.plan, self.model_name, self.input_shape = plan, model_name, input_shape
         self.absorbed = {n for f in plan.values() for n in f.absorbed}
         self.lip: dict[fx.Node, float] = {}
         self.layers: list[dict[str, Any]] = []
@@ -296,7 +297,13 @@ class _Propagate(fx.Interpreter):
                          "certified accuracy)")
 
     def run_node(self, n: fx.Node) -> Any:
-        out = super().run_node(n)
+        try:
+            out = super().run_node(n)
+        except (RuntimeError, ValueError, IndexError) as e:  # the model's own error on this input (not a rule's)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            shape = ",".join(map(str, self.input_shape))
+            raise UserError(f"{self.model_name} does not run on a {shape} input ({first}); pass the input shape it "
+                            "was built for") from None
         if n.op == "placeholder":  # the input; any later one is an optional argument left at its default
             self.lip[n] = 0.0 if self.lip else 1.0
         elif n.op == "get_attr" or not self._deps(n) or (n.op != "output" and not _has_tensor(out)):
@@ -372,7 +379,7 @@ class _Propagate(fx.Interpreter):
             return math.sqrt(sum(self._l(a) ** 2 for a in node.args[0]))
         if t is F.pad:
             mode = _arg(args, kwargs, 2, "mode", "constant")
-            if mode != "constant" or len(args[1]) > 2 * (args[0].dim() - 1):
+            if mode != "constant" or len(_arg(args, kwargs, 1, "pad")) > 2 * (args[0].dim() - 1):
                 raise self._refuse(node, f"F.pad with mode {mode!r} (copies pixels) or on the batch axis")
             return lead
         if t in _DROPOUT:
@@ -456,7 +463,7 @@ def graph_lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...], device
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
     was = model.training
     model.eval()
-    runner = _Propagate(gm, plan, type(model).__name__)
+    runner = _Propagate(gm, plan, type(model).__name__, tuple(input_shape))
     try:
         with torch.no_grad():
             runner.run(torch.zeros(_PROBE_BATCH, *input_shape, device=device, dtype=dtype))
