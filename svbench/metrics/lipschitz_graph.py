@@ -10,8 +10,9 @@ them alone have L = 0 (they do not move with x). The rules, each a guaranteed bo
 - a residual sum or difference u +- w: L(u) + L(w) (triangle inequality); c u for a number c: |c| L(u); u times
   or over a constant tensor: max |t| L(u) or L(u) / min |t| (a diagonal scaling);
 - a concatenation along a non-batch axis: sqrt(sum L(u_i)^2) (the squared differences add up);
-- reshapes, flattens, permutations of non-batch axes, slices, splits, constant padding (any fill value) and
-  dropout in eval mode: L(u) (isometries, isometric embeddings and coordinate projections never expand);
+- reshapes, flattens, permutations of non-batch axes, slices, splits, constant padding (any fill value), dropout
+  and torchvision's stochastic depth in eval mode: L(u) (isometries, isometric embeddings and coordinate
+  projections never expand);
 - a mean over m entries per output: L(u) / sqrt(m); a sum: sqrt(m) L(u).
 
 ``fold=True`` (the default) treats a conv and the eval-mode affine maps next to it as ONE layer when nothing else
@@ -246,6 +247,12 @@ _REDUCE = {torch.mean: "mean", "mean": "mean", torch.sum: "sum", "sum": "sum"}
 _DROPOUT = {F.dropout, F.dropout2d, F.dropout1d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout}
 
 
+def _is_stochastic_depth(target: Any) -> bool:
+    """torchvision.ops.stochastic_depth(input, p, mode, training): the identity when not training."""
+    return getattr(target, "__name__", None) == "stochastic_depth" and "torchvision" in getattr(target, "__module__",
+                                                                                              "")
+
+
 def _name(target: Any) -> str:
     if isinstance(target, str):
         return f".{target}()"
@@ -277,6 +284,7 @@ class _Propagate(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule, plan: dict[fx.Node, _Fold], model_name: str,
                  input_shape: tuple[int, ...]) -> None:
         super().__init__(gm)
+        self.extra_traceback = False  # fx would append the node and a traceback to the one-line refusals
         self.plan, self.model_name, self.input_shape = plan, model_name, input_shape
         self.absorbed = {n for f in plan.values() for n in f.absorbed}
         self.lip: dict[fx.Node, float] = {}
@@ -382,8 +390,8 @@ class _Propagate(fx.Interpreter):
             if mode != "constant" or len(_arg(args, kwargs, 1, "pad")) > 2 * (args[0].dim() - 1):
                 raise self._refuse(node, f"F.pad with mode {mode!r} (copies pixels) or on the batch axis")
             return lead
-        if t in _DROPOUT:
-            if _arg(args, kwargs, 2, "training", True):
+        if t in _DROPOUT or _is_stochastic_depth(t):
+            if _arg(args, kwargs, 3 if _is_stochastic_depth(t) else 2, "training", True):
                 raise self._refuse(node, f"{_name(t)} in training mode")
             return lead
         if t in _REDUCE:
@@ -410,9 +418,12 @@ class _Propagate(fx.Interpreter):
     def _scale(self, node: fx.Node, args: tuple, out: Any) -> float:
         deps = self._deps(node)
         pos = [i for i, a in enumerate(node.args) if a is deps[0]] if len(deps) == 1 else []
-        if len(args) != 2 or len(pos) != 1 or (pos[0] == 1 and node.target in _DIV):
-            raise self._refuse(node, f"{_name(node.target)} of two input-dependent values or by one (no bounded "
-                                     "slope everywhere)")
+        if len(args) != 2 or len(pos) != 1:
+            raise self._refuse(node, f"{_name(node.target)} of two input-dependent values (a product, e.g. "
+                                     "squeeze-and-excitation gating, has no bounded slope everywhere)")
+        if pos[0] == 1 and node.target in _DIV:
+            raise self._refuse(node, f"{_name(node.target)} by an input-dependent value (no bounded slope "
+                                     "everywhere)")
         x, c = args[pos[0]], args[1 - pos[0]]
         if not _is_tensor(out) or x.shape != out.shape:
             raise self._refuse(node, "an input-dependent value broadcast in a product")
