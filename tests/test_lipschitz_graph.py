@@ -69,9 +69,11 @@ class _Scale(nn.Module):
     (lambda x: torch.sum(x, dim=-1), 2.0),  # 4 entries per output
     (lambda x: F.pad(x, (1, 1, 0, 2), value=3.0).flatten(1).view(x.shape[0], 2, -1), 1.0),
     (lambda x: torch.add(torch.zeros_like(x), x, alpha=-3), 3.0),
+    (lambda x: torch.add(x, other=x), 2.0),  # the second addend as a keyword: counted (it was not)
+    (lambda x: torch.cat(tensors=[x, x], dim=2), 2 ** 0.5),
     (lambda x: torch.stack([x.size(0) * torch.ones(()), x.new_ones(())]).sum() + x, 1.0),  # shapes are constants
 ], ids=["x+x", "-(3x)/4", "-x*0.5", "cat(x,2x)", "cat(x,x[:1])", "mean", "sum", "pad+flatten+view", "add-alpha",
-        "shape-constant"])
+        "add-other-kw", "cat-kw", "shape-constant"])
 def test_graph_rules_are_exact_on_linear_maps(fn, exact):
     """Maps whose Lipschitz constant is known in closed form: each rule gives it exactly (none is 'max of the
     branches' or 1 by assumption)."""
@@ -186,8 +188,9 @@ class _Fn(nn.Module):
     (lambda x: x + x.mean((2, 3), keepdim=True), r"broadcast in a sum"),
     (lambda x: (x, x), r"several outputs"),
     (lambda x: F.dropout(x, 0.5, training=True), r"in training mode"),
+    (lambda x: torch.neg(x, out=2 * x), r"reading the input through more than its first argument"),
 ], ids=["x*x", "1/x", "exp", "sum-batch", "sum-all", "cat-batch", "reshape-batch", "transpose-batch", "index-batch",
-        "reflect", "broadcast", "two-outputs", "dropout-train"])
+        "reflect", "broadcast", "two-outputs", "dropout-train", "neg-out-kw"])
 def test_ops_without_a_rule_are_refused_by_name(fn, message):
     with pytest.raises(UserError, match=rf"no guaranteed Lipschitz bound for _Fn: .*{message}.*\(node '") as err:
         lipschitz_bound(_Fn(fn), (2, 4, 4))

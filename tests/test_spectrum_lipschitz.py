@@ -113,3 +113,18 @@ def test_several_checkpoints_list_each_models_bound(tmp_path, capsys):
     for p in paths:
         value = float((tmp_path / "o" / p.stem / "lipschitz.md").read_text().split("**L = ")[1].split("**")[0])
         assert f"- {p}: L = {value:.6g}" in text
+
+
+def test_an_unforeseen_failure_of_the_bound_keeps_the_svs_and_is_one_warning(tmp_path, capsys, monkeypatch):
+    import svbench.metrics.certified as certified
+
+    def broken(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise TypeError("something svbench did not foresee")
+
+    monkeypatch.setattr(certified, "lipschitz_bound", broken)
+    torch.save(build_model("small_cnn", in_channels=1, image_size=12).state_dict(), tmp_path / "m.pt")
+    code, _, err = _run(capsys, tmp_path / "m.pt", "--model", "small_cnn", "--input-shape", "1,12,12",
+                        "--out", tmp_path / "o")
+    assert code == 0 and "Traceback" not in err
+    assert "failed: TypeError: something svbench did not foresee (please report it)" in err
+    assert (tmp_path / "o" / "spectrum.csv").exists()

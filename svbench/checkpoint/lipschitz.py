@@ -86,6 +86,10 @@ def model_bound(model: nn.Module | None, model_name: str, input_shape: tuple[int
         value, layers = lipschitz_bound(model.to(device), input_shape, device)
     except UserError as e:
         return ModelBound(model_name, input_shape, None, note=str(e))
+    except Exception as e:  # noqa: BLE001 - the SVs are written already; an unforeseen failure is said, not raised
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        return ModelBound(model_name, input_shape, None, note=f"failed: {type(e).__name__}: {first} (please report "
+                                                               "it)")
     return ModelBound(model_name, input_shape, value, layers, seconds=time.perf_counter() - t0)
 
 

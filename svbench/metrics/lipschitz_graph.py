@@ -368,10 +368,22 @@ class _Propagate(fx.Interpreter):
             return 0.0
         if t in _ADD or t in _SUB:
             return self._sum(node, args, kwargs, out)
-        if t in _NEG:
-            return lead
+        if t in _CAT:
+            tensors = _arg(node.args, node.kwargs, 0, "tensors")
+            dim = _arg(args, kwargs, 1, "dim", 0)
+            if dim % out.dim() == 0:
+                raise self._refuse(node, f"{_name(t)} along the batch axis")
+            if any(d not in tensors for d in deps):
+                raise self._refuse(node, f"{_name(t)} with an input-dependent argument besides its tensors")
+            return math.sqrt(sum(self._l(a) ** 2 for a in tensors))
         if t in _MUL or t in _DIV:
             return self._scale(node, args, out)
+        # every rule below bounds a function of its first argument: any other input-dependent argument must be one
+        # whose values it does not read (the *_as / to reference tensors: their shape, dtype and device only)
+        if any(d is not first for d in deps) and t not in ("type_as", "view_as", "reshape_as", "to"):
+            raise self._refuse(node, f"{_name(t)} reading the input through more than its first argument")
+        if t in _NEG:
+            return lead
         if t in _SAME or t is operator.getitem:
             self._keeps_examples(node, args, out)
             return lead
@@ -380,11 +392,6 @@ class _Propagate(fx.Interpreter):
             if dim % args[0].dim() == 0:
                 raise self._refuse(node, f"{_name(t)} along the batch axis")
             return lead
-        if t in _CAT:
-            dim = _arg(args, kwargs, 1, "dim", 0)
-            if dim % out.dim() == 0:
-                raise self._refuse(node, f"{_name(t)} along the batch axis")
-            return math.sqrt(sum(self._l(a) ** 2 for a in node.args[0]))
         if t is F.pad:
             mode = _arg(args, kwargs, 2, "mode", "constant")
             if mode != "constant" or len(_arg(args, kwargs, 1, "pad")) > 2 * (args[0].dim() - 1):
@@ -406,13 +413,20 @@ class _Propagate(fx.Interpreter):
         return res
 
     def _sum(self, node: fx.Node, args: tuple, kwargs: dict, out: Any) -> float:
+        """a + alpha b (torch.add / sub, the operators, the methods): L(a) + |alpha| L(b), each addend the shape of
+        the result (a broadcast input-dependent addend repeats its entries: refused)."""
         alpha = abs(kwargs.get("alpha", 1))
+        terms = [(node.args[i] if i < len(node.args) else node.kwargs.get(name), v, 1 if i == 0 else alpha)
+                 for i, (name, v) in enumerate(zip(("input", "other"), (_arg(args, kwargs, 0, "input"),
+                                                                        _arg(args, kwargs, 1, "other")), strict=True))]
+        if len(node.args) > 2 or any(d not in [a for a, _, _ in terms] for d in self._deps(node)):
+            raise self._refuse(node, f"{_name(node.target)} with an input-dependent value it does not add")
         total = 0.0
-        for i, (a, v) in enumerate(zip(node.args, args, strict=False)):
+        for a, v, weight in terms:
             if self._l(a) > 0:
                 if not _is_tensor(v) or not _is_tensor(out) or v.shape != out.shape:
                     raise self._refuse(node, "an input-dependent value broadcast in a sum")
-                total += self._l(a) * (alpha if i == 1 else 1)
+                total += self._l(a) * weight
         return total
 
     def _scale(self, node: fx.Node, args: tuple, out: Any) -> float:
