@@ -287,3 +287,37 @@ def test_torchvision_stochastic_depth_is_the_identity_in_eval():
     value, rows = lipschitz_bound(model, (2, 4, 4))
     assert value == pytest.approx(1 + rows[0]["bound"], rel=1e-12)
     assert max(_jacobian_norms(model, (2, 4, 4), 1, 0)) <= value * (1 + 1e-9)
+
+
+def test_hooks_on_a_traced_through_module_are_refused_not_skipped():
+    """A forward hook on a container changes its output, but the graph fx records is the container's forward
+    without it: the bound would be of another function. Hooks on layers run (they are called as modules)."""
+    model = nn.Sequential(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1)), nn.Flatten())
+    model[0].register_forward_hook(lambda mod, args, out: 100 * out)
+    with pytest.raises(UntraceableModel, match=r"forward hooks on '0' \(traced through"):
+        lipschitz_bound(model, (1, 4, 4))
+    model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.Flatten())
+    model[0].register_forward_hook(lambda mod, args, out: out)  # on a layer: called as it is
+    assert lipschitz_bound(model, (1, 4, 4))[0] > 0
+
+
+@pytest.mark.parametrize("hook", ["post", "pre"])
+def test_hooks_that_change_a_layers_output_are_refused(hook):
+    """A hook on a layer that returns a new output (or a pre-hook returning a new input) makes the layer another
+    function than its weight says: refused (layer_bound would give the plain conv's norm, 1/100 of the truth)."""
+    model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.Flatten())
+    if hook == "post":
+        model[0].register_forward_hook(lambda mod, args, out: 100 * out)
+    else:
+        model[0].register_forward_pre_hook(lambda mod, args: (100 * args[0],))
+    with pytest.raises(UserError, match=r"forward hooks change the input or output of layer '0'"):
+        lipschitz_bound(model, (1, 4, 4))
+
+
+def test_old_style_spectral_norm_hooks_are_layers_as_they_compute():
+    """torch.nn.utils.spectral_norm (the hook API) sets the weight in a pre-hook and returns nothing: accepted, and
+    the bound is of the weight the forward uses."""
+    torch.manual_seed(0)
+    model = nn.Sequential(torch.nn.utils.spectral_norm(nn.Conv2d(2, 3, 3, padding=1)), nn.Flatten()).eval()
+    value, rows = lipschitz_bound(model, (2, 5, 5))
+    assert max(_jacobian_norms(model, (2, 5, 5), 1, 0)) <= value * (1 + 1e-9)

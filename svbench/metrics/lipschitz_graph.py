@@ -95,7 +95,25 @@ def trace(model: nn.Module) -> fx.GraphModule:
                                "certified bound needs a traceable forward, or a chain model (is_chain = True)") from e
     finally:
         model.train(was)
+    hooked = _hooked_containers(model, tracer)
+    if hooked:
+        raise UntraceableModel(f"{type(model).__name__} has forward hooks on {hooked} (traced through, not called as "
+                               "one layer): the traced graph would skip what they do; a certified bound needs the "
+                               "hooks on layers, or a chain model (is_chain = True)")
     return fx.GraphModule(model, graph)
+
+
+def _hooked_containers(model: nn.Module, tracer: _Tracer, prefix: str = "") -> str | None:
+    """The first module fx traces through (not a leaf) that carries forward (pre-)hooks, or None."""
+    if tracer.is_leaf_module(model, prefix) and prefix:
+        return None
+    if model._forward_hooks or model._forward_pre_hooks:
+        return repr(prefix or "the model itself")
+    for name, child in model.named_children():
+        found = _hooked_containers(child, tracer, f"{prefix}.{name}" if prefix else name)
+        if found:
+            return found
+    return None
 
 
 # ------------------------------------------------------------------------------------------------- folding
@@ -312,6 +330,8 @@ class _Propagate(fx.Interpreter):
             shape = ",".join(map(str, self.input_shape))
             raise UserError(f"{self.model_name} does not run on a {shape} input ({first}); pass the input shape it "
                             "was built for") from None
+        if n.op == "call_module":
+            self._check_hooks(n, out)
         if n.op == "placeholder":  # the input; any later one is an optional argument left at its default
             self.lip[n] = 0.0 if self.lip else 1.0
         elif n.op == "get_attr" or not self._deps(n) or (n.op != "output" and not _has_tensor(out)):
@@ -324,6 +344,22 @@ class _Propagate(fx.Interpreter):
             args, kwargs = self.fetch_args_kwargs_from_env(n)
             self.lip[n] = self._rule(n, args, kwargs, out)
         return out
+
+    def _check_hooks(self, node: fx.Node, hooked: Any) -> None:
+        """A layer's bound is of its forward: hooks that change its input or output (a pre-hook returning a new
+        input, a hook returning a new output) would make it the bound of another function. Checked on the probe:
+        the hooked call's output against the plain forward on the same input, right after it (a weight a pre-hook
+        computes, as the old spectral_norm does, is then already in place); equal up to float rounding."""
+        mod = self.module.get_submodule(node.target)
+        if not (mod._forward_hooks or mod._forward_pre_hooks):
+            return
+        args, kwargs = self.fetch_args_kwargs_from_env(node)
+        plain = mod.forward(*args, **kwargs)
+        same = (_is_tensor(hooked) and _is_tensor(plain) and hooked.shape == plain.shape
+                and torch.allclose(hooked, plain, rtol=1e-5, atol=1e-5 * float(plain.abs().max()) if plain.numel()
+                                   else 0.0))
+        if not same:
+            raise self._refuse(node, f"forward hooks change the input or output of layer {node.target!r}")
 
     def _layer(self, node: fx.Node, mod: nn.Module, in_value: Tensor) -> float:
         from svbench.metrics.certified import layer_bound
@@ -489,9 +525,10 @@ def graph_lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...], device
     was = model.training
     model.eval()
     runner = _Propagate(gm, plan, type(model).__name__, tuple(input_shape))
+    probe = torch.rand(_PROBE_BATCH, *input_shape, generator=torch.Generator().manual_seed(0))  # [0, 1] pixels
     try:
         with torch.no_grad():
-            runner.run(torch.zeros(_PROBE_BATCH, *input_shape, device=device, dtype=dtype))
+            runner.run(probe.to(device=device, dtype=dtype))
     finally:
         model.train(was)
     out = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
