@@ -50,3 +50,21 @@ def triton_interpreter_or_skip() -> None:
         if Version(triton.__version__) < Version("3.8"):
             pytest.skip(f"Triton {triton.__version__}'s interpreter cannot run the fused kernel with numpy "
                         f"{np.__version__} (fixed in Triton 3.8)")
+
+
+def certified_train_records(tmp_path, capsys, model: str, eps: float) -> dict:  # type: ignore[no-untyped-def]
+    """Run a one-epoch train task with ``certify: true`` on synthetic data (method none, CPU, 1 thread) and return
+    its records by metric name."""
+    import json
+
+    from svbench.cli.main import main
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"name: cert\ndevice: cpu\nthreads: 1\ntasks:\n  - {{name: t, kind: train, dataset: synthetic, "
+                     f"model: {model}, methods: [none], epochs: 1, batch_size: 64, certify: true, cert_eps: [{eps}], "
+                     "attacks: []}\n")
+    code = main(["run", str(suite), "--out", str(tmp_path / "runs"), "--no-progress"])
+    capsys.readouterr()
+    assert code == 0
+    (results,) = (tmp_path / "runs").glob("cert/*/results.jsonl")
+    return {r["metric"]: r for r in map(json.loads, results.read_text().splitlines())}

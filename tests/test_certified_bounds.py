@@ -195,9 +195,8 @@ def test_sigma_after_control_marks_exactness_and_keeps_lower_below_upper():
 def test_train_task_skips_the_bounds_it_cannot_give_and_keeps_the_rest(tmp_path, monkeypatch, capsys):
     """A chain model with a reflect-padded 32-channel conv on 16 x 16 (c H W = 8192, past the dense route): the
     train cell records lipschitz_bound and sigma_max_after as skipped with the reason, and every other metric."""
-    import json
+    from conftest import certified_train_records
 
-    from svbench.cli.main import main
     from svbench.models.normalize import Normalize
     from svbench.models.registry import MODELS
 
@@ -208,15 +207,7 @@ def test_train_task_skips_the_bounds_it_cannot_give_and_keeps_the_rest(tmp_path,
                       nn.Linear(4 * image_size * image_size, num_classes))
 
     monkeypatch.setitem(MODELS._items, "reflect_chain_net", reflect_chain)
-    suite = tmp_path / "s.yaml"
-    suite.write_text("name: refl\ndevice: cpu\nthreads: 1\ntasks:\n  - {name: t, kind: train, dataset: synthetic, "
-                     "model: reflect_chain_net, methods: [none], epochs: 1, batch_size: 64, certify: true, "
-                     "cert_eps: [0.1], attacks: []}\n")
-    code = main(["run", str(suite), "--out", str(tmp_path / "runs"), "--no-progress"])
-    capsys.readouterr()
-    assert code == 0
-    (results,) = (tmp_path / "runs").glob("refl/*/results.jsonl")
-    records = {r["metric"]: r for r in map(json.loads, results.read_text().splitlines())}
+    records = certified_train_records(tmp_path, capsys, "reflect_chain_net", 0.1)
     for metric in ("lipschitz_bound", "sigma_max_after"):
         assert records[metric]["status"] == "skipped"
         assert "no guaranteed bound for Conv2d on a 32x16x16 input: reflect padding" in records[metric]["reason"]

@@ -231,19 +231,9 @@ def test_a_linear_subclass_with_its_own_forward_is_refused():
 def test_train_task_certifies_a_residual_model(tmp_path, capsys):
     """The train cell records lipschitz_bound and certified accuracy for ResNet-18 (skipped before: 'needs a chain
     model')."""
-    import json
+    from conftest import certified_train_records
 
-    from svbench.cli.main import main
-
-    suite = tmp_path / "s.yaml"
-    suite.write_text("name: res\ndevice: cpu\nthreads: 1\ntasks:\n  - {name: t, kind: train, dataset: synthetic, "
-                     "model: resnet18, methods: [none], epochs: 1, batch_size: 64, certify: true, "
-                     "cert_eps: [0.01], attacks: []}\n")
-    code = main(["run", str(suite), "--out", str(tmp_path / "runs"), "--no-progress"])
-    capsys.readouterr()
-    assert code == 0
-    (results,) = (tmp_path / "runs").glob("res/*/results.jsonl")
-    records = {r["metric"]: r for r in map(json.loads, results.read_text().splitlines())}
+    records = certified_train_records(tmp_path, capsys, "resnet18", 0.01)
     assert records["lipschitz_bound"]["status"] == "ok" and records["lipschitz_bound"]["value"] > 1
     assert records["certified_accuracy@0.01"]["status"] == "ok"
 
