@@ -311,3 +311,13 @@ def test_old_style_spectral_norm_hooks_are_layers_as_they_compute():
     model = nn.Sequential(torch.nn.utils.spectral_norm(nn.Conv2d(2, 3, 3, padding=1)), nn.Flatten()).eval()
     value, rows = lipschitz_bound(model, (2, 5, 5))
     assert max(_jacobian_norms(model, (2, 5, 5), 1, 0)) <= value * (1 + 1e-9)
+
+
+def test_the_chain_route_refuses_hooks_that_change_a_layer_too():
+    class Chain(_Branchy):  # untraceable: the chain product along the forward order
+        is_chain = True
+
+    model = Chain()
+    model.conv.register_forward_hook(lambda mod, args, out: 100 * out)
+    with pytest.raises(UserError, match=r"layer 'conv' \(Conv2d\): forward hooks change its input or output"):
+        lipschitz_bound(model, (1, 4, 4))

@@ -232,6 +232,8 @@ def chain_lipschitz_bound(model: nn.Module, input_shape: tuple[int, int, int], d
                           ) -> tuple[float, list[dict[str, Any]]]:
     """Product of per-layer guaranteed bounds along the forward order of a chain model (``is_chain``: each layer
     reads the output of the one before, nothing else)."""
+    from svbench.metrics.lipschitz_graph import hooks_change_output
+
     if not getattr(model, "is_chain", False):
         raise UserError(f"a product along the forward order needs a chain model (no residual sums); "
                         f"{type(model).__name__} is not marked as one")
@@ -249,6 +251,19 @@ def chain_lipschitz_bound(model: nn.Module, input_shape: tuple[int, int, int], d
     )
     total, layers = 1.0, []
     for name, mod, shape in order:
+        if mod._forward_hooks or mod._forward_pre_hooks:  # called on a random input in eval mode, then restored
+            x = torch.rand(2, *shape, generator=torch.Generator().manual_seed(0))
+            p = next(mod.parameters(), None)
+            x = x.to(p.device, p.dtype) if p is not None and p.is_floating_point() else x
+            was = mod.training
+            try:
+                with torch.no_grad():
+                    changed = hooks_change_output(mod.eval(), mod(x), (x,))
+            finally:
+                mod.train(was)
+            if changed:
+                raise UserError(f"no guaranteed Lipschitz bound for layer {name!r} ({type(mod).__name__}): forward "
+                                "hooks change its input or output")
         res = layer_bound(mod, shape)
         if res is None:
             if isinstance(mod, leaf_types) or parametrize.is_parametrized(mod) or len(list(mod.children())) == 0:

@@ -265,6 +265,20 @@ _REDUCE = {torch.mean: "mean", "mean": "mean", torch.sum: "sum", "sum": "sum"}
 _DROPOUT = {F.dropout, F.dropout2d, F.dropout1d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout}
 
 
+def hooks_change_output(mod: nn.Module, hooked: Any, args: tuple, kwargs: dict | None = None) -> bool:
+    """Whether ``mod``'s forward hooks changed its input or output on this call: ``hooked`` (what the hooked call
+    returned on ``args``) against the plain forward on the same input, right after it (a weight a pre-hook computes,
+    as the old spectral_norm does, is then already in place), equal up to float rounding. A layer's bound is of its
+    forward: a pre-hook returning a new input or a hook returning a new output would make it another function's."""
+    if not (mod._forward_hooks or mod._forward_pre_hooks):
+        return False
+    plain = mod.forward(*args, **(kwargs or {}))
+    if not (_is_tensor(hooked) and _is_tensor(plain) and hooked.shape == plain.shape):
+        return True
+    atol = 1e-5 * float(plain.abs().max()) if plain.numel() else 0.0
+    return not torch.allclose(hooked, plain, rtol=1e-5, atol=atol)
+
+
 def _is_stochastic_depth(target: Any) -> bool:
     """torchvision.ops.stochastic_depth(input, p, mode, training): the identity when not training."""
     return getattr(target, "__name__", None) == "stochastic_depth" and "torchvision" in getattr(target, "__module__",
@@ -346,19 +360,9 @@ class _Propagate(fx.Interpreter):
         return out
 
     def _check_hooks(self, node: fx.Node, hooked: Any) -> None:
-        """A layer's bound is of its forward: hooks that change its input or output (a pre-hook returning a new
-        input, a hook returning a new output) would make it the bound of another function. Checked on the probe:
-        the hooked call's output against the plain forward on the same input, right after it (a weight a pre-hook
-        computes, as the old spectral_norm does, is then already in place); equal up to float rounding."""
         mod = self.module.get_submodule(node.target)
-        if not (mod._forward_hooks or mod._forward_pre_hooks):
-            return
         args, kwargs = self.fetch_args_kwargs_from_env(node)
-        plain = mod.forward(*args, **kwargs)
-        same = (_is_tensor(hooked) and _is_tensor(plain) and hooked.shape == plain.shape
-                and torch.allclose(hooked, plain, rtol=1e-5, atol=1e-5 * float(plain.abs().max()) if plain.numel()
-                                   else 0.0))
-        if not same:
+        if hooks_change_output(mod, hooked, args, kwargs):
             raise self._refuse(node, f"forward hooks change the input or output of layer {node.target!r}")
 
     def _layer(self, node: fx.Node, mod: nn.Module, in_value: Tensor) -> float:
@@ -535,4 +539,4 @@ def graph_lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...], device
     return GraphBound(runner.lip[out], runner.layers, sum(len(f.absorbed) for f in plan.values()))
 
 
-__all__ = ["GraphBound", "UntraceableModel", "fold_plan", "graph_lipschitz_bound", "trace"]
+__all__ = ["GraphBound", "UntraceableModel", "fold_plan", "graph_lipschitz_bound", "hooks_change_output", "trace"]
