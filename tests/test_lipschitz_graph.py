@@ -321,3 +321,22 @@ def test_the_chain_route_refuses_hooks_that_change_a_layer_too():
     model.conv.register_forward_hook(lambda mod, args, out: 100 * out)
     with pytest.raises(UserError, match=r"layer 'conv' \(Conv2d\): forward hooks change its input or output"):
         lipschitz_bound(model, (1, 4, 4))
+
+
+@pytest.mark.parametrize("r1, r2", [(2, 3), (3, 5), (3, 2)], ids=["both-cores", "no-k1-no-k3", "no-k1"])
+def test_a_tt_conv_folds_its_bn_and_normalize_like_a_plain_conv(r1, r2):
+    """Normalize -> TT conv (circular) -> BN: the folded bound is the composition's exact norm (dense float64), as
+    for a plain conv, so a model trained with ``tt`` is not bounded on worse terms than its plain twin."""
+    from svbench.methods.tt import TTConv2d
+
+    torch.manual_seed(6)
+    tt = TTConv2d(3, 5, 3, padding_mode="circular", r1=r1, r2=r2)
+    with torch.no_grad():
+        for p in tt.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    model = _randomise_bn(nn.Sequential(Normalize([0.1, 0.2, 0.3], [0.25, 0.5, 2.0]), tt, nn.BatchNorm2d(5)), 6)
+    value, rows = lipschitz_bound(model, (3, 6, 6))
+    assert [r["layer"] for r in rows] == ["0+1+2"] and "TT folded core" in rows[0]["source"]
+    (jac,) = _jacobian_norms(model, (3, 6, 6), 1, 0)
+    assert value == pytest.approx(jac, rel=1e-9)
+    assert lipschitz_bound(model, (3, 6, 6), fold=False)[0] > 1.2 * value

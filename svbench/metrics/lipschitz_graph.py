@@ -16,11 +16,12 @@ them alone have L = 0 (they do not move with x). The rules, each a guaranteed bo
 - a mean over m entries per output: L(u) / sqrt(m); a sum: sqrt(m) L(u).
 
 ``fold=True`` (the default) treats a conv and the eval-mode affine maps next to it as ONE layer when nothing else
-reads the value between them: a plain Conv2d (parametrized ones too) whose only user is an eval BatchNorm2d gets the
-BN's per-channel scale gamma / sqrt(var + eps) folded into its output channels, and a ``Normalize`` whose only user
-is a plain conv with groups 1 gets its 1 / std folded into the conv's input channels. The composition's sigma_max
-(exact or guaranteed by the conv's route, ``certified.conv_layer_bound``) is never above the product of the factors
-and is usually far below it: a trained network's BN scales vary by channel.
+reads the value between them: a plain Conv2d (parametrized ones too) or a TT conv whose only user is an eval
+BatchNorm2d gets the BN's per-channel scale gamma / sqrt(var + eps) folded into its output channels (a TT conv: into
+its outer core), and a ``Normalize`` whose only user is such a conv with groups 1 gets its 1 / std folded into the
+conv's input channels -- so a model trained with ``tt`` is bounded on the same terms as its plain twin. The
+composition's sigma_max (exact or guaranteed by the conv's route, ``certified.conv_layer_bound``) is never above the
+product of the factors and is usually far below it: a trained network's BN scales vary by channel.
 
 What is exact and what is a bound: every factor is a guaranteed bound, so L(output) is a guaranteed Lipschitz
 bound of the model; it is NOT the Lipschitz constant (sums and products of bounds overestimate; on a chain without
@@ -33,6 +34,7 @@ models marked ``is_chain``.
 
 from __future__ import annotations
 
+import copy
 import math
 import operator
 from collections.abc import Callable
@@ -137,9 +139,12 @@ def _module(gm: fx.GraphModule, node: Any) -> nn.Module | None:
 
 
 def _foldable(mod: nn.Module | None) -> bool:
+    """A plain Conv2d (parametrized too) or a TT conv (its outer cores take the scales). A Linear's BN axis depends
+    on its input's shape: not folded."""
     from svbench.methods.base import is_plain
+    from svbench.methods.tt import TTConv2d
 
-    return mod is not None and is_plain(mod)  # Conv2d (parametrized too); a Linear's BN axis depends on its input
+    return mod is not None and (is_plain(mod) or isinstance(mod, TTConv2d))
 
 
 def fold_plan(gm: fx.GraphModule) -> dict[fx.Node, _Fold]:
@@ -181,14 +186,31 @@ def fold_plan(gm: fx.GraphModule) -> dict[fx.Node, _Fold]:
 
 
 def _folded_layer(mod: nn.Module, fold: _Fold) -> nn.Module:
-    """A plain float64 conv like ``mod`` whose weight is the folded composition's (biases move no difference)."""
+    """A float64 CPU layer like ``mod`` whose operator is the folded composition's (biases move no difference): a
+    plain conv with the scales in its weight, or a TT conv with them in its outer cores (K3's columns -- K2's output
+    channels without K3 -- and K1's rows -- K2's input channels without K1)."""
     from svbench.methods.base import effective_weight
+    from svbench.methods.tt import TTConv2d
 
+    out_s = None if fold.out_scale is None else fold.out_scale.double()
+    in_s = None if fold.in_scale is None else fold.in_scale.double()
+    if isinstance(mod, TTConv2d):
+        twin = copy.deepcopy(mod).double().cpu()
+        with torch.no_grad():
+            if out_s is not None and twin.k3 is not None:
+                twin.k3.mul_(out_s[None, :])
+            elif out_s is not None:
+                twin.k2.mul_(out_s[:, None, None, None])
+            if in_s is not None and twin.k1 is not None:
+                twin.k1.mul_(in_s[:, None])
+            elif in_s is not None:
+                twin.k2.mul_(in_s[None, :, None, None])
+        return twin
     w = effective_weight(mod).detach().double().cpu()
-    if fold.out_scale is not None:
-        w = w * fold.out_scale.reshape(-1, *([1] * (w.dim() - 1)))
-    if fold.in_scale is not None:
-        w = w * fold.in_scale.reshape(1, -1, *([1] * (w.dim() - 2)))
+    if out_s is not None:
+        w = w * out_s.reshape(-1, 1, 1, 1)
+    if in_s is not None:
+        w = w * in_s.reshape(1, -1, 1, 1)
     twin = nn.Conv2d(mod.in_channels, mod.out_channels, mod.kernel_size, mod.stride, mod.padding, mod.dilation,
                      mod.groups, bias=False, padding_mode=mod.padding_mode, dtype=torch.float64)
     with torch.no_grad():
