@@ -340,3 +340,38 @@ def test_a_tt_conv_folds_its_bn_and_normalize_like_a_plain_conv(r1, r2):
     (jac,) = _jacobian_norms(model, (3, 6, 6), 1, 0)
     assert value == pytest.approx(jac, rel=1e-9)
     assert lipschitz_bound(model, (3, 6, 6), fold=False)[0] > 1.2 * value
+
+
+def _leaky_twice(x):  # type: ignore[no-untyped-def]
+    F.leaky_relu(x, 2.0, True)  # overwrites x with a slope-2 map of itself
+    return x
+
+
+def _mul_in_place(x):  # type: ignore[no-untyped-def]
+    x.mul_(3)
+    return x + 0
+
+
+@pytest.mark.parametrize("fn, exact", [
+    (_leaky_twice, 2.0),
+    (_mul_in_place, 3.0),
+    (nn.Sequential(nn.Identity(), _Scale(lambda x: x)), 1.0),
+], ids=["F.leaky_relu-inplace", "mul_", "no-op"])
+def test_in_place_ops_give_their_bound_to_the_tensor_they_overwrite(fn, exact):
+    """The output is the overwritten input: its bound is the op's (was: the input's own, 1 instead of 2 or 3)."""
+    model = fn if isinstance(fn, nn.Module) else _Scale(fn)
+    assert graph_lipschitz_bound(model, (1, 3, 3)).value == pytest.approx(exact, rel=1e-12)
+
+
+def test_an_in_place_module_gives_its_bound_to_its_input():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.act = nn.LeakyReLU(2.0, inplace=True)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            y = x * 1  # a tensor of its own (the input itself is not overwritten)
+            self.act(y)
+            return y
+
+    assert graph_lipschitz_bound(Net(), (1, 3, 3)).value == pytest.approx(2.0, rel=1e-12)

@@ -35,6 +35,7 @@ models marked ``is_chain``.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import operator
 from collections.abc import Callable
@@ -379,7 +380,24 @@ class _Propagate(fx.Interpreter):
         else:
             args, kwargs = self.fetch_args_kwargs_from_env(n)
             self.lip[n] = self._rule(n, args, kwargs, out)
+            if self._in_place(n) and isinstance(n.args[0], fx.Node):
+                self.lip[n.args[0]] = self.lip[n]  # its later readers see the new values
         return out
+
+    def _in_place(self, n: fx.Node) -> bool:
+        """Whether the op overwrote its first argument (x.mul_(3), F.relu(x, inplace=True), nn.LeakyReLU(2,
+        inplace=True)): later reads of that argument get the op's values, and its bound."""
+        if n.op == "call_module":
+            return bool(getattr(self.module.get_submodule(n.target), "inplace", False))
+        if isinstance(n.target, str):
+            return n.target.endswith("_") and not n.target.startswith("__")
+        if getattr(n.target, "__name__", "").endswith("_"):
+            return True
+        try:
+            bound = inspect.signature(n.target).bind_partial(*n.args, **n.kwargs)
+        except (TypeError, ValueError):  # builtins without a Python signature take inplace as a keyword only
+            return bool(n.kwargs.get("inplace", False))
+        return bool(bound.arguments.get("inplace", False))
 
     def _check_hooks(self, node: fx.Node, hooked: Any) -> None:
         mod = self.module.get_submodule(node.target)
