@@ -45,7 +45,7 @@ def _jacobian_norms(model: nn.Module, shape: tuple[int, ...], points: int, seed:
     out = []
     for _ in range(points):
         x = torch.rand(1, *shape, generator=g, dtype=torch.float64)
-        jac = torch.autograd.functional.jacobian(model, x)
+        jac = torch.autograd.functional.jacobian(lambda t: model(t.clone()), x)  # in-place models: a copy
         out.append(float(torch.linalg.matrix_norm(jac.reshape(-1, x.numel()), ord=2)))
     return out
 
@@ -352,15 +352,33 @@ def _mul_in_place(x):  # type: ignore[no-untyped-def]
     return x + 0
 
 
+def _view_then_overwrite(x):  # type: ignore[no-untyped-def]
+    y = x * 1
+    v = y.view(y.shape[0], -1)
+    y.mul_(3)  # v shares y's storage: it now holds 3x
+    return v
+
+
+def _overwrite_a_slice(x):  # type: ignore[no-untyped-def]
+    y = x * 1
+    y[:, :1].mul_(4)  # the first channel of y, through a view
+    return y
+
+
 @pytest.mark.parametrize("fn, exact", [
     (_leaky_twice, 2.0),
     (_mul_in_place, 3.0),
     (nn.Sequential(nn.Identity(), _Scale(lambda x: x)), 1.0),
-], ids=["F.leaky_relu-inplace", "mul_", "no-op"])
+    (_view_then_overwrite, 10 ** 0.5),  # a bound: sqrt(1 + 3^2) >= the true 3
+    (_overwrite_a_slice, 17 ** 0.5),  # sqrt(1 + 4^2) >= the true 4
+], ids=["F.leaky_relu-inplace", "mul_", "no-op", "view-of-overwritten", "overwritten-slice"])
 def test_in_place_ops_give_their_bound_to_the_tensor_they_overwrite(fn, exact):
-    """The output is the overwritten input: its bound is the op's (was: the input's own, 1 instead of 2 or 3)."""
+    """The output is the overwritten input: its bound is the op's (was: the input's own, 1 instead of 2 or 3); a
+    view of an overwritten tensor, or a tensor overwritten through a view, keeps a bound too."""
     model = fn if isinstance(fn, nn.Module) else _Scale(fn)
-    assert graph_lipschitz_bound(model, (1, 3, 3)).value == pytest.approx(exact, rel=1e-12)
+    value = graph_lipschitz_bound(model, (2, 3, 3)).value
+    assert value == pytest.approx(exact, rel=1e-12)
+    assert max(_jacobian_norms(model, (2, 3, 3), 1, 0)) <= value * (1 + 1e-12)
 
 
 def test_an_in_place_module_gives_its_bound_to_its_input():

@@ -282,6 +282,12 @@ _CONSTANT = {  # values built from the input's shape, dtype and device only
     torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like, "new_zeros", "new_ones", "new_empty",
     "new_full",
 }
+_VIEWS = {  # ops whose result may share storage with their first argument
+    "view", "reshape", torch.reshape, "flatten", torch.flatten, "contiguous", "squeeze", torch.squeeze, "unsqueeze",
+    torch.unsqueeze, "permute", torch.permute, "transpose", torch.transpose, "view_as", "reshape_as", "to", "float",
+    "double", "type_as", "narrow", "select", "expand", "t", "detach", torch.split, "split", torch.chunk, "chunk",
+    torch.tensor_split, "tensor_split",
+}
 _SPLIT = {torch.split, "split", torch.chunk, "chunk", torch.tensor_split, "tensor_split"}
 _CAT = {torch.cat, torch.concat, torch.concatenate}
 _REDUCE = {torch.mean: "mean", "mean": "mean", torch.sum: "sum", "sum": "sum"}
@@ -343,6 +349,7 @@ class _Propagate(fx.Interpreter):
         self.plan, self.model_name, self.input_shape = plan, model_name, input_shape
         self.absorbed = {n for f in plan.values() for n in f.absorbed}
         self.lip: dict[fx.Node, float] = {}
+        self.views: dict[fx.Node, set[fx.Node]] = {}  # values that may share storage (an in-place op reaches all)
         self.layers: list[dict[str, Any]] = []
 
     # L of an argument: 0 for anything that is no node (numbers, None, slices) or no input-dependent node
@@ -380,9 +387,27 @@ class _Propagate(fx.Interpreter):
         else:
             args, kwargs = self.fetch_args_kwargs_from_env(n)
             self.lip[n] = self._rule(n, args, kwargs, out)
-            if self._in_place(n) and isinstance(n.args[0], fx.Node):
-                self.lip[n.args[0]] = self.lip[n]  # its later readers see the new values
+            first = n.args[0] if n.args and isinstance(n.args[0], fx.Node) else None
+            if first is not None and _is_tensor(out) and (n.target in _VIEWS or n.target is operator.getitem):
+                self._share(n, first)
+            if first is not None and self._in_place(n):
+                self._overwrite(first, n)
         return out
+
+    def _share(self, a: fx.Node, b: fx.Node) -> None:
+        group = self.views.get(a, {a}) | self.views.get(b, {b})
+        for m in group:
+            self.views[m] = group
+
+    def _overwrite(self, target: fx.Node, op: fx.Node) -> None:
+        """An in-place op wrote ``op``'s values into ``target``: its later readers get the op's bound. Values that may
+        share its storage (views of it, or what it is a view of) had some entries overwritten: their bound becomes
+        sqrt(theirs^2 + the op's^2), which covers any split of their entries between old and new values."""
+        new = self.lip[op]
+        for other in self.views.get(target, {target}) - {target, op}:
+            self.lip[other] = math.hypot(self.lip.get(other, 0.0), new)
+        self.lip[target] = new
+        self._share(op, target)
 
     def _in_place(self, n: fx.Node) -> bool:
         """Whether the op overwrote its first argument (x.mul_(3), F.relu(x, inplace=True), nn.LeakyReLU(2,
