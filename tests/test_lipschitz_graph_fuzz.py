@@ -31,7 +31,8 @@ class _Unit(nn.Module):
         self.bn1 = nn.BatchNorm2d(c)
         self.conv2 = nn.Conv2d(c, mid, rng.choice([1, 3]), 1, "same", bias=False)
         self.bn2 = nn.BatchNorm2d(mid) if rng.random() < 0.7 else nn.Identity()
-        self.act = rng.choice([F.relu, F.gelu, torch.tanh, F.leaky_relu, lambda x: F.elu(x, 1.5)]) if not linear \
+        self.act = rng.choice([F.relu, F.gelu, torch.tanh, F.leaky_relu, lambda x: F.elu(x, 1.5),
+                               lambda x: F.leaky_relu(x, 1.5, inplace=True), nn.ReLU6(inplace=True)]) if not linear \
             else (lambda x: x.contiguous())
         self.scale = rng.choice([1.0, 0.5, -2.0])
         self.short = nn.Conv2d(c, c if self.kind != "cat" else c - mid, 1, stride, bias=False) \
