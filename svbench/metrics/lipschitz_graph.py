@@ -13,7 +13,11 @@ them alone have L = 0 (they do not move with x). The rules, each a guaranteed bo
 - reshapes, flattens, permutations of non-batch axes, slices, splits, constant padding (any fill value), dropout
   and torchvision's stochastic depth in eval mode: L(u) (isometries, isometric embeddings and coordinate
   projections never expand);
-- a mean over m entries per output: L(u) / sqrt(m); a sum: sqrt(m) L(u).
+- a mean over m entries per output: L(u) / sqrt(m); a sum: sqrt(m) L(u);
+- an in-place op gives its bound to the tensor it overwrites; values that may share that tensor's storage (views)
+  get sqrt(theirs^2 + the op's^2);
+- a layer's forward hooks must not change its input or output (checked on the probe), and no module fx traces
+  through may carry hooks: the bound is of the forward the graph records.
 
 ``fold=True`` (the default) treats a conv and the eval-mode affine maps next to it as ONE layer when nothing else
 reads the value between them: a plain Conv2d (parametrized ones too) or a TT conv whose only user is an eval
