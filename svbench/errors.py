@@ -45,3 +45,12 @@ def out_of_memory_message(exc: BaseException) -> str | None:
         m = re.search(r"allocate (\d+) bytes", text)
         return "host out of memory" + (f" (tried to allocate {int(m.group(1)) / 2**30:.1f} GiB)" if m else "")
     return None
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, without terminal colour codes, cut to ``limit`` characters (its
+    type's name when the message is empty): what a one-line error quotes of a library's error."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()
+    return text[0][:limit] if text else type(e).__name__

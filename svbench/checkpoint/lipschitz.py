@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from svbench.checkpoint.load import ConvEntry
-from svbench.errors import UserError
+from svbench.errors import UserError, first_line
 
 
 @dataclass
@@ -66,7 +66,7 @@ def load_model(model_name: str, input_shape: tuple[int, int, int], state: dict[s
         try:
             model.load_state_dict(st, strict=True)
         except RuntimeError as e:
-            why = f"its weights do not load ({(str(e).strip().splitlines() or ['?'])[0][:160]})"
+            why = f"its weights do not load ({first_line(e, 160)})"
             continue
         return model.eval(), None
     return None, why
@@ -87,9 +87,8 @@ def model_bound(model: nn.Module | None, model_name: str, input_shape: tuple[int
     except UserError as e:
         return ModelBound(model_name, input_shape, None, note=str(e))
     except Exception as e:  # noqa: BLE001 - the SVs are written already; an unforeseen failure is said, not raised
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        return ModelBound(model_name, input_shape, None, note=f"failed: {type(e).__name__}: {first} (please report "
-                                                               "it)")
+        return ModelBound(model_name, input_shape, None,
+                          note=f"failed: {type(e).__name__}: {first_line(e)} (please report it)")
     return ModelBound(model_name, input_shape, value, layers, seconds=time.perf_counter() - t0)
 
 

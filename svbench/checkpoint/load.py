@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from svbench.errors import UserError
+from svbench.errors import UserError, first_line
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "weights")
 
@@ -48,9 +48,9 @@ def load_state_dict(path: str | Path, *, trust: bool = False) -> dict[str, Tenso
         try:
             obj = torch.load(p, map_location="cpu", weights_only=False)
         except Exception as e2:  # noqa: BLE001 - any failure of an untrusted file is a user error
-            raise UserError(f"cannot load checkpoint {p}: {_first_line(e2)}") from None
+            raise UserError(f"cannot load checkpoint {p}: {first_line(e2)}") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise UserError(f"cannot read checkpoint {p}: not a PyTorch checkpoint or corrupt ({_first_line(e)})") from None
+        raise UserError(f"cannot read checkpoint {p}: not a PyTorch checkpoint or corrupt ({first_line(e)})") from None
     return _unwrap(obj, p)
 
 
@@ -67,16 +67,11 @@ def _is_wellformed(p: Path) -> bool:
         return False
 
 
-def _first_line(e: BaseException) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()  # no terminal colour codes in the one line
-    return text[0][:200] if text else type(e).__name__
-
-
 def _unsafe_global(e: BaseException) -> str:
     """What torch's weights-only loader refused, e.g. 'it pickles torch.nn.modules.container.Sequential' (torch's
     message is a page of advice; its first line says nothing of the file)."""
     m = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-    return f"it pickles {m.group(1)}" if m else _first_line(e)
+    return f"it pickles {m.group(1)}" if m else first_line(e)
 
 
 def _unwrap(obj: Any, p: Path) -> dict[str, Tensor]:

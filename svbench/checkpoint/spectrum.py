@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from svbench.checkpoint.load import ConvEntry, find_convs, load_state_dict
-from svbench.errors import UserError
+from svbench.errors import UserError, first_line
 from svbench.functional.grouped import dense_equivalent_kernel
 from svbench.functional.spectrum import zero_padding_sigma_max_bound
 from svbench.functional.transfer import check_circular_geometry
@@ -111,7 +111,7 @@ def _model_geometry(
         found = probe_inputs(model, input_shape, lambda name, mod: isinstance(mod, nn.Conv2d))
     except (RuntimeError, ValueError) as e:  # e.g. 1 channel into a 3-channel stem, or a grid pooled below 1 x 1
         shape = ",".join(map(str, input_shape))
-        raise UserError(f"model {model_name!r} does not run on a {shape} input ({_first_line(e)}); pass the "
+        raise UserError(f"model {model_name!r} does not run on a {shape} input ({first_line(e)}); pass the "
                         f"--input-shape it was trained on") from None
     for name, mod, shape in found:
         if len(set(mod.stride)) > 1 or len(set(mod.dilation)) > 1 or shape[-2] != shape[-1]:
@@ -128,10 +128,6 @@ def _shared_prefix(state: dict[str, Tensor]) -> str:
     the model exactly."""
     firsts = {k.split(".", 1)[0] for k in state}
     return f"{firsts.pop()}." if len(firsts) == 1 and all("." in k for k in state) else ""
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def _torchvision_model(name: str, state: dict[str, Tensor], in_channels: int) -> nn.Module:

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from svbench.errors import UserError
+from svbench.errors import UserError, first_line
 
 _PROBE_BATCH = 2  # the probe's batch: the first axis of every per-example value
 
@@ -97,8 +97,7 @@ def trace(model: nn.Module) -> fx.GraphModule:
     try:
         graph = tracer.trace(model)
     except Exception as e:  # fx raises TraceError, TypeError, NotImplementedError, ... for untraceable forwards
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UntraceableModel(f"cannot trace {type(model).__name__}'s forward with torch.fx ({first[:200]}); a "
+        raise UntraceableModel(f"cannot trace {type(model).__name__}'s forward with torch.fx ({first_line(e)}); a "
                                "certified bound needs a traceable forward, or a chain model (is_chain = True)") from e
     finally:
         model.train(was)
@@ -374,10 +373,9 @@ class _Propagate(fx.Interpreter):
         try:
             out = super().run_node(n)
         except (RuntimeError, ValueError, IndexError) as e:  # the model's own error on this input (not a rule's)
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             shape = ",".join(map(str, self.input_shape))
-            raise UserError(f"{self.model_name} does not run on a {shape} input ({first}); pass the input shape it "
-                            "was built for") from None
+            raise UserError(f"{self.model_name} does not run on a {shape} input ({first_line(e)}); pass the input "
+                            "shape it was built for") from None
         if n.op == "call_module":
             self._check_hooks(n, out)
         if n.op == "placeholder":  # the input; any later one is an optional argument left at its default

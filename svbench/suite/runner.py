@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from svbench._validate import to_mapping
-from svbench.errors import CellInputError, UnsupportedShape, UserError, out_of_memory_message
+from svbench.errors import CellInputError, UnsupportedShape, UserError, first_line, out_of_memory_message
 from svbench.functional.oracle import oracle_singular_values
 from svbench.functional.spectrum import conv_singular_values
 from svbench.measure import (
@@ -449,7 +449,7 @@ ERRORS_FILE = "errors.log"
 
 def _error_record(base: dict[str, Any], exc: BaseException, ctx: _Ctx) -> list[dict[str, Any]]:
     """Status ``error`` with the exception's first line; the full traceback is appended to the run's errors.log."""
-    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    first = first_line(exc, 300)
     where = ""
     if ctx.run_dir is not None:
         try:
