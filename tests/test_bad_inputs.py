@@ -62,7 +62,10 @@ def test_nan_weights_in_checkpoint(tmp_path, capsys):
 def test_negative_input_size(tmp_path, capsys):
     torch.save({"conv.weight": torch.randn(2, 2, 3, 3)}, tmp_path / "c.pt")
     code, err = _run(capsys, "spectrum", str(tmp_path / "c.pt"), "--input-size", "-3")
-    assert code == 2 and "--input-size must be a positive integer" in _one_line(err)
+    assert code == 2 and "--input-size must be a positive integer N or HxW" in _one_line(err)
+    for bad in ("8x", "0x8", "4x4x4", "eight"):
+        code, err = _run(capsys, "spectrum", str(tmp_path / "c.pt"), "--input-size", bad)
+        assert code == 2 and f"got '{bad}'" in _one_line(err)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")

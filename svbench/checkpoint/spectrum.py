@@ -29,7 +29,7 @@ from svbench.checkpoint.load import ConvEntry, find_convs, load_state_dict
 from svbench.errors import UserError, first_line
 from svbench.functional.grouped import dense_equivalent_kernel
 from svbench.functional.spectrum import zero_padding_sigma_max_bound
-from svbench.functional.transfer import check_circular_geometry
+from svbench.functional.transfer import Grid, as_grid, check_circular_geometry, grid_area, grid_div, grid_text
 from svbench.measure.env import device_name, resolve_device
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class LayerSpectrum:
     name: str
     kind: str
     shape: tuple[int, int, int, int]
-    n: int
+    n: Grid  # the input grid: n (n x n) or (h, w)
     stride: int
     geometry_source: str  # "model hooks" or "assumed"
     padding: str
@@ -114,12 +114,12 @@ def _model_geometry(
         raise UserError(f"model {model_name!r} does not run on a {shape} input ({first_line(e)}); pass the "
                         f"--input-shape it was trained on") from None
     for name, mod, shape in found:
-        if len(set(mod.stride)) > 1 or len(set(mod.dilation)) > 1 or shape[-2] != shape[-1]:
+        if len(set(mod.stride)) > 1 or len(set(mod.dilation)) > 1:
             raise UserError(f"conv {name!r} of model {model_name!r} has stride {tuple(mod.stride)}, dilation "
                             f"{tuple(mod.dilation)} on a {shape[-2]}x{shape[-1]} grid; spectrum computes one stride "
-                            f"and one dilation on a square grid per conv")
-    return {prefix + name: (int(shape[-1]), int(mod.stride[0]), mod.padding_mode, int(mod.groups),
-                            int(mod.dilation[0])) for name, mod, shape in found}
+                            f"and one dilation per conv")
+    return {prefix + name: (as_grid((int(shape[-2]), int(shape[-1]))), int(mod.stride[0]), mod.padding_mode,
+                            int(mod.groups), int(mod.dilation[0])) for name, mod, shape in found}
 
 
 def _shared_prefix(state: dict[str, Tensor]) -> str:
@@ -220,7 +220,7 @@ def spectrum_method(method: str) -> Method:
     return m
 
 
-def layer_spectrum(entry: ConvEntry, n: int, stride: int, method: str = "sedghi", padding: str = "zeros",
+def layer_spectrum(entry: ConvEntry, n: Grid, stride: int, method: str = "sedghi", padding: str = "zeros",
                    device: torch.device | str = "cpu", groups: int = 1, dilation: int = 1) -> Tensor:
     """All SVs (descending, zeros included, float64 on the CPU) of the circular operator of this conv on n x n,
     computed on ``device``; a grouped or dilated conv (known from a model) as that operator; a Cayley layer as its
@@ -240,13 +240,15 @@ def layer_spectrum(entry: ConvEntry, n: int, stride: int, method: str = "sedghi"
         conv.weight.copy_(entry.kernel.float())
     svs = m.layer_svs(conv, n).detach().double().cpu()
     if entry.kind == "tt":
-        mo = n // stride
-        total = min(entry.c_out * mo * mo, entry.c_in * n * n)
+        total = min(entry.c_out * grid_area(grid_div(n, stride)), entry.c_in * grid_area(n))
         svs = torch.cat([svs, svs.new_zeros(max(0, total - svs.numel()))])
     return svs
 
 
-def _cayley_geometry(entry: ConvEntry, n: int, stride: int) -> None:
+def _cayley_geometry(entry: ConvEntry, n: Grid, stride: int) -> None:
+    if not isinstance(n, int):
+        raise UserError(f"a Cayley layer's operator is computed on square n x n grids; this one runs on "
+                        f"{grid_text(n)}")
     if stride not in (1, 2) or entry.c_in % (stride * stride) or n % stride:
         raise UserError(f"a Cayley layer of stride {stride} needs an input size divisible by it and {stride}^2 "
                         f"dividing its {entry.c_in} stored input channels; got n = {n}")
@@ -256,7 +258,7 @@ def _cayley_geometry(entry: ConvEntry, n: int, stride: int) -> None:
                         f"runs on; use a larger input size")
 
 
-def _cayley_spectrum(entry: ConvEntry, n: int, stride: int, device: torch.device | str) -> Tensor:
+def _cayley_spectrum(entry: ConvEntry, n: Grid, stride: int, device: torch.device | str) -> Tensor:
     """All SVs (descending, float64 on the CPU) of a Cayley layer's operator on n x n: the layer rebuilt from its
     weight and scale in float64, then the SVs of its per-frequency Cayley transforms (1 up to rounding when the
     layer is what it claims to be)."""
@@ -277,7 +279,7 @@ class SpectrumPlan:
     """What :func:`compute_spectrum` will do: every conv of a checkpoint with the geometry it is evaluated on, each
     already checked (finite weights, a grid the layer fits), so a bad layer is said before any SV is computed."""
 
-    layers: list[tuple[ConvEntry, int, int, str, int, int, str]]  # entry, n, stride, padding, groups, dilation, source
+    layers: list[tuple[ConvEntry, Grid, int, str, int, int, str]]  # entry, n, stride, padding, groups, dilation, source
     method: str
     device: torch.device
     # with --model: the architecture holding the checkpoint's weights, for its certified Lipschitz bound
@@ -291,7 +293,7 @@ class SpectrumPlan:
 def plan_spectrum(
     path: str | Path,
     *,
-    input_size: int | None = None,
+    input_size: Grid | None = None,
     model: str | None = None,
     input_shape: tuple[int, int, int] | None = None,
     method: str = "sedghi",
@@ -324,7 +326,7 @@ def plan_spectrum(
             raise UserError(f"{'TT' if e.kind == 'tt' else 'Cayley'} layer {e.name!r} is not in model {model!r}; "
                             f"run without --model")
         else:
-            n, stride, pad, groups, dilation = input_size or input_shape[1], 1, "zeros", 1, 1
+            n, stride, pad, groups, dilation = as_grid(input_size or tuple(input_shape[1:])), 1, "zeros", 1, 1
         if e.kind == "cayley":
             pad = "circular"  # the Cayley layer is a circular operator whatever the padding of the conv it replaced
         try:
@@ -342,7 +344,7 @@ def plan_spectrum(
     return plan
 
 
-def _check_geometry(entry: ConvEntry, n: int, stride: int, dilation: int) -> None:
+def _check_geometry(entry: ConvEntry, n: Grid, stride: int, dilation: int) -> None:
     if entry.kind == "cayley":
         _cayley_geometry(entry, n, stride)
     else:
@@ -407,7 +409,7 @@ def write_spectrum(spectra: list[LayerSpectrum], out_dir: str | Path, incomplete
             w.writerow(["layer", "kind", "n", "stride", "index", "sigma"])
             for s in spectra:
                 for i, v in enumerate(s.svs.tolist()):
-                    w.writerow([s.name, s.kind, s.n, s.stride, i, repr(v)])
+                    w.writerow([s.name, s.kind, grid_text(s.n), s.stride, i, repr(v)])
         md_path.write_text(spectrum_markdown(spectra, incomplete))
         png = spectrum_per_layer([(sp.name, sp.svs.double().cpu().numpy(), sp.sigma_max_bound) for sp in spectra],
                                  title=f"INCOMPLETE: {incomplete}" if incomplete else "")
@@ -499,7 +501,7 @@ def spectrum_markdown(spectra: list[LayerSpectrum], incomplete: str | None = Non
         cond = "inf" if s.condition == float("inf") else f"{s.condition:.4g}"
         bound = "—" if s.sigma_max_bound is None else f"{s.sigma_max_bound:.6g}"
         lines.append(
-            f"| {s.name} | {s.kind} | {s.shape}{_grouping(s)} | {s.n} | {s.stride} ({s.geometry_source}) | "
+            f"| {s.name} | {s.kind} | {s.shape}{_grouping(s)} | {grid_text(s.n)} | {s.stride} ({s.geometry_source}) | "
             f"{s.padding} | {s.svs.numel()} | {s.sigma_max:.6g} | {s.sigma_min:.4g} | {cond} | {bound} |"
         )
     return "\n".join(lines) + "\n"

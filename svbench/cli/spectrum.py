@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        "checkpoints side by side")
     p.add_argument("checkpoint", nargs="+", help="one or more state-dict files (.pt/.pth); with several, each gets "
                    "its own folder under --out and comparison.md / comparison.png set them side by side")
-    p.add_argument("--input-size", type=int, default=None, help="input size n for every conv (stride 1 assumed)")
+    p.add_argument("--input-size", default=None, help="input grid of every conv: N (N x N) or HxW (stride 1 assumed)")
     p.add_argument("--model", default=None, help="real per-layer sizes and strides from a model: a registered name "
                    "(svbench ls models) or torchvision:NAME (e.g. torchvision:resnet50)")
     p.add_argument("--input-shape", default=None, help="C,H,W of the model input, e.g. 3,32,32 (with --model)")
@@ -40,9 +40,22 @@ def _parse_shape(text: str | None) -> tuple[int, int, int] | None:
         parts = tuple(int(x) for x in text.split(","))
     except ValueError:
         parts = ()
-    if len(parts) != 3 or min(parts) < 1 or parts[1] != parts[2]:
-        raise UserError(f"--input-shape must be C,H,W with H == W, e.g. 3,32,32; got {text!r}")
+    if len(parts) != 3 or min(parts) < 1:
+        raise UserError(f"--input-shape must be C,H,W of positive integers, e.g. 3,32,32 or 1,64,128; got {text!r}")
     return parts  # type: ignore[return-value]
+
+
+def _parse_size(text: str | None) -> int | tuple[int, int] | None:
+    """--input-size: N (an N x N grid) or HxW."""
+    if text is None:
+        return None
+    try:
+        parts = tuple(int(x) for x in text.lower().split("x"))
+    except ValueError:
+        parts = ()
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise UserError(f"--input-size must be a positive integer N or HxW (e.g. 32 or 64x128); got {text!r}")
+    return parts[0] if len(parts) == 1 or parts[0] == parts[1] else parts  # type: ignore[return-value]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -58,8 +71,7 @@ def main(args: argparse.Namespace) -> int:
         write_spectrum,
     )
 
-    if args.input_size is not None and args.input_size < 1:
-        raise UserError(f"--input-size must be a positive integer, got {args.input_size}")
+    size = _parse_size(args.input_size)
     if args.input_shape is not None and args.model is None:
         raise UserError("--input-shape only applies with --model NAME; without a model pass --input-size N")
     if args.input_size is not None and args.model is not None:
@@ -69,7 +81,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("--no-lipschitz only applies with --model NAME (without a model no bound is computed)")
     shape = _parse_shape(args.input_shape)
     plans = [plan_spectrum(  # reads every checkpoint and checks every layer: bad input is said before any SV
-        path, input_size=args.input_size, model=args.model, input_shape=shape, method=args.method,
+        path, input_size=size, model=args.model, input_shape=shape, method=args.method,
         trust=args.trust_checkpoint, device=args.device, lipschitz=not args.no_lipschitz,
     ) for path in args.checkpoint]
     paths = [Path(c) for c in args.checkpoint]

@@ -32,9 +32,12 @@ from torch import Tensor
 from svbench.errors import UserError
 from svbench.functional.spectrum import taps_chunk
 from svbench.functional.transfer import (
+    Grid,
     compact_polyphase_kernel,
     frequency_free_columns,
     frequency_free_matrix,
+    grid_area,
+    grid_div,
     transfer_matrices_at,
     unique_frequencies,
 )
@@ -49,7 +52,7 @@ class Group:
 
     idxs: list[int]
     taps: list[Tensor]  # compact polyphase taps per layer
-    m: int
+    m: Grid  # m x m, or (m1, m2) on a rectangular grid
     g: int
     p: int
     q: int
@@ -109,7 +112,7 @@ def plan_calls(
         q = w.shape[1] * s * s if cols is None else cols.numel()
         # frequency-free layers group by what sets their columns too (c_in, kernel size, stride)
         how = None if cols is None else (w.shape[1], *w.shape[-2:], s)
-        keyed[(w.shape[0], q, n // s, g, w.dtype, w.device, how)].append(i)
+        keyed[(w.shape[0], q, grid_div(n, s), g, w.dtype, w.device, how)].append(i)
     groups: list[Group] = []
     calls: list[list[Part]] = []
     mergeable: dict[tuple, list[Group]] = defaultdict(list)
@@ -118,7 +121,7 @@ def plan_calls(
         freqs, mult = unique_frequencies(m, device)
         if is_free:  # one matrix for every frequency: frequency 0, standing m^2 times; unreached columns dropped
             cols = free[idxs[0]]
-            freqs, mult = freqs[:1], torch.full_like(mult[:1], m * m)
+            freqs, mult = freqs[:1], torch.full_like(mult[:1], grid_area(m))
             taps = [frequency_free_matrix(*layers[i][:3])[:, :, None, None] for i in idxs]
             group = Group(idxs, taps, m, g, c_out // g, q, freqs, mult, cols, layers[idxs[0]][0].shape[1] *
                           layers[idxs[0]][2] ** 2)

@@ -24,14 +24,16 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from svbench.errors import UserError
+from svbench.errors import UnsupportedShape, UserError
 from svbench.functional.batching import call_cost, call_matrices, plan_calls, split_call, split_for_lanes
 from svbench.functional.grouped import dilate_kernel, layer_sigma_max
 from svbench.functional.lanes import resolve_streams, run_lanes
 from svbench.functional.spectrum import checked_svdvals
 from svbench.functional.transfer import (
+    as_grid,
     frequency_basis,
     from_transfer_matrices,
+    grid_text,
     transfer_matrices,
     unpolyphase_kernel,
 )
@@ -164,6 +166,7 @@ def sedghi_clip(
     computations the pass itself does not need (sigma_max after, and before on zero padding): None in the result.
     """
     _check_clip_args(dilate_kernel(weight, dilation), n, target)
+    n = as_grid(n)
     with torch.no_grad():
         seen: list[float] = []  # circular: sigma_max before, from the pass's own decomposition (exact, same grid)
         cropped = clip_kernels([(weight, n, stride, groups, dilation)], target, mode=mode, route=route, driver=driver,
@@ -180,6 +183,10 @@ def sedghi_clip(
 def _check_clip_args(weight: Tensor, n: int, target: float) -> None:
     if not target > 0:
         raise UserError(f"clip target must be > 0, got {target}")
+    n = as_grid(n)
+    if not isinstance(n, int):
+        raise UnsupportedShape(f"clipping takes square n x n grids; got {grid_text(n)} (the SVs of a conv on a "
+                               f"rectangular grid are computed: conv_singular_values, network_svs)")
     kh, kw = weight.shape[-2:]
     if kh > n or kw > n:
         raise UserError(f"cannot clip a {kh}x{kw} kernel for a {n}x{n} input: the kernel is larger than the input")
@@ -216,6 +223,7 @@ def clip_kernels(
     off the decomposition the pass makes anyway (every unique frequency of every group block is decomposed)."""
     if not layers:
         return []
+    layers = [(w, as_grid(n), s, g, d) for w, n, s, g, d in layers]
     streams = resolve_streams(streams, layers[0][0].device)
     dilated = [dilate_kernel(w, d) for w, _, _, _, d in layers]
     for w, (_, n, _, _, _) in zip(dilated, layers):
@@ -279,6 +287,7 @@ def clip_kernels(
 def clip_kernel_naive(weight: Tensor, n: int, target: float, stride: int = 1, *, mode: ClipMode = "clip") -> Tensor:
     """Textbook Sedghi pass: full ``fft2`` of the n x n kernel, SVD of all m^2 matrices, ``ifft2``, crop."""
     _check_clip_args(weight, n, target)
+    n = as_grid(n)
     c_out, c_in, kh, kw = weight.shape
     with torch.no_grad():
         spec = transfer_matrices(weight, n, stride, real_fft=False)

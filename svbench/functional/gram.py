@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from svbench.errors import UserError
+from svbench.errors import UnsupportedShape, UserError
 from svbench.functional.gram_triton import fused_gram_step, triton_available
-from svbench.functional.transfer import frequency_basis, transfer_matrices_at, unique_frequency_taps
+from svbench.functional.transfer import frequency_basis, grid_text, transfer_matrices_at, unique_frequency_taps
 
 PRODUCTS = ("auto", "real", "complex", "3xtf32", "triton")
 # ``auto`` on a CPU: real products from this Gram side on. Measured on this project's CPU, 1 thread, the two forms
@@ -374,8 +374,8 @@ def gram_iteration_bound_grouped(weight: Tensor, n: int, stride: int = 1, groups
     """Upper bound on sigma_max of a grouped circular conv, weight (c_out, c_in / g, k, k): its transfer matrices are
     the g blocks stacked, cut apart here and iterated as one batch; sigma_max is the largest block's."""
     taps, m, idx, _ = unique_frequency_taps(weight, n, stride)
-    c_out, q, t, _ = taps.shape
-    return _bound_from_taps(taps.reshape(groups, c_out // groups, q, t, t), m, idx, iters, products, screen, first,
+    c_out, q, t1, t2 = taps.shape
+    return _bound_from_taps(taps.reshape(groups, c_out // groups, q, t1, t2), m, idx, iters, products, screen, first,
                             pool=True)[0]
 
 
@@ -400,18 +400,22 @@ def _bound_from_taps(taps: Tensor, m: int, idx: Tensor, iters: int, products: st
     if first not in FIRSTS:
         raise UserError(f"Gram first product must be one of {', '.join(FIRSTS)}; got {first!r}")
     _check_screen(screen)
-    b, p, q, t, _ = taps.shape
-    if t == 1:
+    b, p, q, t, t2 = taps.shape
+    if t == t2 == 1:
         idx = idx[:1]
+    square = t == t2 and isinstance(m, int)  # the kernel route's tap offsets are square (2t - 1)^2 on an m x m grid
+    if first == "kernel" and not square:
+        raise UnsupportedShape(f"Gram first product 'kernel' takes square taps on a square grid; got {t}x{t2} taps on "
+                               f"{grid_text(m)}: use first='transfer' or 'auto'")
     f = idx.numel()
     # the form the transfer matrices (complex, B F of them, side min(p, q)) would get, with the same refusals
     resolved = _checked(products, taps.device, True, b * f, min(p, q), taps.requires_grad, iters)
     real_form = resolved in ("real", "triton")
     if first == "auto":
-        first = auto_first(taps.device.type, f, p, q, t, real_form)
+        first = auto_first(taps.device.type, f, p, q, t, real_form) if square else "transfer"
     kernel = first == "kernel" and resolved != "3xtf32"
     if not kernel:  # one direct DFT for all B convs: (F, B p, q) -> (F, B, p, q)
-        mats = transfer_matrices_at(taps.reshape(b * p, q, t, t), m, idx).view(f, b, p, q)
+        mats = transfer_matrices_at(taps.reshape(b * p, q, t, t2), m, idx).view(f, b, p, q)
         mats = mats.reshape(1, f * b, p, q) if pool else mats.transpose(0, 1)  # pooled: any order; else (B, F)
         return gram_iteration_max(mats, iters, products=products, screen=screen).reshape(-1)
     g, log_scale = _kernel_first_product(taps, m, idx, real_form)

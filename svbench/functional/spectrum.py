@@ -42,6 +42,9 @@ from torch import Tensor
 from svbench.errors import UserError
 from svbench.functional.lanes import run_lanes
 from svbench.functional.transfer import (
+    Grid,
+    as_grid,
+    grid_hw,
     rfft_multiplicity,
     transfer_matrices,
     transfer_matrices_at,
@@ -276,7 +279,7 @@ def frobenius_mismatch(a: Tensor, s: Tensor, rtol: float = _FROBENIUS_RTOL) -> T
 
 def frequency_singular_values(
     weight: Tensor,
-    n: int,
+    n: Grid,
     stride: int = 1,
     *,
     backend: str = "auto",
@@ -298,7 +301,7 @@ def expand_rfft(per_freq: Tensor, m: int) -> Tensor:
 
 def unique_frequency_singular_values(
     weight: Tensor,
-    n: int,
+    n: Grid,
     stride: int = 1,
     *,
     backend: str = "auto",
@@ -334,7 +337,7 @@ def expand_multiset(per_freq: Tensor, mult: Tensor) -> Tensor:
 
 def conv_singular_values(
     weight: Tensor,
-    n: int,
+    n: Grid,
     stride: int = 1,
     *,
     backend: str = "auto",
@@ -345,6 +348,7 @@ def conv_singular_values(
     streams: int = 1,
 ) -> Tensor:
     """All (n/s)^2 * min(c_out, c_in s^2) SVs of the circular conv on n x n, descending (zeros included). Exact.
+    ``n`` may be a pair (h, w): the conv on a rectangular grid, (h/s) (w/s) min(c_out, c_in s^2) SVs.
 
     With ``real_fft`` only one frequency per conjugate pair is decomposed (``unique_frequencies``: about half of
     the m^2 matrices, the floor for this symmetry) and its SVs are counted twice; the matrices are built and
@@ -360,7 +364,7 @@ def conv_singular_values(
 
 
 def conv_sigma_max(
-    weight: Tensor, n: int, stride: int = 1, *, backend: str = "auto", driver: str | None = None
+    weight: Tensor, n: Grid, stride: int = 1, *, backend: str = "auto", driver: str | None = None
 ) -> Tensor:
     """sigma_max of the circular conv on n x n (exact; one frequency per conjugate pair is enough).
 
@@ -374,19 +378,22 @@ def conv_sigma_max(
     return per[..., 0].max()
 
 
-def zero_padding_bound_size(n: int, k: int, stride: int) -> int:
-    """Grid n' on which the circular sigma_max bounds a zero-padded layer on n: s * ceil((n + k - 1) / s).
+def zero_padding_bound_size(n: Grid, k: int, stride: int) -> Grid:
+    """Grid n' on which the circular sigma_max bounds a zero-padded layer on n: s * ceil((n + k - 1) / s) (on an
+    h x w grid, each side so).
 
     For stride 1 this is n + k - 1: the zero-padded operator is a restriction of the circular one on n'
     (no window wraps), so sigma_1^zero(n) <= sigma_1^circ(n'). The circular value at n itself is NOT a bound
     (methods.md section 1.2; see the Laplacian test).
     """
-    span = n + k - 1
+    if not isinstance(as_grid(n), int):
+        return as_grid(tuple(zero_padding_bound_size(side, k, stride) for side in grid_hw(n)))
+    span = as_grid(n) + k - 1
     return stride * -(-span // stride)
 
 
 def zero_padding_sigma_max_bound(
-    weight: Tensor, n: int, stride: int = 1, *, backend: str = "auto", driver: str | None = None
+    weight: Tensor, n: Grid, stride: int = 1, *, backend: str = "auto", driver: str | None = None
 ) -> Tensor:
     """A guaranteed upper bound on sigma_max of the zero-padded conv on n: the circular sigma_max on n'."""
     k = max(weight.shape[-2:])

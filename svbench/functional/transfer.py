@@ -11,6 +11,11 @@ channels; grouping them with the outputs (as the public TT code does for its cor
 
 Kernels larger than the grid (k > n) are folded: taps are summed modulo n, which is the circular operator the
 layer really applies. ``fft2(W, s=(n, n))`` would trim them instead, which is wrong.
+
+Grids: ``n`` is an int (an n x n grid) or a pair (h, w) for a rectangular grid (e.g. a spectrogram CNN); the stride
+is one int for both axes. Everything above holds per axis: m = (h / s, w / s) frequencies, rfft along the width,
+phases 2 pi (w1 u / m1 + w2 v / m2). A square pair (n, n) is the int n, so square grids take exactly the code (and
+values) they always did.
 """
 
 from __future__ import annotations
@@ -22,10 +27,51 @@ from torch import Tensor
 
 from svbench.errors import UserError
 
+Grid = int | tuple[int, int]  # an n x n grid, or (height, width)
 
-def fold_kernel(weight: Tensor, n: int) -> Tensor:
-    """Zero-pad a (c_out, c_in, kh, kw) kernel to (c_out, c_in, n, n), summing taps modulo n when k > n."""
+
+def grid_hw(n: Grid) -> tuple[int, int]:
+    """(height, width) of a grid given as an int or a pair."""
+    if not isinstance(n, tuple | list):
+        return int(n), int(n)
+    if len(n) != 2:
+        raise UserError(f"a grid is n or (height, width); got {tuple(n)}")
+    return int(n[0]), int(n[1])
+
+
+def as_grid(n: Grid) -> Grid:
+    """The canonical form of a grid: the int n for a square one, (h, w) otherwise (hashable, comparable)."""
+    h, w = grid_hw(n)
+    return h if h == w else (h, w)
+
+
+def grid_div(n: Grid, stride: int) -> Grid:
+    """The grid of a stride-s conv's outputs (canonical): (h / s, w / s)."""
+    h, w = grid_hw(n)
+    return as_grid((h // stride, w // stride))
+
+
+def grid_area(n: Grid) -> int:
+    """h * w: how many grid points (frequencies)."""
+    h, w = grid_hw(n)
+    return h * w
+
+
+def grid_text(n: Grid) -> str:
+    """``n`` for a square grid, ``HxW`` otherwise (what tables and messages print)."""
+    h, w = grid_hw(n)
+    return str(h) if h == w else f"{h}x{w}"
+
+
+def fold_kernel(weight: Tensor, n: Grid) -> Tensor:
+    """Zero-pad a (c_out, c_in, kh, kw) kernel to (c_out, c_in, h, w), summing taps modulo the grid along an axis
+    where the kernel is longer than it."""
     c_out, c_in, kh, kw = weight.shape
+    n = as_grid(n)
+    if not isinstance(n, int):
+        h, w = grid_hw(n)
+        out = _fold_axis(_fold_axis(weight, h, 2), w, 3)
+        return torch.nn.functional.pad(out, (0, w - out.shape[3], 0, h - out.shape[2]))
     if kh <= n and kw <= n:
         return torch.nn.functional.pad(weight, (0, n - kw, 0, n - kh))
     out = weight.new_zeros(c_out, c_in, n, n)
@@ -36,21 +82,35 @@ def fold_kernel(weight: Tensor, n: int) -> Tensor:
     return out.index_add_(3, cols, tmp)
 
 
-def check_circular_geometry(kernel_size: int, n: int, stride: int) -> None:
+def _fold_axis(weight: Tensor, size: int, dim: int) -> Tensor:
+    """Taps along ``dim`` summed modulo ``size`` when there are more than ``size`` of them (else unchanged)."""
+    k = weight.shape[dim]
+    if k <= size:
+        return weight
+    shape = list(weight.shape)
+    shape[dim] = size
+    idx = torch.arange(k, device=weight.device) % size
+    return weight.new_zeros(shape).index_add_(dim, idx, weight)
+
+
+def check_circular_geometry(kernel_size: int, n: Grid, stride: int) -> None:
     """Raise a UserError if a circular conv of this geometry is not defined."""
-    if n < 1:
-        raise UserError(f"input size must be positive, got {n}")
+    h, w = grid_hw(n)
+    if min(h, w) < 1:
+        raise UserError(f"input size must be positive, got {grid_text(n)}")
     if stride < 1:
         raise UserError(f"stride must be >= 1, got {stride}")
-    if n % stride:
-        raise UserError(
-            f"stride {stride} does not divide the input size {n}; circular padding needs stride | n "
-            f"(use n = {stride * -(-n // stride)} or zero padding)"
-        )
+    for side, name in ((h, "height"), (w, "width")) if h != w else ((h, "size"),):
+        if side % stride:
+            raise UserError(
+                f"stride {stride} does not divide the input {name} {side}; circular padding needs stride | n "
+                f"(use {'n = ' if h == w else name + ' '}{stride * -(-side // stride)} or zero padding)"
+            )
 
 
-def polyphase_kernel(weight: Tensor, n: int, stride: int) -> Tensor:
-    """(c_out, c_in, k, k) -> (c_out, c_in * s^2, n/s, n/s): stride-s conv on n == stride-1 conv on n/s.
+def polyphase_kernel(weight: Tensor, n: Grid, stride: int) -> Tensor:
+    """(c_out, c_in, k, k) -> (c_out, c_in * s^2, n/s, n/s): stride-s conv on n == stride-1 conv on n/s (on an h x w
+    grid: (h/s, w/s)).
 
     K'[o, (c, a, b), u', v'] = W_pad[o, c, s u' + a, s v' + b] with the phase (a, b) grouped with the input
     channel c (methods.md section 2).
@@ -60,43 +120,53 @@ def polyphase_kernel(weight: Tensor, n: int, stride: int) -> Tensor:
     if stride == 1:
         return w
     c_out, c_in = w.shape[:2]
-    m = n // stride
+    m1, m2 = grid_hw(grid_div(n, stride))
     # w[o, c, s*u + a, s*v + b] -> [o, c, a, b, u, v]
-    w = w.reshape(c_out, c_in, m, stride, m, stride).permute(0, 1, 3, 5, 2, 4)
-    return w.reshape(c_out, c_in * stride * stride, m, m)
+    w = w.reshape(c_out, c_in, m1, stride, m2, stride).permute(0, 1, 3, 5, 2, 4)
+    return w.reshape(c_out, c_in * stride * stride, m1, m2)
 
 
 def unpolyphase_kernel(kp: Tensor, c_in: int, stride: int) -> Tensor:
     """Inverse of :func:`polyphase_kernel` (without the folding): (c_out, c_in s^2, m, m) -> (c_out, c_in, n, n)."""
     if stride == 1:
         return kp
-    c_out, _, m, _ = kp.shape
-    w = kp.reshape(c_out, c_in, stride, stride, m, m).permute(0, 1, 4, 2, 5, 3)
-    return w.reshape(c_out, c_in, m * stride, m * stride)
+    c_out, _, m1, m2 = kp.shape
+    w = kp.reshape(c_out, c_in, stride, stride, m1, m2).permute(0, 1, 4, 2, 5, 3)
+    return w.reshape(c_out, c_in, m1 * stride, m2 * stride)
 
 
-def transfer_matrices(weight: Tensor, n: int, stride: int = 1, *, real_fft: bool = True) -> Tensor:
-    """Transfer matrices of the circular conv on an n x n input.
+def transfer_matrices(weight: Tensor, n: Grid, stride: int = 1, *, real_fft: bool = True) -> Tensor:
+    """Transfer matrices of the circular conv on an n x n (or h x w) input.
 
     Returns a complex tensor of shape (m, m_f, c_out, c_in * s^2) with m = n / s and m_f = m // 2 + 1 when
-    ``real_fft`` (only the non-redundant half: W_hat(-w) = conj W_hat(w)) or m_f = m for the full FFT.
+    ``real_fft`` (only the non-redundant half: W_hat(-w) = conj W_hat(w)) or m_f = m for the full FFT; on an
+    h x w grid (h / s, (w / s) // 2 + 1, ...), resp. (h / s, w / s, ...).
     """
     if weight.dim() != 4:
         raise UserError(f"expected a 4-D conv kernel (out, in, kh, kw), got shape {tuple(weight.shape)}")
     kp = polyphase_kernel(weight, n, stride)
-    m = kp.shape[-1]
-    spec = torch.fft.rfft2(kp, s=(m, m)) if real_fft else torch.fft.fft2(kp, s=(m, m))
+    m = tuple(kp.shape[-2:])
+    spec = torch.fft.rfft2(kp, s=m) if real_fft else torch.fft.fft2(kp, s=m)
     return spec.permute(2, 3, 0, 1)
 
 
-def compact_polyphase_kernel(weight: Tensor, n: int, stride: int) -> Tensor:
+def compact_polyphase_kernel(weight: Tensor, n: Grid, stride: int) -> Tensor:
     """The polyphase kernel of :func:`polyphase_kernel` cut to its nonzero taps: (c_out, c_in s^2, t, t).
 
     For k <= n the taps of each phase lie in [0, ceil(k/s)), so nothing of size n^2 is built; for k > n the
-    folded kernel fills the whole m x m grid and t = m.
+    folded kernel fills the whole m x m grid and t = m. On a rectangular grid the taps are (t1, t2), each axis
+    cut (or folded) on its own.
     """
     check_circular_geometry(weight.shape[-1], n, stride)
     c_out, c_in, kh, kw = weight.shape
+    n = as_grid(n)
+    if not isinstance(n, int):
+        h, w_ = grid_hw(n)
+        w = _fold_axis(_fold_axis(weight, h, 2), w_, 3)
+        t1, t2 = -(-w.shape[2] // stride), -(-w.shape[3] // stride)
+        w = torch.nn.functional.pad(w, (0, stride * t2 - w.shape[3], 0, stride * t1 - w.shape[2]))
+        w = w.reshape(c_out, c_in, t1, stride, t2, stride).permute(0, 1, 3, 5, 2, 4)
+        return w.reshape(c_out, c_in * stride * stride, t1, t2)
     if kh > n or kw > n:
         return polyphase_kernel(weight, n, stride)
     t = -(-max(kh, kw) // stride)
@@ -134,33 +204,41 @@ def frequency_free_matrix(weight: Tensor, n: int, stride: int) -> Tensor | None:
     return taps if stride == 1 else taps[:, cols]
 
 
-def unique_frequency_taps(weight: Tensor, n: int, stride: int) -> tuple[Tensor, int, Tensor, Tensor]:
+def unique_frequency_taps(weight: Tensor, n: Grid, stride: int) -> tuple[Tensor, Grid, Tensor, Tensor]:
     """What every unique-frequency route starts from: (compact polyphase taps, m = n / s, flat rfft indices of one
     frequency per conjugate pair, how often each stands in the full spectrum). Validates the geometry."""
     taps = compact_polyphase_kernel(weight, n, stride)
-    m = n // stride
+    m = grid_div(n, stride)
     idx, mult = unique_frequencies(m, weight.device)
     return taps, m, idx, mult
 
 
-def frequency_basis(m: int, taps: int, freq_idx: Tensor, dtype: torch.dtype, start: int = 0
+def frequency_basis(m: Grid, taps: int | tuple[int, int], freq_idx: Tensor, dtype: torch.dtype, start: int = 0
                     ) -> tuple[Tensor, Tensor]:
     """cos and sin of 2 pi (w1 u + w2 v) / m for the flat rfft indices ``freq_idx`` and taps (u, v) in
-    [start, start + taps)^2 (row-major; ``start`` < 0 for tap offsets).
+    [start, start + taps)^2 (row-major; ``start`` < 0 for tap offsets); on an m1 x m2 grid with (t1, t2) taps
+    2 pi (w1 u / m1 + w2 v / m2).
 
-    Phases are reduced modulo m in integers and evaluated in float64, then cast to ``dtype``, so the basis is
-    correctly rounded whatever the precision of the kernel. Shapes (F, taps^2).
+    Phases are reduced modulo m (m1 m2) in integers and evaluated in float64, then cast to ``dtype``, so the basis
+    is correctly rounded whatever the precision of the kernel. Shapes (F, taps^2), resp. (F, t1 t2).
     """
-    mf = m // 2 + 1
+    m1, m2 = grid_hw(m)
+    t1, t2 = grid_hw(taps)
+    mf = m2 // 2 + 1
     w1 = (freq_idx // mf).view(-1, 1, 1)
     w2 = (freq_idx % mf).view(-1, 1, 1)
-    u = torch.arange(start, start + taps, device=freq_idx.device).view(1, -1, 1)
-    v = torch.arange(start, start + taps, device=freq_idx.device).view(1, 1, -1)
-    phase = ((w1 * u + w2 * v) % m).reshape(freq_idx.numel(), -1).to(torch.float64) * (2 * math.pi / m)
+    u = torch.arange(start, start + t1, device=freq_idx.device).view(1, -1, 1)
+    v = torch.arange(start, start + t2, device=freq_idx.device).view(1, 1, -1)
+    if m1 == m2:
+        phase = ((w1 * u + w2 * v) % m1).reshape(freq_idx.numel(), -1).to(torch.float64) * (2 * math.pi / m1)
+    else:  # w1 u / m1 + w2 v / m2 = (w1 u m2 + w2 v m1) / (m1 m2)
+        period = m1 * m2
+        phase = ((w1 * u * m2 + w2 * v * m1) % period).reshape(freq_idx.numel(), -1).to(torch.float64) * (
+            2 * math.pi / period)
     return phase.cos().to(dtype), phase.sin().to(dtype)
 
 
-def transfer_matrices_at(kernel_taps: Tensor, m: int, freq_idx: Tensor) -> Tensor:
+def transfer_matrices_at(kernel_taps: Tensor, m: Grid, freq_idx: Tensor) -> Tensor:
     """Transfer matrices (F, c_out, c_in s^2) at chosen rfft frequencies by a direct DFT of the compact taps.
 
     ``kernel_taps`` is :func:`compact_polyphase_kernel`'s output, ``freq_idx`` flat indices into the (m, m//2+1)
@@ -169,16 +247,18 @@ def transfer_matrices_at(kernel_taps: Tensor, m: int, freq_idx: Tensor) -> Tenso
     frequencies and with the matrices already contiguous: nothing of the size of the whole spectrum is built,
     which is what lets callers process the spectrum in chunks. Differentiable.
     """
-    p, q, t, _ = kernel_taps.shape
-    cos, sin = frequency_basis(m, t, freq_idx, kernel_taps.dtype)
-    flat = kernel_taps.permute(2, 3, 0, 1).reshape(t * t, p * q)
+    p, q, t1, t2 = kernel_taps.shape
+    cos, sin = frequency_basis(m, (t1, t2), freq_idx, kernel_taps.dtype)
+    flat = kernel_taps.permute(2, 3, 0, 1).reshape(t1 * t2, p * q)
     re_im = torch.cat([cos, -sin]) @ flat  # (2F, p q): one real matmul for both parts
     f = freq_idx.numel()
     return torch.complex(re_im[:f], re_im[f:]).view(f, p, q)
 
 
-def rfft_multiplicity(m: int, device: torch.device | str | None = None) -> Tensor:
-    """How often each rfft column stands in the full spectrum: 1 for w2 = 0 (and w2 = m/2, m even), else 2."""
+def rfft_multiplicity(m: Grid, device: torch.device | str | None = None) -> Tensor:
+    """How often each rfft column stands in the full spectrum: 1 for w2 = 0 (and w2 = m/2, m even), else 2 (the
+    columns run along the width: m2 of an m1 x m2 grid)."""
+    m = grid_hw(m)[1]
     mf = m // 2 + 1
     mult = torch.full((mf,), 2, dtype=torch.long, device=device)
     mult[0] = 1
@@ -187,28 +267,29 @@ def rfft_multiplicity(m: int, device: torch.device | str | None = None) -> Tenso
     return mult
 
 
-def unique_frequencies(m: int, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+def unique_frequencies(m: Grid, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
     """Indices into the flattened (m, m//2+1) rfft grid of one representative per conjugate pair, and weights.
 
     W_hat(-w) = conj W_hat(w) has the same SVs. rfft keeps columns w2 in [0, m/2]; inside the columns w2 = 0 and
     w2 = m/2 (m even) the rows w1 and -w1 are still conjugate pairs, so only w1 in [0, m/2] is needed there. The
-    weight of a representative is 2, except the self-conjugate (real) frequencies, which count once.
+    weight of a representative is 2, except the self-conjugate (real) frequencies, which count once. On an
+    m1 x m2 grid: rows w1 modulo m1, columns w2 in [0, m2/2] (the (m1, m2//2+1) rfft grid).
     """
-    mf = m // 2 + 1
-    w1 = torch.arange(m).view(-1, 1).expand(m, mf)
-    w2 = torch.arange(mf).view(1, -1).expand(m, mf)
-    boundary = (w2 == 0) | ((m % 2 == 0) & (w2 == m // 2))
-    keep = ~boundary | (w1 <= m // 2)
-    self_conj = boundary & ((w1 == 0) | ((m % 2 == 0) & (w1 == m // 2)))
+    m1, m2 = grid_hw(m)
+    mf = m2 // 2 + 1
+    w1 = torch.arange(m1).view(-1, 1).expand(m1, mf)
+    w2 = torch.arange(mf).view(1, -1).expand(m1, mf)
+    boundary = (w2 == 0) | ((m2 % 2 == 0) & (w2 == m2 // 2))
+    keep = ~boundary | (w1 <= m1 // 2)
+    self_conj = boundary & ((w1 == 0) | ((m1 % 2 == 0) & (w1 == m1 // 2)))
     weight = torch.where(self_conj, 1, 2)
     flat = torch.nonzero(keep.reshape(-1)).squeeze(1)
     return flat.to(device), weight.reshape(-1)[flat].to(device)
 
 
-def num_singular_values(c_in: int, c_out: int, n: int, stride: int) -> int:
-    """Number of SVs of the circular operator, zeros included: (n/s)^2 * min(c_out, c_in s^2)."""
-    m = n // stride
-    return m * m * min(c_out, c_in * stride * stride)
+def num_singular_values(c_in: int, c_out: int, n: Grid, stride: int) -> int:
+    """Number of SVs of the circular operator, zeros included: (n/s)^2 * min(c_out, c_in s^2) ((h/s) (w/s) ...)."""
+    return grid_area(grid_div(n, stride)) * min(c_out, c_in * stride * stride)
 
 
 def from_transfer_matrices(spec: Tensor, c_in: int, stride: int, n: int, *, real_fft: bool = True) -> Tensor:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from svbench._registry import Registry
 from svbench._validate import from_mapping, to_mapping
 from svbench.errors import UnsupportedShape
+from svbench.functional.transfer import Grid, as_grid, grid_hw
 
 Provides = Literal["all_svs", "upper_bound", "estimate", "orthogonal_layer", "none"]
 PROVIDES_HELP: dict[str, str] = {
@@ -222,7 +223,8 @@ def mode_is_moot(layer: nn.Module, n: int) -> bool:
     """True when the layer adds no padding on any side (``padding=0`` / ``"valid"``) and its stride divides the grid
     n: its ``padding_mode`` then changes nothing (a 1 x 1 conv with torch's default ``padding_mode="zeros"`` is the
     circular 1 x 1 conv; a wider kernel without padding is refused by :func:`padding_problem` as fewer outputs)."""
-    return total_padding(layer) == (0, 0) and int(n) % _square(getattr(layer, "stride", 1), "stride") == 0
+    stride = _square(getattr(layer, "stride", 1), "stride")
+    return total_padding(layer) == (0, 0) and all(side % stride == 0 for side in grid_hw(n))
 
 
 def axis_padding(layer: nn.Module) -> tuple[int, int]:
@@ -353,6 +355,9 @@ class Method(abc.ABC):
     summary: ClassVar[str] = ""
     reference: ClassVar[str] = ""
     trains: ClassVar[bool] = True  # False: an SV-computation baseline only, not run in train tasks
+    # True: ``network_svs`` computes convs on rectangular h x w grids (``conv_inputs(rectangular=True)``); else a
+    # non-square grid is refused in one line
+    rectangular_grids: ClassVar[bool] = False
 
     def __init__(self, config: Any = None) -> None:
         if config is None:
@@ -436,7 +441,7 @@ class Method(abc.ABC):
         layers of one shape into one call (``sedghi``, ``tt``) override this.
         """
         out = {}
-        for name, layer, n in conv_inputs(model, input_shape):
+        for name, layer, n in conv_inputs(model, input_shape, rectangular=self.rectangular_grids):
             out[name] = self.layer_svs(circular_view(layer), n)
         warn_left_out(model, out, f"{self.name} network_svs")
         return out
@@ -467,28 +472,32 @@ class Method(abc.ABC):
 METHODS: Registry[type[Method]] = Registry("method")
 
 
-def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tuple[str, nn.Module, int]]:
+def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int], *, rectangular: bool = False
+                ) -> list[tuple[str, nn.Module, Grid]]:
     """(name, conv-like module, grid size) for every nn.Conv2d / TT conv / nn.ConvTranspose2d in forward order
     (forward hooks). A transposed conv is given as :func:`adjoint_conv` (same SVs) on its output grid: s n for an
-    input of n (the circular model's: n / s outputs of a stride-s conv on s n). A conv on a non-square grid, or
-    with a stride or dilation that differs between the axes, is refused (``UnsupportedShape``, one line naming it):
-    every route takes one n, one stride and one dilation per layer. torch's parametrized convs (spectral_norm,
-    weight_norm) are returned (their effective weight is read); a Conv2d subclass with a forward of its own is not
-    (:func:`is_plain`; the routes name it as left out)."""
+    input of n (the circular model's: n / s outputs of a stride-s conv on s n). A conv with a stride or dilation
+    that differs between the axes is refused (``UnsupportedShape``, one line naming it): every route takes one
+    stride and one dilation per layer. A conv on a non-square grid is refused too, unless ``rectangular`` (the
+    routes that compute h x w grids: ``sedghi`` and ``reference`` all SVs), which gets its grid as (h, w). torch's
+    parametrized convs (spectral_norm, weight_norm) are returned (their effective weight is read); a Conv2d subclass
+    with a forward of its own is not (:func:`is_plain`; the routes name it as left out)."""
     from svbench.models.probe import probe_inputs
 
     found = probe_inputs(model, input_shape, lambda name, mod: is_plain(mod) or is_plain(mod, nn.ConvTranspose2d)
                          or hasattr(mod, "k2"))
     out = []
     for name, mod, shape in found:
-        n = int(shape[-1])
-        if int(shape[-2]) != n:  # the routes take one n; the width's n x n model is not the layer's operator
-            raise UnsupportedShape(f"conv {name!r} runs on a {shape[-2]}x{n} grid; svbench's network routes compute "
-                                   f"square n x n grids only (the {n}x{n} model's SVs are not this layer's); pass a "
-                                   f"square input_shape")
+        n = as_grid((int(shape[-2]), int(shape[-1])))
+        if not isinstance(n, int) and not rectangular:  # the width's n x n model is not the layer's operator
+            h, w = grid_hw(n)
+            raise UnsupportedShape(f"conv {name!r} runs on a {h}x{w} grid; this route computes square n x n grids "
+                                   f"only (the {w}x{w} model's SVs are not this layer's); pass a square input_shape "
+                                   f"(sedghi and reference compute all SVs on rectangular grids: network_svs)")
         try:  # sedghi / tt / gram's batched route read stride[0], dilation[0]: a (1, 2) stride was taken as 1
             if isinstance(mod, nn.ConvTranspose2d):
-                mod, n = adjoint_conv(mod), n * _square(mod.stride, "stride")
+                s = _square(mod.stride, "stride")
+                mod, n = adjoint_conv(mod), as_grid(tuple(side * s for side in grid_hw(n)))
             conv_geometry(mod)
         except UnsupportedShape as e:
             raise UnsupportedShape(f"conv {name!r}: {e} (svbench's circular model takes one stride and one "
@@ -583,7 +592,7 @@ def warn_left_out(model: nn.Module, done: Iterable[str], what: str) -> None:
                   f"pass)", stacklevel=3)
 
 
-def plain_convs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tuple[str, nn.Conv2d, int]]:
+def plain_convs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tuple[str, nn.Conv2d, Grid]]:
     """(name, conv, input size) of every plain ``nn.Conv2d`` (grouped and dilated ones included) whose kernel span
     d (k - 1) + 1 fits its input grid."""
     return [(name, m, n) for name, m, n in conv_inputs(model, input_shape) if isinstance(m, nn.Conv2d)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from svbench.functional.clip import clip_kernel_naive
 from svbench.functional.grouped import dense_equivalent_kernel, grouped_from_dense
 from svbench.functional.spectrum import conv_singular_values
+from svbench.functional.transfer import Grid, as_grid
 from svbench.methods.base import (
     METHODS,
     Capabilities,
@@ -45,6 +46,7 @@ class ReferenceMethod(Method):
     summary = "naive exact baseline: full fft2 + default svdvals on all n^2 frequencies (speed-up denominator)"
     reference = "Sedghi, Gupta & Long, ICLR 2019 (unoptimised)"
     trains = False
+    rectangular_grids = True
 
     def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu",
                 dtype: torch.dtype | None = None) -> str:
@@ -60,10 +62,11 @@ class ReferenceMethod(Method):
         warn_left_out(model, out, "reference network_clip")
         return out
 
-    def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
+    def layer_svs(self, layer: nn.Module, input_hw: Grid) -> Tensor:
+        """All SVs of the layer's circular conv on input_hw x input_hw, or on an (h, w) grid."""
         stride, _, groups, dilation = conv_geometry(layer)
         check_circular_mode(layer, input_hw, "reference")
         check_padding(layer, "reference", exact=True)
         with torch.no_grad():  # grouped / dilated: the naive route on the dense kernel of the same operator
             kernel = dense_equivalent_kernel(sv_weight(layer), groups, dilation)
-            return conv_singular_values(kernel, int(input_hw), stride, backend="svdvals", real_fft=False)
+            return conv_singular_values(kernel, as_grid(input_hw), stride, backend="svdvals", real_fft=False)

@@ -40,6 +40,7 @@ from svbench.functional.grouped import (
     grouped_network_singular_values,
 )
 from svbench.functional.spectrum import conv_singular_values, describe_backend
+from svbench.functional.transfer import Grid, as_grid
 from svbench.methods.base import (
     METHODS,
     Capabilities,
@@ -99,6 +100,7 @@ class SedghiMethod(Method):
     provides = "all_svs"
     supports = Capabilities(paddings=("circular",), groups=True, dilation=True)
     Config = SedghiConfig
+    rectangular_grids = True
     summary = "exact SVs of circular convs by FFT (+ clip-and-crop control)"
     reference = "Sedghi, Gupta & Long, ICLR 2019 (arXiv:1805.10408)"
 
@@ -106,22 +108,24 @@ class SedghiMethod(Method):
         super().__init__(config)
         self._sizes = InputSizes(clips=True)
 
-    def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
+    def layer_svs(self, layer: nn.Module, input_hw: Grid) -> Tensor:
+        """All SVs of the layer's circular conv on input_hw x input_hw, or on an (h, w) grid."""
         stride, _, groups, dilation = conv_geometry(layer)
         check_circular_mode(layer, input_hw, "sedghi")
         check_padding(layer, "sedghi", exact=True)
+        input_hw = as_grid(input_hw)
         c = self.config
         if groups != 1 or dilation != 1:
             with torch.no_grad():
                 if not c.real_fft:
                     kernel = dense_equivalent_kernel(sv_weight(layer), groups, dilation)
-                    return conv_singular_values(kernel, int(input_hw), stride, backend=c.backend, real_fft=False,
+                    return conv_singular_values(kernel, input_hw, stride, backend=c.backend, real_fft=False,
                                                 driver=c.driver)
-                return grouped_conv_singular_values(sv_weight(layer), int(input_hw), stride, groups=groups,
+                return grouped_conv_singular_values(sv_weight(layer), input_hw, stride, groups=groups,
                                                     dilation=dilation, backend=c.backend, driver=c.driver,
                                                     pieces=c.chunks)
         with torch.no_grad():
-            return conv_singular_values(sv_weight(layer), int(input_hw), stride, backend=c.backend,
+            return conv_singular_values(sv_weight(layer), input_hw, stride, backend=c.backend,
                                         real_fft=c.real_fft, driver=c.driver, pieces=c.chunks,
                                         streams=c.streams or 1)
 
@@ -140,8 +144,9 @@ class SedghiMethod(Method):
     def network_svs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, Tensor]:
         """All SVs of every plain conv (grouped and dilated ones, and kernels wider than their grid, whose taps wrap,
         included: the set ``reference`` covers), the blocks of all layers of one transfer shape batched into one
-        call."""
-        convs = [(name, m, n) for name, m, n in conv_inputs(model, input_shape) if isinstance(m, nn.Conv2d)]
+        call. Rectangular grids (an h x w input) are computed (each conv on its own h x w grid)."""
+        convs = [(name, m, n) for name, m, n in conv_inputs(model, input_shape, rectangular=self.rectangular_grids)
+                 if isinstance(m, nn.Conv2d)]
         c = self.config
         with torch.no_grad():
             svs = grouped_network_singular_values(

@@ -1,0 +1,207 @@
+"""Convs on rectangular h x w grids (spectrogram CNNs, non-square images): the exact FFT routes take (h, w).
+
+Before, every route took one n per conv: `network_svs` and `spectrum --model` refused an h x w input in one line
+(bad input #54), and the Python functions had no way to say it. Every value here is checked against the float64
+dense operator of the circular conv on that grid.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from svbench.errors import UnsupportedShape, UserError
+from svbench.functional.clip import clip_kernel, sedghi_clip
+from svbench.functional.gram import gram_iteration_bound, gram_iteration_bound_grouped
+from svbench.functional.grouped import dense_equivalent_kernel, grouped_conv_singular_values
+from svbench.functional.network import batched_conv_singular_values
+from svbench.functional.oracle import oracle_singular_values
+from svbench.functional.spectrum import conv_singular_values, zero_padding_bound_size
+from svbench.functional.transfer import grid_text, num_singular_values, unique_frequencies
+from svbench.methods import create_method
+
+
+def circular_forward(weight: torch.Tensor, stride: int):
+    """The circular conv on whatever grid its input has, written out: out[i, j] = sum W[u, v] x[s i + u, s j + v]
+    (indices modulo the grid), taps wrapping as often as the kernel is longer than the grid."""
+    kh, kw = weight.shape[-2:]
+
+    def fwd(x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        xp = torch.cat([x] * (-(-(h + kh - 1) // h)), dim=-2)[..., : h + kh - 1, :]
+        xp = torch.cat([xp] * (-(-(w + kw - 1) // w)), dim=-1)[..., : w + kw - 1]
+        return nn.functional.conv2d(xp, weight, stride=stride)[..., : h // stride, : w // stride]
+
+    return fwd
+
+
+CASES = [(grid, k, s) for grid, k, s in itertools.product(
+    [(4, 8), (6, 3), (8, 6), (2, 10), (5, 7)], [(3, 3), (1, 1), (5, 3), (2, 4), (7, 1)], [1, 2])
+    if grid[0] % s == 0 and grid[1] % s == 0]
+
+
+@pytest.mark.parametrize("grid,k,stride", CASES, ids=[f"{g[0]}x{g[1]}-k{k[0]}x{k[1]}-s{s}" for g, k, s in CASES])
+def test_all_svs_on_a_rectangular_grid_match_the_dense_operator(grid, k, stride):
+    """Odd and even sides, kernels longer than one side (taps wrap along that axis only), stride 2, 1 x 1: every SV
+    (zeros included) against the float64 circular operator; the unique-frequency route and the full fft2 one."""
+    gen = torch.Generator().manual_seed(hash((grid, k, stride)) % 2**31)
+    weight = torch.randn(3, 2, *k, generator=gen, dtype=torch.float64)
+    want = oracle_singular_values(circular_forward(weight, stride), (2, *grid))
+    assert want.numel() == num_singular_values(2, 3, grid, stride)
+    for real_fft in (True, False):
+        got = conv_singular_values(weight, grid, stride, real_fft=real_fft)
+        assert got.shape == want.shape
+        assert (got - want).abs().max() <= 1e-12 * want[0]
+    got32 = conv_singular_values(weight.float(), grid, stride)  # the default float32 route: the accuracy class
+    assert (got32.double() - want).abs().max() <= 2e-6 * want[0]
+
+
+def test_a_square_pair_is_the_int_grid_bit_for_bit():
+    """(n, n) takes exactly the square code path: the same values, bit for bit, as n."""
+    weight = torch.randn(8, 4, 3, 3)
+    for stride in (1, 2):
+        assert torch.equal(conv_singular_values(weight, (8, 8), stride), conv_singular_values(weight, 8, stride))
+    assert zero_padding_bound_size((8, 8), 3, 1) == zero_padding_bound_size(8, 3, 1) == 10
+
+
+@pytest.mark.parametrize("m", [(1, 1), (1, 6), (6, 1), (3, 4), (4, 3), (5, 7), (8, 2), (2, 9)])
+def test_unique_frequencies_cover_every_conjugate_pair_once(m):
+    """One representative per pair {w, -w} of the m1 x m2 grid, weighted 2 (1 when self-conjugate): the weights sum
+    to m1 m2 and the representatives with their conjugates are the whole grid."""
+    m1, m2 = m
+    idx, mult = unique_frequencies(m)
+    assert int(mult.sum()) == m1 * m2
+    mf = m2 // 2 + 1
+    seen = set()
+    for i, c in zip(idx.tolist(), mult.tolist()):
+        w = (i // mf, i % mf)
+        conj = ((-w[0]) % m1, (-w[1]) % m2)
+        assert (c == 1) == (conj == w)
+        seen |= {w, conj}
+    assert seen == {(a, b) for a in range(m1) for b in range(m2)}
+
+
+def test_batched_layers_on_mixed_grids_equal_one_layer_at_a_time():
+    """Square and rectangular layers of one transfer shape in one network call (grids merge), a frequency-free 1 x 1
+    stride-2 layer on a rectangular grid, grouped and dilated convs: each equals its single-layer SVs."""
+    torch.manual_seed(0)
+    layers = [(torch.randn(4, 3, 3, 3), (4, 8), 1), (torch.randn(4, 3, 3, 3), 8, 1),
+              (torch.randn(4, 3, 3, 3), (8, 4), 1), (torch.randn(8, 4, 1, 1), (4, 8), 2),
+              (torch.randn(5, 3, 3, 3), (6, 2), 2)]
+    for (w, n, s), got in zip(layers, batched_conv_singular_values(layers)):
+        want = conv_singular_values(w.double(), n, s)
+        assert got.shape == want.shape and (got.double() - want).abs().max() <= 2e-6 * want[0]
+    weight = torch.randn(6, 2, 3, 3, dtype=torch.float64)
+    for d in (1, 2):
+        got = grouped_conv_singular_values(weight, (8, 12), 1, groups=3, dilation=d)
+        want = conv_singular_values(dense_equivalent_kernel(weight, 3, d), (8, 12), 1)
+        assert (got - want).abs().max() <= 1e-12 * want[0]
+
+
+@pytest.mark.parametrize("method", ["sedghi", "reference"])
+def test_network_svs_on_a_rectangular_input_match_each_conv_operator(method):
+    """A model on a 6 x 10 input: a stride-2 conv, a grouped 1 x 3 conv, a 1 x 1 conv and a transposed conv back to
+    6 x 10; each conv's SVs against the dense float64 operator of the layer itself on its own grid."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, padding_mode="circular"), nn.ReLU(),
+                          nn.Conv2d(4, 6, 3, stride=2, padding=1, padding_mode="circular"), nn.ReLU(),
+                          nn.Conv2d(6, 6, (1, 3), padding=(0, 1), padding_mode="circular", groups=2),
+                          nn.Conv2d(6, 4, 1), nn.ConvTranspose2d(4, 3, 2, stride=2)).double().eval()
+    got = create_method(method).network_svs(model, (2, 6, 10))
+    grids = {"0": (2, 6, 10), "2": (4, 6, 10), "4": (6, 3, 5), "5": (6, 3, 5), "6": (4, 3, 5)}
+    assert set(got) == set(grids)
+    for name, shape in grids.items():
+        want = oracle_singular_values(model[int(name)], shape)
+        assert got[name].shape == want.shape, name
+        assert (got[name].double() - want).abs().max() <= 2e-6 * want[0], name
+
+
+@pytest.mark.parametrize("method", ["gram", "power", "tt", "none"])
+def test_other_network_routes_still_refuse_a_rectangular_input(method):
+    """Routes that take one n per conv say so in one line and name the routes that compute it."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular"))
+    with pytest.raises(UnsupportedShape, match=r"runs on a 8x16 grid; .*sedghi and reference compute all SVs"):
+        create_method(method).network_svs(model, (3, 8, 16))
+
+
+def test_gram_bound_on_a_rectangular_grid_bounds_the_exact_sigma_max():
+    """The transfer route on h x w: at or above the exact sigma_max, within 1 % at T = 8; the kernel route (square
+    tap offsets) refused by name when asked for, not taken by ``auto``."""
+    torch.manual_seed(2)
+    for grid in [(4, 8), (6, 10), (16, 4)]:
+        weight = torch.randn(6, 4, 3, 3, dtype=torch.float64)
+        exact = conv_singular_values(weight, grid, 1)[0]
+        for first in ("auto", "transfer"):
+            bound = gram_iteration_bound(weight, grid, 1, iters=8, first=first)
+            assert exact * (1 - 1e-12) <= bound <= exact * 1.01
+        with pytest.raises(UnsupportedShape, match="first product 'kernel' takes square taps"):
+            gram_iteration_bound(weight, grid, 1, first="kernel")
+    weight = torch.randn(6, 2, 3, 3, dtype=torch.float64)
+    exact = grouped_conv_singular_values(weight, (4, 8), 2, groups=3)[0]
+    bound = gram_iteration_bound_grouped(weight, (4, 8), 2, groups=3, iters=8)
+    assert exact * (1 - 1e-12) <= bound <= exact * 1.01
+
+
+def test_clipping_refuses_a_rectangular_grid_in_one_line():
+    """The clip-and-crop pass stays square: refused by name, not a TypeError from inside."""
+    weight = torch.randn(4, 4, 3, 3)
+    with pytest.raises(UnsupportedShape, match="clipping takes square n x n grids; got 8x16"):
+        clip_kernel(weight, (8, 16), 1.0)
+    with pytest.raises(UnsupportedShape, match="got 8x16"):
+        sedghi_clip(weight, (8, 16), 1.0)
+    assert torch.equal(clip_kernel(weight.double(), (8, 8), 1.0), clip_kernel(weight.double(), 8, 1.0))
+
+
+def test_grid_text_and_bad_grids():
+    assert grid_text(8) == grid_text((8, 8)) == "8" and grid_text((8, 16)) == "8x16"
+    with pytest.raises(UserError, match="stride 2 does not divide the input width 5"):
+        conv_singular_values(torch.randn(2, 2, 3, 3), (4, 5), 2)
+    with pytest.raises(UserError, match="a grid is n or"):
+        conv_singular_values(torch.randn(2, 2, 3, 3), (4, 5, 6), 1)
+
+
+def test_spectrum_of_a_checkpoint_on_a_rectangular_input(tmp_path, capsys):
+    """``svbench spectrum CKPT --model M --input-shape 3,6,10`` (was: refused, H == W only) and ``--input-size 6x10``:
+    each conv on its own h x w grid against the dense float64 circular operator, the zero-padding bound (circular
+    sigma_max on n' per side) at or above the zero-padded layer's sigma_max, and the grid printed as HxW."""
+    import torch.nn.functional as F
+
+    from svbench.checkpoint.spectrum import checkpoint_spectrum
+    from svbench.cli.main import main
+    from svbench.models.registry import MODELS
+
+    torch.manual_seed(3)
+    build = lambda in_channels=3, image_size=8, **_: nn.Sequential(  # noqa: E731
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, (3, 5), stride=2, padding=(1, 2)))
+    model = build()
+    path = tmp_path / "m.pt"
+    torch.save(model.state_dict(), path)
+    MODELS._items["rect_test_net"] = build
+    try:
+        spectra = checkpoint_spectrum(path, model="rect_test_net", input_shape=(3, 6, 10))
+        code = main(["spectrum", str(path), "--model", "rect_test_net", "--input-shape", "3,6,10", "--no-lipschitz",
+                     "--out", str(tmp_path / "o")])
+    finally:
+        del MODELS._items["rect_test_net"]
+    assert code == 0 and [s.n for s in spectra] == [(6, 10), (6, 10)] and spectra[1].stride == 2
+    for s, layer in zip(spectra, (model[0], model[2])):
+        layer = layer.double()
+        kh, kw = layer.kernel_size
+        circ = lambda x, layer=layer, kh=kh, kw=kw: F.conv2d(  # noqa: E731
+            F.pad(x, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2), mode="circular"), layer.weight,
+            stride=layer.stride)
+        shape = (layer.in_channels, 6, 10)
+        exact = oracle_singular_values(circ, shape)
+        assert s.svs.shape == exact.shape and (s.svs - exact).abs().max() <= 2e-6 * exact[0]
+        assert s.sigma_max_bound >= float(oracle_singular_values(layer, shape)[0]) * (1 - 1e-6)
+    md = (tmp_path / "o" / "spectrum.md").read_text()
+    assert "| 0 | conv | (4, 3, 3, 3) | 6x10 | 1 (model hooks) |" in md
+    assert "\n2,conv,6x10,2,0," in (tmp_path / "o" / "spectrum.csv").read_text()
+    capsys.readouterr()
+    assert main(["spectrum", str(path), "--input-size", "6x10", "--out", str(tmp_path / "p")]) == 0
+    first = (tmp_path / "p" / "spectrum.csv").read_text().splitlines()[1]
+    assert first.startswith("0,conv,6x10,1,0,") and float(first.split(",")[-1]) == pytest.approx(
+        float(spectra[0].svs[0]), rel=1e-6)
