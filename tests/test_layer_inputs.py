@@ -106,17 +106,6 @@ def test_network_routes_take_sixteen_bit_models(method):
     assert set(clipped) == {"0", "2"} and all(torch.isfinite(k).all() for k in clipped.values())
 
 
-@pytest.mark.parametrize("method", ["sedghi", "reference"])
-def test_network_clip_refuses_a_non_square_grid(method):
-    """Every route took one n per conv; on an 8 x 16 input they used the width (a 16 x 16 model: 768 SVs for an
-    operator that has 384) and said nothing. The clip pass still takes square grids only: one line
-    (UnsupportedShape: a suite cell is skipped, not crashed). All SVs on rectangular grids:
-    tests/test_rectangular_grids.py (the other methods' network_svs refuse there)."""
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular"))
-    with pytest.raises(UnsupportedShape, match=r"conv '0' runs on a 8x16 grid; .* square input_shape"):
-        create_method(method).network_clip(model, (3, 8, 16), 1.0)
-
-
 @pytest.mark.parametrize("conv", [dict(stride=(1, 2), padding=1), dict(dilation=(1, 2), padding=(1, 2))],
                          ids=["stride", "dilation"])
 @pytest.mark.parametrize("method,options", [("sedghi", {}), ("tt", {}), ("gram", {"batch_layers": True}),

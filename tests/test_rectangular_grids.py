@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from svbench.errors import UnsupportedShape, UserError
-from svbench.functional.clip import clip_kernel, sedghi_clip
+from svbench.functional.clip import clip_kernel, clip_kernel_naive, sedghi_clip
 from svbench.functional.gram import gram_iteration_bound, gram_iteration_bound_grouped
 from svbench.functional.grouped import dense_equivalent_kernel, grouped_conv_singular_values
 from svbench.functional.network import batched_conv_singular_values
@@ -123,7 +123,7 @@ def test_network_svs_on_a_rectangular_input_match_each_conv_operator(method):
 def test_other_network_routes_still_refuse_a_rectangular_input(method):
     """Routes that take one n per conv say so in one line and name the routes that compute it."""
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular"))
-    with pytest.raises(UnsupportedShape, match=r"runs on a 8x16 grid; .*sedghi and reference compute all SVs"):
+    with pytest.raises(UnsupportedShape, match=r"runs on a 8x16 grid; .*sedghi and reference compute rectangular"):
         create_method(method).network_svs(model, (3, 8, 16))
 
 
@@ -145,14 +145,53 @@ def test_gram_bound_on_a_rectangular_grid_bounds_the_exact_sigma_max():
     assert exact * (1 - 1e-12) <= bound <= exact * 1.01
 
 
-def test_clipping_refuses_a_rectangular_grid_in_one_line():
-    """The clip-and-crop pass stays square: refused by name, not a TypeError from inside."""
-    weight = torch.randn(4, 4, 3, 3)
-    with pytest.raises(UnsupportedShape, match="clipping takes square n x n grids; got 8x16"):
-        clip_kernel(weight, (8, 16), 1.0)
-    with pytest.raises(UnsupportedShape, match="got 8x16"):
-        sedghi_clip(weight, (8, 16), 1.0)
-    assert torch.equal(clip_kernel(weight.double(), (8, 8), 1.0), clip_kernel(weight.double(), 8, 1.0))
+def _circular(weight: torch.Tensor, stride: int):
+    """The circular conv as torch computes it (circular padding (k - 1) // 2 before, k // 2 after each axis)."""
+    kh, kw = weight.shape[-2:]
+    return lambda x: nn.functional.conv2d(nn.functional.pad(x, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2),
+                                                             mode="circular"), weight, stride=stride)
+
+
+@pytest.mark.parametrize("grid,k,stride", [((6, 10), (3, 3), 1), ((8, 6), (3, 5), 2), ((4, 8), (2, 2), 2)])
+def test_clip_on_a_rectangular_grid_is_the_projection_of_the_dense_clip(grid, k, stride):
+    """Sedghi's pass on h x w, checked without the FFT engine: clip the dense float64 circular operator's SVs at
+    the target, then take the kernel of the layer's own taps closest to it in Frobenius norm (least squares over
+    the operators of the unit kernels) -- what clip-and-crop computes. Also the textbook full-fft2 pass."""
+    from svbench.functional.oracle import dense_operator
+
+    gen = torch.Generator().manual_seed(sum(grid) + sum(k) + stride)
+    weight = torch.randn(3, 3, *k, generator=gen, dtype=torch.float64)
+    shape = (3, *grid)
+    u, s, vh = torch.linalg.svd(dense_operator(_circular(weight, stride), shape), full_matrices=False)
+    clipped = u @ torch.diag(s.clamp(max=1.0)) @ vh
+    units = torch.eye(weight.numel(), dtype=torch.float64).view(-1, *weight.shape)
+    basis = torch.stack([dense_operator(_circular(e, stride), shape).reshape(-1) for e in units], 1)
+    want = torch.linalg.lstsq(basis, clipped.reshape(-1, 1)).solution.view_as(weight)
+    assert (clip_kernel(weight, grid, 1.0, stride) - want).abs().max() <= 1e-12
+    assert (clip_kernel_naive(weight, grid, 1.0, stride) - want).abs().max() <= 1e-12
+    res = sedghi_clip(weight, grid, 1.0, stride)  # sigma_max before: read off the pass's own decomposition
+    assert res.sigma_max_before == pytest.approx(float(s[0]), rel=1e-12)
+    assert res.sigma_max_after == pytest.approx(float(conv_singular_values(want, grid, stride)[0]), rel=1e-12)
+
+
+@pytest.mark.parametrize("method", ["sedghi", "reference"])
+def test_network_clip_on_a_rectangular_input(method):
+    """Each conv of a model on an 8 x 12 input clipped on its own grid (a dilated conv on its lattice, a stride-2
+    conv, a grouped conv block by block on the 4 x 6 grid after it): the kernel of the single-layer pass."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, padding_mode="circular"),
+                          nn.Conv2d(4, 4, 3, padding=2, dilation=2, padding_mode="circular"),
+                          nn.Conv2d(4, 4, 3, stride=2, padding=1, padding_mode="circular"),
+                          nn.Conv2d(4, 4, 3, padding=1, padding_mode="circular", groups=2)).double()
+    got = create_method(method).network_clip(model, (2, 8, 12), 1.0)
+    grids = [(8, 12), (8, 12), (8, 12), (4, 6)]
+    assert set(got) == {"0", "1", "2", "3"}
+    for (name, kernel), layer, grid in zip(got.items(), model, grids):
+        want = clip_kernel(layer.weight.detach(), grid, 1.0, layer.stride[0], groups=layer.groups,
+                           dilation=layer.dilation[0])
+        assert kernel.shape == layer.weight.shape and (kernel - want).abs().max() <= 1e-12, name
+    with pytest.raises(UserError, match="cannot clip a 3x3 kernel for a 2x8 input"):
+        clip_kernel(torch.randn(2, 2, 3, 3), (2, 8), 1.0)
 
 
 def test_grid_text_and_bad_grids():
@@ -205,3 +244,19 @@ def test_spectrum_of_a_checkpoint_on_a_rectangular_input(tmp_path, capsys):
     first = (tmp_path / "p" / "spectrum.csv").read_text().splitlines()[1]
     assert first.startswith("0,conv,6x10,1,0,") and float(first.split(",")[-1]) == pytest.approx(
         float(spectra[0].svs[0]), rel=1e-6)
+
+
+def test_certified_bound_of_a_circular_conv_on_a_large_rectangular_grid():
+    """The certified per-layer bound of a circular conv on H x W is its exact circular sigma_max through the FFT
+    route (before: the dense operator, refused above c H W = 4096); equal to the dense value where both exist."""
+    from svbench.metrics.certified import conv_layer_bound
+
+    torch.manual_seed(5)
+    small = nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular")
+    value, source, exact = conv_layer_bound(small, (2, 6, 8))
+    assert exact and source == "circular exact sigma_max (float64)"
+    assert value == pytest.approx(float(oracle_singular_values(small, (2, 6, 8))[0]), rel=1e-12)
+    big = nn.Conv2d(16, 16, 3, padding=1, padding_mode="circular")  # c H W = 16 * 32 * 64: no dense operator
+    value, source, exact = conv_layer_bound(big, (16, 32, 64))
+    want = conv_singular_values(big.weight.detach().double(), (32, 64))[0]
+    assert exact and value == pytest.approx(float(want), rel=1e-12)

@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from svbench.errors import UnsupportedShape, UserError
+from svbench.errors import UserError
 from svbench.functional.batching import call_cost, call_matrices, plan_calls, split_call, split_for_lanes
 from svbench.functional.grouped import dilate_kernel, layer_sigma_max
 from svbench.functional.lanes import resolve_streams, run_lanes
@@ -33,7 +33,9 @@ from svbench.functional.transfer import (
     as_grid,
     frequency_basis,
     from_transfer_matrices,
-    grid_text,
+    grid_area,
+    grid_div,
+    grid_hw,
     transfer_matrices,
     unpolyphase_kernel,
 )
@@ -183,13 +185,10 @@ def sedghi_clip(
 def _check_clip_args(weight: Tensor, n: int, target: float) -> None:
     if not target > 0:
         raise UserError(f"clip target must be > 0, got {target}")
-    n = as_grid(n)
-    if not isinstance(n, int):
-        raise UnsupportedShape(f"clipping takes square n x n grids; got {grid_text(n)} (the SVs of a conv on a "
-                               f"rectangular grid are computed: conv_singular_values, network_svs)")
+    h, w = grid_hw(n)
     kh, kw = weight.shape[-2:]
-    if kh > n or kw > n:
-        raise UserError(f"cannot clip a {kh}x{kw} kernel for a {n}x{n} input: the kernel is larger than the input")
+    if kh > h or kw > w:
+        raise UserError(f"cannot clip a {kh}x{kw} kernel for a {h}x{w} input: the kernel is larger than the input")
 
 
 def clip_kernel(
@@ -252,7 +251,7 @@ def clip_kernels(
             per_layer = mine[..., : gr.q].reshape(len(gr.idxs), sel.numel(), gr.p * gr.g * gr.q)
             basis = {}  # by tap count: layers of one transfer shape can have k = 1 and k = 3
             for j, i in enumerate(gr.idxs):
-                t = gr.taps[j].shape[-1]
+                t = tuple(gr.taps[j].shape[-2:])
                 if t not in basis:
                     basis[t] = tuple(w * b for b in frequency_basis(gr.m, t, sel, w.dtype))
                 cos, sin = basis[t]
@@ -276,9 +275,8 @@ def clip_kernels(
     out = []
     for i, ((_, n, stride, _, dilation), dil) in enumerate(zip(layers, dilated)):
         taps = taps_of[i]
-        p, q, t, _ = taps.shape
-        m = n // stride
-        d = delta[i].reshape(t, t, p, q).permute(2, 3, 0, 1) / (m * m)
+        p, q, t1, t2 = taps.shape
+        d = delta[i].reshape(t1, t2, p, q).permute(2, 3, 0, 1) / grid_area(grid_div(n, stride))
         full = unpolyphase_kernel(taps - d, dil.shape[1], stride)
         out.append(full[:, :, : dil.shape[2] : dilation, : dil.shape[3] : dilation].contiguous())
     return out

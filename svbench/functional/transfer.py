@@ -292,9 +292,10 @@ def num_singular_values(c_in: int, c_out: int, n: Grid, stride: int) -> int:
     return grid_area(grid_div(n, stride)) * min(c_out, c_in * stride * stride)
 
 
-def from_transfer_matrices(spec: Tensor, c_in: int, stride: int, n: int, *, real_fft: bool = True) -> Tensor:
-    """Inverse FFT of transfer matrices (m, m_f, c_out, c_in s^2) back to an n x n real kernel (c_out, c_in, n, n)."""
-    m = n // stride
+def from_transfer_matrices(spec: Tensor, c_in: int, stride: int, n: Grid, *, real_fft: bool = True) -> Tensor:
+    """Inverse FFT of transfer matrices (m, m_f, c_out, c_in s^2) back to an n x n real kernel (c_out, c_in, n, n)
+    (h x w on a rectangular grid)."""
+    m = grid_hw(grid_div(n, stride))
     kp_hat = spec.permute(2, 3, 0, 1)
-    kp = torch.fft.irfft2(kp_hat, s=(m, m)) if real_fft else torch.fft.ifft2(kp_hat, s=(m, m)).real
+    kp = torch.fft.irfft2(kp_hat, s=m) if real_fft else torch.fft.ifft2(kp_hat, s=m).real
     return unpolyphase_kernel(kp, c_in, stride)

@@ -479,7 +479,8 @@ def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int], *, rectangu
     input of n (the circular model's: n / s outputs of a stride-s conv on s n). A conv with a stride or dilation
     that differs between the axes is refused (``UnsupportedShape``, one line naming it): every route takes one
     stride and one dilation per layer. A conv on a non-square grid is refused too, unless ``rectangular`` (the
-    routes that compute h x w grids: ``sedghi`` and ``reference`` all SVs), which gets its grid as (h, w). torch's
+    routes that compute h x w grids: ``sedghi`` and ``reference``, all SVs and clipping), which gets its grid as
+    (h, w). torch's
     parametrized convs (spectral_norm, weight_norm) are returned (their effective weight is read); a Conv2d subclass
     with a forward of its own is not (:func:`is_plain`; the routes name it as left out)."""
     from svbench.models.probe import probe_inputs
@@ -493,7 +494,7 @@ def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int], *, rectangu
             h, w = grid_hw(n)
             raise UnsupportedShape(f"conv {name!r} runs on a {h}x{w} grid; this route computes square n x n grids "
                                    f"only (the {w}x{w} model's SVs are not this layer's); pass a square input_shape "
-                                   f"(sedghi and reference compute all SVs on rectangular grids: network_svs)")
+                                   f"(sedghi and reference compute rectangular grids: network_svs, network_clip)")
         try:  # sedghi / tt / gram's batched route read stride[0], dilation[0]: a (1, 2) stride was taken as 1
             if isinstance(mod, nn.ConvTranspose2d):
                 s = _square(mod.stride, "stride")
@@ -592,8 +593,9 @@ def warn_left_out(model: nn.Module, done: Iterable[str], what: str) -> None:
                   f"pass)", stacklevel=3)
 
 
-def plain_convs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tuple[str, nn.Conv2d, Grid]]:
+def plain_convs(model: nn.Module, input_shape: tuple[int, int, int], *, rectangular: bool = False
+                ) -> list[tuple[str, nn.Conv2d, Grid]]:
     """(name, conv, input size) of every plain ``nn.Conv2d`` (grouped and dilated ones included) whose kernel span
-    d (k - 1) + 1 fits its input grid."""
-    return [(name, m, n) for name, m, n in conv_inputs(model, input_shape) if isinstance(m, nn.Conv2d)
-            and kernel_span(m) <= n]
+    d (k - 1) + 1 fits its input grid along each axis (``rectangular``: as :func:`conv_inputs`)."""
+    return [(name, m, n) for name, m, n in conv_inputs(model, input_shape, rectangular=rectangular)
+            if isinstance(m, nn.Conv2d) and all(span <= side for span, side in zip(kernel_spans(m), grid_hw(n)))]

@@ -58,7 +58,7 @@ class ReferenceMethod(Method):
         out = {name: grouped_from_dense(clip_kernel_naive(dense_equivalent_kernel(sv_weight(m), m.groups,
                                                                               m.dilation[0]), n, target, m.stride[0]),
                                         m.groups, m.dilation[0])
-               for name, m, n in plain_convs(model, input_shape)}
+               for name, m, n in plain_convs(model, input_shape, rectangular=self.rectangular_grids)}
         warn_left_out(model, out, "reference network_clip")
         return out
 

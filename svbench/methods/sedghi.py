@@ -163,7 +163,7 @@ class SedghiMethod(Method):
         class), unique frequencies only; the matrices of layers of one transfer shape clipped together (``merge``,
         as for the SVs)."""
         c = self.config
-        convs = plain_convs(model, input_shape)
+        convs = plain_convs(model, input_shape, rectangular=self.rectangular_grids)
         kernels = clip_kernels([(sv_weight(m), n, m.stride[0], m.groups, m.dilation[0]) for _, m, n in convs],
                                target, mode=c.mode, route=c.clip_route, driver=c.driver, pieces=c.chunks,
                                merge=c.merge, streams=c.streams, split=c.split)

@@ -6,12 +6,12 @@ pixel units, MEASURED by composing per-layer bounds (never assumed to be 1):
 - Normalize: 1 / min_c std_c;  eval-mode BatchNorm: max_c |gamma_c| / sqrt(running_var_c + eps);
 - conv (plain, grouped, dilated or TT) on the grid it really sees, all in float64 (grouped and dilated convs
   through their dense equivalent kernel, TT convs through their folded core):
-  circular padding that gives the grid's n / s outputs: the exact circular sigma_max; less padding (fewer outputs,
-  a part of the same rows): that value as a bound; zero padding: the circular sigma_max on
-  n' = s ceil((max(H, W) + k - 1) / s) (a guaranteed bound, methods.md 1.2);
-  anything else (more outputs than the circular model has, non-square strides or dilations, a circular conv on a
-  non-square grid, reflect / replicate padding): the dense operator's exact sigma_max when c H W <= 4096, else
-  refused with the reason;
+  circular padding that gives the grid's n / s outputs: the exact circular sigma_max (on an H x W grid too, since
+  session 17: before, the dense operator up to c H W <= 4096); less padding (fewer outputs, a part of the same
+  rows): that value as a bound; zero padding: the circular sigma_max on n' = s ceil((max(H, W) + k - 1) / s) (a
+  guaranteed bound, methods.md 1.2);
+  anything else (more outputs than the circular model has, non-square strides or dilations, reflect / replicate
+  padding): the dense operator's exact sigma_max when c H W <= 4096, else refused with the reason;
 - transposed conv (nn.ConvTranspose2d): the bound of the conv it is the adjoint of, on its output grid (the same
   operator norm);
 - Cayley conv: the largest SV of its implemented operator (1 up to rounding), float64;
@@ -88,8 +88,6 @@ def conv_layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[floa
     why = padding_problem(module, exact=False)
     if why:
         return _dense_bound(module, in_shape, why.split(";")[0])
-    if mode == "circular" and h != w:
-        return _dense_bound(module, in_shape, f"circular padding on a non-square {h}x{w} grid")
     if isinstance(module, TTConv2d):
         from svbench.functional.tt import folded_cores
 
@@ -103,7 +101,7 @@ def conv_layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[floa
         value = float(zero_padding_sigma_max_bound(kernel, max(h, w), stride[0]))
         return value, prefix + "circular sigma_max on n' (float64 bound)", False
     try:
-        value = float(conv_sigma_max(kernel, h, stride[0]))
+        value = float(conv_sigma_max(kernel, (h, w), stride[0]))  # a rectangular grid: (h, w), exact per axis
     except UserError as e:  # e.g. a stride that does not divide the grid
         return _dense_bound(module, in_shape, str(e))
     if padding_problem(module, exact=True) is None:
