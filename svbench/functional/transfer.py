@@ -64,22 +64,11 @@ def grid_text(n: Grid) -> str:
 
 
 def fold_kernel(weight: Tensor, n: Grid) -> Tensor:
-    """Zero-pad a (c_out, c_in, kh, kw) kernel to (c_out, c_in, h, w), summing taps modulo the grid along an axis
-    where the kernel is longer than it."""
-    c_out, c_in, kh, kw = weight.shape
-    n = as_grid(n)
-    if not isinstance(n, int):
-        h, w = grid_hw(n)
-        out = _fold_axis(_fold_axis(weight, h, 2), w, 3)
-        return torch.nn.functional.pad(out, (0, w - out.shape[3], 0, h - out.shape[2]))
-    if kh <= n and kw <= n:
-        return torch.nn.functional.pad(weight, (0, n - kw, 0, n - kh))
-    out = weight.new_zeros(c_out, c_in, n, n)
-    rows = torch.arange(kh, device=weight.device) % n
-    cols = torch.arange(kw, device=weight.device) % n
-    # index_add over rows then columns sums the taps that land on the same grid point.
-    tmp = weight.new_zeros(c_out, c_in, n, kw).index_add_(2, rows, weight)
-    return out.index_add_(3, cols, tmp)
+    """Zero-pad a (c_out, c_in, kh, kw) kernel to (c_out, c_in, h, w) (n x n for an int n), summing taps modulo the
+    grid along an axis where the kernel is longer than it."""
+    h, w = grid_hw(n)
+    out = _fold_axis(_fold_axis(weight, h, 2), w, 3)
+    return torch.nn.functional.pad(out, (0, w - out.shape[3], 0, h - out.shape[2]))
 
 
 def _fold_axis(weight: Tensor, size: int, dim: int) -> Tensor:

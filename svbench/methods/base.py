@@ -480,9 +480,8 @@ def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int], *, rectangu
     that differs between the axes is refused (``UnsupportedShape``, one line naming it): every route takes one
     stride and one dilation per layer. A conv on a non-square grid is refused too, unless ``rectangular`` (the
     routes that compute h x w grids: ``sedghi`` and ``reference``, all SVs and clipping), which gets its grid as
-    (h, w). torch's
-    parametrized convs (spectral_norm, weight_norm) are returned (their effective weight is read); a Conv2d subclass
-    with a forward of its own is not (:func:`is_plain`; the routes name it as left out)."""
+    (h, w). torch's parametrized convs (spectral_norm, weight_norm) are returned (their effective weight is read);
+    a Conv2d subclass with a forward of its own is not (:func:`is_plain`; the routes name it as left out)."""
     from svbench.models.probe import probe_inputs
 
     found = probe_inputs(model, input_shape, lambda name, mod: is_plain(mod) or is_plain(mod, nn.ConvTranspose2d)
