@@ -8,6 +8,7 @@ dense operator of the circular conv on that grid.
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ from svbench.functional.network import batched_conv_singular_values
 from svbench.functional.oracle import oracle_singular_values
 from svbench.functional.spectrum import conv_singular_values, zero_padding_bound_size
 from svbench.functional.transfer import grid_text, num_singular_values, unique_frequencies
-from svbench.methods import create_method
+from svbench.methods import create_method, list_methods
 
 
 def circular_forward(weight: torch.Tensor, stride: int):
@@ -119,12 +120,57 @@ def test_network_svs_on_a_rectangular_input_match_each_conv_operator(method):
         assert (got[name].double() - want).abs().max() <= 2e-6 * want[0], name
 
 
-@pytest.mark.parametrize("method", ["gram", "power", "tt", "none"])
-def test_other_network_routes_still_refuse_a_rectangular_input(method):
-    """Routes that take one n per conv say so in one line and name the routes that compute it."""
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular"))
-    with pytest.raises(UnsupportedShape, match=r"runs on a 8x16 grid; .*sedghi and reference compute rectangular"):
-        create_method(method).network_svs(model, (3, 8, 16))
+def _rect_model() -> nn.Sequential:
+    torch.manual_seed(6)
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, padding_mode="circular"), nn.ReLU(),
+                         nn.Conv2d(4, 4, 3, stride=2, padding=1, padding_mode="circular"),
+                         nn.Conv2d(4, 3, (1, 3), padding=(0, 1), padding_mode="circular")).double().eval()
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_every_method_on_a_rectangular_input_against_the_dense_operator(method):
+    """Every method of the registry, ``network_svs`` on a 6 x 10 input, each conv against the dense float64 operator
+    of the layer itself on its own grid (6 x 10, then 3 x 5 after the stride), by what the method provides: all SVs
+    equal, an upper bound at or above sigma_max (and within 5 %), an estimate at or below it. ``cayley`` (square
+    grids only) refuses in one line; ``tt`` runs on its wrapped model (TT layers: their own operator)."""
+    m = create_method(method)
+    model = _rect_model()
+    if method == "cayley":
+        with pytest.raises(UnsupportedShape, match=r"conv '0' runs on a 6x10 grid; .* pass a square input_shape"):
+            m.network_svs(model, (2, 6, 10))
+        return
+    model = m.wrap(model)  # tt: TT layers (its control, square grids only, warns when the forward sees 6 x 10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = m.network_svs(model, (2, 6, 10))
+    notes = [str(w.message) for w in caught]
+    assert all("left out of the SV control" in note for note in notes), notes
+    grids = {"0": (2, 6, 10), "2": (4, 6, 10), "3": (4, 3, 5)}
+    assert set(got) == set(grids)
+    for name, shape in grids.items():
+        want = oracle_singular_values(model[int(name)], shape)
+        top = float(want[0])
+        if m.provides == "all_svs":
+            assert got[name].shape == want.shape and (got[name].double() - want).abs().max() <= 2e-6 * top, name
+        elif m.provides == "upper_bound":
+            assert top * (1 - 1e-9) <= float(got[name][0]) <= 1.05 * top, name
+        elif m.provides == "estimate":
+            assert 0 < float(got[name][0]) <= top * (1 + 1e-9), name
+        else:
+            assert got[name].numel() == 0, name
+
+
+def test_gram_and_power_on_a_zero_padded_conv_on_a_rectangular_grid():
+    """Zero padding on h x w: the Gram bound is the circular sigma_max on n' per side (never below the zero-padded
+    layer's sigma_max: the dense float64 operator of the layer itself), power iteration runs the zero-padded operator
+    (never above it, and within 1 % after 200 steps)."""
+    torch.manual_seed(7)
+    conv = nn.Conv2d(3, 4, (3, 5), padding=(1, 2)).double()
+    want = float(oracle_singular_values(conv, (3, 6, 9))[0])
+    bound = float(create_method("gram", precision="float64").layer_svs(conv, (6, 9))[0])
+    assert want * (1 - 1e-12) <= bound <= 1.1 * want
+    estimate = float(create_method("power", iters=200).layer_svs(conv, (6, 9))[0])
+    assert 0.99 * want <= estimate <= want * (1 + 1e-9)
 
 
 def test_gram_bound_on_a_rectangular_grid_bounds_the_exact_sigma_max():

@@ -29,22 +29,24 @@ def conv_forward(x: Tensor, weight: Tensor, stride: int, padding: int | tuple[in
 
 
 def conv_adjoint(
-    y: Tensor, weight: Tensor, n: int, stride: int, padding: int | tuple[int, int], padding_mode: str,
-    dilation: int = 1, groups: int = 1,
+    y: Tensor, weight: Tensor, n: int | tuple[int, int], stride: int, padding: int | tuple[int, int],
+    padding_mode: str, dilation: int = 1, groups: int = 1,
 ) -> Tensor:
-    """T^* y for the conv T of :func:`conv_forward` on n x n inputs (kernels and paddings may differ per axis)."""
+    """T^* y for the conv T of :func:`conv_forward` on n x n (or (h, w)) inputs (kernels and paddings may differ per
+    axis)."""
     ph, pw = _pair(padding)
+    h, w = _pair(n)
     spans = [dilation * (k - 1) + 1 for k in weight.shape[-2:]]
     outs = y.shape[-2:]
     if padding_mode == "circular":
-        full = (n + 2 * ph, n + 2 * pw)
+        full = (h + 2 * ph, w + 2 * pw)
         op = tuple(f - ((m - 1) * stride + sp) for f, m, sp in zip(full, outs, spans))
         z = F.conv_transpose2d(y, weight, None, stride, 0, op, groups, dilation)
-        rows = (torch.arange(full[0], device=y.device) - ph) % n
-        cols = (torch.arange(full[1], device=y.device) - pw) % n
-        out = z.new_zeros(*z.shape[:-2], n, full[1]).index_add_(-2, rows, z)
-        return out.new_zeros(*z.shape[:-2], n, n).index_add_(-1, cols, out)
-    op = tuple(n - ((m - 1) * stride - 2 * p + sp) for m, p, sp in zip(outs, (ph, pw), spans))
+        rows = (torch.arange(full[0], device=y.device) - ph) % h
+        cols = (torch.arange(full[1], device=y.device) - pw) % w
+        out = z.new_zeros(*z.shape[:-2], h, full[1]).index_add_(-2, rows, z)
+        return out.new_zeros(*z.shape[:-2], h, w).index_add_(-1, cols, out)
+    op = tuple(side - ((m - 1) * stride - 2 * p + sp) for side, m, p, sp in zip((h, w), outs, (ph, pw), spans))
     return F.conv_transpose2d(y, weight, None, stride, (ph, pw), op, groups, dilation)
 
 
@@ -59,9 +61,9 @@ def conv_power_iteration(
     iters: int = 1,
     groups: int = 1,
 ) -> tuple[Tensor, Tensor]:
-    """``iters`` steps from u (1, c_in, n, n); returns (estimate of sigma_1, new unit u). No gradient through u.
+    """``iters`` steps from u (1, c_in, h, w); returns (estimate of sigma_1, new unit u). No gradient through u.
     ``groups``: weight (c_out, c_in / g, k, k) of a grouped conv."""
-    n = u.shape[-1]
+    n = (int(u.shape[-2]), int(u.shape[-1]))
     with torch.no_grad():
         for _ in range(iters):
             v = conv_adjoint(conv_forward(u, weight, stride, padding, padding_mode, dilation, groups), weight, n,

@@ -479,9 +479,10 @@ def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int], *, rectangu
     input of n (the circular model's: n / s outputs of a stride-s conv on s n). A conv with a stride or dilation
     that differs between the axes is refused (``UnsupportedShape``, one line naming it): every route takes one
     stride and one dilation per layer. A conv on a non-square grid is refused too, unless ``rectangular`` (the
-    routes that compute h x w grids: ``sedghi`` and ``reference``, all SVs and clipping), which gets its grid as
-    (h, w). torch's parametrized convs (spectral_norm, weight_norm) are returned (their effective weight is read);
-    a Conv2d subclass with a forward of its own is not (:func:`is_plain`; the routes name it as left out)."""
+    routes that compute h x w grids: every method's ``network_svs`` but ``cayley``'s, and ``network_clip``), which
+    gets its grid as (h, w). torch's parametrized convs (spectral_norm, weight_norm) are returned (their effective
+    weight is read); a Conv2d subclass with a forward of its own is not (:func:`is_plain`; the routes name it as
+    left out)."""
     from svbench.models.probe import probe_inputs
 
     found = probe_inputs(model, input_shape, lambda name, mod: is_plain(mod) or is_plain(mod, nn.ConvTranspose2d)
@@ -492,8 +493,7 @@ def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int], *, rectangu
         if not isinstance(n, int) and not rectangular:  # the width's n x n model is not the layer's operator
             h, w = grid_hw(n)
             raise UnsupportedShape(f"conv {name!r} runs on a {h}x{w} grid; this route computes square n x n grids "
-                                   f"only (the {w}x{w} model's SVs are not this layer's); pass a square input_shape "
-                                   f"(sedghi and reference compute rectangular grids: network_svs, network_clip)")
+                                   f"only (the {w}x{w} model's SVs are not this layer's); pass a square input_shape")
         try:  # sedghi / tt / gram's batched route read stride[0], dilation[0]: a (1, 2) stride was taken as 1
             if isinstance(mod, nn.ConvTranspose2d):
                 s = _square(mod.stride, "stride")

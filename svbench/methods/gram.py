@@ -51,6 +51,7 @@ from svbench.functional.gram import (
 )
 from svbench.functional.grouped import dilate_kernel, group_kernels, layer_sigma_max
 from svbench.functional.spectrum import zero_padding_bound_size
+from svbench.functional.transfer import Grid, as_grid
 from svbench.methods.base import (
     METHODS,
     Capabilities,
@@ -126,7 +127,7 @@ def round_up_to(bound: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.where(below, torch.nextafter(low, torch.full_like(low, float("inf"))), low)
 
 
-def _grid(n: int, weight: Tensor, stride: int, padding: str) -> int:
+def _grid(n: Grid, weight: Tensor, stride: int, padding: str) -> Grid:
     """The grid the bound is computed on: n (circular), or n' = s ceil((n + k - 1) / s) with k the LONGER side of the
     (dilated) kernel (zero padding: no window may wrap along either axis; the width alone gave a 5 x 1 kernel
     n' = n, and a 'bound' at 0.43 of the zero-padded layer's sigma_max)."""
@@ -154,6 +155,7 @@ class GramMethod(Method):
     provides = "upper_bound"
     supports = Capabilities(groups=True, dilation=True)
     Config = GramConfig
+    rectangular_grids = True
     summary = "Gram iteration: guaranteed sigma_max upper bound (fft on n or n', or Delattre 2024); rescaling"
     reference = "Delattre, Barthelemy, Araujo & Allauzen, ICML 2023 (arXiv:2305.16173)"
 
@@ -171,7 +173,7 @@ class GramMethod(Method):
             return f"gram_iteration(T={c.iters}{extra})"
         return f"delattre2024(T={c.zero_iters})"
 
-    def bound(self, weight: Tensor, n: int, stride: int, padding: str) -> Tensor:
+    def bound(self, weight: Tensor, n: Grid, stride: int, padding: str) -> Tensor:
         c = self.config
         w = weight.double() if c.precision == "float64" else weight
         if c.bound == "delattre2024":
@@ -196,12 +198,12 @@ class GramMethod(Method):
         check_padding(layer, "gram", exact=False)
         with torch.no_grad():
             if groups == 1 and dilation == 1:
-                b = self.bound(sv_weight(layer), int(input_hw), stride, padding)
+                b = self.bound(sv_weight(layer), as_grid(input_hw), stride, padding)
             else:
-                b = self._grouped_bound(sv_weight(layer), int(input_hw), stride, padding, groups, dilation)
+                b = self._grouped_bound(sv_weight(layer), as_grid(input_hw), stride, padding, groups, dilation)
         return round_up_to(b.reshape(1), layer.weight.dtype)
 
-    def _grouped_bound(self, weight: Tensor, n: int, stride: int, padding: str, groups: int, dilation: int,
+    def _grouped_bound(self, weight: Tensor, n: Grid, stride: int, padding: str, groups: int, dilation: int,
                        *, differentiable: bool = False) -> Tensor:
         """A grouped conv is block diagonal over its groups: the max of the blocks' bounds bounds sigma_max; a
         dilated conv is the conv of its zero-filled (d (k - 1) + 1)-tap kernel (``functional.grouped``)."""
@@ -221,7 +223,7 @@ class GramMethod(Method):
         c = self.config
         if c.bound != "fft" or not c.batch_layers:
             return super().network_svs(model, input_shape)
-        convs = conv_inputs(model, input_shape)
+        convs = conv_inputs(model, input_shape, rectangular=self.rectangular_grids)
         out: dict[str, Tensor] = {}
         plain = []
         for name, layer, n in convs:

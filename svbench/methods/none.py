@@ -18,6 +18,7 @@ class NoneMethod(Method):
     provides = "none"
     supports = Capabilities(groups=True, dilation=True)
     Config = NoConfig
+    rectangular_grids = True
     summary = "plain conv, no SV computation or control (overhead and accuracy reference)"
     reference = "-"
 

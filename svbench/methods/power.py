@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from svbench.errors import UnsupportedShape
 from svbench.functional.grouped import dense_equivalent_kernel, layer_sigma_max
 from svbench.functional.power import conv_power_iteration, matrix_power_iteration
+from svbench.functional.transfer import Grid, as_grid, grid_hw
 from svbench.methods.base import (
     METHODS,
     Capabilities,
@@ -91,6 +92,7 @@ class PowerMethod(Method):
     provides = "estimate"
     supports = Capabilities(groups=True, dilation=True)
     Config = PowerConfig
+    rectangular_grids = True
     summary = "power iteration on the real operator (persistent vector); Gouk division of conv/linear/BN"
     reference = "Gouk, Frank, Pfahringer & Cree, Mach. Learn. 2021 (arXiv:1804.04368); Miyato et al., ICLR 2018"
 
@@ -112,8 +114,8 @@ class PowerMethod(Method):
             u = u / u.norm()
         return u
 
-    def estimate(self, conv: nn.Module, n: int, iters: int) -> Tensor:
-        """sigma_hat of the conv's real operator on n x n, updating its persistent vector."""
+    def estimate(self, conv: nn.Module, n: Grid, iters: int) -> Tensor:
+        """sigma_hat of the conv's real operator on n x n (or an (h, w) grid), updating its persistent vector."""
         stride, padding, groups, dilation = conv_geometry(conv)
         w = sv_weight(conv)
         if self.config.operator == "reshaped":  # a grouped conv's matrix is block diagonal over its groups
@@ -122,7 +124,7 @@ class PowerMethod(Method):
             sigma, u = matrix_power_iteration(mat, u, iters)
             key = -1
         else:
-            u = self._start(conv, n, (1, w.shape[1] * groups, n, n), w)
+            u = self._start(conv, n, (1, w.shape[1] * groups, *grid_hw(n)), w)
             sigma, u = conv_power_iteration(w, u, stride=stride, padding=axis_padding(conv), padding_mode=padding,
                                             dilation=dilation, iters=iters, groups=groups)
             key = n
@@ -135,7 +137,7 @@ class PowerMethod(Method):
         if why:  # the iteration runs zero padding: its quotient would be of another operator
             raise UnsupportedShape(f"power: {why}")
         with torch.no_grad():
-            return self.estimate(layer, int(input_hw), self.config.iters).reshape(1)
+            return self.estimate(layer, as_grid(input_hw), self.config.iters).reshape(1)
 
     def control_target(self) -> float | None:
         return self.config.targets()[0]

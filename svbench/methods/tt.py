@@ -35,6 +35,7 @@ from svbench.functional.spectrum import (
     describe_backend,
     zero_padding_sigma_max_bound,
 )
+from svbench.functional.transfer import Grid, as_grid, grid_area, grid_div
 from svbench.functional.tt import compose_kernel, fold_cores, folded_cores, orthogonality_defect, tt_svd
 from svbench.methods.base import (
     METHODS,
@@ -224,9 +225,10 @@ def _orthogonal(shape: tuple[int, ...] | torch.Size, generator: torch.Generator 
 
 
 def tt_layer_singular_values(
-    layer: TTConv2d, n: int, *, backend: str = "auto", driver: str | None = None, pieces: int | None = None
+    layer: TTConv2d, n: Grid, *, backend: str = "auto", driver: str | None = None, pieces: int | None = None
 ) -> Tensor:
-    """All SVs of the composed circular TT layer on n x n: folded-core SVs (Theorem 1) then zeros. Exact."""
+    """All SVs of the composed circular TT layer on n x n (or an (h, w) grid): folded-core SVs (Theorem 1) then
+    zeros. Exact."""
     check_circular_mode(layer, n, "tt", " (zero-padded layers get the n' bound in control)")
     s = layer.stride[0]
     if layer.dilation[0] != 1:
@@ -234,8 +236,7 @@ def tt_layer_singular_values(
     with torch.no_grad():
         (core,) = folded_cores([(layer.k1, layer.k2, layer.k3)])
         svs = conv_singular_values(core, n, s, backend=backend, driver=driver, pieces=pieces)
-    m = n // s
-    total = min(layer.out_channels * m * m, layer.in_channels * n * n)
+    total = min(layer.out_channels * grid_area(grid_div(n, s)), layer.in_channels * grid_area(n))
     return torch.cat([svs, svs.new_zeros(total - svs.numel())])
 
 
@@ -281,6 +282,7 @@ class TTMethod(Method):
     provides = "all_svs"
     supports = Capabilities(paddings=("circular",))
     Config = TTConfig
+    rectangular_grids = True
     summary = "tensor-train conv: exact SVs from the QR-folded core (Theorem 1); clip/divide control, penalty"
     reference = "Senderovich, Bulatova, Obukhov & Rakhuba, NeurIPS 2022 (arXiv:2211.13771)"
 
@@ -335,7 +337,7 @@ class TTMethod(Method):
         if not isinstance(layer, TTConv2d):
             raise UnsupportedShape(f"tt: expected a TTConv2d, got {type(layer).__name__} (use wrap() first)")
         c = self.config
-        return tt_layer_singular_values(layer, int(input_hw), backend=c.backend, driver=c.driver, pieces=c.chunks)
+        return tt_layer_singular_values(layer, as_grid(input_hw), backend=c.backend, driver=c.driver, pieces=c.chunks)
 
     def control_target(self) -> float | None:
         return None if self.config.control == "none" else self.config.target
@@ -348,12 +350,12 @@ class TTMethod(Method):
 
         items, names, totals, tt_items = [], [], [], []
         with torch.no_grad():
-            for name, m, n in conv_inputs(model, input_shape):
+            for name, m, n in conv_inputs(model, input_shape, rectangular=self.rectangular_grids):
                 s = m.stride[0]
                 if isinstance(m, TTConv2d):
                     tt_items.append((len(items), (m.k1, m.k2, m.k3)))
                     items.append((None, n, s))  # its folded core below: all layers' QRs batched by shape
-                    totals.append(min(m.out_channels * (n // s) ** 2, m.in_channels * n * n))
+                    totals.append(min(m.out_channels * grid_area(grid_div(n, s)), m.in_channels * grid_area(n)))
                 elif isinstance(m, nn.Conv2d) and m.groups == 1 and m.dilation[0] == 1:
                     items.append((sv_weight(m), n, s))
                     totals.append(None)
