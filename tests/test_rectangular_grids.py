@@ -306,3 +306,32 @@ def test_certified_bound_of_a_circular_conv_on_a_large_rectangular_grid():
     value, source, exact = conv_layer_bound(big, (16, 32, 64))
     want = conv_singular_values(big.weight.detach().double(), (32, 64))[0]
     assert exact and value == pytest.approx(float(want), rel=1e-12)
+
+
+def test_network_task_on_a_rectangular_input(tmp_path):
+    """A suite's network task with input_shape [C, H, W], H != W (was: refused, [C, H, H] only): every method's
+    cell on small_cnn at 8 x 16 (its head sized for H x W), errors against the float64 oracle on each conv's own
+    grid, the clip pass too; cell ids and records name the grid."""
+    from svbench.suite.loader import parse_suite
+    from svbench.suite.runner import run_suite
+
+    timing = {"warmup": 0, "min_repeats": 1, "max_repeats": 1, "budget_s": 0.01}
+    suite = parse_suite({"name": "rect", "tasks": [
+        {"name": "nets", "kind": "network", "models": ["small_cnn"], "input_shape": [3, 8, 16], "clip_to": 1.0,
+         "methods": ["reference", "sedghi", "gram", "power", "tt", "cayley"], "timing": timing}]}, "test")
+    res = run_suite(suite, out_root=tmp_path, progress=False)
+    recs = res.records
+    assert {r["cell_id"].split("|")[1] for r in recs} == {"small_cnn@8x16"}
+    assert {r["method"] for r in recs} == {"reference", "sedghi", "gram", "power", "tt"}  # cayley: no network SVs
+    assert all(r["status"] == "ok" for r in recs)
+    value = {(r["method"], r["metric"]): r["value"] for r in recs if r["status"] == "ok"}
+    for method in ("reference", "sedghi", "tt"):
+        assert value[(method, "network_max_err_rel")] < 1e-5
+    # float32: a converged bound can land a few ulps under sigma_max (README: down to -1.5e-7 in float32)
+    assert -2e-7 <= value[("gram", "network_min_bound_rel_err")] < 0.05
+    assert value[("power", "network_max_est_rel_err")] <= 1e-7
+    assert value[("sedghi", "network_clip_err_rel")] < 1e-5 and value[("reference", "network_clip_err_rel")] < 1e-5
+    assert all(r["extra"].get("input_shape") == [3, 8, 16] for r in recs if r.get("metric") == "network_sv_time_ms")
+    with pytest.raises(UserError, match=r"tasks\[0\]: input_shape must be \[C, H, W\]"):
+        parse_suite({"name": "bad", "tasks": [{"name": "n", "kind": "network", "models": ["small_cnn"],
+                                                "input_shape": [3, 16]}]}, "test")

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from svbench.checkpoint.load import ConvEntry
 from svbench.errors import UserError, first_line
+from svbench.functional.transfer import as_grid
 
 
 @dataclass
@@ -50,7 +51,7 @@ def load_model(model_name: str, input_shape: tuple[int, int, int], state: dict[s
     if is_torchvision(model_name):
         model = _torchvision_model(model_name, state, input_shape[0])
     else:
-        model = build_model(model_name, in_channels=input_shape[0], image_size=input_shape[1])
+        model = build_model(model_name, in_channels=input_shape[0], image_size=as_grid(tuple(input_shape[1:])))
     why = "its weights do not load"
     for prefix in dict.fromkeys(["", _shared_prefix(state)]):
         cut = len(prefix)

@@ -87,7 +87,7 @@ def _model_geometry(
             if is_torchvision(model_name):
                 model = _torchvision_model(model_name, state, input_shape[0])
             else:
-                model = build_model(model_name, in_channels=input_shape[0], image_size=input_shape[1])
+                model = build_model(model_name, in_channels=input_shape[0], image_size=as_grid(tuple(input_shape[1:])))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")  # meta: not copied
             return model, *_load_into(model, _layers_as_convs(model, state, convs))

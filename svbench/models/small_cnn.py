@@ -24,7 +24,7 @@ class SmallCNN(nn.Module):
         self,
         num_classes: int = 10,
         in_channels: int = 1,
-        image_size: int = 28,
+        image_size: int | tuple[int, int] = 28,
         width: int = 16,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
@@ -40,9 +40,9 @@ class SmallCNN(nn.Module):
             nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU(),
             nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.ReLU(),
         )
-        side = (image_size + 3) // 4
+        h, w_ = (image_size, image_size) if isinstance(image_size, int) else image_size  # (H, W): rectangular
         self.flatten = nn.Flatten()
-        self.classifier = nn.Linear(4 * w * side * side, num_classes)
+        self.classifier = nn.Linear(4 * w * ((h + 3) // 4) * ((w_ + 3) // 4), num_classes)
         self.image_size = image_size
 
     def forward(self, x: Tensor) -> Tensor:

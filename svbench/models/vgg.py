@@ -19,7 +19,7 @@ class VGG19Net(nn.Module):
     """VGG-19 with BatchNorm for 32x32 inputs (16 3x3 convs, 5 max pools, one linear layer), the TT paper's VGG-19."""
 
     is_chain = True
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int | tuple[int, int] = 32,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         super().__init__()
         self.normalize = _norm(in_channels, mean, std)
@@ -32,7 +32,8 @@ class VGG19Net(nn.Module):
                 layers += [nn.Conv2d(c, int(v), 3, padding=1), nn.BatchNorm2d(int(v)), nn.ReLU(inplace=True)]
                 c = int(v)
         self.features = nn.Sequential(*layers)
-        feat = 512 * (image_size // 32) ** 2
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size  # (H, W): rectangular
+        feat = 512 * (h // 32) * (w // 32)
         self.classifier = nn.Sequential(nn.Linear(feat, 512), nn.ReLU(inplace=True), nn.Linear(512, 512),
                                         nn.ReLU(inplace=True), nn.Linear(512, num_classes))
 
@@ -57,8 +58,9 @@ class LipConvnet(nn.Module):
 
     is_chain = True
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, depth: int = 5,
-                 base: int = 32, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int | tuple[int, int] = 32,
+                 depth: int = 5, base: int = 32, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None) -> None:
         super().__init__()
         if depth % 5:
             raise ValueError(f"LipConvnet depth must be a multiple of 5, got {depth}")
@@ -76,8 +78,8 @@ class LipConvnet(nn.Module):
                 c = out
             width *= 2
         self.features = nn.Sequential(*layers)
-        side = image_size // 32
-        self.classifier = nn.Linear(c * max(1, side) ** 2, num_classes)
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size  # (H, W): rectangular
+        self.classifier = nn.Linear(c * max(1, h // 32) * max(1, w // 32), num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(self.normalize(x)).flatten(1))

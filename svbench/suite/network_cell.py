@@ -8,6 +8,7 @@ import torch
 
 from svbench.functional.clip import clip_kernel
 from svbench.functional.spectrum import conv_singular_values
+from svbench.functional.transfer import as_grid
 from svbench.measure import peak_memory, time_callable, timed_call, warm_timing
 from svbench.methods.base import conv_inputs
 from svbench.models import build_model
@@ -18,7 +19,8 @@ def run_network_cell(cell: Any, ctx: Any, base: dict[str, Any], records: Any) ->
     task, method = cell.task, cell.method
     shape = tuple(task.input_shape)
     torch.manual_seed(cell.seed)
-    model = build_model(cell.model, num_classes=task.num_classes, in_channels=shape[0], image_size=shape[1])
+    model = build_model(cell.model, num_classes=task.num_classes, in_channels=shape[0],
+                        image_size=as_grid(shape[1:]))
     model = method.wrap(model).to(ctx.device, ctx.dtype).eval()
     base["extra"] = {"what": "circular model of every conv on its own input grid"}
 
@@ -30,7 +32,7 @@ def run_network_cell(cell: Any, ctx: Any, base: dict[str, Any], records: Any) ->
     items: list[dict[str, Any]] = [
         {"metric": "network_sv_time_ms", "value": t.median_ms, "iqr": t.iqr_ms, "repeats": t.repeats,
          "extra": {"clock": t.clock, "first_call_timed": t.first_call_timed, "n_layers": len(first),
-                   "n_values": int(sum(v.numel() for v in first.values()))}},
+                   "n_values": int(sum(v.numel() for v in first.values())), "input_shape": list(shape)}},
         {"metric": "network_sigma_max", "value": max(float(v[0]) for v in first.values()) if first else None},
     ]
     if wants_profile(cell):
@@ -57,8 +59,9 @@ def run_network_cell(cell: Any, ctx: Any, base: dict[str, Any], records: Any) ->
                                         "||K64||_F, K64 the same clip-and-crop pass in float64"}})
     if task.check_error and method.provides in ("all_svs", "upper_bound", "estimate"):
         errs, how = [], "fft_float64"
-        layers = {name: m for name, m, _ in conv_inputs(model, shape)}
-        sizes = {name: n for name, _, n in conv_inputs(model, shape)}
+        found = conv_inputs(model, shape, rectangular=True)  # the grids the method's network_svs computed on
+        layers = {name: m for name, m, _ in found}
+        sizes = {name: n for name, _, n in found}
         for name, got in first.items():
             kernel = method.dense_kernel(layers[name])
             if kernel is None:
@@ -85,7 +88,7 @@ def run_network_cell(cell: Any, ctx: Any, base: dict[str, Any], records: Any) ->
 def _clip_error(ctx: Any, model: Any, shape: tuple[int, int, int], clipped: dict[str, torch.Tensor],
                 target: float) -> float:
     """Largest relative Frobenius distance of a method's clipped kernels to the float64 clip-and-crop pass."""
-    layers = {name: (m, n) for name, m, n in conv_inputs(model, shape)}
+    layers = {name: (m, n) for name, m, n in conv_inputs(model, shape, rectangular=True)}
     errs = []
     for name, got in clipped.items():
         layer, n = layers[name]

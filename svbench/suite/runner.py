@@ -26,6 +26,7 @@ from svbench._validate import to_mapping
 from svbench.errors import CellInputError, UnsupportedShape, UserError, first_line, out_of_memory_message
 from svbench.functional.oracle import oracle_singular_values
 from svbench.functional.spectrum import conv_singular_values
+from svbench.functional.transfer import grid_text
 from svbench.measure import (
     environment,
     fix_allocator,
@@ -82,7 +83,7 @@ class Cell:
         if self.spec is not None:
             what = self.spec.label
         elif self.model is not None:
-            what = f"{self.model}@{self.task.input_shape[1]}"
+            what = f"{self.model}@{grid_text(tuple(self.task.input_shape[1:]))}"  # 32, or 16x32
         else:
             what = f"{getattr(self.task, 'model', '-')}@{getattr(self.task, 'dataset', '-')}"
         return f"{self.task.name}|{what}|{self.method.label}|seed={self.seed}"

@@ -159,8 +159,9 @@ class NetworkTask:
             raise ValueError(f"models repeats {repeated_models}; each model runs once")
         if self.clip_to is not None and not self.clip_to > 0:
             raise ValueError(f"clip_to must be > 0, got {self.clip_to}")
-        if len(self.input_shape) != 3 or self.input_shape[1] != self.input_shape[2] or min(self.input_shape) < 1:
-            raise ValueError(f"input_shape must be [C, H, H], got {self.input_shape}")
+        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
+            raise ValueError(f"input_shape must be [C, H, W] of positive integers (e.g. [3, 32, 32]), got "
+                             f"{self.input_shape}")
         if isinstance(self.methods, str) and self.methods != "all":
             raise ValueError(f"methods must be 'all' or a list of names, got {self.methods!r}")
 
