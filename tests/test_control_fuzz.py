@@ -1,6 +1,6 @@
 """The control steps (``after_step``: sedghi clipping, gram rescaling, power division, tt) on seeded random small
 networks with odd layers -- non-square kernels, no padding or more padding than the model, strides, dilation,
-groups, zero or circular padding, grids that shrink to non-square ones -- against the dense float64 operator of
+groups, zero or circular padding, grids that shrink to non-square ones, square and rectangular inputs -- against the dense float64 operator of
 each conv on the input it really sees:
 
 - a ``circular_exact@n`` report is the layer's true sigma_max; no report is below it;
@@ -27,9 +27,10 @@ CONTROLS = [("gram", {"target": 1.0}), ("gram", {"target": 1.0, "bound": "delatt
             ("tt", {"control": "divide", "target": 1.0, "every": 1})]
 
 
-def _net(seed: int) -> tuple[nn.Sequential, tuple[int, int, int]]:
+def _net(seed: int, rectangular: bool = False) -> tuple[nn.Sequential, tuple[int, int, int]]:
     rng = random.Random(seed)
     c, n = rng.randint(1, 4), rng.choice([6, 8])
+    h, w = rng.choice([(6, 8), (8, 6), (4, 8), (8, 12), (6, 10)]) if rectangular else (n, n)
     layers = []
     for _ in range(rng.randint(1, 3)):
         c_out = rng.randint(1, 5)
@@ -46,14 +47,16 @@ def _net(seed: int) -> tuple[nn.Sequential, tuple[int, int, int]]:
     model = nn.Sequential(*layers).double()
     for layer in model:
         nn.init.normal_(layer.weight)
-    return model, (model[0].in_channels, n, n)
+    return model, (model[0].in_channels, h, w)
 
 
+@pytest.mark.parametrize("rectangular", [False, True], ids=["square", "rectangular"])
 @pytest.mark.parametrize("name,options", CONTROLS, ids=[f"{n}-{o}" for n, o in CONTROLS])
-def test_control_steps_on_random_nets(name, options):
+def test_control_steps_on_random_nets(name, options, rectangular):
+    """Square inputs, and rectangular ones (since session 17 a circular conv on h x w is controlled on that grid)."""
     controlled = 0
     for seed in range(40):
-        model, shape = _net(seed)
+        model, shape = _net(seed, rectangular)
         x = torch.zeros(1, *shape, dtype=torch.float64)
         try:
             model(x)
@@ -90,16 +93,23 @@ def _check(name: str, model: nn.Module, x: torch.Tensor, reports: dict, seed: in
     return controlled
 
 
-def test_a_circular_conv_on_a_non_square_grid_is_left_out_with_a_warning():
-    """Clipped on the 3 x 3 circular model, it was reported at sigma_max 1.00 and really had 1.41."""
+def test_a_circular_conv_on_a_non_square_grid_is_controlled_on_that_grid():
+    """Was (session 14): clipped on the 3 x 3 model of a 2 x 3 grid, reported at sigma_max 1.00 with a true 1.41;
+    then left out with a warning. Since session 17 the clip runs on the 4 x 6 grid itself: the report is the true
+    sigma_max of the clipped layer on that grid (the dense float64 operator), no warning; a kernel taller than the
+    grid (3 x 3 on 2 x 3) is left alone, as on square grids."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular", bias=False)).double()
     method = create_method("sedghi", clip_to=0.5, clip_every=1)
     model = method.wrap(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(torch.zeros(1, 2, 4, 6, dtype=torch.float64))
+    (rep,) = method.after_step(model, 1)
+    assert rep["sigma_source"] == "circular_exact@n"
+    assert rep["sigma_max_after"] == pytest.approx(float(oracle_singular_values(model[0], (2, 4, 6))[0]), rel=1e-9)
     before = model[0].weight.detach().clone()
-    with pytest.warns(UserWarning, match=r"conv '0' on a 2x3 input is left out of the SV control: circular padding "
-                                         r"on a non-square 2x3 grid"):
-        model(torch.zeros(1, 2, 2, 3, dtype=torch.float64))
+    model(torch.zeros(1, 2, 2, 3, dtype=torch.float64))
     assert method.after_step(model, 1) == [] and torch.equal(model[0].weight, before)
 
 

@@ -288,10 +288,11 @@ def control_problem(layer: nn.Module, h: int, w: int, *, clips: bool = False) ->
     """Why the control steps (clip, rescale, divide) cannot take this conv on an h x w input, or None. They act on
     svbench's circular model of the layer (circular padding: the circular conv on n x n; zero padding: the circular
     conv on n' that contains it, n = max(h, w)), so that model must hold the layer's operator: no reflect /
-    replicate padding, no more outputs than the model, one stride and dilation, and for circular padding a square
-    grid the stride divides (a circular conv on 2 x 3 is not the one on 3 x 3: clipped on that model, one reached
-    sigma_max 1.41 for a target of 1). ``clips``: a clip-and-crop step (sedghi, tt) projects the circular model on
-    n itself whatever the padding, so the stride must divide n for zero padding too."""
+    replicate padding, no more outputs than the model, one stride and dilation, and for circular padding a grid the
+    stride divides along both axes (the circular conv on h x w itself, since session 17; before, a non-square grid
+    was left out: the 3 x 3 model of a conv on 2 x 3 had reached sigma_max 1.41 for a target of 1). ``clips``: a
+    clip-and-crop step (sedghi, tt) projects the circular model on n itself whatever the padding, so the stride
+    must divide n for zero padding too."""
     try:
         stride = conv_geometry(layer)[0]
         why = padding_problem(layer, exact=False)
@@ -300,10 +301,8 @@ def control_problem(layer: nn.Module, h: int, w: int, *, clips: bool = False) ->
     if why:
         return why
     if getattr(layer, "padding_mode", "zeros") == "circular":
-        if h != w:
-            return f"circular padding on a non-square {h}x{w} grid (svbench's circular model is n x n)"
-        if h % stride:
-            return f"stride {stride} does not divide the {h}x{h} grid (no circular model)"
+        if h % stride or w % stride:
+            return f"stride {stride} does not divide the {h}x{w} grid (no circular model)"
     elif clips and max(h, w) % stride:
         return (f"stride {stride} does not divide n = {max(h, w)}: the clip projects the circular conv on n x n, "
                 f"which has no such stride")
@@ -558,6 +557,11 @@ def circular_view(layer: nn.Module) -> nn.Module:
                                   dtype=weight.dtype), weight)  # meta: nothing allocated, it takes the layer's weight
 
 
+def kernel_fits(layer: nn.Module, n: Grid) -> bool:
+    """Whether the layer's kernel span d (k - 1) + 1 fits the grid n (n x n, or (h, w)) along each axis."""
+    return all(span <= side for span, side in zip(kernel_spans(layer), grid_hw(n)))
+
+
 def kernel_span(conv: nn.Conv2d) -> int:
     """Input pixels one output pixel sees along its longer side: max over the axes of d (k - 1) + 1 (what must fit
     the n x n grid; the height's alone let a 1 x 3 kernel through to a clip on 2 x 2)."""
@@ -597,4 +601,4 @@ def plain_convs(model: nn.Module, input_shape: tuple[int, int, int], *, rectangu
     """(name, conv, input size) of every plain ``nn.Conv2d`` (grouped and dilated ones included) whose kernel span
     d (k - 1) + 1 fits its input grid along each axis (``rectangular``: as :func:`conv_inputs`)."""
     return [(name, m, n) for name, m, n in conv_inputs(model, input_shape, rectangular=rectangular)
-            if isinstance(m, nn.Conv2d) and all(span <= side for span, side in zip(kernel_spans(m), grid_hw(n)))]
+            if isinstance(m, nn.Conv2d) and kernel_fits(m, n)]

@@ -62,7 +62,7 @@ from svbench.methods.base import (
     control_source,
     conv_geometry,
     conv_inputs,
-    kernel_span,
+    kernel_fits,
     sv_weight,
     warn_left_out,
 )
@@ -252,7 +252,7 @@ class GramMethod(Method):
         out = []
         for name, conv in self._sizes.convs(model):
             n = self._sizes.size_of(conv)
-            if n is not None and kernel_span(conv) <= n:
+            if n is not None and kernel_fits(conv, n):
                 out.append((name, conv, n))
         return out
 

@@ -20,7 +20,7 @@ class InputSizes:
                  ) -> None:
         self.kind = kind
         self.clips = clips  # the control clips on the circular model on n (sedghi, tt clip): stride | n needed
-        self._sizes: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
+        self._sizes: weakref.WeakKeyDictionary[nn.Module, int | tuple[int, int]] = weakref.WeakKeyDictionary()
         self._warned: weakref.WeakSet[nn.Module] = weakref.WeakSet()
         self._seen: weakref.WeakKeyDictionary[nn.Module, tuple[int, int]] = weakref.WeakKeyDictionary()
         self._handles: list = []
@@ -37,8 +37,11 @@ class InputSizes:
             self._handles.append(conv.register_forward_pre_hook(functools.partial(self._hook, name)))
 
     def _hook(self, name: str, module: nn.Module, args: tuple) -> None:
-        """Record n = max(h, w) -- or nothing, with one warning per layer, when svbench's circular model does not
-        hold the layer's operator on this input (``control_problem``): the control steps then leave it alone."""
+        """Record the grid the control computes on -- (h, w) for circular padding (the circular conv on that grid;
+        an int for a square one), n = max(h, w) otherwise (the circular model on n' contains the zero-padded conv)
+        -- or nothing, with one warning per layer, when svbench's circular model does not hold the layer's operator
+        on this input (``control_problem``): the control steps then leave it alone."""
+        from svbench.functional.transfer import as_grid
         from svbench.methods.base import control_problem
 
         h, w = (int(v) for v in args[0].shape[-2:])
@@ -47,14 +50,15 @@ class InputSizes:
         self._seen[module] = (h, w)
         why = control_problem(module, h, w, clips=self.clips)
         if why is None:
-            self._sizes[module] = max(h, w)
+            circular = getattr(module, "padding_mode", "zeros") == "circular"
+            self._sizes[module] = as_grid((h, w)) if circular else max(h, w)
             return
         self._sizes.pop(module, None)
         if module not in self._warned:
             self._warned.add(module)
             warnings.warn(f"conv {name!r} on a {h}x{w} input is left out of the SV control: {why}", stacklevel=2)
 
-    def size_of(self, module: nn.Module) -> int | None:
+    def size_of(self, module: nn.Module) -> int | tuple[int, int] | None:
         return self._sizes.get(module)
 
     def convs(self, model: nn.Module) -> Iterator[tuple[str, nn.Module]]:

@@ -51,7 +51,7 @@ from svbench.methods.base import (
     control_source,
     conv_geometry,
     conv_inputs,
-    kernel_span,
+    kernel_fits,
     plain_convs,
     sv_weight,
     warn_left_out,
@@ -184,7 +184,7 @@ class SedghiMethod(Method):
         for name, conv in self._sizes.convs(model):
             n = self._sizes.size_of(conv)
             stride, padding, groups, dilation = conv_geometry(conv)
-            if n is None or kernel_span(conv) > n:
+            if n is None or not kernel_fits(conv, n):
                 continue
             t0 = time.perf_counter()
             res = sedghi_clip(

@@ -35,7 +35,7 @@ from svbench.functional.spectrum import (
     describe_backend,
     zero_padding_sigma_max_bound,
 )
-from svbench.functional.transfer import Grid, as_grid, grid_area, grid_div
+from svbench.functional.transfer import Grid, as_grid, grid_area, grid_div, grid_hw
 from svbench.functional.tt import compose_kernel, fold_cores, folded_cores, orthogonality_defect, tt_svd
 from svbench.methods.base import (
     METHODS,
@@ -44,6 +44,7 @@ from svbench.methods.base import (
     Method,
     check_circular_mode,
     control_source,
+    kernel_fits,
     seeded_conv,
     sv_weight,
     symmetric_padding,
@@ -450,9 +451,9 @@ def _mixing(r: int, gen: torch.Generator) -> Tensor:
     return torch.eye(r, dtype=torch.float64) + 0.3 * noise / math.sqrt(r)
 
 
-def _dense_control(conv: nn.Conv2d, n: int, cfg: TTConfig, report: bool = True) -> dict[str, Any] | None:
+def _dense_control(conv: nn.Conv2d, n: Grid, cfg: TTConfig, report: bool = True) -> dict[str, Any] | None:
     """The convs wrap() kept dense (first conv, ranks >= channels) get the same control on their full kernel."""
-    if conv.groups != 1 or conv.dilation[0] != 1 or max(conv.kernel_size) > n:
+    if conv.groups != 1 or conv.dilation[0] != 1 or not kernel_fits(conv, n):
         return None
     t0 = time.perf_counter()
     rep = _control_kernel(conv.weight, n, conv.stride[0], conv.padding_mode, cfg, report)
@@ -460,12 +461,12 @@ def _dense_control(conv: nn.Conv2d, n: int, cfg: TTConfig, report: bool = True) 
     return rep
 
 
-def _control_kernel(kernel: Tensor, n: int, stride: int, pad: str, cfg: TTConfig, report: bool = True
+def _control_kernel(kernel: Tensor, n: Grid, stride: int, pad: str, cfg: TTConfig, report: bool = True
                     ) -> dict[str, Any]:
     """Clip (Sedghi, then crop) or divide one conv kernel in place; with ``report``, measure the true sigma_max
     afterwards (an SV computation the control does not need; None without it)."""
     with torch.no_grad():
-        if cfg.control == "clip" and max(kernel.shape[-2:]) <= n:
+        if cfg.control == "clip" and all(k <= side for k, side in zip(kernel.shape[-2:], grid_hw(n))):
             res = sedghi_clip(kernel.detach(), n, cfg.target, stride, mode=cfg.clip_mode, padding=pad, measure=report)
             kernel.copy_(res.weight)
             before, after = res.sigma_max_before, res.sigma_max_after  # the pass measured both: no third SV run
@@ -478,7 +479,7 @@ def _control_kernel(kernel: Tensor, n: int, stride: int, pad: str, cfg: TTConfig
             "overshoot": None if after is None else after / cfg.target}
 
 
-def _core_sigma(core: Tensor, n: int, stride: int, padding: str) -> float:
+def _core_sigma(core: Tensor, n: Grid, stride: int, padding: str) -> float:
     if padding == "circular":
         return float(conv_sigma_max(core.detach(), n, stride))
     return float(zero_padding_sigma_max_bound(core.detach(), n, stride))
