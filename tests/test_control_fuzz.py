@@ -1,7 +1,7 @@
 """The control steps (``after_step``: sedghi clipping, gram rescaling, power division, tt) on seeded random small
 networks with odd layers -- non-square kernels, no padding or more padding than the model, strides, dilation,
-groups, zero or circular padding, grids that shrink to non-square ones, square and rectangular inputs -- against the dense float64 operator of
-each conv on the input it really sees:
+groups, zero or circular padding, grids that shrink to non-square ones, square and rectangular inputs -- against
+the dense float64 operator of each conv on the input it really sees:
 
 - a ``circular_exact@n`` report is the layer's true sigma_max; no report is below it;
 - after gram's rescaling every controlled conv is at most the target (the bound is a guarantee);

@@ -335,3 +335,38 @@ def test_network_task_on_a_rectangular_input(tmp_path):
     with pytest.raises(UserError, match=r"tasks\[0\]: input_shape must be \[C, H, W\]"):
         parse_suite({"name": "bad", "tasks": [{"name": "n", "kind": "network", "models": ["small_cnn"],
                                                 "input_shape": [3, 16]}]}, "test")
+
+
+def test_spectrum_of_tt_and_cayley_checkpoints_on_a_rectangular_input(tmp_path, monkeypatch):
+    """A checkpoint trained with ``tt``: each TT layer on its own h x w grid from ``--model`` (the folded core,
+    Theorem 1, zeros appended to the operator's count), against the TT layer's dense float64 operator. A Cayley
+    layer on a rectangular grid is refused in one line naming it (its operator is computed on square grids)."""
+    from svbench.checkpoint.spectrum import checkpoint_spectrum
+    from svbench.models.registry import MODELS
+
+    def net(in_channels=3, image_size=8, **_):
+        return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1, padding_mode="circular", bias=False),
+                             nn.Conv2d(8, 8, 3, stride=2, padding=1, padding_mode="circular", bias=False),
+                             nn.Conv2d(8, 6, 3, padding=1, padding_mode="circular", bias=False))
+
+    monkeypatch.setitem(MODELS._items, "rect_tt_net", net)
+    torch.manual_seed(8)
+    model = create_method("tt", rank=4).wrap(net())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    torch.save(model.state_dict(), tmp_path / "tt.pt")
+    spectra = {s.name: s for s in checkpoint_spectrum(tmp_path / "tt.pt", model="rect_tt_net",
+                                                      input_shape=(3, 6, 10))}
+    assert [spectra[n].kind for n in ("0", "1", "2")] == ["conv", "tt", "tt"]
+    assert (spectra["1"].n, spectra["2"].n) == ((6, 10), (3, 5))
+    for name, in_shape in (("1", (8, 6, 10)), ("2", (8, 3, 5))):
+        exact = oracle_singular_values(model[int(name)].double(), in_shape)
+        got = spectra[name].svs
+        assert got.shape == exact.shape and (got - exact).abs().max() <= 1e-5 * exact[0], name
+
+    cayley = create_method("cayley").wrap(net())
+    torch.save(cayley.state_dict(), tmp_path / "cayley.pt")
+    with pytest.raises(UserError, match=r"layer '0': a Cayley layer's operator is computed on square n x n grids; "
+                                        r"this one runs on 6x10"):
+        checkpoint_spectrum(tmp_path / "cayley.pt", model="rect_tt_net", input_shape=(3, 6, 10))
