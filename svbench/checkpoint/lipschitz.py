@@ -21,7 +21,6 @@ from torch import Tensor, nn
 
 from svbench.checkpoint.load import ConvEntry
 from svbench.errors import UserError, first_line
-from svbench.functional.transfer import as_grid
 
 
 @dataclass
@@ -40,18 +39,13 @@ def load_model(model_name: str, input_shape: tuple[int, int, int], state: dict[s
                convs: list[ConvEntry]) -> tuple[nn.Module | None, str | None]:
     """The architecture with the checkpoint's weights (CPU, eval), or (None, why it cannot hold them as they are).
     Conv weights a spectral_norm / weight_norm kept in parts are the eval weights ``find_convs`` rebuilt."""
-    from svbench.checkpoint.spectrum import _WEIGHT_PARTS, _shared_prefix, _torchvision_model, _without_weight_parts
-    from svbench.models import build_model
-    from svbench.models.torchvision_models import is_torchvision
+    from svbench.checkpoint.spectrum import _WEIGHT_PARTS, _shared_prefix, _without_weight_parts, named_model
 
     special = [e.name for e in convs if e.kind != "conv"]
     if special:
         return None, (f"{len(special)} TT / Cayley layer(s) ({', '.join(special[:3])}) that the plain {model_name!r} "
                       "cannot hold (a train task with certify: true records the bound of such a model)")
-    if is_torchvision(model_name):
-        model = _torchvision_model(model_name, state, input_shape[0])
-    else:
-        model = build_model(model_name, in_channels=input_shape[0], image_size=as_grid(tuple(input_shape[1:])))
+    model = named_model(model_name, input_shape, state)
     why = "its weights do not load"
     for prefix in dict.fromkeys(["", _shared_prefix(state)]):
         cut = len(prefix)

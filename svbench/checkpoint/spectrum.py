@@ -78,16 +78,11 @@ def _model_geometry(
     size agree: the geometry is the conv's (the hooks read shapes only)."""
     import warnings
 
-    from svbench.models import build_model
     from svbench.models.probe import probe_inputs
-    from svbench.models.torchvision_models import is_torchvision
 
     def fit(state: dict[str, Tensor], convs: list[ConvEntry]) -> tuple[nn.Module, list[str], list[str]]:
         with torch.device("meta"):  # shapes only: nothing is allocated, initialised or computed
-            if is_torchvision(model_name):
-                model = _torchvision_model(model_name, state, input_shape[0])
-            else:
-                model = build_model(model_name, in_channels=input_shape[0], image_size=as_grid(tuple(input_shape[1:])))
+            model = named_model(model_name, input_shape, state)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")  # meta: not copied
             return model, *_load_into(model, _layers_as_convs(model, state, convs))
@@ -120,6 +115,17 @@ def _model_geometry(
                             f"and one dilation per conv")
     return {prefix + name: (as_grid((int(shape[-2]), int(shape[-1]))), int(mod.stride[0]), mod.padding_mode,
                             int(mod.groups), int(mod.dilation[0])) for name, mod, shape in found}
+
+
+def named_model(model_name: str, input_shape: tuple[int, ...], state: dict[str, Tensor]) -> nn.Module:
+    """The architecture ``--model`` names for inputs of ``input_shape`` (C, H, W): svbench's registered model (its
+    head sized for H x W) or torchvision's (its classifier sized as the checkpoint's), on the current device."""
+    from svbench.models import build_model
+    from svbench.models.torchvision_models import is_torchvision
+
+    if is_torchvision(model_name):
+        return _torchvision_model(model_name, state, input_shape[0])
+    return build_model(model_name, in_channels=input_shape[0], image_size=as_grid(tuple(input_shape[1:])))
 
 
 def _shared_prefix(state: dict[str, Tensor]) -> str:
