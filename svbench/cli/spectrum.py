@@ -1,4 +1,4 @@
-"""``svbench spectrum CKPT [CKPT ...] --input-size N [--method sedghi] [--device cpu|cuda|auto] [--model NAME
+"""``svbench spectrum CKPT [CKPT ...] --input-size N|HxW [--method sedghi] [--device cpu|cuda|auto] [--model NAME
 --input-shape C,H,W [--no-lipschitz]] [--out DIR]``."""
 
 from __future__ import annotations
