@@ -31,6 +31,7 @@ from svbench.functional.lanes import resolve_streams, run_lanes
 from svbench.functional.spectrum import checked_svdvals
 from svbench.functional.transfer import (
     as_grid,
+    fits_grid,
     frequency_basis,
     from_transfer_matrices,
     grid_area,
@@ -185,9 +186,9 @@ def sedghi_clip(
 def _check_clip_args(weight: Tensor, n: int, target: float) -> None:
     if not target > 0:
         raise UserError(f"clip target must be > 0, got {target}")
-    h, w = grid_hw(n)
-    kh, kw = weight.shape[-2:]
-    if kh > h or kw > w:
+    if not fits_grid(weight.shape[-2:], n):
+        kh, kw = weight.shape[-2:]
+        h, w = grid_hw(n)
         raise UserError(f"cannot clip a {kh}x{kw} kernel for a {h}x{w} input: the kernel is larger than the input")
 
 

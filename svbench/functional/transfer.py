@@ -57,6 +57,12 @@ def grid_area(n: Grid) -> int:
     return h * w
 
 
+def fits_grid(sizes: tuple[int, int] | torch.Size, n: Grid) -> bool:
+    """Whether a kernel of (height, width) ``sizes`` (taps, or spans of a dilated kernel) fits the grid along each
+    axis: what a clip-and-crop pass and the control steps need."""
+    return all(int(k) <= side for k, side in zip(sizes, grid_hw(n)))
+
+
 def grid_text(n: Grid) -> str:
     """``n`` for a square grid, ``HxW`` otherwise (what tables and messages print)."""
     h, w = grid_hw(n)

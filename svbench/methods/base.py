@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from svbench._registry import Registry
 from svbench._validate import from_mapping, to_mapping
 from svbench.errors import UnsupportedShape
-from svbench.functional.transfer import Grid, as_grid, grid_hw
+from svbench.functional.transfer import Grid, as_grid, fits_grid, grid_hw
 
 Provides = Literal["all_svs", "upper_bound", "estimate", "orthogonal_layer", "none"]
 PROVIDES_HELP: dict[str, str] = {
@@ -559,7 +559,7 @@ def circular_view(layer: nn.Module) -> nn.Module:
 
 def kernel_fits(layer: nn.Module, n: Grid) -> bool:
     """Whether the layer's kernel span d (k - 1) + 1 fits the grid n (n x n, or (h, w)) along each axis."""
-    return all(span <= side for span, side in zip(kernel_spans(layer), grid_hw(n)))
+    return fits_grid(kernel_spans(layer), n)
 
 
 def kernel_span(conv: nn.Conv2d) -> int:

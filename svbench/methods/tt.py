@@ -35,7 +35,7 @@ from svbench.functional.spectrum import (
     describe_backend,
     zero_padding_sigma_max_bound,
 )
-from svbench.functional.transfer import Grid, as_grid, grid_area, grid_div, grid_hw
+from svbench.functional.transfer import Grid, as_grid, fits_grid, grid_area, grid_div
 from svbench.functional.tt import compose_kernel, fold_cores, folded_cores, orthogonality_defect, tt_svd
 from svbench.methods.base import (
     METHODS,
@@ -466,7 +466,7 @@ def _control_kernel(kernel: Tensor, n: Grid, stride: int, pad: str, cfg: TTConfi
     """Clip (Sedghi, then crop) or divide one conv kernel in place; with ``report``, measure the true sigma_max
     afterwards (an SV computation the control does not need; None without it)."""
     with torch.no_grad():
-        if cfg.control == "clip" and all(k <= side for k, side in zip(kernel.shape[-2:], grid_hw(n))):
+        if cfg.control == "clip" and fits_grid(kernel.shape[-2:], n):
             res = sedghi_clip(kernel.detach(), n, cfg.target, stride, mode=cfg.clip_mode, padding=pad, measure=report)
             kernel.copy_(res.weight)
             before, after = res.sigma_max_before, res.sigma_max_after  # the pass measured both: no third SV run
