@@ -271,27 +271,46 @@ def test_spectrum_with_model_reads_groups_and_dilation(tmp_path, capsys, monkeyp
 
 
 @pytest.mark.parametrize("conv,says", [
-    (dict(stride=(1, 2), padding=1), "stride (1, 2), dilation (1, 1) on a 8x8 grid"),
-    (dict(dilation=(1, 2), padding=(1, 2)), "stride (1, 1), dilation (1, 2) on a 8x8 grid"),
-])
-def test_spectrum_with_model_refuses_a_stride_or_dilation_that_differs_between_axes(tmp_path, capsys, monkeypatch,
-                                                                                     conv, says):
-    """The model's stride[0] / dilation[0] was taken for both axes: a (1, 2) stride gave the stride-1 operator's SVs
-    (192 for an operator that has 128). Now one line before anything is computed."""
+    (dict(stride=(1, 2), padding=1), ("| 8x4 | 1x2 (model hooks)", ",8x4,1x2,")),
+    (dict(dilation=(1, 2), padding=(1, 2)), ("d=1x2 | 8 | 1 (model hooks)", ",8,1,")),
+], ids=["stride", "dilation"])
+def test_spectrum_with_model_takes_a_stride_or_dilation_that_differs_between_axes(tmp_path, capsys, monkeypatch,
+                                                                                  conv, says):
+    """The model's stride[0] / dilation[0] was once taken for both axes (a (1, 2) stride gave the stride-1
+    operator's 192 SVs for an operator that has 128), then refused. Since session 18 computed: every SV against the
+    dense float64 operator of the model's conv, the stride / dilation printed per axis in the table and the CSV, and
+    the zero-padding bound at or above the zero-padded layer's sigma_max."""
     from torch import nn
 
+    from svbench.functional.oracle import oracle_singular_values
     from svbench.models.registry import MODELS
 
     def net(in_channels=3, image_size=8, **_):
-        return nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding_mode="circular", **conv))
+        return nn.Sequential(nn.Conv2d(in_channels, 4, 3, **conv), nn.Conv2d(4, 4, 3, padding_mode="circular",
+                                                                           **conv))
 
     monkeypatch.setitem(MODELS._items, "anisotropic_test_net", net)
+    torch.manual_seed(5)
+    model = net().double()
     path = tmp_path / "a.pt"
-    torch.save(net().state_dict(), path)
+    torch.save(model.state_dict(), path)
     code, _, err = _inproc(capsys, "spectrum", str(path), "--model", "anisotropic_test_net", "--input-shape", "3,8,8",
                            "--out", str(tmp_path / "o"))
-    assert code == 2 and f"conv '0' of model 'anisotropic_test_net' has {says}" in err
-    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+    assert code == 0, err
+    md = (tmp_path / "o" / "spectrum.md").read_text()
+    assert says[0] in md
+    rows: dict[str, list[float]] = {}
+    for line in (tmp_path / "o" / "spectrum.csv").read_text().splitlines()[1:]:
+        name, _, grid, stride, _, sigma = line.split(",")
+        rows.setdefault(name, []).append(float(sigma))
+        assert f",{grid},{stride}," == says[1] or name == "0"
+    second_grid = (4, 8, 4) if "stride" in conv else (4, 8, 8)
+    want = oracle_singular_values(model[1], second_grid)  # circular: the layer itself
+    got = torch.tensor(rows["1"], dtype=torch.float64)
+    assert got.shape == want.shape and (got - want).abs().max() <= 2e-6 * want[0]
+    zero_padded = float(oracle_singular_values(model[0], (3, 8, 8))[0])
+    bound = next(line for line in md.splitlines() if line.startswith("| 0 |")).split("|")[-2]
+    assert float(bound) >= zero_padded * (1 - 1e-6)
 
 
 def test_spectrum_with_model_gives_no_zero_padding_bound_to_reflect_padding(tmp_path, capsys, monkeypatch):

@@ -29,7 +29,18 @@ from svbench.checkpoint.load import ConvEntry, find_convs, load_state_dict
 from svbench.errors import UserError, first_line
 from svbench.functional.grouped import dense_equivalent_kernel
 from svbench.functional.spectrum import zero_padding_sigma_max_bound
-from svbench.functional.transfer import Grid, as_grid, check_circular_geometry, grid_area, grid_div, grid_text
+from svbench.functional.transfer import (
+    Grid,
+    Stride,
+    as_grid,
+    as_stride,
+    check_circular_geometry,
+    grid_area,
+    grid_div,
+    grid_text,
+    stride_hw,
+    stride_text,
+)
 from svbench.measure.env import device_name, resolve_device
 
 if TYPE_CHECKING:
@@ -46,14 +57,14 @@ class LayerSpectrum:
     kind: str
     shape: tuple[int, int, int, int]
     n: Grid  # the input grid: n (n x n) or (h, w)
-    stride: int
+    stride: Stride  # one int, or (s1, s2) per axis
     geometry_source: str  # "model hooks" or "assumed"
     padding: str
     svs: Tensor
     sigma_max_bound: float | None
     device: str = "cpu"  # where the SVs were computed
     groups: int = 1  # from the model's conv (with --model); a state dict alone does not record it
-    dilation: int = 1
+    dilation: Stride = 1
 
     @property
     def sigma_max(self) -> float:
@@ -108,13 +119,8 @@ def _model_geometry(
         shape = ",".join(map(str, input_shape))
         raise UserError(f"model {model_name!r} does not run on a {shape} input ({first_line(e)}); pass the "
                         f"--input-shape it was trained on") from None
-    for name, mod, shape in found:
-        if len(set(mod.stride)) > 1 or len(set(mod.dilation)) > 1:
-            raise UserError(f"conv {name!r} of model {model_name!r} has stride {tuple(mod.stride)}, dilation "
-                            f"{tuple(mod.dilation)} on a {shape[-2]}x{shape[-1]} grid; spectrum computes one stride "
-                            f"and one dilation per conv")
-    return {prefix + name: (as_grid((int(shape[-2]), int(shape[-1]))), int(mod.stride[0]), mod.padding_mode,
-                            int(mod.groups), int(mod.dilation[0])) for name, mod, shape in found}
+    return {prefix + name: (as_grid((int(shape[-2]), int(shape[-1]))), as_stride(mod.stride), mod.padding_mode,
+                            int(mod.groups), as_stride(mod.dilation)) for name, mod, shape in found}
 
 
 def named_model(model_name: str, input_shape: tuple[int, ...], state: dict[str, Tensor]) -> nn.Module:
@@ -156,8 +162,9 @@ def _torchvision_model(name: str, state: dict[str, Tensor], in_channels: int) ->
 
 def _stands_for(e: ConvEntry, conv: nn.Module | None) -> bool:
     """Whether the TT or Cayley layer ``e`` of a checkpoint is what a method made of the model's ``conv``."""
-    if not (isinstance(conv, nn.Conv2d) and conv.groups == 1 and conv.dilation[0] == 1
-            and conv.out_channels == e.c_out and len(set(conv.kernel_size)) == 1):
+    if not (isinstance(conv, nn.Conv2d) and conv.groups == 1 and as_stride(conv.dilation) == 1
+            and isinstance(as_stride(conv.stride), int) and conv.out_channels == e.c_out
+            and len(set(conv.kernel_size)) == 1):
         return False
     k, s = conv.kernel_size[0], conv.stride[0]
     if e.kind == "tt":
@@ -226,18 +233,20 @@ def spectrum_method(method: str) -> Method:
     return m
 
 
-def layer_spectrum(entry: ConvEntry, n: Grid, stride: int, method: str = "sedghi", padding: str = "zeros",
-                   device: torch.device | str = "cpu", groups: int = 1, dilation: int = 1) -> Tensor:
-    """All SVs (descending, zeros included, float64 on the CPU) of the circular operator of this conv on n x n,
-    computed on ``device``; a grouped or dilated conv (known from a model) as that operator; a Cayley layer as its
-    implemented orthogonal operator (whatever ``method``: it is no conv with its stored weight)."""
+def layer_spectrum(entry: ConvEntry, n: Grid, stride: Stride, method: str = "sedghi", padding: str = "zeros",
+                   device: torch.device | str = "cpu", groups: int = 1, dilation: Stride = 1) -> Tensor:
+    """All SVs (descending, zeros included, float64 on the CPU) of the circular operator of this conv on n x n (or
+    h x w), computed on ``device``; a grouped or dilated conv (known from a model) as that operator, strides and
+    dilations per axis too; a Cayley layer as its implemented orthogonal operator (whatever ``method``: it is no
+    conv with its stored weight)."""
     if entry.kind == "cayley":
         return _cayley_spectrum(entry, n, stride, device)
     m = spectrum_method(method)
     kh, kw = entry.kernel.shape[-2:]
     from svbench.methods.base import model_padding
 
-    spans = (dilation * (kh - 1) + 1, dilation * (kw - 1) + 1)
+    d1, d2 = stride_hw(dilation)
+    spans = (d1 * (kh - 1) + 1, d2 * (kw - 1) + 1)
     check_circular_geometry(max(spans), n, stride)
     conv = nn.Conv2d(entry.kernel.shape[1] * groups, entry.kernel.shape[0], (kh, kw), stride=stride, bias=False,
                      padding=model_padding(spans, stride),
@@ -285,7 +294,8 @@ class SpectrumPlan:
     """What :func:`compute_spectrum` will do: every conv of a checkpoint with the geometry it is evaluated on, each
     already checked (finite weights, a grid the layer fits), so a bad layer is said before any SV is computed."""
 
-    layers: list[tuple[ConvEntry, Grid, int, str, int, int, str]]  # entry, n, stride, padding, groups, dilation, source
+    # entry, n, stride, padding, groups, dilation, source
+    layers: list[tuple[ConvEntry, Grid, Stride, str, int, Stride, str]]
     method: str
     device: torch.device
     # with --model: the architecture holding the checkpoint's weights, for its certified Lipschitz bound
@@ -350,11 +360,12 @@ def plan_spectrum(
     return plan
 
 
-def _check_geometry(entry: ConvEntry, n: Grid, stride: int, dilation: int) -> None:
+def _check_geometry(entry: ConvEntry, n: Grid, stride: Stride, dilation: Stride) -> None:
     if entry.kind == "cayley":
         _cayley_geometry(entry, n, stride)
     else:
-        check_circular_geometry(dilation * (max(entry.kernel.shape[-2:]) - 1) + 1, n, stride)
+        spans = [d * (k - 1) + 1 for d, k in zip(stride_hw(dilation), entry.kernel.shape[-2:])]
+        check_circular_geometry(max(spans), n, stride)
 
 
 def compute_spectrum(plan: SpectrumPlan, into: list[LayerSpectrum] | None = None) -> list[LayerSpectrum]:
@@ -415,7 +426,7 @@ def write_spectrum(spectra: list[LayerSpectrum], out_dir: str | Path, incomplete
             w.writerow(["layer", "kind", "n", "stride", "index", "sigma"])
             for s in spectra:
                 for i, v in enumerate(s.svs.tolist()):
-                    w.writerow([s.name, s.kind, grid_text(s.n), s.stride, i, repr(v)])
+                    w.writerow([s.name, s.kind, grid_text(s.n), stride_text(s.stride), i, repr(v)])
         md_path.write_text(spectrum_markdown(spectra, incomplete))
         png = spectrum_per_layer([(sp.name, sp.svs.double().cpu().numpy(), sp.sigma_max_bound) for sp in spectra],
                                  title=f"INCOMPLETE: {incomplete}" if incomplete else "")
@@ -477,7 +488,7 @@ def depthwise_note(spectra: list[LayerSpectrum]) -> str | None:
 
 
 def _grouping(s: LayerSpectrum) -> str:
-    return (f" g={s.groups}" if s.groups > 1 else "") + (f" d={s.dilation}" if s.dilation > 1 else "")
+    return (f" g={s.groups}" if s.groups > 1 else "") + (f" d={stride_text(s.dilation)}" if s.dilation != 1 else "")
 
 
 def spectrum_markdown(spectra: list[LayerSpectrum], incomplete: str | None = None) -> str:
@@ -507,7 +518,8 @@ def spectrum_markdown(spectra: list[LayerSpectrum], incomplete: str | None = Non
         cond = "inf" if s.condition == float("inf") else f"{s.condition:.4g}"
         bound = "—" if s.sigma_max_bound is None else f"{s.sigma_max_bound:.6g}"
         lines.append(
-            f"| {s.name} | {s.kind} | {s.shape}{_grouping(s)} | {grid_text(s.n)} | {s.stride} ({s.geometry_source}) | "
+            f"| {s.name} | {s.kind} | {s.shape}{_grouping(s)} | {grid_text(s.n)} | {stride_text(s.stride)} "
+            f"({s.geometry_source}) | "
             f"{s.padding} | {s.svs.numel()} | {s.sigma_max:.6g} | {s.sigma_min:.4g} | {cond} | {bound} |"
         )
     return "\n".join(lines) + "\n"

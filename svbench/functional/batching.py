@@ -33,11 +33,13 @@ from svbench.errors import UserError
 from svbench.functional.spectrum import taps_chunk
 from svbench.functional.transfer import (
     Grid,
+    Stride,
     compact_polyphase_kernel,
     frequency_free_columns,
     frequency_free_matrix,
     grid_area,
     grid_div,
+    stride_area,
     transfer_matrices_at,
     unique_frequencies,
 )
@@ -93,8 +95,9 @@ class Part:
 
 
 def plan_calls(
-    layers: list[tuple[Tensor, int, int, int]], route_of: Callable[[int, int, torch.device], tuple[str, str | None]],
-    *, chunk: int | None = None, pieces: int | None = None, merge: str = "grids",
+    layers: list[tuple[Tensor, Grid, Stride, int]],
+    route_of: Callable[[int, int, torch.device], tuple[str, str | None]], *, chunk: int | None = None,
+    pieces: int | None = None, merge: str = "grids",
 ) -> tuple[list[Group], list[list[Part]]]:
     """(kernel, n, stride, groups) per layer -> the groups and the solver calls (lists of parts) that cover them.
 
@@ -109,7 +112,7 @@ def plan_calls(
         cols = frequency_free_columns(w, s)
         if cols is not None:
             free[i] = cols
-        q = w.shape[1] * s * s if cols is None else cols.numel()
+        q = w.shape[1] * stride_area(s) if cols is None else cols.numel()
         # frequency-free layers group by what sets their columns too (c_in, kernel size, stride)
         how = None if cols is None else (w.shape[1], *w.shape[-2:], s)
         keyed[(w.shape[0], q, grid_div(n, s), g, w.dtype, w.device, how)].append(i)
@@ -124,7 +127,7 @@ def plan_calls(
             freqs, mult = freqs[:1], torch.full_like(mult[:1], grid_area(m))
             taps = [frequency_free_matrix(*layers[i][:3])[:, :, None, None] for i in idxs]
             group = Group(idxs, taps, m, g, c_out // g, q, freqs, mult, cols, layers[idxs[0]][0].shape[1] *
-                          layers[idxs[0]][2] ** 2)
+                          stride_area(layers[idxs[0]][2]))
         else:
             taps = [compact_polyphase_kernel(*layers[i][:3]) for i in idxs]
             group = Group(idxs, taps, m, g, c_out // g, q, freqs, mult)

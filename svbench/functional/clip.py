@@ -30,6 +30,8 @@ from svbench.functional.grouped import dilate_kernel, layer_sigma_max
 from svbench.functional.lanes import resolve_streams, run_lanes
 from svbench.functional.spectrum import checked_svdvals
 from svbench.functional.transfer import (
+    Grid,
+    Stride,
     as_grid,
     fits_grid,
     frequency_basis,
@@ -37,6 +39,7 @@ from svbench.functional.transfer import (
     grid_area,
     grid_div,
     grid_hw,
+    stride_hw,
     transfer_matrices,
     unpolyphase_kernel,
 )
@@ -146,15 +149,15 @@ def _svd(a: Tensor, driver: str | None) -> tuple[Tensor, Tensor, Tensor]:
 
 def sedghi_clip(
     weight: Tensor,
-    n: int,
+    n: Grid,
     target: float,
-    stride: int = 1,
+    stride: Stride = 1,
     *,
     mode: ClipMode = "clip",
     padding: str = "circular",
     route: str = "auto",
     groups: int = 1,
-    dilation: int = 1,
+    dilation: Stride = 1,
     driver: str | None = None,
     pieces: int | None = None,
     measure: bool = True,
@@ -193,8 +196,8 @@ def _check_clip_args(weight: Tensor, n: int, target: float) -> None:
 
 
 def clip_kernel(
-    weight: Tensor, n: int, target: float, stride: int = 1, *, mode: ClipMode = "clip", route: str = "auto",
-    chunk: int | None = None, groups: int = 1, dilation: int = 1, driver: str | None = None,
+    weight: Tensor, n: Grid, target: float, stride: Stride = 1, *, mode: ClipMode = "clip", route: str = "auto",
+    chunk: int | None = None, groups: int = 1, dilation: Stride = 1, driver: str | None = None,
     pieces: int | None = None,
 ) -> Tensor:
     """The clipped-and-cropped (c_out, c_in, k, k) kernel of one Sedghi pass (see the module docstring).
@@ -210,9 +213,9 @@ def clip_kernel(
 
 
 def clip_kernels(
-    layers: list[tuple[Tensor, int, int, int, int]], target: float, *, mode: ClipMode = "clip", route: str = "auto",
-    chunk: int | None = None, driver: str | None = None, pieces: int | None = None, merge: str = "grids",
-    streams: int | None = 1, split: bool = False, sigma_before: list[float] | None = None,
+    layers: list[tuple[Tensor, Grid, Stride, int, Stride]], target: float, *, mode: ClipMode = "clip",
+    route: str = "auto", chunk: int | None = None, driver: str | None = None, pieces: int | None = None,
+    merge: str = "grids", streams: int | None = 1, split: bool = False, sigma_before: list[float] | None = None,
 ) -> list[Tensor]:
     """:func:`clip_kernel` of many layers, (weight, n, stride, groups, dilation) each, with the matrices of layers of
     one transfer shape clipped in as few solver calls as ``merge`` allows (:mod:`svbench.functional.batching`: on
@@ -279,11 +282,12 @@ def clip_kernels(
         p, q, t1, t2 = taps.shape
         d = delta[i].reshape(t1, t2, p, q).permute(2, 3, 0, 1) / grid_area(grid_div(n, stride))
         full = unpolyphase_kernel(taps - d, dil.shape[1], stride)
-        out.append(full[:, :, : dil.shape[2] : dilation, : dil.shape[3] : dilation].contiguous())
+        d1, d2 = stride_hw(dilation)
+        out.append(full[:, :, : dil.shape[2] : d1, : dil.shape[3] : d2].contiguous())
     return out
 
 
-def clip_kernel_naive(weight: Tensor, n: int, target: float, stride: int = 1, *, mode: ClipMode = "clip") -> Tensor:
+def clip_kernel_naive(weight: Tensor, n: Grid, target: float, stride: Stride = 1, *, mode: ClipMode = "clip") -> Tensor:
     """Textbook Sedghi pass: full ``fft2`` of the n x n kernel, SVD of all m^2 matrices, ``ifft2``, crop."""
     _check_clip_args(weight, n, target)
     n = as_grid(n)

@@ -30,7 +30,14 @@ from torch import Tensor
 
 from svbench.errors import UnsupportedShape, UserError
 from svbench.functional.gram_triton import fused_gram_step, triton_available
-from svbench.functional.transfer import frequency_basis, grid_text, transfer_matrices_at, unique_frequency_taps
+from svbench.functional.transfer import (
+    Grid,
+    Stride,
+    frequency_basis,
+    grid_text,
+    transfer_matrices_at,
+    unique_frequency_taps,
+)
 
 PRODUCTS = ("auto", "real", "complex", "3xtf32", "triton")
 # ``auto`` on a CPU: real products from this Gram side on. Measured on this project's CPU, 1 thread, the two forms
@@ -352,7 +359,7 @@ def _scale(g: Tensor, factor: Tensor) -> Tensor:
 FIRSTS = ("auto", "kernel", "transfer")
 
 
-def gram_iteration_bound(weight: Tensor, n: int, stride: int = 1, iters: int = 6, *, products: str = "auto",
+def gram_iteration_bound(weight: Tensor, n: Grid, stride: Stride = 1, iters: int = 6, *, products: str = "auto",
                          screen: str = "auto", first: str = "auto") -> Tensor:
     """Upper bound on sigma_max of the circular conv on n x n (stride by polyphase). Differentiable (autograd);
     ``screen``: see :func:`gram_iteration_max` (same value); ``first``: how the first product is formed
@@ -361,7 +368,7 @@ def gram_iteration_bound(weight: Tensor, n: int, stride: int = 1, iters: int = 6
     return _bound_from_taps(taps[None], m, idx, iters, products, screen, first)[0]
 
 
-def gram_iteration_bound_batched(weights: Tensor, n: int, stride: int = 1, iters: int = 6, *,
+def gram_iteration_bound_batched(weights: Tensor, n: Grid, stride: Stride = 1, iters: int = 6, *,
                                  products: str = "auto", screen: str = "auto", first: str = "auto") -> Tensor:
     """Bounds for L layers of one shape at once: weights (L, c_out, c_in, k, k) -> (L,)."""
     taps = [unique_frequency_taps(w, n, stride) for w in weights]
@@ -369,7 +376,7 @@ def gram_iteration_bound_batched(weights: Tensor, n: int, stride: int = 1, iters
     return _bound_from_taps(torch.stack([t[0] for t in taps]), m, idx, iters, products, screen, first)
 
 
-def gram_iteration_bound_grouped(weight: Tensor, n: int, stride: int = 1, groups: int = 1, iters: int = 6, *,
+def gram_iteration_bound_grouped(weight: Tensor, n: Grid, stride: Stride = 1, groups: int = 1, iters: int = 6, *,
                                  products: str = "auto", screen: str = "auto", first: str = "auto") -> Tensor:
     """Upper bound on sigma_max of a grouped circular conv, weight (c_out, c_in / g, k, k): its transfer matrices are
     the g blocks stacked, cut apart here and iterated as one batch; sigma_max is the largest block's."""
@@ -520,7 +527,7 @@ def _sum_by_offset(pairs: Tensor, t: int, *, gather: bool) -> Tensor:
     return padded[:, table.reshape(-1)].view(b, width * width, most, r).sum(2)
 
 
-def _unique_transfer(weight: Tensor, n: int, stride: int) -> Tensor:
+def _unique_transfer(weight: Tensor, n: Grid, stride: Stride) -> Tensor:
     """Transfer matrices at one frequency per conjugate pair (conjugates have the same norm): half the work."""
     taps, m, idx, _ = unique_frequency_taps(weight, n, stride)
     return transfer_matrices_at(taps, m, idx)

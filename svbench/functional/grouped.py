@@ -22,15 +22,18 @@ from torch import Tensor
 from svbench.errors import UserError
 from svbench.functional.network import batched_conv_singular_values
 from svbench.functional.spectrum import conv_sigma_max, zero_padding_bound_size, zero_padding_sigma_max_bound
+from svbench.functional.transfer import Grid, Stride, stride_hw
 
 
-def dilate_kernel(weight: Tensor, dilation: int) -> Tensor:
-    """(c_out, c_in, k, k) taps -> the equivalent undilated kernel of size d (k - 1) + 1 (zeros between taps)."""
+def dilate_kernel(weight: Tensor, dilation: Stride) -> Tensor:
+    """(c_out, c_in, k, k) taps -> the equivalent undilated kernel of size d (k - 1) + 1 (zeros between taps); a
+    dilation (d1, d2) spreads each axis by its own."""
     if dilation == 1:
         return weight
+    d1, d2 = stride_hw(dilation)
     c_out, c_in, kh, kw = weight.shape
-    out = weight.new_zeros(c_out, c_in, dilation * (kh - 1) + 1, dilation * (kw - 1) + 1)
-    out[..., ::dilation, ::dilation] = weight
+    out = weight.new_zeros(c_out, c_in, d1 * (kh - 1) + 1, d2 * (kw - 1) + 1)
+    out[..., ::d1, ::d2] = weight
     return out
 
 
@@ -42,7 +45,7 @@ def group_kernels(weight: Tensor, groups: int) -> Tensor:
     return weight.reshape(groups, c_out // groups, *weight.shape[1:])
 
 
-def dense_equivalent_kernel(weight: Tensor, groups: int = 1, dilation: int = 1) -> Tensor:
+def dense_equivalent_kernel(weight: Tensor, groups: int = 1, dilation: Stride = 1) -> Tensor:
     """The ungrouped, undilated kernel (c_out, c_in, span, span) of the same operator (block diagonal in channels)."""
     blocks = group_kernels(dilate_kernel(weight, dilation), groups)
     g, co, ci = blocks.shape[:3]
@@ -54,7 +57,7 @@ def dense_equivalent_kernel(weight: Tensor, groups: int = 1, dilation: int = 1) 
     return out
 
 
-def grouped_from_dense(kernel: Tensor, groups: int = 1, dilation: int = 1) -> Tensor:
+def grouped_from_dense(kernel: Tensor, groups: int = 1, dilation: Stride = 1) -> Tensor:
     """Inverse of :func:`dense_equivalent_kernel` on its image: the diagonal blocks (c_out, c_in / g, ...) of a
     block-diagonal kernel, then the taps on the dilation lattice. On any other kernel it is the orthogonal projection
     onto the kernels the grouped, dilated layer can implement (what Sedghi's crop is for a plain conv)."""
@@ -62,11 +65,12 @@ def grouped_from_dense(kernel: Tensor, groups: int = 1, dilation: int = 1) -> Te
     co, ci = c_out // groups, c_in // groups
     blocks = [kernel[j * co : (j + 1) * co, j * ci : (j + 1) * ci] for j in range(groups)]
     out = blocks[0] if groups == 1 else torch.cat(blocks)
-    return out[..., ::dilation, ::dilation].contiguous()
+    d1, d2 = stride_hw(dilation)
+    return out[..., ::d1, ::d2].contiguous()
 
 
 def grouped_conv_singular_values(
-    weight: Tensor, n: int, stride: int = 1, *, groups: int = 1, dilation: int = 1, backend: str = "auto",
+    weight: Tensor, n: Grid, stride: Stride = 1, *, groups: int = 1, dilation: Stride = 1, backend: str = "auto",
     driver: str | None = None, pieces: int | None = None,
 ) -> Tensor:
     """All (n/s)^2 min(c_out, c_in s^2) SVs of the grouped, dilated circular conv on n x n, descending. Exact.
@@ -78,7 +82,8 @@ def grouped_conv_singular_values(
                                            driver=driver, pieces=pieces)[0]
 
 
-def layer_sigma_max(weight: Tensor, n: int, stride: int, padding: str, groups: int = 1, dilation: int = 1) -> float:
+def layer_sigma_max(weight: Tensor, n: Grid, stride: Stride, padding: str, groups: int = 1, dilation: Stride = 1
+                    ) -> float:
     """The TRUE sigma_max a control report quotes: exact circular sigma_max on n, or for zero padding the
     guaranteed bound (circular sigma_max on n' = s ceil((n + span - 1) / s)); grouped / dilated convs by their blocks'
     SVs."""
@@ -94,7 +99,7 @@ def layer_sigma_max(weight: Tensor, n: int, stride: int, padding: str, groups: i
 
 
 def grouped_network_singular_values(
-    layers: list[tuple[Tensor, int, int, int, int]], *, backend: str = "auto", driver: str | None = None,
+    layers: list[tuple[Tensor, Grid, Stride, int, Stride]], *, backend: str = "auto", driver: str | None = None,
     pieces: int | None = None, merge: str = "grids", streams: int | None = 1, split: bool = False,
 ) -> list[Tensor]:
     """(weight, n, stride, groups, dilation) per layer -> all SVs of each; the blocks of every layer of one transfer

@@ -14,10 +14,11 @@ from torch import Tensor
 from svbench.functional.batching import call_cost, call_matrices, plan_calls, split_call, split_for_lanes
 from svbench.functional.lanes import resolve_streams, run_lanes
 from svbench.functional.spectrum import expand_multiset, matrix_singular_values, resolve_backend
+from svbench.functional.transfer import Grid, Stride
 
 
 def batched_conv_singular_values(
-    layers: list[tuple[Tensor, int, int]] | list[tuple[Tensor, int, int, int]], *, backend: str = "auto",
+    layers: list[tuple[Tensor, Grid, Stride]] | list[tuple[Tensor, Grid, Stride, int]], *, backend: str = "auto",
     driver: str | None = None, chunk: int | None = None, pieces: int | None = None, merge: str = "grids",
     streams: int | None = 1, split: bool = False,
 ) -> list[Tensor]:

@@ -18,9 +18,10 @@ def _pair(padding: int | tuple[int, int]) -> tuple[int, int]:
     return (padding, padding) if isinstance(padding, int) else (int(padding[0]), int(padding[1]))
 
 
-def conv_forward(x: Tensor, weight: Tensor, stride: int, padding: int | tuple[int, int], padding_mode: str,
-                 dilation: int = 1, groups: int = 1) -> Tensor:
-    """The conv T on x; ``padding``: one int for every side, or (height, width), each applied on both ends."""
+def conv_forward(x: Tensor, weight: Tensor, stride: int | tuple[int, int], padding: int | tuple[int, int],
+                 padding_mode: str, dilation: int | tuple[int, int] = 1, groups: int = 1) -> Tensor:
+    """The conv T on x; ``padding``: one int for every side, or (height, width), each applied on both ends; stride
+    and dilation: one int, or one per axis."""
     ph, pw = _pair(padding)
     if padding_mode == "circular":
         x = F.pad(x, (pw, pw, ph, ph), mode="circular")
@@ -29,24 +30,25 @@ def conv_forward(x: Tensor, weight: Tensor, stride: int, padding: int | tuple[in
 
 
 def conv_adjoint(
-    y: Tensor, weight: Tensor, n: int | tuple[int, int], stride: int, padding: int | tuple[int, int],
-    padding_mode: str, dilation: int = 1, groups: int = 1,
+    y: Tensor, weight: Tensor, n: int | tuple[int, int], stride: int | tuple[int, int], padding: int | tuple[int, int],
+    padding_mode: str, dilation: int | tuple[int, int] = 1, groups: int = 1,
 ) -> Tensor:
-    """T^* y for the conv T of :func:`conv_forward` on n x n (or (h, w)) inputs (kernels and paddings may differ per
-    axis)."""
+    """T^* y for the conv T of :func:`conv_forward` on n x n (or (h, w)) inputs (kernels, paddings, strides and
+    dilations may differ per axis)."""
     ph, pw = _pair(padding)
     h, w = _pair(n)
-    spans = [dilation * (k - 1) + 1 for k in weight.shape[-2:]]
+    strides = _pair(stride)
+    spans = [d * (k - 1) + 1 for d, k in zip(_pair(dilation), weight.shape[-2:])]
     outs = y.shape[-2:]
     if padding_mode == "circular":
         full = (h + 2 * ph, w + 2 * pw)
-        op = tuple(f - ((m - 1) * stride + sp) for f, m, sp in zip(full, outs, spans))
+        op = tuple(f - ((m - 1) * s + sp) for f, m, s, sp in zip(full, outs, strides, spans))
         z = F.conv_transpose2d(y, weight, None, stride, 0, op, groups, dilation)
         rows = (torch.arange(full[0], device=y.device) - ph) % h
         cols = (torch.arange(full[1], device=y.device) - pw) % w
         out = z.new_zeros(*z.shape[:-2], h, full[1]).index_add_(-2, rows, z)
         return out.new_zeros(*z.shape[:-2], h, w).index_add_(-1, cols, out)
-    op = tuple(side - ((m - 1) * stride - 2 * p + sp) for side, m, p, sp in zip((h, w), outs, (ph, pw), spans))
+    op = tuple(side - ((m - 1) * s - 2 * p + sp) for side, m, s, p, sp in zip((h, w), outs, strides, (ph, pw), spans))
     return F.conv_transpose2d(y, weight, None, stride, (ph, pw), op, groups, dilation)
 
 
@@ -54,10 +56,10 @@ def conv_power_iteration(
     weight: Tensor,
     u: Tensor,
     *,
-    stride: int = 1,
+    stride: int | tuple[int, int] = 1,
     padding: int | tuple[int, int] = 0,
     padding_mode: str = "zeros",
-    dilation: int = 1,
+    dilation: int | tuple[int, int] = 1,
     iters: int = 1,
     groups: int = 1,
 ) -> tuple[Tensor, Tensor]:

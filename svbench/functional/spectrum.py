@@ -43,9 +43,13 @@ from svbench.errors import UserError
 from svbench.functional.lanes import run_lanes
 from svbench.functional.transfer import (
     Grid,
+    Stride,
     as_grid,
+    as_stride,
     grid_hw,
     rfft_multiplicity,
+    stride_area,
+    stride_hw,
     transfer_matrices,
     transfer_matrices_at,
     unique_frequency_taps,
@@ -280,7 +284,7 @@ def frobenius_mismatch(a: Tensor, s: Tensor, rtol: float = _FROBENIUS_RTOL) -> T
 def frequency_singular_values(
     weight: Tensor,
     n: Grid,
-    stride: int = 1,
+    stride: Stride = 1,
     *,
     backend: str = "auto",
     real_fft: bool = True,
@@ -302,7 +306,7 @@ def expand_rfft(per_freq: Tensor, m: int) -> Tensor:
 def unique_frequency_singular_values(
     weight: Tensor,
     n: Grid,
-    stride: int = 1,
+    stride: Stride = 1,
     *,
     backend: str = "auto",
     driver: str | None = None,
@@ -338,7 +342,7 @@ def expand_multiset(per_freq: Tensor, mult: Tensor) -> Tensor:
 def conv_singular_values(
     weight: Tensor,
     n: Grid,
-    stride: int = 1,
+    stride: Stride = 1,
     *,
     backend: str = "auto",
     real_fft: bool = True,
@@ -364,7 +368,7 @@ def conv_singular_values(
 
 
 def conv_sigma_max(
-    weight: Tensor, n: Grid, stride: int = 1, *, backend: str = "auto", driver: str | None = None
+    weight: Tensor, n: Grid, stride: Stride = 1, *, backend: str = "auto", driver: str | None = None
 ) -> Tensor:
     """sigma_max of the circular conv on n x n (exact; one frequency per conjugate pair is enough).
 
@@ -372,28 +376,28 @@ def conv_sigma_max(
     than the float64 SVD): the Gram route loses digits on SVs near zero only; its sigma_max is accurate to ~1e-15
     relative. (For all SVs, ``auto`` gives 64-bit input the float64 SVD.)"""
     if backend == "auto" and weight.dtype == torch.float64:
-        route, _ = resolve_backend("auto", weight.shape[0], weight.shape[1] * stride * stride, weight.device)
+        route, _ = resolve_backend("auto", weight.shape[0], weight.shape[1] * stride_area(stride), weight.device)
         backend = "eigh64" if route == "eigh64" else backend
     per, _ = unique_frequency_singular_values(weight, n, stride, backend=backend, driver=driver)
     return per[..., 0].max()
 
 
-def zero_padding_bound_size(n: Grid, k: int, stride: int) -> Grid:
+def zero_padding_bound_size(n: Grid, k: int, stride: Stride) -> Grid:
     """Grid n' on which the circular sigma_max bounds a zero-padded layer on n: s * ceil((n + k - 1) / s) (on an
-    h x w grid, each side so).
+    h x w grid, or with a stride (s1, s2), each side so with its own stride).
 
     For stride 1 this is n + k - 1: the zero-padded operator is a restriction of the circular one on n'
     (no window wraps), so sigma_1^zero(n) <= sigma_1^circ(n'). The circular value at n itself is NOT a bound
     (methods.md section 1.2; see the Laplacian test).
     """
-    if not isinstance(as_grid(n), int):
-        return as_grid(tuple(zero_padding_bound_size(side, k, stride) for side in grid_hw(n)))
+    if not isinstance(as_grid(n), int) or not isinstance(as_stride(stride), int):
+        return as_grid(tuple(zero_padding_bound_size(side, k, s) for side, s in zip(grid_hw(n), stride_hw(stride))))
     span = as_grid(n) + k - 1
     return stride * -(-span // stride)
 
 
 def zero_padding_sigma_max_bound(
-    weight: Tensor, n: Grid, stride: int = 1, *, backend: str = "auto", driver: str | None = None
+    weight: Tensor, n: Grid, stride: Stride = 1, *, backend: str = "auto", driver: str | None = None
 ) -> Tensor:
     """A guaranteed upper bound on sigma_max of the zero-padded conv on n: the circular sigma_max on n'."""
     k = max(weight.shape[-2:])

@@ -13,9 +13,10 @@ Kernels larger than the grid (k > n) are folded: taps are summed modulo n, which
 layer really applies. ``fft2(W, s=(n, n))`` would trim them instead, which is wrong.
 
 Grids: ``n`` is an int (an n x n grid) or a pair (h, w) for a rectangular grid (e.g. a spectrogram CNN); the stride
-is one int for both axes. Everything above holds per axis: m = (h / s, w / s) frequencies, rfft along the width,
-phases 2 pi (w1 u / m1 + w2 v / m2). A square pair (n, n) is the int n, so square grids take exactly the code (and
-values) they always did.
+is an int or a pair (s1, s2) too (a (1, 2) stride halves the width only). Everything above holds per axis:
+m = (h / s1, w / s2) frequencies, c_in s1 s2 polyphase inputs, rfft along the width, phases
+2 pi (w1 u / m1 + w2 v / m2). A square pair (n, n) or (s, s) is the int, so square grids and strides take exactly the
+code (and values) they always did.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch import Tensor
 from svbench.errors import UserError
 
 Grid = int | tuple[int, int]  # an n x n grid, or (height, width)
+Stride = int | tuple[int, int]  # one stride for both axes, or (along the height, along the width)
 
 
 def grid_hw(n: Grid) -> tuple[int, int]:
@@ -45,10 +47,38 @@ def as_grid(n: Grid) -> Grid:
     return h if h == w else (h, w)
 
 
-def grid_div(n: Grid, stride: int) -> Grid:
-    """The grid of a stride-s conv's outputs (canonical): (h / s, w / s)."""
+def stride_hw(stride: Stride) -> tuple[int, int]:
+    """(along the height, along the width) of a stride (or dilation) given as an int or a pair."""
+    if not isinstance(stride, tuple | list):
+        return int(stride), int(stride)
+    if len(stride) != 2:
+        raise UserError(f"a stride is s or (s_height, s_width); got {tuple(stride)}")
+    return int(stride[0]), int(stride[1])
+
+
+def as_stride(stride: Stride) -> Stride:
+    """The canonical form of a stride (or dilation): the int s when both axes agree, (s1, s2) otherwise."""
+    s1, s2 = stride_hw(stride)
+    return s1 if s1 == s2 else (s1, s2)
+
+
+def stride_area(stride: Stride) -> int:
+    """s1 s2: how many polyphase inputs one input channel gives."""
+    s1, s2 = stride_hw(stride)
+    return s1 * s2
+
+
+def stride_text(stride: Stride) -> str:
+    """``s`` for one stride on both axes, ``s1xs2`` otherwise (what tables and messages print)."""
+    s1, s2 = stride_hw(stride)
+    return str(s1) if s1 == s2 else f"{s1}x{s2}"
+
+
+def grid_div(n: Grid, stride: Stride) -> Grid:
+    """The grid of a stride-s conv's outputs (canonical): (h / s1, w / s2)."""
     h, w = grid_hw(n)
-    return as_grid((h // stride, w // stride))
+    s1, s2 = stride_hw(stride)
+    return as_grid((h // s1, w // s2))
 
 
 def grid_area(n: Grid) -> int:
@@ -88,26 +118,28 @@ def _fold_axis(weight: Tensor, size: int, dim: int) -> Tensor:
     return weight.new_zeros(shape).index_add_(dim, idx, weight)
 
 
-def check_circular_geometry(kernel_size: int, n: Grid, stride: int) -> None:
+def check_circular_geometry(kernel_size: int, n: Grid, stride: Stride) -> None:
     """Raise a UserError if a circular conv of this geometry is not defined."""
     h, w = grid_hw(n)
     if min(h, w) < 1:
         raise UserError(f"input size must be positive, got {grid_text(n)}")
-    if stride < 1:
-        raise UserError(f"stride must be >= 1, got {stride}")
-    for side, name in ((h, "height"), (w, "width")) if h != w else ((h, "size"),):
-        if side % stride:
+    s1, s2 = stride_hw(stride)
+    if min(s1, s2) < 1:
+        raise UserError(f"stride must be >= 1, got {stride_text(stride)}")
+    square = h == w and s1 == s2
+    for side, s, name in ((h, s1, "height"), (w, s2, "width")) if not square else ((h, s1, "size"),):
+        if side % s:
             raise UserError(
-                f"stride {stride} does not divide the input {name} {side}; circular padding needs stride | n "
-                f"(use {'n = ' if h == w else name + ' '}{stride * -(-side // stride)} or zero padding)"
+                f"stride {s} does not divide the input {name} {side}; circular padding needs stride | n "
+                f"(use {'n = ' if square else name + ' '}{s * -(-side // s)} or zero padding)"
             )
 
 
-def polyphase_kernel(weight: Tensor, n: Grid, stride: int) -> Tensor:
+def polyphase_kernel(weight: Tensor, n: Grid, stride: Stride) -> Tensor:
     """(c_out, c_in, k, k) -> (c_out, c_in * s^2, n/s, n/s): stride-s conv on n == stride-1 conv on n/s (on an h x w
-    grid: (h/s, w/s)).
+    grid with stride (s1, s2): (c_out, c_in s1 s2, h/s1, w/s2)).
 
-    K'[o, (c, a, b), u', v'] = W_pad[o, c, s u' + a, s v' + b] with the phase (a, b) grouped with the input
+    K'[o, (c, a, b), u', v'] = W_pad[o, c, s1 u' + a, s2 v' + b] with the phase (a, b) grouped with the input
     channel c (methods.md section 2).
     """
     check_circular_geometry(weight.shape[-1], n, stride)
@@ -116,21 +148,24 @@ def polyphase_kernel(weight: Tensor, n: Grid, stride: int) -> Tensor:
         return w
     c_out, c_in = w.shape[:2]
     m1, m2 = grid_hw(grid_div(n, stride))
-    # w[o, c, s*u + a, s*v + b] -> [o, c, a, b, u, v]
-    w = w.reshape(c_out, c_in, m1, stride, m2, stride).permute(0, 1, 3, 5, 2, 4)
-    return w.reshape(c_out, c_in * stride * stride, m1, m2)
+    s1, s2 = stride_hw(stride)
+    # w[o, c, s1*u + a, s2*v + b] -> [o, c, a, b, u, v]
+    w = w.reshape(c_out, c_in, m1, s1, m2, s2).permute(0, 1, 3, 5, 2, 4)
+    return w.reshape(c_out, c_in * s1 * s2, m1, m2)
 
 
-def unpolyphase_kernel(kp: Tensor, c_in: int, stride: int) -> Tensor:
-    """Inverse of :func:`polyphase_kernel` (without the folding): (c_out, c_in s^2, m, m) -> (c_out, c_in, n, n)."""
+def unpolyphase_kernel(kp: Tensor, c_in: int, stride: Stride) -> Tensor:
+    """Inverse of :func:`polyphase_kernel` (without the folding): (c_out, c_in s1 s2, m1, m2) ->
+    (c_out, c_in, m1 s1, m2 s2)."""
     if stride == 1:
         return kp
     c_out, _, m1, m2 = kp.shape
-    w = kp.reshape(c_out, c_in, stride, stride, m1, m2).permute(0, 1, 4, 2, 5, 3)
-    return w.reshape(c_out, c_in, m1 * stride, m2 * stride)
+    s1, s2 = stride_hw(stride)
+    w = kp.reshape(c_out, c_in, s1, s2, m1, m2).permute(0, 1, 4, 2, 5, 3)
+    return w.reshape(c_out, c_in, m1 * s1, m2 * s2)
 
 
-def transfer_matrices(weight: Tensor, n: Grid, stride: int = 1, *, real_fft: bool = True) -> Tensor:
+def transfer_matrices(weight: Tensor, n: Grid, stride: Stride = 1, *, real_fft: bool = True) -> Tensor:
     """Transfer matrices of the circular conv on an n x n (or h x w) input.
 
     Returns a complex tensor of shape (m, m_f, c_out, c_in * s^2) with m = n / s and m_f = m // 2 + 1 when
@@ -145,23 +180,24 @@ def transfer_matrices(weight: Tensor, n: Grid, stride: int = 1, *, real_fft: boo
     return spec.permute(2, 3, 0, 1)
 
 
-def compact_polyphase_kernel(weight: Tensor, n: Grid, stride: int) -> Tensor:
+def compact_polyphase_kernel(weight: Tensor, n: Grid, stride: Stride) -> Tensor:
     """The polyphase kernel of :func:`polyphase_kernel` cut to its nonzero taps: (c_out, c_in s^2, t, t).
 
     For k <= n the taps of each phase lie in [0, ceil(k/s)), so nothing of size n^2 is built; for k > n the
-    folded kernel fills the whole m x m grid and t = m. On a rectangular grid the taps are (t1, t2), each axis
-    cut (or folded) on its own.
+    folded kernel fills the whole m x m grid and t = m. On a rectangular grid, or with a stride (s1, s2), the taps
+    are (t1, t2), each axis cut (or folded) on its own.
     """
     check_circular_geometry(weight.shape[-1], n, stride)
     c_out, c_in, kh, kw = weight.shape
-    n = as_grid(n)
-    if not isinstance(n, int):
+    n, stride = as_grid(n), as_stride(stride)
+    if not isinstance(n, int) or not isinstance(stride, int):
         h, w_ = grid_hw(n)
+        s1, s2 = stride_hw(stride)
         w = _fold_axis(_fold_axis(weight, h, 2), w_, 3)
-        t1, t2 = -(-w.shape[2] // stride), -(-w.shape[3] // stride)
-        w = torch.nn.functional.pad(w, (0, stride * t2 - w.shape[3], 0, stride * t1 - w.shape[2]))
-        w = w.reshape(c_out, c_in, t1, stride, t2, stride).permute(0, 1, 3, 5, 2, 4)
-        return w.reshape(c_out, c_in * stride * stride, t1, t2)
+        t1, t2 = -(-w.shape[2] // s1), -(-w.shape[3] // s2)
+        w = torch.nn.functional.pad(w, (0, s2 * t2 - w.shape[3], 0, s1 * t1 - w.shape[2]))
+        w = w.reshape(c_out, c_in, t1, s1, t2, s2).permute(0, 1, 3, 5, 2, 4)
+        return w.reshape(c_out, c_in * s1 * s2, t1, t2)
     if kh > n or kw > n:
         return polyphase_kernel(weight, n, stride)
     t = -(-max(kh, kw) // stride)
@@ -172,18 +208,18 @@ def compact_polyphase_kernel(weight: Tensor, n: Grid, stride: int) -> Tensor:
     return w.reshape(c_out, c_in * stride * stride, t, t)
 
 
-def frequency_free_columns(weight: Tensor, stride: int) -> Tensor | None:
+def frequency_free_columns(weight: Tensor, stride: Stride) -> Tensor | None:
     """For a kernel no larger than its stride (1 x 1 convs of any stride, a 2 x 2 kernel at stride 2, ...): the
-    polyphase columns (c_in s^2 of them) its taps reach, else None. Structural (from the shape): no host sync."""
+    polyphase columns (c_in s1 s2 of them) its taps reach, else None. Structural (from the shape): no host sync."""
     kh, kw = weight.shape[-2:]
-    if kh > stride or kw > stride:
+    s1, s2 = stride_hw(stride)
+    if kh > s1 or kw > s2:
         return None
-    s2 = stride * stride
-    keep = [ci * s2 + a * stride + b for ci in range(weight.shape[1]) for a in range(kh) for b in range(kw)]
+    keep = [ci * s1 * s2 + a * s2 + b for ci in range(weight.shape[1]) for a in range(kh) for b in range(kw)]
     return torch.tensor(keep, device=weight.device)
 
 
-def frequency_free_matrix(weight: Tensor, n: int, stride: int) -> Tensor | None:
+def frequency_free_matrix(weight: Tensor, n: Grid, stride: Stride) -> Tensor | None:
     """The one transfer matrix of a conv whose kernel is no larger than its stride, or None for other kernels.
 
     With at most one tap per phase the polyphase transfer matrix is the same at every frequency (no phase factor):
@@ -199,7 +235,7 @@ def frequency_free_matrix(weight: Tensor, n: int, stride: int) -> Tensor | None:
     return taps if stride == 1 else taps[:, cols]
 
 
-def unique_frequency_taps(weight: Tensor, n: Grid, stride: int) -> tuple[Tensor, Grid, Tensor, Tensor]:
+def unique_frequency_taps(weight: Tensor, n: Grid, stride: Stride) -> tuple[Tensor, Grid, Tensor, Tensor]:
     """What every unique-frequency route starts from: (compact polyphase taps, m = n / s, flat rfft indices of one
     frequency per conjugate pair, how often each stands in the full spectrum). Validates the geometry."""
     taps = compact_polyphase_kernel(weight, n, stride)
@@ -282,12 +318,13 @@ def unique_frequencies(m: Grid, device: torch.device | str | None = None) -> tup
     return flat.to(device), weight.reshape(-1)[flat].to(device)
 
 
-def num_singular_values(c_in: int, c_out: int, n: Grid, stride: int) -> int:
-    """Number of SVs of the circular operator, zeros included: (n/s)^2 * min(c_out, c_in s^2) ((h/s) (w/s) ...)."""
-    return grid_area(grid_div(n, stride)) * min(c_out, c_in * stride * stride)
+def num_singular_values(c_in: int, c_out: int, n: Grid, stride: Stride) -> int:
+    """Number of SVs of the circular operator, zeros included: (n/s)^2 * min(c_out, c_in s^2)
+    ((h/s1) (w/s2) min(c_out, c_in s1 s2) in general)."""
+    return grid_area(grid_div(n, stride)) * min(c_out, c_in * stride_area(stride))
 
 
-def from_transfer_matrices(spec: Tensor, c_in: int, stride: int, n: Grid, *, real_fft: bool = True) -> Tensor:
+def from_transfer_matrices(spec: Tensor, c_in: int, stride: Stride, n: Grid, *, real_fft: bool = True) -> Tensor:
     """Inverse FFT of transfer matrices (m, m_f, c_out, c_in s^2) back to an n x n real kernel (c_out, c_in, n, n)
     (h x w on a rectangular grid)."""
     m = grid_hw(grid_div(n, stride))

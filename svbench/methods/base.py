@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from svbench._registry import Registry
 from svbench._validate import from_mapping, to_mapping
 from svbench.errors import UnsupportedShape
-from svbench.functional.transfer import Grid, as_grid, fits_grid, grid_hw
+from svbench.functional.transfer import Grid, Stride, as_grid, as_stride, fits_grid, grid_hw, stride_hw, stride_text
 
 Provides = Literal["all_svs", "upper_bound", "estimate", "orthogonal_layer", "none"]
 PROVIDES_HELP: dict[str, str] = {
@@ -141,17 +141,29 @@ def seeded_conv(
     return conv.to(device=device, dtype=dtype)
 
 
-def conv_geometry(layer: nn.Module) -> tuple[int, str, int, int]:
-    """(stride, padding mode, groups, dilation) of an nn.Conv2d-like layer; raises for anisotropic settings, and
-    for a transposed conv (its operator is the adjoint of a conv on its OUTPUT grid: read as a conv on its input
-    grid, as ``gram`` and ``power`` did, it is another operator)."""
+def conv_geometry(layer: nn.Module, *, anisotropic: bool = False) -> tuple[Stride, str, int, Stride]:
+    """(stride, padding mode, groups, dilation) of an nn.Conv2d-like layer; raises for a transposed conv (its
+    operator is the adjoint of a conv on its OUTPUT grid: read as a conv on its input grid, as ``gram`` and
+    ``power`` did, it is another operator) and, unless ``anisotropic`` (the routes that take a stride and a
+    dilation per axis: :attr:`Method.anisotropic`), for a stride or dilation that differs between the axes.
+    Stride and dilation come canonical: the int s when both axes agree, (s1, s2) otherwise."""
     if isinstance(layer, nn.modules.conv._ConvTransposeNd):
         raise UnsupportedShape(f"{type(layer).__name__} is the adjoint of a conv on its output grid: use the network "
                                f"routes (network_svs), or adjoint_conv(layer) on transposed_grid(layer, h, w) "
                                f"(svbench.methods.base)")
-    stride = _square(getattr(layer, "stride", 1), "stride")
-    dilation = _square(getattr(layer, "dilation", 1), "dilation")
+    if anisotropic:
+        stride, dilation = as_stride(getattr(layer, "stride", 1)), as_stride(getattr(layer, "dilation", 1))
+    else:
+        stride = _square(getattr(layer, "stride", 1), "stride")
+        dilation = _square(getattr(layer, "dilation", 1), "dilation")
     return stride, getattr(layer, "padding_mode", "zeros"), getattr(layer, "groups", 1), dilation
+
+
+def geometry_of(layer: nn.Module) -> tuple[Stride, int, Stride]:
+    """(stride, groups, dilation) of a conv as the network routes take them (stride and dilation canonical: an int,
+    or one per axis)."""
+    stride, _, groups, dilation = conv_geometry(layer, anisotropic=True)
+    return stride, groups, dilation
 
 
 def kernel_spans(layer: nn.Module) -> tuple[int, int]:
@@ -219,12 +231,12 @@ def sv_weight(layer: nn.Module) -> Tensor:
     return w.float() if w.dtype in (torch.float16, torch.bfloat16) else w
 
 
-def mode_is_moot(layer: nn.Module, n: int) -> bool:
+def mode_is_moot(layer: nn.Module, n: Grid) -> bool:
     """True when the layer adds no padding on any side (``padding=0`` / ``"valid"``) and its stride divides the grid
     n: its ``padding_mode`` then changes nothing (a 1 x 1 conv with torch's default ``padding_mode="zeros"`` is the
     circular 1 x 1 conv; a wider kernel without padding is refused by :func:`padding_problem` as fewer outputs)."""
-    stride = _square(getattr(layer, "stride", 1), "stride")
-    return total_padding(layer) == (0, 0) and all(side % stride == 0 for side in grid_hw(n))
+    strides = stride_hw(getattr(layer, "stride", 1))
+    return total_padding(layer) == (0, 0) and all(side % s == 0 for side, s in zip(grid_hw(n), strides))
 
 
 def axis_padding(layer: nn.Module) -> tuple[int, int]:
@@ -238,7 +250,7 @@ def axis_padding(layer: nn.Module) -> tuple[int, int]:
     return th // 2, tw // 2
 
 
-def check_circular_mode(layer: nn.Module, n: int, method: str, hint: str = "") -> None:
+def check_circular_mode(layer: nn.Module, n: Grid, method: str, hint: str = "") -> None:
     """The exact methods model circular padding: ``UnsupportedShape`` for another mode, unless the layer pads nothing
     on a grid its stride divides (:func:`mode_is_moot`)."""
     mode = getattr(layer, "padding_mode", "zeros")
@@ -272,8 +284,7 @@ def padding_problem(layer: nn.Module, *, exact: bool) -> str | None:
     mode_problem = padding_mode_problem(layer)
     if mode_problem:
         return mode_problem
-    stride = _square(layer.stride, "stride")
-    for span, total in zip(kernel_spans(layer), total_padding(layer)):
+    for span, total, stride in zip(kernel_spans(layer), total_padding(layer), stride_hw(layer.stride)):
         if total >= span:
             return (f"padding {total / 2:g} a side on a kernel spanning {span} gives more outputs than the circular "
                     "conv on the grid has; svbench models padding up to d (k - 1) / 2 (e.g. k // 2 for odd k)")
@@ -284,7 +295,8 @@ def padding_problem(layer: nn.Module, *, exact: bool) -> str | None:
     return None
 
 
-def control_problem(layer: nn.Module, h: int, w: int, *, clips: bool = False) -> str | None:
+def control_problem(layer: nn.Module, h: int, w: int, *, clips: bool = False, anisotropic: bool = False
+                    ) -> str | None:
     """Why the control steps (clip, rescale, divide) cannot take this conv on an h x w input, or None. They act on
     svbench's circular model of the layer (circular padding: the circular conv on n x n; zero padding: the circular
     conv on n' that contains it, n = max(h, w)), so that model must hold the layer's operator: no reflect /
@@ -292,20 +304,22 @@ def control_problem(layer: nn.Module, h: int, w: int, *, clips: bool = False) ->
     stride divides along both axes (the circular conv on h x w itself, since session 17; before, a non-square grid
     was left out: the 3 x 3 model of a conv on 2 x 3 had reached sigma_max 1.41 for a target of 1). ``clips``: a
     clip-and-crop step (sedghi, tt) projects the circular model on n itself whatever the padding, so the stride
-    must divide n for zero padding too."""
+    must divide n for zero padding too. ``anisotropic``: the control takes a stride and a dilation per axis (sedghi,
+    gram, power since session 18); else such a conv is left out."""
     try:
-        stride = conv_geometry(layer)[0]
+        stride = conv_geometry(layer, anisotropic=anisotropic)[0]
         why = padding_problem(layer, exact=False)
     except UnsupportedShape as e:
         return str(e)
     if why:
         return why
+    s1, s2 = stride_hw(stride)
     if getattr(layer, "padding_mode", "zeros") == "circular":
-        if h % stride or w % stride:
-            return f"stride {stride} does not divide the {h}x{w} grid (no circular model)"
-    elif clips and max(h, w) % stride:
-        return (f"stride {stride} does not divide n = {max(h, w)}: the clip projects the circular conv on n x n, "
-                f"which has no such stride")
+        if h % s1 or w % s2:
+            return f"stride {stride_text(stride)} does not divide the {h}x{w} grid (no circular model)"
+    elif clips and (max(h, w) % s1 or max(h, w) % s2):
+        return (f"stride {stride_text(stride)} does not divide n = {max(h, w)}: the clip projects the circular conv "
+                f"on n x n, which has no such stride")
     return None
 
 
@@ -357,6 +371,9 @@ class Method(abc.ABC):
     # True: ``network_svs`` computes convs on rectangular h x w grids (``conv_inputs(rectangular=True)``); else a
     # non-square grid is refused in one line
     rectangular_grids: ClassVar[bool] = False
+    # True: ``layer_svs`` and ``network_svs`` take a stride or dilation per axis ((1, 2): the width's only; through
+    # ``conv_geometry(anisotropic=True)`` / ``conv_inputs(anisotropic=True)``); else such a conv is refused by name
+    anisotropic: ClassVar[bool] = False
 
     def __init__(self, config: Any = None) -> None:
         if config is None:
@@ -416,7 +433,7 @@ class Method(abc.ABC):
         if not (isinstance(layer, nn.Conv2d) and isinstance(getattr(layer, "weight", None), Tensor)):
             return None
         weight = effective_weight(layer)
-        return dense_equivalent_kernel(weight, layer.groups, layer.dilation[0])
+        return dense_equivalent_kernel(weight, layer.groups, as_stride(layer.dilation))
 
     def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu",
                 dtype: torch.dtype | None = None) -> str:
@@ -440,7 +457,8 @@ class Method(abc.ABC):
         layers of one shape into one call (``sedghi``, ``tt``) override this.
         """
         out = {}
-        for name, layer, n in conv_inputs(model, input_shape, rectangular=self.rectangular_grids):
+        for name, layer, n in conv_inputs(model, input_shape, rectangular=self.rectangular_grids,
+                                          anisotropic=self.anisotropic):
             out[name] = self.layer_svs(circular_view(layer), n)
         warn_left_out(model, out, f"{self.name} network_svs")
         return out
@@ -471,17 +489,17 @@ class Method(abc.ABC):
 METHODS: Registry[type[Method]] = Registry("method")
 
 
-def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int], *, rectangular: bool = False
-                ) -> list[tuple[str, nn.Module, Grid]]:
+def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int], *, rectangular: bool = False,
+                anisotropic: bool = False) -> list[tuple[str, nn.Module, Grid]]:
     """(name, conv-like module, grid size) for every nn.Conv2d / TT conv / nn.ConvTranspose2d in forward order
     (forward hooks). A transposed conv is given as :func:`adjoint_conv` (same SVs) on its output grid: s n for an
     input of n (the circular model's: n / s outputs of a stride-s conv on s n). A conv with a stride or dilation
-    that differs between the axes is refused (``UnsupportedShape``, one line naming it): every route takes one
-    stride and one dilation per layer. A conv on a non-square grid is refused too, unless ``rectangular`` (the
-    routes that compute h x w grids: every method's ``network_svs`` but ``cayley``'s, and ``network_clip``), which
-    gets its grid as (h, w). torch's parametrized convs (spectral_norm, weight_norm) are returned (their effective
-    weight is read); a Conv2d subclass with a forward of its own is not (:func:`is_plain`; the routes name it as
-    left out)."""
+    that differs between the axes is refused (``UnsupportedShape``, one line naming it) unless ``anisotropic`` (the
+    routes that take one per axis: :attr:`Method.anisotropic`). A conv on a non-square grid is refused too, unless
+    ``rectangular`` (the routes that compute h x w grids: every method's ``network_svs`` but ``cayley``'s, and
+    ``network_clip``), which gets its grid as (h, w). torch's parametrized convs (spectral_norm, weight_norm) are
+    returned (their effective weight is read); a Conv2d subclass with a forward of its own is not (:func:`is_plain`;
+    the routes name it as left out)."""
     from svbench.models.probe import probe_inputs
 
     found = probe_inputs(model, input_shape, lambda name, mod: is_plain(mod) or is_plain(mod, nn.ConvTranspose2d)
@@ -493,14 +511,14 @@ def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int], *, rectangu
             h, w = grid_hw(n)
             raise UnsupportedShape(f"conv {name!r} runs on a {h}x{w} grid; this route computes square n x n grids "
                                    f"only (the {w}x{w} model's SVs are not this layer's); pass a square input_shape")
-        try:  # sedghi / tt / gram's batched route read stride[0], dilation[0]: a (1, 2) stride was taken as 1
+        try:  # a route that reads stride[0], dilation[0] would take a (1, 2) stride as 1: refused unless anisotropic
             if isinstance(mod, nn.ConvTranspose2d):
-                s = _square(mod.stride, "stride")
-                mod, n = adjoint_conv(mod), as_grid(tuple(side * s for side in grid_hw(n)))
-            conv_geometry(mod)
+                strides = stride_hw(mod.stride) if anisotropic else (_square(mod.stride, "stride"),) * 2
+                mod, n = adjoint_conv(mod), as_grid(tuple(side * s for side, s in zip(grid_hw(n), strides)))
+            conv_geometry(mod, anisotropic=anisotropic)
         except UnsupportedShape as e:
-            raise UnsupportedShape(f"conv {name!r}: {e} (svbench's circular model takes one stride and one "
-                                   f"dilation per conv)") from None
+            raise UnsupportedShape(f"conv {name!r}: {e} (this route takes one stride and one dilation per conv; "
+                                   f"sedghi, reference, gram and power take one per axis)") from None
         out.append((name, mod, n))
     return out
 
@@ -531,12 +549,19 @@ def transposed_grid(layer: nn.ConvTranspose2d, h: int, w: int) -> tuple[int, int
     return out[0], out[1]
 
 
-def model_padding(span: int | tuple[int, int], stride: int) -> int | tuple[int, int] | str:
+def model_padding(span: int | tuple[int, int], stride: Stride) -> int | tuple[int, int] | str:
     """An nn.Conv2d padding whose circular conv is svbench's circular model (n / s outputs a side): d (k - 1) / 2 a
     side, rounded down at stride >= 2; ``"same"`` where a span is even at stride 1 (torch pads that asymmetrically).
-    ``span``: one int (square kernel) or (height, width)."""
+    ``span``: one int (square kernel) or (height, width); ``stride``: one int or one per axis. An even span along an
+    axis of stride 1 beside a strided axis has no such padding (torch takes ``"same"`` at stride 1 only):
+    ``UnsupportedShape``."""
     spans = (span, span) if isinstance(span, int) else span
-    if stride == 1 and any(sp % 2 == 0 for sp in spans):
+    strides = stride_hw(stride)
+    if any(s == 1 and sp % 2 == 0 for sp, s in zip(spans, strides)):
+        if strides != (1, 1):
+            raise UnsupportedShape(f"a kernel spanning {spans[0]}x{spans[1]} at stride {stride_text(stride)}: an "
+                                   "even span along an unstrided axis needs padding 'same', which torch takes at "
+                                   "stride 1 only")
         return "same"
     pads = tuple((sp - 1) // 2 for sp in spans)
     return pads[0] if isinstance(span, int) else pads
@@ -550,7 +575,7 @@ def circular_view(layer: nn.Module) -> nn.Module:
         return layer
     if layer.padding_mode == "circular" and padding_problem(layer, exact=True) is None:
         return layer
-    padding = model_padding(kernel_spans(layer), _square(layer.stride, "stride"))
+    padding = model_padding(kernel_spans(layer), as_stride(layer.stride))
     weight = effective_weight(layer)  # read once: a parametrization computes it
     return share_weight(nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, padding,
                                   layer.dilation, layer.groups, bias=False, padding_mode="circular", device="meta",
@@ -586,7 +611,7 @@ def warn_left_out(model: nn.Module, done: Iterable[str], what: str) -> None:
         if getattr(m, "groups", 1) > 1:
             parts.append(f"groups {m.groups}")
         if max(getattr(m, "dilation", (1,))) > 1:
-            parts.append(f"dilation {m.dilation[0]}")
+            parts.append(f"dilation {stride_text(m.dilation)}")
         return ", ".join(parts)
 
     shown = ", ".join(f"{name} ({why(m)})" for name, m in left[:6]) + (", ..." if len(left) > 6 else "")
@@ -596,9 +621,10 @@ def warn_left_out(model: nn.Module, done: Iterable[str], what: str) -> None:
                   f"pass)", stacklevel=3)
 
 
-def plain_convs(model: nn.Module, input_shape: tuple[int, int, int], *, rectangular: bool = False
-                ) -> list[tuple[str, nn.Conv2d, Grid]]:
+def plain_convs(model: nn.Module, input_shape: tuple[int, int, int], *, rectangular: bool = False,
+                anisotropic: bool = False) -> list[tuple[str, nn.Conv2d, Grid]]:
     """(name, conv, input size) of every plain ``nn.Conv2d`` (grouped and dilated ones included) whose kernel span
-    d (k - 1) + 1 fits its input grid along each axis (``rectangular``: as :func:`conv_inputs`)."""
-    return [(name, m, n) for name, m, n in conv_inputs(model, input_shape, rectangular=rectangular)
+    d (k - 1) + 1 fits its input grid along each axis (``rectangular``, ``anisotropic``: as :func:`conv_inputs`)."""
+    return [(name, m, n) for name, m, n in conv_inputs(model, input_shape, rectangular=rectangular,
+                                                       anisotropic=anisotropic)
             if isinstance(m, nn.Conv2d) and kernel_fits(m, n)]

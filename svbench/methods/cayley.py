@@ -155,9 +155,9 @@ class CayleyMethod(Method):
             reason = None
             if first and self.config.keep_first:
                 reason = "first conv kept (keep_first)"
-            elif conv.groups != 1 or conv.dilation[0] != 1:
+            elif conv.groups != 1 or max(conv.dilation) != 1:
                 reason = "grouped or dilated conv not supported: kept"
-            elif conv.stride[0] not in (1, 2) or len(set(conv.kernel_size)) != 1:
+            elif len(set(conv.stride)) != 1 or conv.stride[0] not in (1, 2) or len(set(conv.kernel_size)) != 1:
                 reason = "only square kernels with stride 1 or 2: kept"
             first = False
             if reason:

@@ -51,7 +51,7 @@ from svbench.functional.gram import (
 )
 from svbench.functional.grouped import dilate_kernel, group_kernels, layer_sigma_max
 from svbench.functional.spectrum import zero_padding_bound_size
-from svbench.functional.transfer import Grid, as_grid
+from svbench.functional.transfer import Grid, Stride, as_grid
 from svbench.methods.base import (
     METHODS,
     Capabilities,
@@ -62,6 +62,7 @@ from svbench.methods.base import (
     control_source,
     conv_geometry,
     conv_inputs,
+    geometry_of,
     kernel_fits,
     sv_weight,
     warn_left_out,
@@ -127,14 +128,14 @@ def round_up_to(bound: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.where(below, torch.nextafter(low, torch.full_like(low, float("inf"))), low)
 
 
-def _grid(n: Grid, weight: Tensor, stride: int, padding: str) -> Grid:
+def _grid(n: Grid, weight: Tensor, stride: Stride, padding: str) -> Grid:
     """The grid the bound is computed on: n (circular), or n' = s ceil((n + k - 1) / s) with k the LONGER side of the
     (dilated) kernel (zero padding: no window may wrap along either axis; the width alone gave a 5 x 1 kernel
     n' = n, and a 'bound' at 0.43 of the zero-padded layer's sigma_max)."""
     return n if padding == "circular" else zero_padding_bound_size(n, max(weight.shape[-2:]), stride)
 
 
-def _fft_bounds_by_shape(layers: list[tuple[str, Tensor, int, int]], iters: int, products: str = "auto",
+def _fft_bounds_by_shape(layers: list[tuple[str, Tensor, Grid, Stride]], iters: int, products: str = "auto",
                          screen: str = "auto", first: str = "auto") -> dict[str, Tensor]:
     """Gram bounds of (name, weight, grid, stride) layers: one batched iteration per (weight shape, grid, stride).
     Differentiable (the training penalty); callers that only read the bounds wrap it in ``no_grad``."""
@@ -156,12 +157,13 @@ class GramMethod(Method):
     supports = Capabilities(groups=True, dilation=True)
     Config = GramConfig
     rectangular_grids = True
+    anisotropic = True
     summary = "Gram iteration: guaranteed sigma_max upper bound (fft on n or n', or Delattre 2024); rescaling"
     reference = "Delattre, Barthelemy, Araujo & Allauzen, ICML 2023 (arXiv:2305.16173)"
 
     def __init__(self, config: GramConfig | None = None) -> None:
         super().__init__(config)
-        self._sizes = InputSizes()
+        self._sizes = InputSizes(anisotropic=self.anisotropic)
 
     def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu",
                 dtype: torch.dtype | None = None) -> str:
@@ -173,7 +175,7 @@ class GramMethod(Method):
             return f"gram_iteration(T={c.iters}{extra})"
         return f"delattre2024(T={c.zero_iters})"
 
-    def bound(self, weight: Tensor, n: Grid, stride: int, padding: str) -> Tensor:
+    def bound(self, weight: Tensor, n: Grid, stride: Stride, padding: str) -> Tensor:
         c = self.config
         w = weight.double() if c.precision == "float64" else weight
         if c.bound == "delattre2024":
@@ -193,8 +195,8 @@ class GramMethod(Method):
             raise UserError(f"gram precision '3xtf32' needs float32 weights, got {w.dtype}; use 'input' or 'float64'")
         return "3xtf32"
 
-    def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
-        stride, padding, groups, dilation = conv_geometry(layer)
+    def layer_svs(self, layer: nn.Module, input_hw: Grid) -> Tensor:
+        stride, padding, groups, dilation = conv_geometry(layer, anisotropic=True)
         check_padding(layer, "gram", exact=False)
         with torch.no_grad():
             if groups == 1 and dilation == 1:
@@ -203,7 +205,7 @@ class GramMethod(Method):
                 b = self._grouped_bound(sv_weight(layer), as_grid(input_hw), stride, padding, groups, dilation)
         return round_up_to(b.reshape(1), layer.weight.dtype)
 
-    def _grouped_bound(self, weight: Tensor, n: Grid, stride: int, padding: str, groups: int, dilation: int,
+    def _grouped_bound(self, weight: Tensor, n: Grid, stride: Stride, padding: str, groups: int, dilation: Stride,
                        *, differentiable: bool = False) -> Tensor:
         """A grouped conv is block diagonal over its groups: the max of the blocks' bounds bounds sigma_max; a
         dilated conv is the conv of its zero-filled (d (k - 1) + 1)-tap kernel (``functional.grouped``)."""
@@ -223,13 +225,14 @@ class GramMethod(Method):
         c = self.config
         if c.bound != "fft" or not c.batch_layers:
             return super().network_svs(model, input_shape)
-        convs = conv_inputs(model, input_shape, rectangular=self.rectangular_grids)
+        convs = conv_inputs(model, input_shape, rectangular=self.rectangular_grids, anisotropic=self.anisotropic)
         out: dict[str, Tensor] = {}
         plain = []
         for name, layer, n in convs:
-            if isinstance(layer, nn.Conv2d) and layer.groups == 1 and layer.dilation[0] == 1:
+            stride, groups, dilation = geometry_of(layer) if isinstance(layer, nn.Conv2d) else (None, None, None)
+            if groups == 1 and dilation == 1:
                 w = sv_weight(layer)
-                plain.append((name, w.double() if c.precision == "float64" else w, n, layer.stride[0]))
+                plain.append((name, w.double() if c.precision == "float64" else w, n, stride))
             else:
                 out[name] = self.layer_svs(circular_view(layer), n)
         dtypes = {name: layer.weight.dtype for name, layer, _ in convs}
@@ -263,13 +266,14 @@ class GramMethod(Method):
         layers = self._layers(model)
         if not layers:
             return None
-        plain = [(name, conv, n) for name, conv, n in layers if conv.groups == 1 and conv.dilation[0] == 1]
-        other = [(name, conv, n) for name, conv, n in layers if conv.groups != 1 or conv.dilation[0] != 1]
-        bounds = [self._grouped_bound(conv.weight, n, conv.stride[0], conv.padding_mode, conv.groups,
-                                      conv.dilation[0], differentiable=True).reshape(1) for _, conv, n in other]
+        geometry = {name: geometry_of(conv) for name, conv, _ in layers}  # (stride, groups, dilation)
+        plain = [(name, conv, n) for name, conv, n in layers if geometry[name][1:] == (1, 1)]
+        other = [(name, conv, n) for name, conv, n in layers if geometry[name][1:] != (1, 1)]
+        bounds = [self._grouped_bound(conv.weight, n, geometry[name][0], conv.padding_mode, conv.groups,
+                                      geometry[name][2], differentiable=True).reshape(1) for name, conv, n in other]
         if plain and c.bound == "fft":
-            grids = [(name, conv.weight, _grid(n, conv.weight, conv.stride[0], conv.padding_mode),
-                      conv.stride[0]) for name, conv, n in plain]
+            grids = [(name, conv.weight, _grid(n, conv.weight, geometry[name][0], conv.padding_mode),
+                      geometry[name][0]) for name, conv, n in plain]
             products = self._products(grids[0][1], differentiable=True)
             by_shape = _fft_bounds_by_shape(grids, c.iters, products, c.screen, c.first)
             bounds.append(torch.stack(list(by_shape.values())))
@@ -285,8 +289,7 @@ class GramMethod(Method):
         reports = []
         for name, conv, n in self._layers(model):
             t0 = time.perf_counter()
-            s, pad = conv.stride[0], conv.padding_mode
-            g, d = conv.groups, conv.dilation[0]
+            (s, g, d), pad = geometry_of(conv), conv.padding_mode
             with torch.no_grad():
                 w = conv.weight
                 b = float(self.bound(w, n, s, pad) if g == 1 and d == 1 else self._grouped_bound(w, n, s, pad, g, d))

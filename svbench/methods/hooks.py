@@ -16,10 +16,11 @@ class InputSizes:
     Sizes are keyed by module identity (weak references), so nothing leaks and no global state is kept.
     """
 
-    def __init__(self, kind: type[nn.Module] | tuple[type[nn.Module], ...] = nn.Conv2d, *, clips: bool = False
-                 ) -> None:
+    def __init__(self, kind: type[nn.Module] | tuple[type[nn.Module], ...] = nn.Conv2d, *, clips: bool = False,
+                 anisotropic: bool = False) -> None:
         self.kind = kind
         self.clips = clips  # the control clips on the circular model on n (sedghi, tt clip): stride | n needed
+        self.anisotropic = anisotropic  # the control takes a stride / dilation per axis (sedghi, gram, power)
         self._sizes: weakref.WeakKeyDictionary[nn.Module, int | tuple[int, int]] = weakref.WeakKeyDictionary()
         self._warned: weakref.WeakSet[nn.Module] = weakref.WeakSet()
         self._seen: weakref.WeakKeyDictionary[nn.Module, tuple[int, int]] = weakref.WeakKeyDictionary()
@@ -48,7 +49,7 @@ class InputSizes:
         if self._seen.get(module) == (h, w):  # every training forward: decided once per input size
             return
         self._seen[module] = (h, w)
-        why = control_problem(module, h, w, clips=self.clips)
+        why = control_problem(module, h, w, clips=self.clips, anisotropic=self.anisotropic)
         if why is None:
             circular = getattr(module, "padding_mode", "zeros") == "circular"
             self._sizes[module] = as_grid((h, w)) if circular else max(h, w)

@@ -19,6 +19,7 @@ class NoneMethod(Method):
     supports = Capabilities(groups=True, dilation=True)
     Config = NoConfig
     rectangular_grids = True
+    anisotropic = True
     summary = "plain conv, no SV computation or control (overhead and accuracy reference)"
     reference = "-"
 

@@ -40,6 +40,7 @@ from svbench.methods.base import (
     axis_padding,
     control_source,
     conv_geometry,
+    geometry_of,
     padding_mode_problem,
     sv_weight,
 )
@@ -93,13 +94,14 @@ class PowerMethod(Method):
     supports = Capabilities(groups=True, dilation=True)
     Config = PowerConfig
     rectangular_grids = True
+    anisotropic = True
     summary = "power iteration on the real operator (persistent vector); Gouk division of conv/linear/BN"
     reference = "Gouk, Frank, Pfahringer & Cree, Mach. Learn. 2021 (arXiv:1804.04368); Miyato et al., ICLR 2018"
 
     def __init__(self, config: PowerConfig | None = None) -> None:
         super().__init__(config)
         self._vectors: weakref.WeakKeyDictionary[nn.Module, dict[int, Tensor]] = weakref.WeakKeyDictionary()
-        self._sizes = InputSizes()
+        self._sizes = InputSizes(anisotropic=self.anisotropic)
 
     def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu",
                 dtype: torch.dtype | None = None) -> str:
@@ -116,7 +118,7 @@ class PowerMethod(Method):
 
     def estimate(self, conv: nn.Module, n: Grid, iters: int) -> Tensor:
         """sigma_hat of the conv's real operator on n x n (or an (h, w) grid), updating its persistent vector."""
-        stride, padding, groups, dilation = conv_geometry(conv)
+        stride, padding, groups, dilation = conv_geometry(conv, anisotropic=True)
         w = sv_weight(conv)
         if self.config.operator == "reshaped":  # a grouped conv's matrix is block diagonal over its groups
             mat = dense_equivalent_kernel(w, groups).reshape(w.shape[0], -1)
@@ -162,9 +164,8 @@ class PowerMethod(Method):
                         continue
                     est = float(self.estimate(mod, n, c.train_iters))
                     mod.weight.div_(max(1.0, est / conv_t))
-                    s, pad = mod.stride[0], mod.padding_mode
-                    true = (layer_sigma_max(mod.weight.detach(), n, s, pad, mod.groups, mod.dilation[0]) if report
-                            else None)
+                    (s, g, d), pad = geometry_of(mod), mod.padding_mode
+                    true = layer_sigma_max(mod.weight.detach(), n, s, pad, g, d) if report else None
                     reports.append(_report(name, "conv", conv_t, est, true, control_source(mod), t0))
                 elif isinstance(mod, nn.Linear) and lin_t is not None:
                     u = self._start(mod, 0, (mod.in_features,), mod.weight)

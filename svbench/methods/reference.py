@@ -47,6 +47,7 @@ class ReferenceMethod(Method):
     reference = "Sedghi, Gupta & Long, ICLR 2019 (unoptimised)"
     trains = False
     rectangular_grids = True
+    anisotropic = True
 
     def backend(self, spec: LayerSpec | None = None, device: torch.device | str = "cpu",
                 dtype: torch.dtype | None = None) -> str:
@@ -55,16 +56,18 @@ class ReferenceMethod(Method):
     def network_clip(self, model: nn.Module, input_shape: tuple[int, int, int], target: float
                      ) -> dict[str, Tensor]:
         """Textbook clip of every plain conv: full fft2, SVD of all m^2 matrices, ifft2, crop (speed reference)."""
-        out = {name: grouped_from_dense(clip_kernel_naive(dense_equivalent_kernel(sv_weight(m), m.groups,
-                                                                              m.dilation[0]), n, target, m.stride[0]),
-                                        m.groups, m.dilation[0])
-               for name, m, n in plain_convs(model, input_shape, rectangular=self.rectangular_grids)}
+        out = {}
+        for name, m, n in plain_convs(model, input_shape, rectangular=self.rectangular_grids,
+                                      anisotropic=self.anisotropic):
+            stride, _, groups, dilation = conv_geometry(m, anisotropic=True)
+            dense = dense_equivalent_kernel(sv_weight(m), groups, dilation)
+            out[name] = grouped_from_dense(clip_kernel_naive(dense, n, target, stride), groups, dilation)
         warn_left_out(model, out, "reference network_clip")
         return out
 
     def layer_svs(self, layer: nn.Module, input_hw: Grid) -> Tensor:
         """All SVs of the layer's circular conv on input_hw x input_hw, or on an (h, w) grid."""
-        stride, _, groups, dilation = conv_geometry(layer)
+        stride, _, groups, dilation = conv_geometry(layer, anisotropic=True)
         check_circular_mode(layer, input_hw, "reference")
         check_padding(layer, "reference", exact=True)
         with torch.no_grad():  # grouped / dilated: the naive route on the dense kernel of the same operator

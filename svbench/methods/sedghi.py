@@ -51,6 +51,7 @@ from svbench.methods.base import (
     control_source,
     conv_geometry,
     conv_inputs,
+    geometry_of,
     kernel_fits,
     plain_convs,
     sv_weight,
@@ -101,16 +102,17 @@ class SedghiMethod(Method):
     supports = Capabilities(paddings=("circular",), groups=True, dilation=True)
     Config = SedghiConfig
     rectangular_grids = True
+    anisotropic = True
     summary = "exact SVs of circular convs by FFT (+ clip-and-crop control)"
     reference = "Sedghi, Gupta & Long, ICLR 2019 (arXiv:1805.10408)"
 
     def __init__(self, config: SedghiConfig | None = None) -> None:
         super().__init__(config)
-        self._sizes = InputSizes(clips=True)
+        self._sizes = InputSizes(clips=True, anisotropic=self.anisotropic)
 
     def layer_svs(self, layer: nn.Module, input_hw: Grid) -> Tensor:
         """All SVs of the layer's circular conv on input_hw x input_hw, or on an (h, w) grid."""
-        stride, _, groups, dilation = conv_geometry(layer)
+        stride, _, groups, dilation = conv_geometry(layer, anisotropic=True)
         check_circular_mode(layer, input_hw, "sedghi")
         check_padding(layer, "sedghi", exact=True)
         input_hw = as_grid(input_hw)
@@ -145,12 +147,13 @@ class SedghiMethod(Method):
         """All SVs of every plain conv (grouped and dilated ones, and kernels wider than their grid, whose taps wrap,
         included: the set ``reference`` covers), the blocks of all layers of one transfer shape batched into one
         call. Rectangular grids (an h x w input) are computed (each conv on its own h x w grid)."""
-        convs = [(name, m, n) for name, m, n in conv_inputs(model, input_shape, rectangular=self.rectangular_grids)
+        convs = [(name, m, n) for name, m, n in conv_inputs(model, input_shape, rectangular=self.rectangular_grids,
+                                                            anisotropic=self.anisotropic)
                  if isinstance(m, nn.Conv2d)]
         c = self.config
         with torch.no_grad():
             svs = grouped_network_singular_values(
-                [(sv_weight(m), n, m.stride[0], m.groups, m.dilation[0]) for _, m, n in convs],
+                [(sv_weight(m), n, *geometry_of(m)) for _, m, n in convs],
                 backend=c.backend, driver=c.driver, pieces=c.chunks, merge=c.merge, streams=c.streams,
                 split=c.split)
         out = {name: s for (name, _, _), s in zip(convs, svs)}
@@ -163,8 +166,8 @@ class SedghiMethod(Method):
         class), unique frequencies only; the matrices of layers of one transfer shape clipped together (``merge``,
         as for the SVs)."""
         c = self.config
-        convs = plain_convs(model, input_shape, rectangular=self.rectangular_grids)
-        kernels = clip_kernels([(sv_weight(m), n, m.stride[0], m.groups, m.dilation[0]) for _, m, n in convs],
+        convs = plain_convs(model, input_shape, rectangular=self.rectangular_grids, anisotropic=self.anisotropic)
+        kernels = clip_kernels([(sv_weight(m), n, *geometry_of(m)) for _, m, n in convs],
                                target, mode=c.mode, route=c.clip_route, driver=c.driver, pieces=c.chunks,
                                merge=c.merge, streams=c.streams, split=c.split)
         out = {name: k for (name, _, _), k in zip(convs, kernels)}
@@ -183,7 +186,7 @@ class SedghiMethod(Method):
         reports = []
         for name, conv in self._sizes.convs(model):
             n = self._sizes.size_of(conv)
-            stride, padding, groups, dilation = conv_geometry(conv)
+            stride, padding, groups, dilation = conv_geometry(conv, anisotropic=True)
             if n is None or not kernel_fits(conv, n):
                 continue
             t0 = time.perf_counter()

@@ -185,9 +185,11 @@ class TTConv2d(nn.Module):
 
         Returns the layer and the relative Frobenius error of the approximation (None for a fresh init).
         """
-        if conv.groups != 1 or conv.dilation[0] != 1:
+        if conv.groups != 1 or max(conv.dilation) != 1:
             raise UnsupportedShape(f"tt: grouped or dilated convs have no TT form here (groups={conv.groups}, "
-                                   f"dilation={conv.dilation[0]}); TT-SVD needs a dense c_out x c_in kernel")
+                                   f"dilation={tuple(conv.dilation)}); TT-SVD needs a dense c_out x c_in kernel")
+        if len(set(conv.stride)) != 1:
+            raise UnsupportedShape(f"tt: a TT layer takes one stride for both axes, got {tuple(conv.stride)}")
         k = conv.kernel_size[0]
         layer = cls(conv.in_channels, conv.out_channels, k, conv.stride[0], symmetric_padding(conv), conv.dilation[0],
                     conv.bias is not None, conv.padding_mode, r1, r2, forward_mode,
@@ -357,7 +359,7 @@ class TTMethod(Method):
                     tt_items.append((len(items), (m.k1, m.k2, m.k3)))
                     items.append((None, n, s))  # its folded core below: all layers' QRs batched by shape
                     totals.append(min(m.out_channels * grid_area(grid_div(n, s)), m.in_channels * grid_area(n)))
-                elif isinstance(m, nn.Conv2d) and m.groups == 1 and m.dilation[0] == 1:
+                elif isinstance(m, nn.Conv2d) and m.groups == 1 and max(m.dilation) == 1:
                     items.append((sv_weight(m), n, s))
                     totals.append(None)
                 else:
@@ -387,7 +389,7 @@ class TTMethod(Method):
                 reason = "first conv kept dense (keep_first)"
             elif conv.groups != 1:
                 reason = "grouped conv not supported: kept"
-            elif conv.dilation[0] != 1 or len(set(conv.kernel_size)) != 1 or len(set(conv.stride)) != 1:
+            elif max(conv.dilation) != 1 or len(set(conv.kernel_size)) != 1 or len(set(conv.stride)) != 1:
                 reason = "dilated or non-square conv not supported: kept"
             elif r1 == conv.in_channels and r2 == conv.out_channels:
                 reason = "rank >= both channel counts: an ordinary conv, kept"
@@ -453,7 +455,7 @@ def _mixing(r: int, gen: torch.Generator) -> Tensor:
 
 def _dense_control(conv: nn.Conv2d, n: Grid, cfg: TTConfig, report: bool = True) -> dict[str, Any] | None:
     """The convs wrap() kept dense (first conv, ranks >= channels) get the same control on their full kernel."""
-    if conv.groups != 1 or conv.dilation[0] != 1 or not kernel_fits(conv, n):
+    if conv.groups != 1 or max(conv.dilation) != 1 or not kernel_fits(conv, n):
         return None
     t0 = time.perf_counter()
     rep = _control_kernel(conv.weight, n, conv.stride[0], conv.padding_mode, cfg, report)

@@ -44,6 +44,7 @@ from svbench.functional.grouped import dense_equivalent_kernel
 from svbench.functional.oracle import oracle_singular_values
 from svbench.functional.pooling import AVERAGE, MAXIMUM, pooling_bound
 from svbench.functional.spectrum import conv_sigma_max, zero_padding_sigma_max_bound
+from svbench.functional.transfer import as_stride
 from svbench.models.normalize import Normalize
 from svbench.models.probe import probe_inputs
 
@@ -80,9 +81,10 @@ def conv_layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[floa
         with torch.no_grad():
             value = float(CayleyMethod().layer_svs(layer, h).max())
         return value, "Cayley operator largest SV (float64)", True
-    stride, dilation, mode = tuple(module.stride), tuple(module.dilation), module.padding_mode
-    if len(set(stride)) > 1 or len(set(dilation)) > 1:
-        return _dense_bound(module, in_shape, f"stride {stride}, dilation {dilation}")
+    stride, dilation, mode = as_stride(tuple(module.stride)), as_stride(tuple(module.dilation)), module.padding_mode
+    if isinstance(module, TTConv2d) and not (isinstance(stride, int) and isinstance(dilation, int)):
+        return _dense_bound(module, in_shape, f"a TT conv with stride {tuple(module.stride)}, dilation "
+                                              f"{tuple(module.dilation)}")
     if padding_mode_problem(module):
         return _dense_bound(module, in_shape, f"{mode} padding")
     why = padding_problem(module, exact=False)
@@ -93,15 +95,15 @@ def conv_layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[floa
 
         (core,) = folded_cores([tuple(p.detach().double() if p is not None else None
                                       for p in (module.k1, module.k2, module.k3))])
-        kernel, prefix = dense_equivalent_kernel(core, 1, dilation[0]), "TT folded core: "
+        kernel, prefix = dense_equivalent_kernel(core, 1, dilation), "TT folded core: "
     else:
         weight = effective_weight(module).detach().double()  # spectral_norm / weight_norm: the forward's weight
-        kernel, prefix = dense_equivalent_kernel(weight, module.groups, dilation[0]), ""
-    if mode == "zeros":
-        value = float(zero_padding_sigma_max_bound(kernel, max(h, w), stride[0]))
+        kernel, prefix = dense_equivalent_kernel(weight, module.groups, dilation), ""
+    if mode == "zeros":  # a stride per axis: n' per axis (functional.spectrum.zero_padding_bound_size)
+        value = float(zero_padding_sigma_max_bound(kernel, max(h, w), stride))
         return value, prefix + "circular sigma_max on n' (float64 bound)", False
     try:
-        value = float(conv_sigma_max(kernel, (h, w), stride[0]))  # a rectangular grid: (h, w), exact per axis
+        value = float(conv_sigma_max(kernel, (h, w), stride))  # a rectangular grid, a stride per axis: exact
     except UserError as e:  # e.g. a stride that does not divide the grid
         return _dense_bound(module, in_shape, str(e))
     if padding_problem(module, exact=True) is None:

@@ -44,11 +44,11 @@ def layer_sigmas(model: nn.Module, input_shape: tuple[int, int, int], target: fl
                 pad = axis_padding(mod)
             except UnsupportedShape:
                 pad = None  # an axis padded unevenly ('same' on an even kernel): the iteration pads each axis evenly
-            square = (len(set(mod.stride)) == 1 and len(set(mod.dilation)) == 1 and shape[-2] == shape[-1]
-                      and padding_mode_problem(mod) is None)
-            if pad is not None and square:
-                _, u = conv_power_iteration(w, u.to(w.device), stride=mod.stride[0], padding=pad,
-                                            padding_mode=mod.padding_mode, dilation=mod.dilation[0],
+            # any grid, a stride and a dilation per axis: the iteration takes them (functional.power); the quotient
+            # below is of the layer's own forward whatever it converged to
+            if pad is not None and padding_mode_problem(mod) is None:
+                _, u = conv_power_iteration(w, u.to(w.device), stride=tuple(mod.stride), padding=pad,
+                                            padding_mode=mod.padding_mode, dilation=tuple(mod.dilation),
                                             iters=power_iters, groups=groups)
                 # the quotient through the layer's own forward: never above its sigma_max, whatever the iteration
                 f = layer_as_float64(mod)

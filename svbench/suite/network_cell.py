@@ -8,7 +8,7 @@ import torch
 
 from svbench.functional.clip import clip_kernel
 from svbench.functional.spectrum import conv_singular_values
-from svbench.functional.transfer import as_grid
+from svbench.functional.transfer import Grid, Stride, as_grid, as_stride
 from svbench.measure import peak_memory, time_callable, timed_call, warm_timing
 from svbench.methods.base import conv_inputs
 from svbench.models import build_model
@@ -59,14 +59,15 @@ def run_network_cell(cell: Any, ctx: Any, base: dict[str, Any], records: Any) ->
                                         "||K64||_F, K64 the same clip-and-crop pass in float64"}})
     if task.check_error and method.provides in ("all_svs", "upper_bound", "estimate"):
         errs, how = [], "fft_float64"
-        found = conv_inputs(model, shape, rectangular=True)  # the grids the method's network_svs computed on
+        # the grids the method's network_svs computed on
+        found = conv_inputs(model, shape, rectangular=True, anisotropic=True)
         layers = {name: m for name, m, _ in found}
         sizes = {name: n for name, _, n in found}
         for name, got in first.items():
             kernel = method.dense_kernel(layers[name])
             if kernel is None:
                 continue
-            exact = _oracle(ctx, kernel, sizes[name], layers[name].stride[0])
+            exact = _oracle(ctx, kernel, sizes[name], as_stride(layers[name].stride))
             s1 = float(exact[0])
             if method.provides == "all_svs":
                 errs.append(float((got.double().cpu() - exact.cpu()).abs().max()) / s1)
@@ -88,18 +89,19 @@ def run_network_cell(cell: Any, ctx: Any, base: dict[str, Any], records: Any) ->
 def _clip_error(ctx: Any, model: Any, shape: tuple[int, int, int], clipped: dict[str, torch.Tensor],
                 target: float) -> float:
     """Largest relative Frobenius distance of a method's clipped kernels to the float64 clip-and-crop pass."""
-    layers = {name: (m, n) for name, m, n in conv_inputs(model, shape, rectangular=True)}
+    layers = {name: (m, n) for name, m, n in conv_inputs(model, shape, rectangular=True, anisotropic=True)}
     errs = []
     for name, got in clipped.items():
         layer, n = layers[name]
-        exact = _cached(ctx, ("network-clip-oracle", target, layer.groups, layer.dilation[0]), layer.weight, n,
-                        layer.stride[0], lambda w, n, s, layer=layer: clip_kernel(
-                            w.double(), n, target, s, route="gram", groups=layer.groups, dilation=layer.dilation[0]))
+        dilation = as_stride(layer.dilation)
+        exact = _cached(ctx, ("network-clip-oracle", target, layer.groups, dilation), layer.weight, n,
+                        as_stride(layer.stride), lambda w, n, s, layer=layer, d=dilation: clip_kernel(
+                            w.double(), n, target, s, route="gram", groups=layer.groups, dilation=d))
         errs.append(float((got.double() - exact).norm() / exact.norm().clamp_min(1e-300)))
     return max(errs)
 
 
-def _oracle(ctx: Any, kernel: torch.Tensor, n: int, stride: int) -> torch.Tensor:
+def _oracle(ctx: Any, kernel: torch.Tensor, n: Grid, stride: Stride) -> torch.Tensor:
     """float64 FFT SVs of a conv, cached across the cells of a run by the kernel's content.
 
     Methods that leave the weights alone (reference, sedghi, gram, ...) build the same seeded model, so the oracle
