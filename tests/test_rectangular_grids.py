@@ -8,6 +8,7 @@ dense operator of the circular conv on that grid.
 from __future__ import annotations
 
 import itertools
+import re
 import warnings
 
 import pytest
@@ -369,3 +370,58 @@ def test_spectrum_of_tt_and_cayley_checkpoints_on_a_rectangular_input(tmp_path, 
     with pytest.raises(UserError, match=r"layer '0': a Cayley layer's operator is computed on square n x n grids; "
                                         r"this one runs on 6x10"):
         checkpoint_spectrum(tmp_path / "cayley.pt", model="rect_tt_net", input_shape=(3, 6, 10))
+
+
+def test_layer_spec_with_a_width_is_a_rectangular_input():
+    """SV tasks on rectangular inputs (since session 18: ``width`` in a shape or a grid): the spec's grid, input
+    shape, SV count (the dense operator's) and label; a square spec keeps its schema (no ``width`` key) whatever
+    was written; bad widths are one line."""
+    from svbench.methods.base import LayerSpec, seeded_conv
+
+    spec = LayerSpec(4, 6, 3, 8, 2, width=16)
+    assert spec.grid == (8, 16) and spec.in_shape == (4, 8, 16) and spec.out_hw == (4, 8)
+    assert spec.label == "4->6 k3 n8x16 s2 circ" and spec.as_dict()["width"] == 16
+    conv = seeded_conv(spec, seed=0, dtype=torch.float64)
+    assert spec.num_svs() == oracle_singular_values(conv, spec.in_shape).numel() == 4 * 8 * 6
+    square = LayerSpec(4, 4, 3, 8, width=8)
+    assert square == LayerSpec(4, 4, 3, 8) and "width" not in square.as_dict() and square.grid == 8
+    zero = LayerSpec(4, 4, 3, 6, padding="zeros", width=9)
+    assert zero.num_svs() == oracle_singular_values(seeded_conv(zero, seed=0, dtype=torch.float64),
+                                                     zero.in_shape).numel()
+    for kwargs, says in (({"width": 0}, "width must be a positive integer, got 0"),
+                         ({"width": 9, "stride": 2}, "stride 2 does not divide the input width 9"),
+                         ({"k": 5, "width": 4},
+                          "kernel 5x5 (dilation 1) is larger than the 8x4 input; use width >= 5")):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            LayerSpec(**{"c_in": 4, "c_out": 4, "k": 3, "n": 8, **kwargs})
+
+
+def test_sv_task_on_rectangular_shapes(tmp_path):
+    """A suite's SV task with rectangular shapes (explicit, and a grid's ``width`` sweep): every method's cell on
+    its h x w input against the dense float64 oracle by what it provides; cayley skipped in one line; the records'
+    shape carries the width and the cell ids the grid."""
+    from svbench.suite.loader import parse_suite
+    from svbench.suite.runner import run_suite
+
+    timing = {"warmup": 0, "min_repeats": 1, "max_repeats": 1, "budget_s": 0.01}
+    suite = parse_suite({"name": "rect", "tasks": [
+        {"name": "sv", "kind": "sv", "methods": "all", "timing": timing, "oracle_max_dim": 1024, "forward_batch": 2,
+         "shapes": [{"c_in": 4, "c_out": 6, "k": 3, "n": 8, "width": 16, "stride": 2},
+                    {"c_in": 4, "c_out": 4, "k": 3, "n": 6, "width": 10, "padding": "zeros"}],
+         "grid": {"c": [4], "n": [4], "width": [12, 4], "k": [3]}}]}, "test")
+    assert [s.label for s in suite.tasks[0].all_shapes()] == [
+        "4->6 k3 n8x16 s2 circ", "4->4 k3 n6x10 s1 zero", "4->4 k3 n4x12 s1 circ", "4->4 k3 n4 s1 circ"]
+    recs = run_suite(suite, out_root=tmp_path, progress=False).records
+    value = {(r["cell_id"].split("|")[1], r["method"], r["metric"]): r["value"] for r in recs if r["status"] == "ok"}
+    skipped = {(r["cell_id"].split("|")[1], r["method"]): r["reason"] for r in recs if r["status"] == "skipped"}
+    assert skipped[("4->6 k3 n8x16 s2 circ", "cayley")] == "cayley: a rectangular 8x16 input not supported " \
+                                                             "(square n x n only)"
+    for shape in ("4->6 k3 n8x16 s2 circ", "4->4 k3 n4x12 s1 circ"):
+        for method in ("reference", "sedghi", "tt"):
+            assert value[(shape, method, "sv_max_abs_err_rel")] <= 2e-6, (shape, method)
+        assert -2e-7 <= value[(shape, "gram", "sigma_max_rel_err")] < 0.05
+        assert -0.1 < value[(shape, "power", "sigma_max_rel_err")] <= 1e-7
+    assert value[("4->4 k3 n6x10 s1 zero", "gram", "sigma_max_rel_err")] >= -2e-7  # bound of the zero-padded layer
+    assert value[("4->4 k3 n4 s1 circ", "cayley", "sv_max_abs_err_rel")] <= 2e-6  # width 4 on n 4: square
+    widths = {r["shape"].get("width") for r in recs if r.get("shape")}
+    assert widths == {16, 10, 12, None}

@@ -32,13 +32,18 @@ Grid = int | tuple[int, int]  # an n x n grid, or (height, width)
 Stride = int | tuple[int, int]  # one stride for both axes, or (along the height, along the width)
 
 
+def _pair(value: int | tuple[int, int], form: str) -> tuple[int, int]:
+    """(along the height, along the width) of an int (both axes) or a pair; ``form`` names the two forms."""
+    if not isinstance(value, tuple | list):
+        return int(value), int(value)
+    if len(value) != 2:
+        raise UserError(f"a {form}; got {tuple(value)}")
+    return int(value[0]), int(value[1])
+
+
 def grid_hw(n: Grid) -> tuple[int, int]:
     """(height, width) of a grid given as an int or a pair."""
-    if not isinstance(n, tuple | list):
-        return int(n), int(n)
-    if len(n) != 2:
-        raise UserError(f"a grid is n or (height, width); got {tuple(n)}")
-    return int(n[0]), int(n[1])
+    return _pair(n, "grid is n or (height, width)")
 
 
 def as_grid(n: Grid) -> Grid:
@@ -49,11 +54,7 @@ def as_grid(n: Grid) -> Grid:
 
 def stride_hw(stride: Stride) -> tuple[int, int]:
     """(along the height, along the width) of a stride (or dilation) given as an int or a pair."""
-    if not isinstance(stride, tuple | list):
-        return int(stride), int(stride)
-    if len(stride) != 2:
-        raise UserError(f"a stride is s or (s_height, s_width); got {tuple(stride)}")
-    return int(stride[0]), int(stride[1])
+    return _pair(stride, "stride is s or (s_height, s_width)")
 
 
 def as_stride(stride: Stride) -> Stride:

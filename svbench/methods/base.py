@@ -20,7 +20,17 @@ from torch import Tensor, nn
 from svbench._registry import Registry
 from svbench._validate import from_mapping, to_mapping
 from svbench.errors import UnsupportedShape
-from svbench.functional.transfer import Grid, Stride, as_grid, as_stride, fits_grid, grid_hw, stride_hw, stride_text
+from svbench.functional.transfer import (
+    Grid,
+    Stride,
+    as_grid,
+    as_stride,
+    fits_grid,
+    grid_hw,
+    grid_text,
+    stride_hw,
+    stride_text,
+)
 
 Provides = Literal["all_svs", "upper_bound", "estimate", "orthogonal_layer", "none"]
 PROVIDES_HELP: dict[str, str] = {
@@ -35,58 +45,82 @@ Padding = Literal["circular", "zeros"]
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One conv layer geometry: square n x n input, square k x k kernel, 'same' padding k // 2."""
+    """One conv layer geometry: an n x n input (n x width with ``width``, e.g. a spectrogram layer), square k x k
+    kernel, 'same' padding k // 2."""
 
     c_in: int
     c_out: int
     k: int
-    n: int
+    n: int  # the input height (and width, unless ``width`` is given)
     stride: int = 1
     padding: Padding = "circular"
     groups: int = 1
     dilation: int = 1
+    width: int | None = None  # a rectangular n x width input; None (or n) is the square n x n one
 
     def __post_init__(self) -> None:
-        for name in ("c_in", "c_out", "k", "n", "stride", "groups", "dilation"):
+        if self.width is not None and self.width == self.n:
+            object.__setattr__(self, "width", None)  # canonical: a square spec is one value, whatever was written
+        for name in ("c_in", "c_out", "k", "n", "stride", "groups", "dilation", "width"):
             value = getattr(self, name)
+            if name == "width" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.k % 2 == 0:
             raise ValueError(f"kernel size must be odd ('same' padding k // 2), got k={self.k}")
         span = self.dilation * (self.k - 1) + 1
-        if span > self.n:
+        h, w = self.hw
+        if span > min(h, w):
             raise ValueError(
-                f"kernel {self.k}x{self.k} (dilation {self.dilation}) is larger than the {self.n}x{self.n} input; "
-                f"use n >= {span}"
+                f"kernel {self.k}x{self.k} (dilation {self.dilation}) is larger than the {grid_text(self.grid)} "
+                f"input; use {'n' if h <= w else 'width'} >= {span}"
             )
-        if self.padding == "circular" and self.n % self.stride:
-            raise ValueError(
-                f"stride {self.stride} does not divide the input size {self.n} (circular padding needs stride | n)"
-            )
+        for side, name in ((h, "input size"), (w, "input width")) if self.width else ((h, "input size"),):
+            if self.padding == "circular" and side % self.stride:
+                raise ValueError(f"stride {self.stride} does not divide the {name} {side} (circular padding needs "
+                                 f"stride | n)")
         if self.c_in % self.groups or self.c_out % self.groups:
             raise ValueError(f"groups={self.groups} must divide c_in={self.c_in} and c_out={self.c_out}")
 
     @property
-    def in_shape(self) -> tuple[int, int, int]:
-        return (self.c_in, self.n, self.n)
+    def hw(self) -> tuple[int, int]:
+        """(height, width) of the input."""
+        return self.n, self.width or self.n
 
     @property
-    def out_size(self) -> int:
+    def grid(self) -> Grid:
+        """The input grid as the engine and ``layer_svs`` take it: n, or (n, width)."""
+        return as_grid(self.hw)
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return (self.c_in, *self.hw)
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        """(height, width) of the output."""
         p = self.dilation * (self.k // 2)
-        return (self.n + 2 * p - self.dilation * (self.k - 1) - 1) // self.stride + 1
+        return tuple((side + 2 * p - self.dilation * (self.k - 1) - 1) // self.stride + 1 for side in self.hw)
 
     def num_svs(self) -> int:
-        """Number of SVs of the layer's operator, zeros included: min(c_out m^2, c_in n^2)."""
-        return min(self.c_out * self.out_size**2, self.c_in * self.n**2)
+        """Number of SVs of the layer's operator, zeros included: min(c_out m^2, c_in n^2) (m1 m2, h w on a
+        rectangular input)."""
+        (m1, m2), (h, w) = self.out_hw, self.hw
+        return min(self.c_out * m1 * m2, self.c_in * h * w)
 
     @property
     def label(self) -> str:
         pad = "circ" if self.padding == "circular" else "zero"
         extra = (f" g{self.groups}" if self.groups > 1 else "") + (f" d{self.dilation}" if self.dilation > 1 else "")
-        return f"{self.c_in}->{self.c_out} k{self.k} n{self.n} s{self.stride} {pad}{extra}"
+        return f"{self.c_in}->{self.c_out} k{self.k} n{grid_text(self.grid)} s{self.stride} {pad}{extra}"
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields; ``width`` only for a rectangular input (square records keep the schema they always had)."""
+        out = dataclasses.asdict(self)
+        if out["width"] is None:
+            del out["width"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -101,7 +135,7 @@ class Capabilities:
     def why_not(self, spec: LayerSpec) -> str | None:
         # a 1 x 1 conv pads nothing (seeded_conv pads d (k // 2)): zero-padded, it is the circular operator when the
         # stride divides n (else it has ceil(n / s) outputs a side, which the circular model cannot have)
-        moot = spec.k == 1 and spec.n % spec.stride == 0 and "circular" in self.paddings
+        moot = spec.k == 1 and all(side % spec.stride == 0 for side in spec.hw) and "circular" in self.paddings
         if spec.padding not in self.paddings and not moot:
             return f"{spec.padding} padding not supported (supports: {', '.join(self.paddings)})"
         if self.strides is not None and spec.stride not in self.strides:

@@ -470,13 +470,13 @@ def _oracle(cell: Cell, layer: torch.nn.Module, ctx: _Ctx) -> tuple[Tensor | Non
     key = (spec, cell.seed, cell.method.layer_key())
     if key in ctx.oracle_cache:
         return ctx.oracle_cache[key]
-    if spec.c_in * spec.n * spec.n <= task.oracle_max_dim:
+    if spec.c_in * spec.hw[0] * spec.hw[1] <= task.oracle_max_dim:
         res = (oracle_singular_values(layer, spec.in_shape, device=ctx.device).cpu(), "dense_float64")
     else:
         kernel = cell.method.dense_kernel(layer)
         if spec.padding == "circular" and kernel is not None:
             with torch.no_grad():
-                sv = conv_singular_values(kernel.detach().double(), spec.n, spec.stride, backend="svdvals64")
+                sv = conv_singular_values(kernel.detach().double(), spec.grid, spec.stride, backend="svdvals64")
             res = (sv.cpu(), "fft_float64")
         else:
             res = (None, "none")
@@ -487,10 +487,12 @@ def _oracle(cell: Cell, layer: torch.nn.Module, ctx: _Ctx) -> tuple[Tensor | Non
 def _run_sv_cell(cell: Cell, ctx: _Ctx, base: dict[str, Any]) -> list[dict[str, Any]]:
     method, spec, task = cell.method, cell.spec, cell.task
     reason = method.supports.why_not(spec)
+    if reason is None and spec.width is not None and not method.rectangular_grids:
+        reason = f"a rectangular {grid_text(spec.grid)} input not supported (square n x n only)"
     if reason:
         return _status_record(base, "skipped", f"{method.name}: {reason}")
     layer = method.make_layer(spec, seed=cell.seed, dtype=ctx.dtype, device=ctx.device)
-    n = spec.n
+    n = spec.grid
 
     def compute() -> Tensor:
         return method.layer_svs(layer, n)
@@ -566,7 +568,7 @@ def _paired_with_reference(compute: Callable[[], Tensor], method: Method, layer:
                            padding_mode="circular", device=kernel.device, dtype=kernel.dtype)
     with torch.no_grad():
         conv.weight.copy_(kernel.detach())
-    pt = paired_timing(compute, lambda: reference.layer_svs(conv, spec.n), ctx.device, repeats=pairs)
+    pt = paired_timing(compute, lambda: reference.layer_svs(conv, spec.grid), ctx.device, repeats=pairs)
     return [{"metric": "speedup_vs_reference_paired", "value": pt.ratio_b_over_a, "iqr": pt.ratio_iqr,
              "repeats": pairs, "extra": {"method_ms": pt.a.median_ms, "reference_ms": pt.b.median_ms,
                                          "how": "median of per-pair t_reference / t_method, interleaved"}}]
@@ -590,10 +592,11 @@ def _paired_with_plain_conv(forward: Callable[[], Tensor], x: Tensor, cell: Cell
 
 def rfft_transfer_bytes(spec: LayerSpec, dtype: torch.dtype) -> int:
     """Size of the layer's rfft transfer matrices, (n/s) x (n/(2s) + 1) x c_out x c_in s^2 complex numbers (g blocks
-    of c_out/g x c_in s^2/g for a grouped conv): the unit of the peak-memory target (issue 6)."""
-    m = spec.n // spec.stride
+    of c_out/g x c_in s^2/g for a grouped conv; (h/s) x (w/(2s) + 1) on a rectangular input): the unit of the
+    peak-memory target (issue 6)."""
+    m1, m2 = (side // spec.stride for side in spec.hw)
     complex_bytes = 2 * torch.empty((), dtype=dtype).element_size()
-    return m * (m // 2 + 1) * spec.c_out * spec.c_in * spec.stride**2 // spec.groups * complex_bytes
+    return m1 * (m2 // 2 + 1) * spec.c_out * spec.c_in * spec.stride**2 // spec.groups * complex_bytes
 
 
 def iter_records(records: list[dict[str, Any]], **match: Any) -> Iterator[dict[str, Any]]:

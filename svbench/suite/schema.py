@@ -44,18 +44,20 @@ class GridSpec:
     stride: list[int] = field(default_factory=lambda: [1])
     padding: Literal["circular", "zeros"] = "circular"
     max_work: float | None = None  # skip shapes with (n/s)^2 c^3 above this (the cubic SVD model)
+    width: list[int] | None = None  # rectangular inputs: every n x width pair (None: square n x n)
 
     def shapes(self) -> list[LayerSpec]:
         out = []
         for c in self.c:
             for n in self.n:
-                for k in self.k:
-                    for s in self.stride:
-                        if k > n or (self.padding == "circular" and n % s):
-                            continue
-                        if self.max_work is not None and (n // s) ** 2 * c**3 > self.max_work:
-                            continue
-                        out.append(LayerSpec(c, c, k, n, s, self.padding))
+                for w in self.width or [n]:
+                    for k in self.k:
+                        for s in self.stride:
+                            if k > min(n, w) or (self.padding == "circular" and (n % s or w % s)):
+                                continue
+                            if self.max_work is not None and (n // s) * (w // s) * c**3 > self.max_work:
+                                continue
+                            out.append(LayerSpec(c, c, k, n, s, self.padding, width=w))
         return out
 
 
