@@ -263,3 +263,43 @@ def test_bad_per_axis_strides():
         conv_singular_values(w, 8, (1, 2, 3))
     with pytest.raises(UserError, match="stride must be >= 1, got 0x1"):
         conv_singular_values(w, 8, (0, 1))
+
+
+def test_deep_speech_2_front_end(tmp_path, capsys):
+    """``ds2_frontend`` (Deep Speech 2's conv front end: 41 x 11 taps at stride (2, 2), 21 x 11 at stride (2, 1), on
+    a frequency x time input): every conv's SVs from ``sedghi`` against the dense float64 operator of its circular
+    model; ``spectrum --model`` names the (2, 1) stride and computes the same values; a suite network task runs it
+    with every network method's errors against the float64 oracle."""
+    from svbench.cli.main import main
+    from svbench.methods.base import circular_view
+    from svbench.models import build_model
+    from svbench.suite.loader import parse_suite
+    from svbench.suite.runner import run_suite
+
+    torch.manual_seed(0)
+    model = build_model("ds2_frontend", width=8, image_size=(48, 24)).double().eval()
+    got = create_method("sedghi").network_svs(model, (1, 48, 24))
+    grids = {"features.0": (1, 48, 24), "features.3": (8, 24, 12)}
+    assert set(got) == set(grids)
+    for name, shape in grids.items():
+        want = oracle_singular_values(circular_view(model.get_submodule(name)), shape)
+        assert got[name].shape == want.shape and (got[name] - want).abs().max() <= 1e-12 * want[0], name
+    path = tmp_path / "ds2.pt"
+    torch.save(build_model("ds2_frontend", image_size=(48, 24)).state_dict(), path)
+    assert main(["spectrum", str(path), "--model", "ds2_frontend", "--input-shape", "1,48,24", "--no-lipschitz",
+                 "--out", str(tmp_path / "o")]) == 0
+    md = (tmp_path / "o" / "spectrum.md").read_text()
+    assert "| features.3 | conv | (32, 32, 21, 11) | 24x12 | 2x1 (model hooks) | zeros |" in md, md
+    capsys.readouterr()
+    timing = {"warmup": 0, "min_repeats": 1, "max_repeats": 1, "budget_s": 0.01}
+    suite = parse_suite({"name": "speech", "tasks": [
+        {"name": "nets", "kind": "network", "models": ["ds2_frontend"], "input_shape": [1, 48, 24], "clip_to": 1.0,
+         "methods": ["reference", "sedghi", "gram", "power"], "timing": timing}]}, "test")
+    recs = run_suite(suite, out_root=tmp_path / "runs", progress=False).records
+    assert all(r["status"] == "ok" for r in recs) and {r["cell_id"].split("|")[1] for r in recs} == {
+        "ds2_frontend@48x24"}
+    value = {(r["method"], r["metric"]): r["value"] for r in recs}
+    assert value[("sedghi", "network_max_err_rel")] < 2e-6 and value[("reference", "network_max_err_rel")] < 2e-6
+    assert -2e-7 <= value[("gram", "network_min_bound_rel_err")] < 0.05
+    assert value[("power", "network_max_est_rel_err")] <= 1e-7
+    assert value[("sedghi", "network_clip_err_rel")] < 1e-5

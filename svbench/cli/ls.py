@@ -45,7 +45,9 @@ def main(args: argparse.Namespace) -> int:
         t = Table("method", "provides", "what it gives", "supports", "summary", "reference")
         for name in names:
             cls = METHODS.get(name)
-            t.add_row(name, cls.provides, PROVIDES_HELP[cls.provides], cls.supports.describe(), cls.summary,
+            grids = (("; h x w grids" if cls.rectangular_grids else "; square grids")
+                     + ("; stride / dilation per axis" if cls.anisotropic else ""))
+            t.add_row(name, cls.provides, PROVIDES_HELP[cls.provides], cls.supports.describe() + grids, cls.summary,
                       cls.reference)
         console.print(t)
         if len(names) == 1:
@@ -119,7 +121,9 @@ def _models_table(pattern: str):  # type: ignore[no-untyped-def]
         convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
         params = sum(p.numel() for p in model.parameters())
         doc = inspect.getdoc(factory) or ""
-        shape = f"{defaults.get('in_channels', '?')} x {defaults.get('image_size', '?')}^2"
+        size = defaults.get("image_size", "?")
+        side = f"{size[0]} x {size[1]}" if isinstance(size, tuple) else f"{size}^2"
+        shape = f"{defaults.get('in_channels', '?')} x {side}"
         t.add_row(name, shape, str(convs), f"{params / 1e6:.2f} M", route(model),
                   doc.replace("\n", " ").split(". ")[0].rstrip(".") + ".")
     return t
