@@ -26,6 +26,7 @@ from svbench.methods.base import (
     check_circular_mode,
     check_padding,
     conv_geometry,
+    geometry_of,
     plain_convs,
     sv_weight,
     warn_left_out,
@@ -59,7 +60,7 @@ class ReferenceMethod(Method):
         out = {}
         for name, m, n in plain_convs(model, input_shape, rectangular=self.rectangular_grids,
                                       anisotropic=self.anisotropic):
-            stride, _, groups, dilation = conv_geometry(m, anisotropic=True)
+            stride, groups, dilation = geometry_of(m)
             dense = dense_equivalent_kernel(sv_weight(m), groups, dilation)
             out[name] = grouped_from_dense(clip_kernel_naive(dense, n, target, stride), groups, dilation)
         warn_left_out(model, out, "reference network_clip")
