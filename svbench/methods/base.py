@@ -73,8 +73,8 @@ class LayerSpec:
         h, w = self.hw
         if span > min(h, w):
             raise ValueError(
-                f"kernel {self.k}x{self.k} (dilation {self.dilation}) is larger than the {grid_text(self.grid)} "
-                f"input; use {'n' if h <= w else 'width'} >= {span}"
+                f"kernel {self.k}x{self.k} (dilation {self.dilation}) is larger than the {h}x{w} input; use "
+                f"{'n' if h <= w else 'width'} >= {span}"
             )
         for side, name in ((h, "input size"), (w, "input width")) if self.width else ((h, "input size"),):
             if self.padding == "circular" and side % self.stride:
