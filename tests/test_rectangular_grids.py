@@ -132,13 +132,19 @@ def _rect_model() -> nn.Sequential:
 def test_every_method_on_a_rectangular_input_against_the_dense_operator(method):
     """Every method of the registry, ``network_svs`` on a 6 x 10 input, each conv against the dense float64 operator
     of the layer itself on its own grid (6 x 10, then 3 x 5 after the stride), by what the method provides: all SVs
-    equal, an upper bound at or above sigma_max (and within 5 %), an estimate at or below it. ``cayley`` (square
-    grids only) refuses in one line; ``tt`` runs on its wrapped model (TT layers: their own operator)."""
+    equal, an upper bound at or above sigma_max (and within 5 %), an estimate at or below it. ``tt`` runs on its
+    wrapped model (TT layers: their own operator). ``cayley`` has no network route (its layers are no convs):
+    ``layer_svs`` of each Cayley layer it makes of the 3 x 3 convs, on its h x w grid (since session 18; was
+    refused): all SVs 1, exactly orthogonal there too."""
     m = create_method(method)
     model = _rect_model()
     if method == "cayley":
-        with pytest.raises(UnsupportedShape, match=r"conv '0' runs on a 6x10 grid; .* pass a square input_shape"):
-            m.network_svs(model, (2, 6, 10))
+        model = m.wrap(model[:3]).double().eval()
+        for name, shape in {"0": (2, 6, 10), "2": (4, 6, 10)}.items():
+            want = oracle_singular_values(model[int(name)], shape)
+            got = m.layer_svs(model[int(name)], shape[1:]).double()
+            assert got.shape == want.shape and (got - want).abs().max() <= 1e-12, name
+            assert (want - 1).abs().max() <= 1e-12, name
         return
     model = m.wrap(model)  # tt: TT layers; every method's control now takes the 6 x 10 grid: no warning
     with warnings.catch_warnings(record=True) as caught:
@@ -340,7 +346,8 @@ def test_network_task_on_a_rectangular_input(tmp_path):
 def test_spectrum_of_tt_and_cayley_checkpoints_on_a_rectangular_input(tmp_path, monkeypatch):
     """A checkpoint trained with ``tt``: each TT layer on its own h x w grid from ``--model`` (the folded core,
     Theorem 1, zeros appended to the operator's count), against the TT layer's dense float64 operator. A Cayley
-    layer on a rectangular grid is refused in one line naming it (its operator is computed on square grids)."""
+    checkpoint too (since session 18; was refused in one line): each Cayley layer's operator on its own h x w grid
+    against its dense float64 operator (all SVs 1: exactly orthogonal there too)."""
     from svbench.checkpoint.spectrum import checkpoint_spectrum
     from svbench.models.registry import MODELS
 
@@ -367,9 +374,14 @@ def test_spectrum_of_tt_and_cayley_checkpoints_on_a_rectangular_input(tmp_path, 
 
     cayley = create_method("cayley").wrap(net())
     torch.save(cayley.state_dict(), tmp_path / "cayley.pt")
-    with pytest.raises(UserError, match=r"layer '0': a Cayley layer's operator is computed on square n x n grids; "
-                                        r"this one runs on 6x10"):
-        checkpoint_spectrum(tmp_path / "cayley.pt", model="rect_tt_net", input_shape=(3, 6, 10))
+    spectra = {s.name: s for s in checkpoint_spectrum(tmp_path / "cayley.pt", model="rect_tt_net",
+                                                      input_shape=(3, 6, 10))}
+    assert [spectra[n].kind for n in ("0", "1", "2")] == ["cayley"] * 3
+    for name, in_shape in (("0", (3, 6, 10)), ("1", (8, 6, 10)), ("2", (8, 3, 5))):
+        exact = oracle_singular_values(cayley[int(name)].double().eval(), in_shape)
+        got = spectra[name].svs
+        assert got.shape == exact.shape and (got - exact).abs().max() <= 1e-12, name
+        assert (exact - 1).abs().max() <= 1e-12, name
 
 
 def test_layer_spec_with_a_width_is_a_rectangular_input():
@@ -398,8 +410,8 @@ def test_layer_spec_with_a_width_is_a_rectangular_input():
 
 def test_sv_task_on_rectangular_shapes(tmp_path):
     """A suite's SV task with rectangular shapes (explicit, and a grid's ``width`` sweep): every method's cell on
-    its h x w input against the dense float64 oracle by what it provides; cayley skipped in one line; the records'
-    shape carries the width and the cell ids the grid."""
+    its h x w input against the dense float64 oracle by what it provides (cayley's layer too: its operator on h x w);
+    the records' shape carries the width and the cell ids the grid."""
     from svbench.suite.loader import parse_suite
     from svbench.suite.runner import run_suite
 
@@ -413,11 +425,10 @@ def test_sv_task_on_rectangular_shapes(tmp_path):
         "4->6 k3 n8x16 s2 circ", "4->4 k3 n6x10 s1 zero", "4->4 k3 n4x12 s1 circ", "4->4 k3 n4 s1 circ"]
     recs = run_suite(suite, out_root=tmp_path, progress=False).records
     value = {(r["cell_id"].split("|")[1], r["method"], r["metric"]): r["value"] for r in recs if r["status"] == "ok"}
-    skipped = {(r["cell_id"].split("|")[1], r["method"]): r["reason"] for r in recs if r["status"] == "skipped"}
-    assert skipped[("4->6 k3 n8x16 s2 circ", "cayley")] == "cayley: a rectangular 8x16 input not supported " \
-                                                             "(square n x n only)"
+    skipped = {(r["cell_id"].split("|")[1], r["method"]) for r in recs if r["status"] == "skipped"}
+    assert all(shape == "4->4 k3 n6x10 s1 zero" for shape, _ in skipped)  # circular-only methods on zero padding
     for shape in ("4->6 k3 n8x16 s2 circ", "4->4 k3 n4x12 s1 circ"):
-        for method in ("reference", "sedghi", "tt"):
+        for method in ("reference", "sedghi", "tt", "cayley"):
             assert value[(shape, method, "sv_max_abs_err_rel")] <= 2e-6, (shape, method)
         assert -2e-7 <= value[(shape, "gram", "sigma_max_rel_err")] < 0.05
         assert -0.1 < value[(shape, "power", "sigma_max_rel_err")] <= 1e-7
@@ -425,3 +436,25 @@ def test_sv_task_on_rectangular_shapes(tmp_path):
     assert value[("4->4 k3 n4 s1 circ", "cayley", "sv_max_abs_err_rel")] <= 2e-6  # width 4 on n 4: square
     widths = {r["shape"].get("width") for r in recs if r.get("shape")}
     assert widths == {16, 10, 12, None}
+
+
+def test_cayley_layer_on_rectangular_inputs():
+    """A Cayley layer on h x w (since session 18; its forward took square inputs only): exactly orthogonal on the
+    grid it runs on (the dense float64 operator of its forward: all SVs 1, c_out >= c_in; a co-isometry otherwise),
+    stride 2 by space-to-depth on each side, its certified bound exact at 1, and a training step runs (gradients
+    reach the weight and the scale)."""
+    from svbench.methods.cayley import CayleyConv2d, CayleyMethod
+    from svbench.metrics.certified import conv_layer_bound
+
+    torch.manual_seed(3)
+    for c_in, c_out, k, stride, grid in ((3, 5, 3, 1, (6, 10)), (4, 4, 3, 2, (8, 12)), (6, 3, 3, 1, (5, 8))):
+        layer = CayleyConv2d(c_in, c_out, k, stride, bias=False, dtype=torch.float64).eval()
+        want = oracle_singular_values(layer, (c_in, *grid))
+        assert (want - 1).abs().max() <= 1e-12
+        got = CayleyMethod().layer_svs(layer, grid).double()
+        assert got.shape == want.shape and (got - want).abs().max() <= 1e-12
+        value, source, exact = conv_layer_bound(layer, (c_in, *grid))
+        assert exact and value == pytest.approx(1.0, abs=1e-12) and "Cayley" in source
+    layer = CayleyConv2d(2, 4, 3).train()
+    layer(torch.randn(2, 2, 6, 10)).square().sum().backward()
+    assert layer.weight.grad is not None and layer.alpha.grad is not None

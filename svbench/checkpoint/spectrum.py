@@ -37,6 +37,7 @@ from svbench.functional.transfer import (
     check_circular_geometry,
     grid_area,
     grid_div,
+    grid_hw,
     grid_text,
     stride_hw,
     stride_text,
@@ -260,21 +261,23 @@ def layer_spectrum(entry: ConvEntry, n: Grid, stride: Stride, method: str = "sed
     return svs
 
 
-def _cayley_geometry(entry: ConvEntry, n: Grid, stride: int) -> None:
-    if not isinstance(n, int):
-        raise UserError(f"a Cayley layer's operator is computed on square n x n grids; this one runs on "
+def _cayley_geometry(entry: ConvEntry, n: Grid, stride: Stride) -> None:
+    """A Cayley layer's grid: one stride (1 or 2) dividing each side, the kernel fitting each side after it (square
+    or rectangular grids: its operator is computed on either since session 18)."""
+    h, w = grid_hw(n)
+    if stride not in (1, 2) or entry.c_in % (stride * stride) or h % stride or w % stride:
+        raise UserError(f"a Cayley layer of stride {stride_text(stride)} needs an input size divisible by it and "
+                        f"{stride_text(stride)}^2 dividing its {entry.c_in} stored input channels; got n = "
                         f"{grid_text(n)}")
-    if stride not in (1, 2) or entry.c_in % (stride * stride) or n % stride:
-        raise UserError(f"a Cayley layer of stride {stride} needs an input size divisible by it and {stride}^2 "
-                        f"dividing its {entry.c_in} stored input channels; got n = {n}")
     k_eff = entry.kernel.shape[-1]
-    if k_eff > n // stride:
-        raise UserError(f"its {k_eff}x{k_eff} Cayley kernel is larger than the {n // stride}x{n // stride} grid it "
+    if k_eff > min(h, w) // stride:
+        raise UserError(f"its {k_eff}x{k_eff} Cayley kernel is larger than the {h // stride}x{w // stride} grid it "
                         f"runs on; use a larger input size")
 
 
 def _cayley_spectrum(entry: ConvEntry, n: Grid, stride: int, device: torch.device | str) -> Tensor:
-    """All SVs (descending, float64 on the CPU) of a Cayley layer's operator on n x n: the layer rebuilt from its
+    """All SVs (descending, float64 on the CPU) of a Cayley layer's operator on n x n (or h x w): the layer rebuilt
+    from its
     weight and scale in float64, then the SVs of its per-frequency Cayley transforms (1 up to rounding when the
     layer is what it claims to be)."""
     from svbench.methods.cayley import CayleyConv2d, CayleyMethod

@@ -18,6 +18,8 @@ import math
 import torch
 from torch import Tensor
 
+from svbench.functional.transfer import Grid, grid_hw
+
 
 def cayley_transfer(a_in: Tensor) -> Tensor:
     """Batched Cayley map (..., c_out, c_in) -> Q with orthonormal columns (rows if c_in > c_out)."""
@@ -35,21 +37,24 @@ def cayley_transfer(a_in: Tensor) -> Tensor:
     return torch.cat([top, -2 * v @ inv], dim=-2)
 
 
-def centred_transfer(weight: Tensor, n: int) -> Tensor:
-    """Transfer matrices (n, n//2+1, c_out, c_in) of the circular cross-correlation centred at p = (k-1)//2.
+def centred_transfer(weight: Tensor, n: Grid) -> Tensor:
+    """Transfer matrices (n, n//2+1, c_out, c_in) of the circular cross-correlation centred at p = (k-1)//2; on an
+    h x w grid (h, w//2+1, c_out, c_in).
 
-    y_o[i] = sum_{c,u} W[o, c, u] x_c[i + u - p]  <=>  y_hat(w) = exp(-2 pi i p (w1 + w2) / n) conj(W_hat(w)) x_hat(w).
+    y_o[i] = sum_{c,u} W[o, c, u] x_c[i + u - p]  <=>  y_hat(w) = exp(-2 pi i p (w1 / h + w2 / w)) conj(W_hat(w))
+    x_hat(w).
     """
+    h, w = grid_hw(n)
     k = weight.shape[-1]
     p = (k - 1) // 2
-    spec = torch.fft.rfft2(weight, s=(n, n)).conj()
-    f1 = torch.fft.fftfreq(n, d=1.0 / n, device=weight.device, dtype=weight.dtype)
-    f2 = torch.arange(n // 2 + 1, device=weight.device, dtype=weight.dtype)
-    phase = torch.exp(-2j * math.pi * p * (f1[:, None] + f2[None, :]) / n)
+    spec = torch.fft.rfft2(weight, s=(h, w)).conj()
+    f1 = torch.fft.fftfreq(h, d=1.0 / h, device=weight.device, dtype=weight.dtype)
+    f2 = torch.arange(w // 2 + 1, device=weight.device, dtype=weight.dtype)
+    phase = torch.exp(-2j * math.pi * p * (f1[:, None] / h + f2[None, :] / w))
     return (spec * phase).permute(2, 3, 0, 1)
 
 
-def cayley_orthogonal_transfer(weight: Tensor, alpha: Tensor, n: int) -> Tensor:
+def cayley_orthogonal_transfer(weight: Tensor, alpha: Tensor, n: Grid) -> Tensor:
     """Q(w) for every rfft frequency: Cayley of alpha * W_c / ||W||_F (one norm over all frequencies/channels).
 
     svbench normalises by ||W||_F (n-independent) instead of ||W_c||_F over the frequencies, so the
@@ -61,11 +66,10 @@ def cayley_orthogonal_transfer(weight: Tensor, alpha: Tensor, n: int) -> Tensor:
 
 
 def apply_transfer(x: Tensor, q: Tensor) -> Tensor:
-    """y = irfft2(Q(w) x_hat(w)) for x (B, c_in, n, n) and Q (n, n//2+1, c_out, c_in)."""
-    n = x.shape[-1]
-    xf = torch.fft.rfft2(x)  # (B, c_in, n, nf)
+    """y = irfft2(Q(w) x_hat(w)) for x (B, c_in, h, w) and Q (h, w//2+1, c_out, c_in)."""
+    xf = torch.fft.rfft2(x)  # (B, c_in, h, wf)
     yf = torch.einsum("uvoc,bcuv->bouv", q, xf)
-    return torch.fft.irfft2(yf, s=(n, n))
+    return torch.fft.irfft2(yf, s=tuple(x.shape[-2:]))
 
 
 def space_to_depth(x: Tensor, block: int = 2) -> Tensor:

@@ -296,8 +296,9 @@ def frequency_singular_values(
     return matrix_singular_values(spec, backend, driver=driver, chunk=chunk)
 
 
-def expand_rfft(per_freq: Tensor, m: int) -> Tensor:
-    """Full SV multiset (descending 1-D) from rfft per-frequency SVs (m, m//2+1, r): mirrored columns counted twice."""
+def expand_rfft(per_freq: Tensor, m: Grid) -> Tensor:
+    """Full SV multiset (descending 1-D) from rfft per-frequency SVs (m, m//2+1, r) (on an m1 x m2 grid
+    (m1, m2//2+1, r)): mirrored columns counted twice."""
     mult = rfft_multiplicity(m, per_freq.device)
     rep = per_freq.repeat_interleave(mult, dim=1)
     return rep.reshape(-1).sort(descending=True).values

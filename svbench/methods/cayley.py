@@ -3,7 +3,7 @@
 Trockman & Kolter, "Orthogonalizing Convolutional Layers with the Cayley Transform", ICLR 2021
 (arXiv:2104.07167); public code locuslab/orthogonal-convolutions.
 
-The layer is an n x n CIRCULAR filter whose transfer matrix at every frequency is the Cayley transform of a
+The layer is an n x n (or h x w) CIRCULAR filter whose transfer matrix at every frequency is the Cayley transform of a
 skew-Hermitian matrix built from a k x k kernel: the implemented operator is EXACTLY orthogonal (all SVs 1 when
 c_out >= c_in, a co-isometry otherwise), on every input size (the transfer is computed per n, never fixed at the
 first n seen). Stride 2 is an invertible 2x2 space-to-depth followed by a stride-1 Cayley conv with 4 c_in inputs
@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from svbench.errors import UnsupportedShape
 from svbench.functional.cayley import apply_transfer, cayley_orthogonal_transfer, space_to_depth
 from svbench.functional.spectrum import expand_rfft, matrix_singular_values
+from svbench.functional.transfer import Grid, as_grid, fits_grid, grid_div, grid_text
 from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method
 
 
@@ -63,10 +64,12 @@ class CayleyConv2d(nn.Module):
             if self.bias is not None:
                 self.bias.zero_()
 
-    def transfer(self, n: int) -> Tensor:
-        """Orthogonal transfer matrices (n, n//2+1, c_out, c_in_eff) on the n x n grid (after space-to-depth)."""
-        if self.kernel_size[0] > n:
-            raise UnsupportedShape(f"cayley: kernel {self.kernel_size[0]} larger than the {n}x{n} grid")
+    def transfer(self, n: Grid) -> Tensor:
+        """Orthogonal transfer matrices (n, n//2+1, c_out, c_in_eff) on the n x n grid (after space-to-depth); on an
+        h x w grid (h, w//2+1, c_out, c_in_eff)."""
+        n = as_grid(n)
+        if not fits_grid(self.kernel_size, n):
+            raise UnsupportedShape(f"cayley: kernel {self.kernel_size[0]} larger than the {grid_text(n)} grid")
         if self.training:  # eval mode: cached, no gradient to the parameters
             return cayley_orthogonal_transfer(self.weight, self.alpha, n)
         key = (n, self.weight.device, self.weight.dtype)
@@ -84,9 +87,7 @@ class CayleyConv2d(nn.Module):
             if x.shape[-1] % 2 or x.shape[-2] % 2:
                 raise UnsupportedShape(f"cayley stride 2 needs an even input size, got {tuple(x.shape[-2:])}")
             x = space_to_depth(x, 2)
-        if x.shape[-1] != x.shape[-2]:
-            raise UnsupportedShape("cayley: square inputs only")
-        y = apply_transfer(x, self.transfer(x.shape[-1]))
+        y = apply_transfer(x, self.transfer(as_grid(tuple(x.shape[-2:]))))
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y
@@ -112,6 +113,7 @@ class CayleyMethod(Method):
     supports = Capabilities(strides=(1, 2), paddings=("circular",))
     Config = CayleyConfig
     summary = "Cayley orthogonal conv: exactly orthogonal circular layer (per-frequency Cayley transform)"
+    rectangular_grids = True
     reference = "Trockman & Kolter, ICLR 2021 (arXiv:2104.07167)"
 
     def __init__(self, config: CayleyConfig | None = None) -> None:
@@ -140,7 +142,7 @@ class CayleyMethod(Method):
     def layer_svs(self, layer: nn.Module, input_hw: int) -> Tensor:
         if not isinstance(layer, CayleyConv2d):
             raise UnsupportedShape(f"cayley: expected a CayleyConv2d, got {type(layer).__name__} (use wrap() first)")
-        n = int(input_hw) // layer.stride
+        n = grid_div(as_grid(input_hw), layer.stride)
         with torch.no_grad():
             q = layer.transfer(n)
             return expand_rfft(matrix_singular_values(q), n)

@@ -74,12 +74,10 @@ def conv_layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[floa
     h, w = in_shape[-2:]
     if isinstance(module, nn.Conv2d) and not is_plain(module):  # its forward is not conv2d with its weight
         return _dense_bound(module, in_shape, f"{type(module).__name__} has a forward of its own")
-    if isinstance(module, CayleyConv2d):
-        if h != w:
-            return _dense_bound(module, in_shape, "a Cayley conv on a non-square grid")
+    if isinstance(module, CayleyConv2d):  # its operator on h x w (square or not): the Cayley transforms' SVs
         layer = copy.deepcopy(module).double().eval()
         with torch.no_grad():
-            value = float(CayleyMethod().layer_svs(layer, h).max())
+            value = float(CayleyMethod().layer_svs(layer, (h, w)).max())
         return value, "Cayley operator largest SV (float64)", True
     stride, dilation, mode = as_stride(tuple(module.stride)), as_stride(tuple(module.dilation)), module.padding_mode
     if isinstance(module, TTConv2d) and not (isinstance(stride, int) and isinstance(dilation, int)):
