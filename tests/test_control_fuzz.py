@@ -76,12 +76,11 @@ def test_control_steps_on_random_nets(name, options, rectangular, anisotropic):
             model(x)
             reports = {r["layer"]: r for r in method.after_step(model, 1)}
             controlled += _check(name, model, x, reports, seed)
-            per_axis += sum(1 for i, layer in enumerate(model) if str(i) in reports and isinstance(layer, nn.Conv2d)
+            per_axis += sum(1 for i, layer in enumerate(model) if str(i) in reports
                             and (len(set(layer.stride)) > 1 or len(set(layer.dilation)) > 1))
-    # the test reached the control on enough layers (tt: its TT layers; it leaves per-axis convs out)
-    assert controlled >= (5 if name == "tt" and anisotropic else 10), controlled
-    if anisotropic:
-        assert per_axis == 0 if name == "tt" else per_axis >= 5, per_axis
+    assert controlled >= 10, controlled  # the test reached the control on enough layers
+    if anisotropic:  # and on convs (TT layers for tt) with a stride or dilation per axis (tt: no dilated ones)
+        assert per_axis >= (3 if name == "tt" else 5), per_axis
 
 
 def _check(name: str, model: nn.Module, x: torch.Tensor, reports: dict, seed: int) -> int:

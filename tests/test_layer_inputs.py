@@ -108,18 +108,23 @@ def test_network_routes_take_sixteen_bit_models(method):
 
 @pytest.mark.parametrize("conv", [dict(stride=(1, 2), padding=1), dict(dilation=(1, 2), padding=(1, 2))],
                          ids=["stride", "dilation"])
-@pytest.mark.parametrize("method,options", [("sedghi", {}), ("gram", {"batch_layers": True}), ("gram", {}),
-                                            ("power", {"iters": 2000}), ("reference", {})])
+@pytest.mark.parametrize("method,options", [("sedghi", {}), ("tt", {}), ("gram", {"batch_layers": True}),
+                                            ("gram", {}), ("power", {"iters": 2000}), ("reference", {})])
 def test_network_routes_take_a_stride_or_dilation_that_differs_between_axes(method, options, conv):
     """sedghi, tt and gram's batched route once read stride[0] and dilation[0]: a (1, 2) stride gave the stride-1
     operator's 192 SVs (the operator has 128, sigma_max 1.27 for 1.09), a (1, 2) dilation SVs off by 0.09; then
-    every route refused such a conv. Since session 18 the engine takes one per axis: checked against the dense
-    float64 operator of the layer itself, by what the method provides."""
+    every route refused such a conv. Since session 18 the engine takes one per axis (tt's network route computes a
+    plain conv by its kernel): checked against the dense float64 operator of the layer itself, by what the method
+    provides."""
     from svbench.functional.oracle import oracle_singular_values
 
     torch.manual_seed(3)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding_mode="circular", **conv)).double()
     m = create_method(method, **options)
+    if method == "tt" and "dilation" in conv:  # tt's route takes no dilated conv: left out, named
+        with pytest.warns(UserWarning, match=r"tt network_svs: 1 of 1 conv layers left out .*dilation 1x2"):
+            assert m.network_svs(model, (3, 8, 8)) == {}
+        return
     got = m.network_svs(model, (3, 8, 8))["0"].double()
     want = oracle_singular_values(model[0], (3, 8, 8))
     top = float(want[0])
@@ -129,16 +134,6 @@ def test_network_routes_take_a_stride_or_dilation_that_differs_between_axes(meth
         assert top * (1 - 1e-9) <= float(got[0]) <= 1.05 * top
     else:
         assert 0.99 * top <= float(got[0]) <= top * (1 + 1e-9)
-
-
-@pytest.mark.parametrize("conv", [dict(stride=(1, 2), padding=1), dict(dilation=(1, 2), padding=(1, 2))],
-                         ids=["stride", "dilation"])
-def test_tt_refuses_a_stride_or_dilation_that_differs_between_axes(conv):
-    """tt's cores take one stride and one dilation: one line naming the conv and the routes that take a pair."""
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding_mode="circular", **conv))
-    with pytest.raises(UnsupportedShape, match=r"conv '0': non-square (stride|dilation) \(1, 2\) is not supported "
-                                               r"\(this route .* sedghi, reference, gram and power take one per axis"):
-        create_method("tt").network_svs(model, (3, 8, 8))
 
 
 @pytest.mark.parametrize("method", ["sedghi", "tt", "reference", "gram", "power"])

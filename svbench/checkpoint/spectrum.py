@@ -164,11 +164,10 @@ def _torchvision_model(name: str, state: dict[str, Tensor], in_channels: int) ->
 def _stands_for(e: ConvEntry, conv: nn.Module | None) -> bool:
     """Whether the TT or Cayley layer ``e`` of a checkpoint is what a method made of the model's ``conv``."""
     if not (isinstance(conv, nn.Conv2d) and conv.groups == 1 and as_stride(conv.dilation) == 1
-            and isinstance(as_stride(conv.stride), int) and conv.out_channels == e.c_out
-            and len(set(conv.kernel_size)) == 1):
+            and conv.out_channels == e.c_out and len(set(conv.kernel_size)) == 1):
         return False
-    k, s = conv.kernel_size[0], conv.stride[0]
-    if e.kind == "tt":
+    k, s = conv.kernel_size[0], as_stride(conv.stride)
+    if e.kind == "tt":  # a TT layer takes the conv's stride, one per axis too
         return conv.in_channels == e.c_in and e.kernel.shape[-1] == k
     # Cayley: stride 2 is a space-to-depth, then a stride-1 conv of 4 c_in inputs and kernel max(1, k // 2)
     return s in (1, 2) and conv.in_channels * s * s == e.c_in and e.kernel.shape[-1] == (k if s == 1 else

@@ -552,7 +552,7 @@ def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int], *, rectangu
             conv_geometry(mod, anisotropic=anisotropic)
         except UnsupportedShape as e:
             raise UnsupportedShape(f"conv {name!r}: {e} (this route takes one stride and one dilation per conv; "
-                                   f"sedghi, reference, gram and power take one per axis)") from None
+                                   f"the built-in methods but cayley take one per axis)") from None
         out.append((name, mod, n))
     return out
 

@@ -35,7 +35,17 @@ from svbench.functional.spectrum import (
     describe_backend,
     zero_padding_sigma_max_bound,
 )
-from svbench.functional.transfer import Grid, as_grid, fits_grid, grid_area, grid_div
+from svbench.functional.transfer import (
+    Grid,
+    Stride,
+    as_grid,
+    as_stride,
+    fits_grid,
+    grid_area,
+    grid_div,
+    stride_hw,
+    stride_text,
+)
 from svbench.functional.tt import compose_kernel, fold_cores, folded_cores, orthogonality_defect, tt_svd
 from svbench.methods.base import (
     METHODS,
@@ -78,7 +88,7 @@ class TTConv2d(nn.Module):
         in_channels: int,
         out_channels: int,
         kernel_size: int,
-        stride: int = 1,
+        stride: int | tuple[int, int] = 1,
         padding: int | None = None,
         dilation: int = 1,
         bias: bool = True,
@@ -98,7 +108,7 @@ class TTConv2d(nn.Module):
             raise ValueError(f"ranks must satisfy 1 <= r1 <= c_in and 1 <= r2 <= c_out, got r1={r1}, r2={r2}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = (kernel_size, kernel_size)
-        self.stride = (stride, stride)
+        self.stride = stride_hw(stride)  # one per axis: (1, 2) halves the width only
         self.dilation = (dilation, dilation)
         self.padding = (dilation * (kernel_size // 2),) * 2 if padding is None else (padding, padding)
         self.padding_mode = padding_mode
@@ -137,10 +147,10 @@ class TTConv2d(nn.Module):
             return False
         if self.forward_mode == "factored":
             return True
-        k, s = self.kernel_size[0], self.stride[0]
+        k, (s1, s2) = self.kernel_size[0], self.stride
         c_in, c_out, r1, r2 = self.in_channels, self.out_channels, self.r1, self.r2
-        out_px = x.shape[0] * (x.shape[-1] // s) * (x.shape[-2] // s)
-        factored = out_px * ((c_in * r1 * s * s if self.k1 is not None else 0) + k * k * r1 * r2
+        out_px = x.shape[0] * (x.shape[-2] // s1) * (x.shape[-1] // s2)
+        factored = out_px * ((c_in * r1 * s1 * s2 if self.k1 is not None else 0) + k * k * r1 * r2
                              + (r2 * c_out if self.k3 is not None else 0))
         full = out_px * k * k * c_in * c_out + k * k * r2 * (r1 * c_in + c_in * c_out)
         return factored < _FACTORED_EFFICIENCY * full
@@ -188,10 +198,8 @@ class TTConv2d(nn.Module):
         if conv.groups != 1 or max(conv.dilation) != 1:
             raise UnsupportedShape(f"tt: grouped or dilated convs have no TT form here (groups={conv.groups}, "
                                    f"dilation={tuple(conv.dilation)}); TT-SVD needs a dense c_out x c_in kernel")
-        if len(set(conv.stride)) != 1:
-            raise UnsupportedShape(f"tt: a TT layer takes one stride for both axes, got {tuple(conv.stride)}")
         k = conv.kernel_size[0]
-        layer = cls(conv.in_channels, conv.out_channels, k, conv.stride[0], symmetric_padding(conv), conv.dilation[0],
+        layer = cls(conv.in_channels, conv.out_channels, k, tuple(conv.stride), symmetric_padding(conv), 1,
                     conv.bias is not None, conv.padding_mode, r1, r2, forward_mode,
                     device=conv.weight.device, dtype=conv.weight.dtype)
         err = None
@@ -214,7 +222,8 @@ class TTConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         kind = "ordinary conv (ranks >= channels)" if self.is_plain else f"r1={self.r1}, r2={self.r2}"
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size[0]}, stride={self.stride[0]}, "
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size[0]}, "
+                f"stride={stride_text(self.stride)}, "
                 f"padding_mode={self.padding_mode}, {kind}, forward={self.forward_mode}")
 
 
@@ -233,8 +242,8 @@ def tt_layer_singular_values(
     """All SVs of the composed circular TT layer on n x n (or an (h, w) grid): folded-core SVs (Theorem 1) then
     zeros. Exact."""
     check_circular_mode(layer, n, "tt", " (zero-padded layers get the n' bound in control)")
-    s = layer.stride[0]
-    if layer.dilation[0] != 1:
+    s = as_stride(layer.stride)
+    if max(layer.dilation) != 1:
         raise UnsupportedShape("tt: dilation not supported for SV computation")
     with torch.no_grad():
         (core,) = folded_cores([(layer.k1, layer.k2, layer.k3)])
@@ -286,12 +295,14 @@ class TTMethod(Method):
     supports = Capabilities(paddings=("circular",))
     Config = TTConfig
     rectangular_grids = True
+    anisotropic = True
     summary = "tensor-train conv: exact SVs from the QR-folded core (Theorem 1); clip/divide control, penalty"
     reference = "Senderovich, Bulatova, Obukhov & Rakhuba, NeurIPS 2022 (arXiv:2211.13771)"
 
     def __init__(self, config: TTConfig | None = None) -> None:
         super().__init__(config)
-        self._sizes = InputSizes((TTConv2d, nn.Conv2d), clips=self.config.control == "clip")
+        self._sizes = InputSizes((TTConv2d, nn.Conv2d), clips=self.config.control == "clip",
+                                 anisotropic=self.anisotropic)
         self.conversion: list[dict[str, Any]] = []
 
     def ranks(self, c_in: int, c_out: int) -> tuple[int, int]:
@@ -353,8 +364,9 @@ class TTMethod(Method):
 
         items, names, totals, tt_items = [], [], [], []
         with torch.no_grad():
-            for name, m, n in conv_inputs(model, input_shape, rectangular=self.rectangular_grids):
-                s = m.stride[0]
+            for name, m, n in conv_inputs(model, input_shape, rectangular=self.rectangular_grids,
+                                          anisotropic=self.anisotropic):
+                s = as_stride(m.stride)
                 if isinstance(m, TTConv2d):
                     tt_items.append((len(items), (m.k1, m.k2, m.k3)))
                     items.append((None, n, s))  # its folded core below: all layers' QRs batched by shape
@@ -389,7 +401,7 @@ class TTMethod(Method):
                 reason = "first conv kept dense (keep_first)"
             elif conv.groups != 1:
                 reason = "grouped conv not supported: kept"
-            elif max(conv.dilation) != 1 or len(set(conv.kernel_size)) != 1 or len(set(conv.stride)) != 1:
+            elif max(conv.dilation) != 1 or len(set(conv.kernel_size)) != 1:
                 reason = "dilated or non-square conv not supported: kept"
             elif r1 == conv.in_channels and r2 == conv.out_channels:
                 reason = "rank >= both channel counts: an ordinary conv, kept"
@@ -440,7 +452,7 @@ class TTMethod(Method):
                 continue
             t0 = time.perf_counter()
             layer.orthogonalize()  # always fold first: the core's SVs are then the layer's (Theorem 1)
-            rep = _control_kernel(layer.k2, n, layer.stride[0], layer.padding_mode, c, report)
+            rep = _control_kernel(layer.k2, n, as_stride(layer.stride), layer.padding_mode, c, report)
             rep.update(layer=name, time_ms=(time.perf_counter() - t0) * 1e3, sigma_source=control_source(layer),
                        optimizer_state="kept (not transformed by the QR fold)")
             reports.append(rep)
@@ -458,12 +470,12 @@ def _dense_control(conv: nn.Conv2d, n: Grid, cfg: TTConfig, report: bool = True)
     if conv.groups != 1 or max(conv.dilation) != 1 or not kernel_fits(conv, n):
         return None
     t0 = time.perf_counter()
-    rep = _control_kernel(conv.weight, n, conv.stride[0], conv.padding_mode, cfg, report)
+    rep = _control_kernel(conv.weight, n, as_stride(conv.stride), conv.padding_mode, cfg, report)
     rep.update(time_ms=(time.perf_counter() - t0) * 1e3, sigma_source=control_source(conv))
     return rep
 
 
-def _control_kernel(kernel: Tensor, n: Grid, stride: int, pad: str, cfg: TTConfig, report: bool = True
+def _control_kernel(kernel: Tensor, n: Grid, stride: Stride, pad: str, cfg: TTConfig, report: bool = True
                     ) -> dict[str, Any]:
     """Clip (Sedghi, then crop) or divide one conv kernel in place; with ``report``, measure the true sigma_max
     afterwards (an SV computation the control does not need; None without it)."""
@@ -481,7 +493,7 @@ def _control_kernel(kernel: Tensor, n: Grid, stride: int, pad: str, cfg: TTConfi
             "overshoot": None if after is None else after / cfg.target}
 
 
-def _core_sigma(core: Tensor, n: Grid, stride: int, padding: str) -> float:
+def _core_sigma(core: Tensor, n: Grid, stride: Stride, padding: str) -> float:
     if padding == "circular":
         return float(conv_sigma_max(core.detach(), n, stride))
     return float(zero_padding_sigma_max_bound(core.detach(), n, stride))

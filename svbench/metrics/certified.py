@@ -80,9 +80,6 @@ def conv_layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[floa
             value = float(CayleyMethod().layer_svs(layer, (h, w)).max())
         return value, "Cayley operator largest SV (float64)", True
     stride, dilation, mode = as_stride(tuple(module.stride)), as_stride(tuple(module.dilation)), module.padding_mode
-    if isinstance(module, TTConv2d) and not (isinstance(stride, int) and isinstance(dilation, int)):
-        return _dense_bound(module, in_shape, f"a TT conv with stride {tuple(module.stride)}, dilation "
-                                              f"{tuple(module.dilation)}")
     if padding_mode_problem(module):
         return _dense_bound(module, in_shape, f"{mode} padding")
     why = padding_problem(module, exact=False)
