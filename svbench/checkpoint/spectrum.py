@@ -245,8 +245,7 @@ def layer_spectrum(entry: ConvEntry, n: Grid, stride: Stride, method: str = "sed
     kh, kw = entry.kernel.shape[-2:]
     from svbench.methods.base import model_padding
 
-    d1, d2 = stride_hw(dilation)
-    spans = (d1 * (kh - 1) + 1, d2 * (kw - 1) + 1)
+    spans = _spans(entry, dilation)
     check_circular_geometry(max(spans), n, stride)
     conv = nn.Conv2d(entry.kernel.shape[1] * groups, entry.kernel.shape[0], (kh, kw), stride=stride, bias=False,
                      padding=model_padding(spans, stride),
@@ -366,8 +365,12 @@ def _check_geometry(entry: ConvEntry, n: Grid, stride: Stride, dilation: Stride)
     if entry.kind == "cayley":
         _cayley_geometry(entry, n, stride)
     else:
-        spans = [d * (k - 1) + 1 for d, k in zip(stride_hw(dilation), entry.kernel.shape[-2:])]
-        check_circular_geometry(max(spans), n, stride)
+        check_circular_geometry(max(_spans(entry, dilation)), n, stride)
+
+
+def _spans(entry: ConvEntry, dilation: Stride) -> tuple[int, int]:
+    """Input pixels one output pixel sees along each axis: d (k - 1) + 1 (height, width), a dilation per axis."""
+    return tuple(d * (k - 1) + 1 for d, k in zip(stride_hw(dilation), entry.kernel.shape[-2:]))
 
 
 def compute_spectrum(plan: SpectrumPlan, into: list[LayerSpectrum] | None = None) -> list[LayerSpectrum]:

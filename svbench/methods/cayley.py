@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from svbench.errors import UnsupportedShape
 from svbench.functional.cayley import apply_transfer, cayley_orthogonal_transfer, space_to_depth
 from svbench.functional.spectrum import expand_rfft, matrix_singular_values
-from svbench.functional.transfer import Grid, as_grid, fits_grid, grid_div, grid_text
+from svbench.functional.transfer import Grid, as_grid, as_stride, fits_grid, grid_div, grid_text
 from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method
 
 
@@ -159,7 +159,7 @@ class CayleyMethod(Method):
                 reason = "first conv kept (keep_first)"
             elif conv.groups != 1 or max(conv.dilation) != 1:
                 reason = "grouped or dilated conv not supported: kept"
-            elif len(set(conv.stride)) != 1 or conv.stride[0] not in (1, 2) or len(set(conv.kernel_size)) != 1:
+            elif as_stride(conv.stride) not in (1, 2) or len(set(conv.kernel_size)) != 1:  # (1, 2) is a pair
                 reason = "only square kernels with stride 1 or 2: kept"
             first = False
             if reason:
