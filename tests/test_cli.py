@@ -261,7 +261,7 @@ def test_spectrum_with_model_reads_groups_and_dilation(tmp_path, capsys, monkeyp
     assert "| 1 | conv | (6, 6, 3, 3) g=6 | 8 |" in md and "| 2 | conv | (4, 6, 3, 3) d=2 | 8 |" in md
     rows = {}
     for line in (tmp_path / "o" / "spectrum.csv").read_text().splitlines()[1:]:
-        name, _, _, _, _, sigma = line.split(",")
+        name, _, _, _, _, sigma, _ = line.split(",")
         rows.setdefault(name, []).append(float(sigma))
     for name, g, d, s in (("1", 6, 1, 1), ("2", 1, 2, 1), ("3", 2, 1, 2)):
         w = model.get_submodule(name).weight.detach().double()
@@ -301,7 +301,7 @@ def test_spectrum_with_model_takes_a_stride_or_dilation_that_differs_between_axe
     assert says[0] in md
     rows: dict[str, list[float]] = {}
     for line in (tmp_path / "o" / "spectrum.csv").read_text().splitlines()[1:]:
-        name, _, grid, stride, _, sigma = line.split(",")
+        name, _, grid, stride, _, sigma, _ = line.split(",")
         rows.setdefault(name, []).append(float(sigma))
         assert f",{grid},{stride}," == says[1] or name == "0"
     second_grid = (4, 8, 4) if "stride" in conv else (4, 8, 8)

@@ -129,3 +129,110 @@ def test_a_shared_prefix_that_does_not_fit_is_still_a_mismatch(tmp_path, capsys)
     torch.save({"model.other.weight": torch.randn(4, 3, 3, 3)}, path)
     code = main(["spectrum", str(path), "--model", "small_cnn", "--input-shape", "1,28,28", "--out", str(tmp_path)])
     assert code == 2 and "does not match model 'small_cnn'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,shape,aux,aux_n", [("inception_v3", (3, 299, 299), "AuxLogits.conv0.conv", 5),
+                                                  ("googlenet", (3, 32, 32), "aux1.conv.conv", 4)])
+@pytest.mark.parametrize("aux_logits", [False, True])
+def test_checkpoints_with_or_without_auxiliary_classifiers_fit(tmp_path, name, shape, aux, aux_n, aux_logits):
+    """inception_v3 / googlenet are trained with auxiliary classifiers that inference drops: a checkpoint saved from
+    a model built with ``aux_logits=False`` has none of their keys and was refused as '12 missing key(s)'. Both forms
+    now fit, each conv with the real model's geometry (hooks on the allocated model); the auxiliary convs, which
+    only training runs, get theirs from a train-mode pass (they were read at the model's input size: 299 x 299 for
+    inception's AuxLogits.conv0, which runs on 5 x 5 features)."""
+    model = torchvision.models.get_model(name, weights=None, aux_logits=aux_logits, init_weights=False, num_classes=7)
+    plan = plan_spectrum(_save(tmp_path, model), model=f"torchvision:{name}", input_shape=shape)
+    real = {n: (int(s[-1]), m.stride[0], m.groups)
+            for n, m, s in probe_inputs(model, shape, lambda _, m: isinstance(m, nn.Conv2d))}
+    got = {e.name: (n, stride, groups) for e, n, stride, _, groups, *_ in plan.layers}
+    assert {source for *_, source in plan.layers} == {"model hooks"}
+    if aux_logits:
+        assert got[aux] == (aux_n, 1, 1)
+        got = {k: v for k, v in got.items() if not k.lower().startswith("aux")}
+    assert got == real
+    assert plan.bound_model is not None, plan.bound_note  # the weights load for the certified bound too
+
+
+def test_a_training_probe_puts_the_running_statistics_back():
+    """probe_inputs(training=True) reaches modules only training runs, without changing the model."""
+    model = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    names = [n for n, *_ in probe_inputs(model, (3, 32, 32), lambda _, m: isinstance(m, nn.Conv2d), training=True)]
+    assert "aux1.conv.conv" in names and "aux2.conv.conv" in names and not model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("name", ["regnet_y_400mf", "mnasnet0_5"])
+def test_models_that_compute_while_built_or_check_versions_fit(tmp_path, name):
+    """regnet's builder computes its widths with tensors (failed on the meta device: a traceback) and mnasnet checks
+    the format version of what it loads (a plain dict carries none: 'version should be set to 1 or 2', a
+    traceback): both now fit, with the geometry of hooks on the real model and the weights loaded for the bound."""
+    model = torchvision.models.get_model(name, weights=None, num_classes=5)
+    plan = plan_spectrum(_save(tmp_path, model), model=f"torchvision:{name}", input_shape=(3, 32, 32))
+    real = {n: (int(s[-1]), m.stride[0], m.groups)
+            for n, m, s in probe_inputs(model, (3, 32, 32), lambda _, m: isinstance(m, nn.Conv2d))}
+    assert {e.name: (n, stride, groups) for e, n, stride, _, groups, *_ in plan.layers} == real
+    assert plan.bound_model is not None, plan.bound_note
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(plan.bound_model(x), model.eval()(x))  # the checkpoint's weights, not a fresh init
+
+
+@pytest.mark.parametrize("n,stride,padding,proxy", [
+    ((7, 7), 2, 1, (8, 8)), ((7, 7), 2, 0, (8, 8)), ((7, 9), 2, 1, (8, 10)), ((7, 7), (1, 2), 1, (7, 8)),
+    ((9, 6), (3, 2), 1, (9, 6)),
+])
+def test_a_stride_that_does_not_divide_the_input_gets_a_proxy_grid(tmp_path, capsys, n, stride, padding, proxy):
+    """A zero-padded strided conv on an input its stride does not divide (torchvision inception_v3: every stride-2
+    conv runs on an odd grid, 299 / 147 / 35 / 17) stopped `spectrum --model` ('stride 2 does not divide the input
+    size 75'). Its circular proxy is now taken on the grid rounded up to a multiple of the stride (checked against
+    the dense float64 operator of a circular conv on that grid), the table says `7 -> 8`, the CSV's grid column the
+    same, and the zero-padding bound on n' still holds the zero-padded layer on its real input (dense float64)."""
+    from svbench.checkpoint.spectrum import checkpoint_spectrum
+    from svbench.functional.oracle import oracle_singular_values
+    from svbench.models.registry import MODELS
+
+    torch.manual_seed(sum(n) + padding)
+    build = lambda in_channels=3, image_size=8, **_: nn.Sequential(  # noqa: E731
+        nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 5, 3, stride=stride, padding=padding))
+    model = build()
+    path = tmp_path / "m.pt"
+    torch.save(model.state_dict(), path)
+    MODELS._items["proxy_test_net"] = build
+    try:
+        spectra = checkpoint_spectrum(path, model="proxy_test_net", input_shape=(3, *n))
+        code = main(["spectrum", str(path), "--model", "proxy_test_net", "--input-shape", f"3,{n[0]},{n[1]}",
+                     "--out", str(tmp_path / "o")])
+    finally:
+        del MODELS._items["proxy_test_net"]
+    capsys.readouterr()
+    s, grid = spectra[1], "x".join(map(str, proxy)) if proxy[0] != proxy[1] else str(proxy[0])
+    assert s.proxy_n == (None if proxy == n else (proxy if proxy[0] != proxy[1] else proxy[0]))
+    layer = model[1].double()
+    circ = lambda x: F.conv2d(F.pad(x, (1, 1, 1, 1), mode="circular"), layer.weight, stride=stride)  # noqa: E731
+    exact = oracle_singular_values(circ, (4, *proxy))
+    assert s.svs.shape == exact.shape and (s.svs - exact).abs().max() <= 2e-6 * exact[0]
+    zero_padded = float(oracle_singular_values(layer, (4, *n))[0])  # torch's own zero-padded strided conv on n
+    assert s.sigma_max_bound >= zero_padded * (1 - 1e-9)
+    assert code == 0
+    md = (tmp_path / "o" / "spectrum.md").read_text()
+    shown = "x".join(map(str, n)) if n[0] != n[1] else str(n[0])
+    assert f"| {shown}{'' if proxy == n else ' -> ' + grid} |" in md
+    rows = (tmp_path / "o" / "spectrum.csv").read_text().splitlines()
+    assert rows[0] == "layer,kind,n,stride,index,sigma,grid" and rows[-1].endswith(f",{grid}")
+
+
+def test_a_circular_conv_whose_stride_does_not_divide_its_input_is_still_refused(tmp_path, capsys):
+    """A circular-padded conv's operator is the one on its own grid (no proxy): s not dividing n is one line."""
+    from svbench.models.registry import MODELS
+
+    build = lambda in_channels=3, image_size=8, **_: nn.Sequential(  # noqa: E731
+        nn.Conv2d(3, 4, 3, stride=2, padding=1, padding_mode="circular"))
+    path = tmp_path / "m.pt"
+    torch.save(build().state_dict(), path)
+    MODELS._items["proxy_test_net"] = build
+    try:
+        code = main(["spectrum", str(path), "--model", "proxy_test_net", "--input-shape", "3,7,7"])
+    finally:
+        del MODELS._items["proxy_test_net"]
+    err = capsys.readouterr().err
+    assert code == 2 and "stride 2 does not divide the input size 7" in err and len(err.strip().splitlines()) == 1

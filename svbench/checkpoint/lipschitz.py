@@ -39,7 +39,13 @@ def load_model(model_name: str, input_shape: tuple[int, int, int], state: dict[s
                convs: list[ConvEntry]) -> tuple[nn.Module | None, str | None]:
     """The architecture with the checkpoint's weights (CPU, eval), or (None, why it cannot hold them as they are).
     Conv weights a spectral_norm / weight_norm kept in parts are the eval weights ``find_convs`` rebuilt."""
-    from svbench.checkpoint.spectrum import _WEIGHT_PARTS, _shared_prefix, _without_weight_parts, named_model
+    from svbench.checkpoint.spectrum import (
+        _WEIGHT_PARTS,
+        _shared_prefix,
+        _without_weight_parts,
+        named_model,
+        with_versions,
+    )
 
     special = [e.name for e in convs if e.kind != "conv"]
     if special:
@@ -59,8 +65,8 @@ def load_model(model_name: str, input_shape: tuple[int, int, int], state: dict[s
         for name, w in rebuilt.items():
             st[f"{name}.weight"] = w
         try:
-            model.load_state_dict(st, strict=True)
-        except RuntimeError as e:
+            model.load_state_dict(with_versions(model, st), strict=True)
+        except (RuntimeError, ValueError) as e:
             why = f"its weights do not load ({first_line(e, 160)})"
             continue
         return model.eval(), None

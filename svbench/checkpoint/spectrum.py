@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,8 +28,7 @@ from torch import Tensor, nn
 
 from svbench.checkpoint.load import ConvEntry, find_convs, load_state_dict
 from svbench.errors import UserError, first_line
-from svbench.functional.grouped import dense_equivalent_kernel
-from svbench.functional.spectrum import zero_padding_sigma_max_bound
+from svbench.functional.grouped import layer_sigma_max
 from svbench.functional.transfer import (
     Grid,
     Stride,
@@ -66,6 +66,7 @@ class LayerSpectrum:
     device: str = "cpu"  # where the SVs were computed
     groups: int = 1  # from the model's conv (with --model); a state dict alone does not record it
     dilation: Stride = 1
+    proxy_n: Grid | None = None  # the grid of the circular proxy when it is not n (:func:`proxy_grid`)
 
     @property
     def sigma_max(self) -> float:
@@ -93,8 +94,11 @@ def _model_geometry(
     from svbench.models.probe import probe_inputs
 
     def fit(state: dict[str, Tensor], convs: list[ConvEntry]) -> tuple[nn.Module, list[str], list[str]]:
-        with torch.device("meta"):  # shapes only: nothing is allocated, initialised or computed
-            model = named_model(model_name, input_shape, state)
+        try:
+            with torch.device("meta"):  # shapes only: nothing is allocated, initialised or computed
+                model = named_model(model_name, input_shape, state)
+        except (NotImplementedError, RuntimeError):  # a builder that computes with tensors (torchvision's regnet
+            model = named_model(model_name, input_shape, state)  # reads its widths back): built on the CPU
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")  # meta: not copied
             return model, *_load_into(model, _layers_as_convs(model, state, convs))
@@ -114,12 +118,23 @@ def _model_geometry(
             f"the checkpoint does not match model {model_name!r}: {len(missing)} missing key(s) "
             f"({', '.join(missing[:3])}) and {len(unexpected)} unexpected key(s) ({', '.join(unexpected[:3])})"
         )
+    def is_conv(name: str, mod: nn.Module) -> bool:
+        return isinstance(mod, nn.Conv2d)
+
     try:
-        found = probe_inputs(model, input_shape, lambda name, mod: isinstance(mod, nn.Conv2d))
+        found = probe_inputs(model, input_shape, is_conv)
     except (RuntimeError, ValueError) as e:  # e.g. 1 channel into a 3-channel stem, or a grid pooled below 1 x 1
         shape = ",".join(map(str, input_shape))
         raise UserError(f"model {model_name!r} does not run on a {shape} input ({first_line(e)}); pass the "
                         f"--input-shape it was trained on") from None
+    reached = {name for name, *_ in found}
+    if any(is_conv(name, mod) and name not in reached for name, mod in model.named_modules()):
+        # convs only training runs (auxiliary classifiers): their geometry from a train-mode pass, when the input
+        # lets it run (inception_v3's AuxLogits needs 17 x 17 features); else they keep the assumed geometry
+        try:
+            found += [f for f in probe_inputs(model, input_shape, is_conv, training=True) if f[0] not in reached]
+        except (RuntimeError, ValueError):
+            pass
     return {prefix + name: (as_grid((int(shape[-2]), int(shape[-1]))), as_stride(mod.stride), mod.padding_mode,
                             int(mod.groups), as_stride(mod.dilation)) for name, mod, shape in found}
 
@@ -146,19 +161,24 @@ def _shared_prefix(state: dict[str, Tensor]) -> str:
 def _torchvision_model(name: str, state: dict[str, Tensor], in_channels: int) -> nn.Module:
     """torchvision's classification model ``torchvision:NAME`` (no weights: nothing is downloaded), its classifier
     sized as the checkpoint's (the out-features of the last nn.Linear's weight), so a fine-tuned model's state dict
-    fits."""
+    fits; without its auxiliary classifiers (inception_v3's ``AuxLogits``, googlenet's ``aux1`` / ``aux2``: used in
+    training only) when the checkpoint has none of their keys (a model built with ``aux_logits=False``)."""
     from svbench.models.torchvision_models import build_torchvision
 
     model = build_torchvision(name, in_channels=in_channels)
-    heads = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    kwargs: dict[str, object] = {}
+    aux = {n for n, _ in model.named_children() if n.lower().startswith("aux")}
+    if getattr(model, "aux_logits", False) and aux and not any(k.split(".", 1)[0] in aux for k in state):
+        kwargs["aux_logits"] = False
+    heads = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.split(".", 1)[0] not in aux]
     if heads:
         head, layer = heads[-1]
         # its weight, or a 2-D part of it a spectral_norm / weight_norm keeps (each has the out-features first)
         w = next((t for k, t in state.items() if isinstance(t, Tensor) and t.dim() == 2 and (
             k == f"{head}.weight" or any(k.startswith(head + part) for part in _WEIGHT_PARTS))), None)
         if w is not None and w.shape[0] != layer.out_features:
-            model = build_torchvision(name, num_classes=int(w.shape[0]))
-    return model
+            kwargs["num_classes"] = int(w.shape[0])
+    return build_torchvision(name, in_channels=in_channels, **kwargs) if kwargs else model
 
 
 def _stands_for(e: ConvEntry, conv: nn.Module | None) -> bool:
@@ -212,10 +232,21 @@ def _without_weight_parts(model: nn.Module, state: dict[str, Tensor]) -> dict[st
     return state
 
 
+def with_versions(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` with the model's own per-module format versions (``_metadata``) where it carries none: svbench reads
+    checkpoints into plain dicts, and a module that checks the version it loads (torchvision's mnasnet) would refuse
+    them; the current format is the one the model was built in."""
+    if getattr(state, "_metadata", None) is not None:
+        return state
+    versioned = OrderedDict(state)
+    versioned._metadata = model.state_dict()._metadata  # type: ignore[attr-defined]
+    return versioned
+
+
 def _load_into(model: nn.Module, state: dict[str, Tensor]) -> tuple[list[str], list[str]]:
     try:
-        res = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:
+        res = model.load_state_dict(with_versions(model, state), strict=False)
+    except (RuntimeError, ValueError) as e:  # ValueError: a module's own check of what it loads
         raise UserError(f"the checkpoint does not fit the model: {str(e).splitlines()[0][:200]}") from None
     return list(res.missing_keys), list(res.unexpected_keys)
 
@@ -347,7 +378,7 @@ def plan_spectrum(
         if e.kind == "cayley":
             pad = "circular"  # the Cayley layer is a circular operator whatever the padding of the conv it replaced
         try:
-            _check_geometry(e, n, stride, dilation)
+            _check_geometry(e, n, stride, dilation, pad)
         except UserError as err:
             raise UserError(f"layer {e.name!r}: {err}") from None
         source = "model hooks" if e.name in geo else "assumed"
@@ -361,11 +392,25 @@ def plan_spectrum(
     return plan
 
 
-def _check_geometry(entry: ConvEntry, n: Grid, stride: Stride, dilation: Stride) -> None:
+def proxy_grid(n: Grid, stride: Stride, padding: str) -> Grid:
+    """The grid a conv's circular operator is computed on: its input grid n, except for a padded (zeros, reflect,
+    replicate) conv whose stride does not divide n along an axis (torchvision's inception_v3: stride-2 convs on
+    299 x 299 and 147 x 147), whose circular proxy is taken on n rounded up to a multiple of the stride per axis
+    (the strided circular operator on n is defined for s | n only). A circular conv keeps n: its operator is the one
+    on n, and a stride not dividing it is refused by :func:`check_circular_geometry`."""
+    if padding == "circular":
+        return n
+    (h, w), (s1, s2) = grid_hw(n), stride_hw(stride)
+    if h % s1 == 0 and w % s2 == 0:
+        return n
+    return as_grid((s1 * -(-h // s1), s2 * -(-w // s2)))
+
+
+def _check_geometry(entry: ConvEntry, n: Grid, stride: Stride, dilation: Stride, padding: str) -> None:
     if entry.kind == "cayley":
         _cayley_geometry(entry, n, stride)
     else:
-        check_circular_geometry(max(_spans(entry, dilation)), n, stride)
+        check_circular_geometry(max(_spans(entry, dilation)), proxy_grid(n, stride, padding), stride)
 
 
 def _spans(entry: ConvEntry, dilation: Stride) -> tuple[int, int]:
@@ -379,18 +424,20 @@ def compute_spectrum(plan: SpectrumPlan, into: list[LayerSpectrum] | None = None
     out = [] if into is None else into
     dev = plan.device
     for e, n, stride, pad, groups, dilation, source in plan.layers:
+        grid = proxy_grid(n, stride, pad) if e.kind != "cayley" else n
         try:
-            svs = layer_spectrum(e, n, stride, plan.method, pad, dev, groups, dilation)
+            svs = layer_spectrum(e, grid, stride, plan.method, pad, dev, groups, dilation)
         except UserError as err:
             raise UserError(f"layer {e.name!r}: {err}") from None
         kh, kw = e.kernel.shape[-2:]
-        # the bound is the zero-padded layer's; reflect / replicate padding (a model's) has none (methods.base)
-        bound = None if pad != "zeros" else float(zero_padding_sigma_max_bound(
-            dense_equivalent_kernel(e.kernel.float().to(dev), groups, dilation), n, stride))
+        # the bound is the zero-padded layer's on its own n (its n' = s ceil((n + k - 1) / s) holds whether or not
+        # s divides n); reflect / replicate padding (a model's) has none (methods.base)
+        bound = None if pad != "zeros" else layer_sigma_max(e.kernel.float().to(dev), n, stride, "zeros", groups,
+                                                            dilation)  # a grouped conv by its blocks
         shape = (e.c_out, e.c_in * groups, kh, kw)
         kind = e.kind if e.via is None else f"{e.kind} ({e.via})"  # the eval weight rebuilt from its parts
         out.append(LayerSpectrum(e.name, kind, shape, n, stride, source, pad, svs, bound,
-                                 f"{dev.type} ({device_name(dev)})", groups, dilation))
+                                 f"{dev.type} ({device_name(dev)})", groups, dilation, None if grid == n else grid))
     return out
 
 
@@ -428,10 +475,12 @@ def write_spectrum(spectra: list[LayerSpectrum], out_dir: str | Path, incomplete
         csv_path, md_path = out / "spectrum.csv", out / "spectrum.md"
         with open(csv_path, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["layer", "kind", "n", "stride", "index", "sigma"])
+            # grid: where the circular operator was taken (n, or the proxy grid of proxy_grid)
+            w.writerow(["layer", "kind", "n", "stride", "index", "sigma", "grid"])
             for s in spectra:
+                grid = grid_text(s.n if s.proxy_n is None else s.proxy_n)
                 for i, v in enumerate(s.svs.tolist()):
-                    w.writerow([s.name, s.kind, grid_text(s.n), stride_text(s.stride), i, repr(v)])
+                    w.writerow([s.name, s.kind, grid_text(s.n), stride_text(s.stride), i, repr(v), grid])
         md_path.write_text(spectrum_markdown(spectra, incomplete))
         png = spectrum_per_layer([(sp.name, sp.svs.double().cpu().numpy(), sp.sigma_max_bound) for sp in spectra],
                                  title=f"INCOMPLETE: {incomplete}" if incomplete else "")
@@ -496,6 +545,10 @@ def _grouping(s: LayerSpectrum) -> str:
     return (f" g={s.groups}" if s.groups > 1 else "") + (f" d={stride_text(s.dilation)}" if s.dilation != 1 else "")
 
 
+def _grid_cell(s: LayerSpectrum) -> str:
+    return grid_text(s.n) + ("" if s.proxy_n is None else f" -> {grid_text(s.proxy_n)}")
+
+
 def spectrum_markdown(spectra: list[LayerSpectrum], incomplete: str | None = None) -> str:
     """The spectrum table with what its numbers are; ``incomplete``: why the list stops early (said first)."""
     lines = [
@@ -505,7 +558,8 @@ def spectrum_markdown(spectra: list[LayerSpectrum], incomplete: str | None = Non
         "QR-folded core, exact by Theorem 1. Cayley layers: the implemented orthogonal operator (circular; shape =",
         "the stored weight, after space-to-depth). A state dict does not record groups or dilation: without --model",
         "every weight is read as a dense, undilated conv of its own shape; with --model they come from the model's",
-        "convs (shown as g=, d= after the shape).",
+        "convs (shown as g=, d= after the shape). A padded conv whose stride does not divide its input n has its",
+        "proxy on n rounded up to a multiple of the stride (`n -> proxy grid`).",
     ]
     note = depthwise_note(spectra)
     if note:
@@ -523,7 +577,7 @@ def spectrum_markdown(spectra: list[LayerSpectrum], incomplete: str | None = Non
         cond = "inf" if s.condition == float("inf") else f"{s.condition:.4g}"
         bound = "—" if s.sigma_max_bound is None else f"{s.sigma_max_bound:.6g}"
         lines.append(
-            f"| {s.name} | {s.kind} | {s.shape}{_grouping(s)} | {grid_text(s.n)} | {stride_text(s.stride)} "
+            f"| {s.name} | {s.kind} | {s.shape}{_grouping(s)} | {_grid_cell(s)} | {stride_text(s.stride)} "
             f"({s.geometry_source}) | "
             f"{s.padding} | {s.svs.numel()} | {s.sigma_max:.6g} | {s.sigma_min:.4g} | {cond} | {bound} |"
         )

@@ -11,7 +11,7 @@ from torch import nn
 
 def probe_inputs(
     model: nn.Module, input_shape: tuple[int, ...], select: Callable[[str, nn.Module], bool],
-    device: torch.device | str | None = None, *, every_call: bool = False,
+    device: torch.device | str | None = None, *, every_call: bool = False, training: bool = False,
 ) -> list[tuple[str, nn.Module, tuple[int, ...]]]:
     """(name, module, input shape without batch) of every selected module, in forward order: each once (its first
     call), or with ``every_call`` once per call (a module the forward applies twice -- tied weights -- is two
@@ -19,7 +19,10 @@ def probe_inputs(
     ``every_call``: what is computed for it holds for its first input only.
 
     Runs one zero input through the model in eval mode under no_grad and restores the training flag. The hooks
-    return None (a pre-hook that returns a value would replace the module's input).
+    return None (a pre-hook that returns a value would replace the module's input). With ``training``, the pass is
+    in train mode on a batch of 2 (a BN layer refuses one value per channel there), which reaches the modules only
+    training runs (inception_v3's / googlenet's auxiliary classifiers); the buffers it updates (BN running
+    statistics) are put back.
     """
     seen: list[tuple[str, nn.Module, tuple[int, ...]]] = []
     first: dict[int, tuple[int, ...]] = {}
@@ -40,14 +43,18 @@ def probe_inputs(
     dev = device if device is not None else (p.device if p is not None else "cpu")
     dtype = p.dtype if p is not None else torch.float32
     was = model.training
-    model.eval()
+    model.train(training)
+    kept = [(b, b.clone()) for b in model.buffers()] if training else []
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=dev, dtype=dtype))
+            model(torch.zeros(2 if training else 1, *input_shape, device=dev, dtype=dtype))
     finally:
         for h in handles:
             h.remove()
         model.train(was)
+        with torch.no_grad():
+            for b, v in kept:
+                b.copy_(v)
     if again:
         shown = ", ".join(f"{n} ({'x'.join(map(str, a[1:]))} then {'x'.join(map(str, b[1:]))})"
                           for n, (a, b) in list(again.items())[:4])

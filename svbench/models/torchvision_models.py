@@ -37,16 +37,20 @@ def torchvision_name(name: str) -> str:
     return bare
 
 
-def build_torchvision(name: str, num_classes: int | None = None, in_channels: int = 3, **_: object) -> nn.Module:
+def build_torchvision(name: str, num_classes: int | None = None, in_channels: int = 3, aux_logits: bool | None = None,
+                      **_: object) -> nn.Module:
     """torchvision's model ``torchvision:NAME`` without weights, with ``num_classes`` outputs (torchvision's default,
-    1,000, when None). Other keyword arguments of svbench's models (``image_size``, normalisation) do not apply."""
+    1,000, when None) and, for the models with auxiliary classifiers (inception_v3, googlenet), ``aux_logits`` when
+    given. Other keyword arguments of svbench's models (``image_size``, normalisation) do not apply."""
     import torchvision
 
     bare = torchvision_name(name)
     if in_channels != 3:
         raise UserError(f"model {name!r} takes 3-channel inputs, got {in_channels}; use a 3-channel dataset or input "
                         f"shape")
-    kwargs = {} if num_classes is None else {"num_classes": int(num_classes)}
+    kwargs: dict[str, object] = {} if num_classes is None else {"num_classes": int(num_classes)}
+    if aux_logits is not None:
+        kwargs["aux_logits"] = bool(aux_logits)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. inception_v3's note on its future default initialisation
         return torchvision.models.get_model(bare, weights=None, **kwargs)
