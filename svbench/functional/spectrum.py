@@ -393,6 +393,18 @@ def conv_sigma_max(
     return per[..., 0].max()
 
 
+def matrix_spectral_norm(weight: Tensor) -> float:
+    """sigma_max of a matrix (a linear layer's weight), in float64: the square root of the largest eigenvalue of its
+    Gram on the smaller side. The Gram squares the condition number, which costs digits on the SMALL SVs only: the
+    largest eigenvalue's relative error is ~ k eps64 (k the longer side), a few 1e-12 at worst for a VGG head
+    (float64 SVD and this agree to 3e-16 on a 1000 x 6000 Gaussian matrix). ``torch.linalg.matrix_norm(ord=2)`` runs
+    the full SVD: 96 s against 25 s for VGG's 4096 x 25088 classifier, 8.0 s against 0.42 s at 1000 x 6000 (this
+    project's CPU, one thread, session 19)."""
+    w = weight.detach().double().reshape(weight.shape[0], -1)
+    gram = w @ w.mT if w.shape[0] <= w.shape[1] else w.mT @ w
+    return float(torch.linalg.eigvalsh(gram)[-1].clamp_min(0).sqrt())
+
+
 def zero_padding_bound_size(n: Grid, k: int, stride: Stride) -> Grid:
     """Grid n' on which the circular sigma_max bounds a zero-padded layer on n: s * ceil((n + k - 1) / s) (on an
     h x w grid, or with a stride (s1, s2), each side so with its own stride).

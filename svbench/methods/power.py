@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from svbench.errors import UnsupportedShape
 from svbench.functional.grouped import dense_equivalent_kernel, layer_sigma_max
 from svbench.functional.power import conv_power_iteration, matrix_power_iteration
+from svbench.functional.spectrum import matrix_spectral_norm
 from svbench.functional.transfer import Grid, as_grid, grid_hw
 from svbench.methods.base import (
     METHODS,
@@ -173,7 +174,7 @@ class PowerMethod(Method):
                     self._vectors.setdefault(mod, {})[0] = u
                     est = float(est_t)
                     mod.weight.div_(max(1.0, est / lin_t))
-                    true = float(torch.linalg.matrix_norm(mod.weight.detach(), ord=2)) if report else None
+                    true = matrix_spectral_norm(mod.weight) if report else None
                     reports.append(_report(name, "linear", lin_t, est, true, "exact", t0))
                 elif isinstance(mod, nn.modules.batchnorm._BatchNorm) and bn_t is not None and mod.affine:
                     lip = float(bn_lipschitz(mod))

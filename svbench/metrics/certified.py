@@ -43,6 +43,7 @@ from svbench.errors import UserError
 from svbench.functional.grouped import layer_sigma_max
 from svbench.functional.oracle import oracle_singular_values
 from svbench.functional.pooling import AVERAGE, MAXIMUM, pooling_bound
+from svbench.functional.spectrum import matrix_spectral_norm
 from svbench.functional.transfer import as_stride
 from svbench.models.normalize import Normalize
 from svbench.models.probe import probe_inputs
@@ -145,7 +146,7 @@ def layer_bound(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[float, st
             raise UserError(f"no guaranteed Lipschitz bound for {type(module).__name__}: a Linear subclass with a "
                             "forward of its own")
         weight = effective_weight(module).detach().double()
-        return float(torch.linalg.matrix_norm(weight, ord=2)), "exact spectral norm"
+        return matrix_spectral_norm(weight), "exact spectral norm"
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         from svbench.methods.power import bn_lipschitz
 
