@@ -8,6 +8,7 @@ are the tool's cost and coverage, not the spectra of trained models.
 
     OMP_NUM_THREADS=1 python scripts/torchvision_zoo.py --out reports/torchvision-zoo
     python scripts/torchvision_zoo.py --out /tmp/zoo --models resnet18 --size 32   # one model
+    python scripts/torchvision_zoo.py --out /tmp/zoo --models resnet50@224,vgg11_bn  # NAME@SIDE: its own input
 """
 
 from __future__ import annotations
@@ -30,38 +31,39 @@ MODELS: dict[str, int] = {
     "googlenet": 64, "inception_v3": 299, "maxvit_t": 224, "mnasnet0_5": 64, "mobilenet_v2": 64,
     "mobilenet_v3_small": 64, "regnet_x_400mf": 64, "regnet_y_400mf": 64, "resnet18": 64, "resnet50": 64,
     "resnext50_32x4d": 64, "shufflenet_v2_x0_5": 64, "squeezenet1_0": 64, "swin_t": 64, "swin_v2_t": 64,
-    "vgg11_bn": 64, "vit_b_16": 224, "wide_resnet50_2": 64,
+    "vgg11_bn": 64, "vit_b_16": 224, "wide_resnet50_2": 64, "resnet50@224": 224,  # one at ImageNet resolution
 }
 COLUMNS = ["model", "input", "status", "convs", "grouped", "proxy grid", "SVs", "sigma_max (largest layer)",
            "certified L", "seconds", "note"]
 
 
-def run_one(name: str, side: int, out: Path, tmp: Path) -> dict[str, object]:
-    """One model through ``svbench spectrum`` in-process: its row of the table."""
+def run_one(label: str, side: int, out: Path, tmp: Path) -> dict[str, object]:
+    """One model (``NAME`` or ``NAME@SIDE``) through ``svbench spectrum`` in-process: its row of the table."""
     import torch
     import torchvision
 
     from svbench.cli.main import main
 
+    name = label.split("@")[0]
     torch.manual_seed(0)
     kwargs = {"init_weights": False} if name in ("inception_v3", "googlenet") else {}
     model = torchvision.models.get_model(name, weights=None, **kwargs)
-    path = tmp / f"{name}.pt"
+    path = tmp / f"{label}.pt"
     torch.save(model.state_dict(), path)
     del model
     err = io.StringIO()
     t0 = time.perf_counter()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         code = main(["spectrum", str(path), "--model", f"torchvision:{name}", "--input-shape", f"3,{side},{side}",
-                     "--out", str(out / name)])
+                     "--out", str(out / label)])
     seconds = time.perf_counter() - t0
-    row: dict[str, object] = {"model": name, "input": f"3x{side}x{side}", "status": "ok" if code == 0 else
+    row: dict[str, object] = {"model": label, "input": f"3x{side}x{side}", "status": "ok" if code == 0 else
                               f"exit {code}", "seconds": f"{seconds:.1f}", "note": ""}
     lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
     if code != 0:
         row["note"] = lines[-1] if lines else ""
         return row
-    md = (out / name / "spectrum.md").read_text()
+    md = (out / label / "spectrum.md").read_text()
     rows = [r for r in md.splitlines() if r.startswith("| ") and not r.startswith("| layer |")]
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
     row["convs"] = len(cells)
@@ -69,7 +71,7 @@ def run_one(name: str, side: int, out: Path, tmp: Path) -> dict[str, object]:
     row["proxy grid"] = sum("->" in c[3] for c in cells)
     row["SVs"] = sum(int(c[6]) for c in cells)
     row["sigma_max (largest layer)"] = f"{max(float(c[7]) for c in cells):.4g}"
-    lip = out / name / "lipschitz.md"
+    lip = out / label / "lipschitz.md"
     found = re.search(r"\*\*L = ([^*]+)\*\*", lip.read_text()) if lip.exists() else None
     row["certified L"] = found.group(1) if found else "not computed"
     if not found and lines:  # the warning says why (an op no rule covers: LayerNorm, gating)
@@ -119,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            rows.append(run_one(name, args.size or MODELS.get(name, 64), out, Path(tmp)))
+            side = args.size or (int(name.split("@")[1]) if "@" in name else MODELS.get(name, 64))
+            rows.append(run_one(name, side, out, Path(tmp)))
             print(" | ".join(str(rows[-1].get(k, "")) for k in COLUMNS), flush=True)
             write_table(rows, out, torch.get_num_threads())
     return 0 if all(r["status"] == "ok" for r in rows) else 1
