@@ -1,6 +1,7 @@
 """`svbench spectrum --model torchvision:NAME` over torchvision's classification architectures: does every one
 fit, what its convs are, how long the SVs and the certified bound take. Writes ``OUT/zoo.md`` and ``OUT/zoo.csv``
-(one row per model) and each model's spectrum folder under ``OUT/NAME/``.
+(one row per model) and each model's ``spectrum.md`` / ``lipschitz.md`` under ``OUT/NAME/``; the full spectrum
+folders (CSV of every SV: tens of MB per model) under ``--spectra DIR``, else a temporary folder.
 
 Each model is built without weights (nothing is downloaded) under a fixed seed, its state dict saved and read back
 by ``svbench spectrum`` in this process, one thread (pin ``OMP_NUM_THREADS=1`` too). Random weights: the numbers
@@ -18,6 +19,7 @@ import contextlib
 import csv
 import io
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -37,7 +39,7 @@ COLUMNS = ["model", "input", "status", "convs", "grouped", "proxy grid", "SVs", 
            "certified L", "seconds", "note"]
 
 
-def run_one(label: str, side: int, out: Path, tmp: Path) -> dict[str, object]:
+def run_one(label: str, side: int, out: Path, tmp: Path, spectra: Path) -> dict[str, object]:
     """One model (``NAME`` or ``NAME@SIDE``) through ``svbench spectrum`` in-process: its row of the table."""
     import torch
     import torchvision
@@ -55,7 +57,7 @@ def run_one(label: str, side: int, out: Path, tmp: Path) -> dict[str, object]:
     t0 = time.perf_counter()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         code = main(["spectrum", str(path), "--model", f"torchvision:{name}", "--input-shape", f"3,{side},{side}",
-                     "--out", str(out / label)])
+                     "--out", str(spectra / label)])
     seconds = time.perf_counter() - t0
     row: dict[str, object] = {"model": label, "input": f"3x{side}x{side}", "status": "ok" if code == 0 else
                               f"exit {code}", "seconds": f"{seconds:.1f}", "note": ""}
@@ -63,6 +65,10 @@ def run_one(label: str, side: int, out: Path, tmp: Path) -> dict[str, object]:
     if code != 0:
         row["note"] = lines[-1] if lines else ""
         return row
+    (out / label).mkdir(parents=True, exist_ok=True)
+    for kept in ("spectrum.md", "lipschitz.md"):
+        if (spectra / label / kept).exists():
+            shutil.copyfile(spectra / label / kept, out / label / kept)
     md = (out / label / "spectrum.md").read_text()
     rows = [r for r in md.splitlines() if r.startswith("| ") and not r.startswith("| layer |")]
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
@@ -111,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--models", default="all", help="comma-separated torchvision names (default: all listed)")
     parser.add_argument("--size", type=int, default=None, help="input side for every model (default: per model)")
+    parser.add_argument("--spectra", default=None, help="folder for the full spectrum outputs (default: temporary)")
     args = parser.parse_args(argv)
     import torch
 
@@ -122,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             side = args.size or (int(name.split("@")[1]) if "@" in name else MODELS.get(name, 64))
-            rows.append(run_one(name, side, out, Path(tmp)))
+            spectra = Path(args.spectra) if args.spectra else Path(tmp) / "spectra"
+            rows.append(run_one(name, side, out, Path(tmp), spectra))
             print(" | ".join(str(rows[-1].get(k, "")) for k in COLUMNS), flush=True)
             write_table(rows, out, torch.get_num_threads())
     return 0 if all(r["status"] == "ok" for r in rows) else 1
