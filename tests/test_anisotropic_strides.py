@@ -136,8 +136,9 @@ def test_every_method_on_per_axis_strides_against_the_dense_operator(method, mod
     """Every method of the registry, ``network_svs`` on an 8 x 16 input through a (1, 2) stride, a (2, 1) stride,
     a (1, 2) dilation with groups and a (2, 4)-strided transposed conv: each conv against the dense float64
     operator of its circular model on its own grid (the layer itself for circular padding), by what the method
-    provides. ``tt`` on its wrapped model (the (1, 2)-strided 3 x 3 conv becomes a TT layer with that stride: its
-    own operator; the grouped conv stays dense and is left out of tt's route, named in one warning). ``cayley``
+    provides. ``tt`` on its wrapped model (the (1, 2)-strided 3 x 3 conv and the (2, 1)-strided 3 x 5 one become TT
+    layers with those strides -- the 3 x 5 one since session 19: its own operator; the grouped conv stays dense and
+    is left out of tt's route, named in one warning). ``cayley``
     (its layers take one stride) refuses in one line."""
     from svbench.methods.base import circular_view
 
@@ -151,8 +152,8 @@ def test_every_method_on_per_axis_strides_against_the_dense_operator(method, mod
     grids = dict(GRIDS)
     if method == "tt":
         model = m.wrap(model).double().eval()
-        assert [type(layer).__name__ for layer in model][:3] == ["TTConv2d", "Conv2d", "Conv2d"]
-        assert model[0].stride == (1, 2)
+        assert [type(layer).__name__ for layer in model][:3] == ["TTConv2d", "TTConv2d", "Conv2d"]
+        assert model[0].stride == (1, 2) and model[1].stride == (2, 1) and model[1].kernel_size == (3, 5)
         del grids["2"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -162,7 +163,7 @@ def test_every_method_on_per_axis_strides_against_the_dense_operator(method, mod
     assert set(got) == set(grids)
     for name, shape in grids.items():
         layer = model[int(name)]
-        if method == "tt" and name == "0" and mode == "zeros":  # a TT layer's circular model: the same cores
+        if method == "tt" and name in ("0", "1") and mode == "zeros":  # a TT layer's circular model: same cores
             layer = copy.deepcopy(layer)
             layer.padding_mode = "circular"
         want = oracle_singular_values(layer if name == "3" else circular_view(layer), shape)

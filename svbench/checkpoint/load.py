@@ -286,11 +286,11 @@ def find_convs(state: dict[str, Tensor]) -> list[ConvEntry]:
 
 
 def _check_tt_cores(prefix: str, k1: Tensor | None, k2: Tensor, k3: Tensor | None) -> None:
-    """K1 (c_in, r1), K2 (r2, r1, k, k), K3 (r2, c_out) must chain; else one line naming the shapes."""
+    """K1 (c_in, r1), K2 (r2, r1, kh, kw), K3 (r2, c_out) must chain; else one line naming the shapes."""
     shapes = ", ".join(f"{n} {tuple(t.shape)}" for n, t in (("k1", k1), ("k2", k2), ("k3", k3)) if t is not None)
-    ok = (k2.dim() == 4 and k2.is_floating_point() and k2.numel() > 0 and k2.shape[-1] == k2.shape[-2]
+    ok = (k2.dim() == 4 and k2.is_floating_point() and k2.numel() > 0
           and (k1 is None or (k1.dim() == 2 and k1.is_floating_point() and k1.shape[1] == k2.shape[1]))
           and (k3 is None or (k3.dim() == 2 and k3.is_floating_point() and k3.shape[0] == k2.shape[0])))
     if not ok:
         raise UserError(f"TT layer '{prefix}': cores {shapes} do not chain (expected k1 (c_in, r1), "
-                        f"k2 (r2, r1, k, k), k3 (r2, c_out)); the checkpoint is corrupt or not a svbench TT model")
+                        f"k2 (r2, r1, kh, kw), k3 (r2, c_out)); the checkpoint is corrupt or not a svbench TT model")

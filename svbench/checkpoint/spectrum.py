@@ -133,7 +133,7 @@ def _model_geometry(
         # lets it run (inception_v3's AuxLogits needs 17 x 17 features); else they keep the assumed geometry
         try:
             found += [f for f in probe_inputs(model, input_shape, is_conv, training=True) if f[0] not in reached]
-        except (RuntimeError, ValueError):
+        except Exception:  # noqa: BLE001 - best effort: whatever stops the train-mode pass, the eval geometry stands
             pass
     return {prefix + name: (as_grid((int(shape[-2]), int(shape[-1]))), as_stride(mod.stride), mod.padding_mode,
                             int(mod.groups), as_stride(mod.dilation)) for name, mod, shape in found}
@@ -184,11 +184,13 @@ def _torchvision_model(name: str, state: dict[str, Tensor], in_channels: int) ->
 def _stands_for(e: ConvEntry, conv: nn.Module | None) -> bool:
     """Whether the TT or Cayley layer ``e`` of a checkpoint is what a method made of the model's ``conv``."""
     if not (isinstance(conv, nn.Conv2d) and conv.groups == 1 and as_stride(conv.dilation) == 1
-            and conv.out_channels == e.c_out and len(set(conv.kernel_size)) == 1):
+            and conv.out_channels == e.c_out):
+        return False
+    if e.kind == "tt":  # a TT layer takes the conv's stride, one per axis too, and its kh x kw kernel
+        return conv.in_channels == e.c_in and tuple(e.kernel.shape[-2:]) == tuple(conv.kernel_size)
+    if len(set(conv.kernel_size)) != 1:
         return False
     k, s = conv.kernel_size[0], as_stride(conv.stride)
-    if e.kind == "tt":  # a TT layer takes the conv's stride, one per axis too
-        return conv.in_channels == e.c_in and e.kernel.shape[-1] == k
     # Cayley: stride 2 is a space-to-depth, then a stride-1 conv of 4 c_in inputs and kernel max(1, k // 2)
     return s in (1, 2) and conv.in_channels * s * s == e.c_in and e.kernel.shape[-1] == (k if s == 1 else
                                                                                        max(1, k // 2))

@@ -292,16 +292,6 @@ def check_circular_mode(layer: nn.Module, n: Grid, method: str, hint: str = "") 
         raise UnsupportedShape(f"{method}: exact for circular padding only; this layer uses {mode!r} padding{hint}")
 
 
-def symmetric_padding(layer: nn.Module) -> int:
-    """The padding on every side as one int; raises ``UnsupportedShape`` when sides differ (e.g. ``"same"`` with an
-    even kernel span, or (1, 0) for a 3 x 1 kernel)."""
-    ph, pw = axis_padding(layer)
-    if ph != pw:
-        raise UnsupportedShape(f"padding {getattr(layer, 'padding', 0)!r} is not the same on every side "
-                               f"({ph}, {pw} a side); this route takes one int padding")
-    return ph
-
-
 def padding_problem(layer: nn.Module, *, exact: bool) -> str | None:
     """Why svbench's circular model of this conv (nn.Conv2d, or a TT conv) is not its operator, or None. The model
     is the circular conv on the n x n grid with n / s outputs a side (zero padding: the circular conv on n' that

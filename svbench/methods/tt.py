@@ -52,12 +52,13 @@ from svbench.methods.base import (
     Capabilities,
     LayerSpec,
     Method,
+    axis_padding,
     check_circular_mode,
+    check_padding,
     control_source,
     kernel_fits,
     seeded_conv,
     sv_weight,
-    symmetric_padding,
     warn_left_out,
 )
 from svbench.methods.hooks import InputSizes
@@ -87,9 +88,9 @@ class TTConv2d(nn.Module):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int,
+        kernel_size: int | tuple[int, int],
         stride: int | tuple[int, int] = 1,
-        padding: int | None = None,
+        padding: int | tuple[int, int] | None = None,
         dilation: int = 1,
         bias: bool = True,
         padding_mode: str = "zeros",
@@ -107,17 +108,19 @@ class TTConv2d(nn.Module):
         if not (1 <= r1 <= in_channels and 1 <= r2 <= out_channels):
             raise ValueError(f"ranks must satisfy 1 <= r1 <= c_in and 1 <= r2 <= c_out, got r1={r1}, r2={r2}")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = (kernel_size, kernel_size)
+        kh, kw = stride_hw(kernel_size)  # a kh x kw kernel (1 x 7, 41 x 11): K2 is r2 x r1 x kh x kw
+        self.kernel_size = (kh, kw)
         self.stride = stride_hw(stride)  # one per axis: (1, 2) halves the width only
         self.dilation = (dilation, dilation)
-        self.padding = (dilation * (kernel_size // 2),) * 2 if padding is None else (padding, padding)
+        # the padding of each axis, both ends alike (default: "same" for odd sides)
+        self.padding = (dilation * (kh // 2), dilation * (kw // 2)) if padding is None else stride_hw(padding)
         self.padding_mode = padding_mode
         self.groups = 1
         self.r1, self.r2 = r1, r2
         self.forward_mode = forward_mode
         fk = {"device": device, "dtype": dtype}
         self.k1 = nn.Parameter(torch.empty(in_channels, r1, **fk)) if r1 < in_channels else None
-        self.k2 = nn.Parameter(torch.empty(r2, r1, kernel_size, kernel_size, **fk))
+        self.k2 = nn.Parameter(torch.empty(r2, r1, kh, kw, **fk))
         self.k3 = nn.Parameter(torch.empty(r2, out_channels, **fk)) if r2 < out_channels else None
         self.bias = nn.Parameter(torch.zeros(out_channels, **fk)) if bias else None
         self.reset_parameters()
@@ -127,19 +130,19 @@ class TTConv2d(nn.Module):
         return self.k1 is None and self.k3 is None
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Orthogonal init of K1, of K2 flattened to r1 x (k^2 r2), and of K3 (methods.md section 4)."""
+        """Orthogonal init of K1, of K2 flattened to r1 x (kh kw r2), and of K3 (methods.md section 4)."""
         with torch.no_grad():
             for p in (self.k1, self.k3):
                 if p is not None:
                     p.copy_(_orthogonal(p.shape, generator, p.dtype))
-            k = self.kernel_size[0]
-            flat = _orthogonal((self.r1, k * k * self.r2), generator, self.k2.dtype)
-            self.k2.copy_(flat.reshape(self.r1, self.r2, k, k).permute(1, 0, 2, 3))
+            kh, kw = self.kernel_size
+            flat = _orthogonal((self.r1, kh * kw * self.r2), generator, self.k2.dtype)
+            self.k2.copy_(flat.reshape(self.r1, self.r2, kh, kw).permute(1, 0, 2, 3))
             if self.bias is not None:
                 self.bias.zero_()
 
     def full_kernel(self) -> Tensor:
-        """The dense (c_out, c_in, k, k) kernel this layer applies."""
+        """The dense (c_out, c_in, kh, kw) kernel this layer applies."""
         return compose_kernel(self.k1, self.k2, self.k3)
 
     def _use_factored(self, x: Tensor) -> bool:
@@ -147,18 +150,19 @@ class TTConv2d(nn.Module):
             return False
         if self.forward_mode == "factored":
             return True
-        k, (s1, s2) = self.kernel_size[0], self.stride
+        (kh, kw), (s1, s2) = self.kernel_size, self.stride
+        taps = kh * kw
         c_in, c_out, r1, r2 = self.in_channels, self.out_channels, self.r1, self.r2
         out_px = x.shape[0] * (x.shape[-2] // s1) * (x.shape[-1] // s2)
-        factored = out_px * ((c_in * r1 * s1 * s2 if self.k1 is not None else 0) + k * k * r1 * r2
+        factored = out_px * ((c_in * r1 * s1 * s2 if self.k1 is not None else 0) + taps * r1 * r2
                              + (r2 * c_out if self.k3 is not None else 0))
-        full = out_px * k * k * c_in * c_out + k * k * r2 * (r1 * c_in + c_in * c_out)
+        full = out_px * taps * c_in * c_out + taps * r2 * (r1 * c_in + c_in * c_out)
         return factored < _FACTORED_EFFICIENCY * full
 
     def _conv(self, x: Tensor, weight: Tensor) -> Tensor:
         if self.padding_mode == "circular":
-            p = self.padding[0]
-            x = F.pad(x, (p, p, p, p), mode="circular")
+            ph, pw = self.padding
+            x = F.pad(x, (pw, pw, ph, ph), mode="circular")
             return F.conv2d(x, weight, None, self.stride, 0, self.dilation)
         return F.conv2d(x, weight, None, self.stride, self.padding, self.dilation)
 
@@ -198,8 +202,8 @@ class TTConv2d(nn.Module):
         if conv.groups != 1 or max(conv.dilation) != 1:
             raise UnsupportedShape(f"tt: grouped or dilated convs have no TT form here (groups={conv.groups}, "
                                    f"dilation={tuple(conv.dilation)}); TT-SVD needs a dense c_out x c_in kernel")
-        k = conv.kernel_size[0]
-        layer = cls(conv.in_channels, conv.out_channels, k, tuple(conv.stride), symmetric_padding(conv), 1,
+        layer = cls(conv.in_channels, conv.out_channels, tuple(conv.kernel_size), tuple(conv.stride),
+                    axis_padding(conv), 1,
                     conv.bias is not None, conv.padding_mode, r1, r2, forward_mode,
                     device=conv.weight.device, dtype=conv.weight.dtype)
         err = None
@@ -222,7 +226,7 @@ class TTConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         kind = "ordinary conv (ranks >= channels)" if self.is_plain else f"r1={self.r1}, r2={self.r2}"
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size[0]}, "
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={stride_text(self.kernel_size)}, "
                 f"stride={stride_text(self.stride)}, "
                 f"padding_mode={self.padding_mode}, {kind}, forward={self.forward_mode}")
 
@@ -242,6 +246,7 @@ def tt_layer_singular_values(
     """All SVs of the composed circular TT layer on n x n (or an (h, w) grid): folded-core SVs (Theorem 1) then
     zeros. Exact."""
     check_circular_mode(layer, n, "tt", " (zero-padded layers get the n' bound in control)")
+    check_padding(layer, "tt", exact=True)  # e.g. an even kernel side padded on both ends: more outputs than n / s
     s = as_stride(layer.stride)
     if max(layer.dilation) != 1:
         raise UnsupportedShape("tt: dilation not supported for SV computation")
@@ -401,8 +406,8 @@ class TTMethod(Method):
                 reason = "first conv kept dense (keep_first)"
             elif conv.groups != 1:
                 reason = "grouped conv not supported: kept"
-            elif max(conv.dilation) != 1 or len(set(conv.kernel_size)) != 1:
-                reason = "dilated or non-square conv not supported: kept"
+            elif max(conv.dilation) != 1:
+                reason = "dilated conv not supported: kept"
             elif r1 == conv.in_channels and r2 == conv.out_channels:
                 reason = "rank >= both channel counts: an ordinary conv, kept"
             elif conv.padding_mode not in ("zeros", "circular"):
