@@ -87,10 +87,10 @@ def run_one(label: str, side: int, out: Path, tmp: Path, spectra: Path) -> dict[
 
 
 def write_table(rows: list[dict[str, object]], out: Path, threads: int) -> None:
-    import platform
-
     import torch
     import torchvision
+
+    from svbench.measure.env import device_name
 
     with open(out / "zoo.csv", "w", newline="") as f:
         w = csv.DictWriter(f, COLUMNS)
@@ -100,7 +100,7 @@ def write_table(rows: list[dict[str, object]], out: Path, threads: int) -> None:
         "# `svbench spectrum --model torchvision:NAME` over torchvision's architectures",
         "",
         f"Random weights (seed 0, nothing downloaded), all SVs of every conv on its real input grid plus the certified "
-        f"Lipschitz bound; CPU {platform.processor() or platform.machine()}, {threads} thread(s), torch "
+        f"Lipschitz bound; CPU ({device_name('cpu')}), {threads} thread(s), torch "
         f"{torch.__version__}, torchvision {torchvision.__version__}. `seconds` is the whole command (model build, "
         f"geometry pass, SVs, bound, files). `grouped`: convs with groups > 1; `proxy grid`: strided convs whose "
         f"stride does not divide their input (circular proxy on the grid rounded up).",
