@@ -1,7 +1,7 @@
 """Tensor-train (TT) conv core algebra.
 
 Senderovich, Bulatova, Obukhov & Rakhuba, "Towards Practical Control of Singular Values of Convolutional Layers",
-NeurIPS 2022 (arXiv:2211.13771). A TT conv has cores K1 (c_in x r1), K2 (r2 x r1 x k x k, (out, in, k, k) order)
+NeurIPS 2022 (arXiv:2211.13771). A TT conv has cores K1 (c_in x r1), K2 (r2 x r1 x kh x kw, (out, in, kh, kw) order)
 and K3 (r2 x c_out); the full kernel is W[o, i, u, v] = sum_{a, b} K3[b, o] K2[b, a, u, v] K1[i, a].
 
 Theorem 1: if K1^T K1 = I and K3 K3^T = I, the nonzero SVs of the layer are EXACTLY those of the K2 conv (any
@@ -120,7 +120,7 @@ def orthogonality_defect(k1: Tensor | None, k3: Tensor | None) -> tuple[Tensor, 
 
 
 def tt_svd(weight: Tensor, r1: int, r2: int) -> tuple[Tensor, Tensor, Tensor, float]:
-    """TT-SVD of a full kernel (c_out, c_in, k, k) into K1 (c_in x r1), K2 (r2 x r1 x k x k), K3 (r2 x c_out).
+    """TT-SVD of a full kernel (c_out, c_in, kh, kw) into K1 (c_in x r1), K2 (r2 x r1 x kh x kw), K3 (r2 x c_out).
 
     Sequential truncated SVDs: first over the input-channel mode, then over the output-channel mode. The cores
     come out with orthonormal K1 and K3. Returns the cores and the relative Frobenius error of the approximation

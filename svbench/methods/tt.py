@@ -3,7 +3,7 @@
 Senderovich, Bulatova, Obukhov & Rakhuba, "Towards Practical Control of Singular Values of Convolutional Layers",
 NeurIPS 2022 (arXiv:2211.13771); official code WhiteTeaDragon/practical_svd_conv.
 
-A TT conv is 1x1 (K1^T, c_in -> r1), then k x k (K2, r1 -> r2, carrying all stride, padding and dilation),
+A TT conv is 1x1 (K1^T, c_in -> r1), then kh x kw (K2, r1 -> r2, carrying all stride, padding and dilation),
 then 1x1 (K3^T, r2 -> c_out), then the bias. Theorem 1: with orthonormal K1 and K3 the layer's nonzero SVs are
 EXACTLY the K2 conv's (any padding, stride, dilation); the rest are 0. svbench QR-folds the outer cores before
 EVERY SV computation and control step (``orthogonalize``: the layer's function is unchanged), so the control is
@@ -78,7 +78,7 @@ def tt_ranks(c_in: int, c_out: int, rank: int | None, rank_scale: float | None) 
 
 
 class TTConv2d(nn.Module):
-    """TT conv with cores ``k1`` (c_in x r1), ``k2`` (r2 x r1 x k x k), ``k3`` (r2 x c_out) and ``bias``.
+    """TT conv with cores ``k1`` (c_in x r1), ``k2`` (r2 x r1 x kh x kw), ``k3`` (r2 x c_out) and ``bias``.
 
     ``k1`` is absent when r1 == c_in and ``k3`` when r2 == c_out; with both absent the layer IS an ordinary conv
     (``is_plain``) and says so in its repr. Cores are orthogonally initialised.
