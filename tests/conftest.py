@@ -18,6 +18,29 @@ def rng() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
 
 
+@pytest.fixture
+def tt_checkpoint(tmp_path, monkeypatch):
+    """A factory ``make(name, build, seed) -> (wrapped model, checkpoint path)``: registers ``build`` as svbench model
+    ``name`` (for ``spectrum --model``), wraps it with ``tt`` at rank 4, moves every core off orthonormal (the fold
+    must carry them, as after training) and saves the state dict."""
+
+    def make(name, build, seed):
+        from svbench.methods import create_method
+        from svbench.models.registry import MODELS
+
+        monkeypatch.setitem(MODELS._items, name, build)
+        torch.manual_seed(seed)
+        model = create_method("tt", rank=4).wrap(build())
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+        path = tmp_path / f"{name}.pt"
+        torch.save(model.state_dict(), path)
+        return model, path
+
+    return make
+
+
 def circular_conv(weight: torch.Tensor, stride: int = 1, bias: bool = False) -> torch.nn.Conv2d:
     """An nn.Conv2d with circular 'same' padding holding ``weight`` (dtype kept)."""
     c_out, c_in, k, _ = weight.shape

@@ -343,27 +343,20 @@ def test_network_task_on_a_rectangular_input(tmp_path):
                                                 "input_shape": [3, 16]}]}, "test")
 
 
-def test_spectrum_of_tt_and_cayley_checkpoints_on_a_rectangular_input(tmp_path, monkeypatch):
+def test_spectrum_of_tt_and_cayley_checkpoints_on_a_rectangular_input(tmp_path, tt_checkpoint):
     """A checkpoint trained with ``tt``: each TT layer on its own h x w grid from ``--model`` (the folded core,
     Theorem 1, zeros appended to the operator's count), against the TT layer's dense float64 operator. A Cayley
     checkpoint too (since session 18; was refused in one line): each Cayley layer's operator on its own h x w grid
     against its dense float64 operator (all SVs 1: exactly orthogonal there too)."""
     from svbench.checkpoint.spectrum import checkpoint_spectrum
-    from svbench.models.registry import MODELS
 
     def net(in_channels=3, image_size=8, **_):
         return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1, padding_mode="circular", bias=False),
                              nn.Conv2d(8, 8, 3, stride=2, padding=1, padding_mode="circular", bias=False),
                              nn.Conv2d(8, 6, 3, padding=1, padding_mode="circular", bias=False))
 
-    monkeypatch.setitem(MODELS._items, "rect_tt_net", net)
-    torch.manual_seed(8)
-    model = create_method("tt", rank=4).wrap(net())
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    torch.save(model.state_dict(), tmp_path / "tt.pt")
-    spectra = {s.name: s for s in checkpoint_spectrum(tmp_path / "tt.pt", model="rect_tt_net",
+    model, path = tt_checkpoint("rect_tt_net", net, seed=8)
+    spectra = {s.name: s for s in checkpoint_spectrum(path, model="rect_tt_net",
                                                       input_shape=(3, 6, 10))}
     assert [spectra[n].kind for n in ("0", "1", "2")] == ["conv", "tt", "tt"]
     assert (spectra["1"].n, spectra["2"].n) == ((6, 10), (3, 5))

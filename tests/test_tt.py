@@ -352,27 +352,18 @@ def test_from_conv_refuses_grouped_or_dilated_convs(kwargs):
         TTConv2d.from_conv(conv, 2, 2)
 
 
-def test_spectrum_of_tt_checkpoint_with_its_model_reads_strides_and_sizes(tmp_path, monkeypatch):
+def test_spectrum_of_tt_checkpoint_with_its_model_reads_strides_and_sizes(tt_checkpoint):
     """A model trained with ``tt`` saves TT cores where the registered model has convs: ``--model`` takes each TT
     layer's real input size and stride from the model's conv of the same name (was: refused as not matching, so
     the spectrum fell back to stride 1 on the given size); the SVs are the TT layer's operator's (dense oracle)."""
     from svbench.checkpoint.spectrum import checkpoint_spectrum
-    from svbench.methods import create_method
-    from svbench.models.registry import MODELS
 
     def strided_net(in_channels=3, image_size=8, **_):
         return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1, padding_mode="circular"),
                              nn.Conv2d(8, 8, 3, stride=2, padding=1, padding_mode="circular"),
                              nn.Conv2d(8, 6, 3, padding=1, padding_mode="circular"))
 
-    monkeypatch.setitem(MODELS._items, "strided_test_net", strided_net)
-    torch.manual_seed(0)
-    model = create_method("tt", rank=4).wrap(strided_net())
-    with torch.no_grad():  # cores far from orthonormal: the fold must carry them
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    path = tmp_path / "tt.pt"
-    torch.save(model.state_dict(), path)
+    model, path = tt_checkpoint("strided_test_net", strided_net, seed=0)  # cores off orthonormal: the fold carries
     spectra = {s.name: s for s in checkpoint_spectrum(path, model="strided_test_net", input_shape=(3, 8, 8))}
     assert [spectra[n].kind for n in ("0", "1", "2")] == ["conv", "tt", "tt"]
     assert (spectra["1"].n, spectra["1"].stride, spectra["2"].n, spectra["2"].stride) == (8, 2, 4, 1)

@@ -117,27 +117,19 @@ def test_network_svs_and_control_of_a_non_square_tt_model(control):
             assert top < reports[name]["sigma_max_before"] == pytest.approx(float(svs[name][0]), rel=1e-6), name
 
 
-def test_spectrum_and_certified_bound_of_a_non_square_tt_checkpoint(tmp_path, monkeypatch):
+def test_spectrum_and_certified_bound_of_a_non_square_tt_checkpoint(tt_checkpoint):
     """A checkpoint of a model trained with tt, non-square TT layers included: `spectrum --model` reads each with its
     model conv's geometry (was: no model conv stood for a non-square TT layer) and the certified bound of the plain
     model's layer holds the TT layer's dense zero-padded operator."""
     from svbench.checkpoint.spectrum import checkpoint_spectrum
     from svbench.metrics.certified import conv_layer_bound
-    from svbench.models.registry import MODELS
 
     def net(in_channels=3, image_size=8, **_):
         return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1),
                              nn.Conv2d(8, 8, (1, 5), stride=(1, 2), padding=(0, 2)),
                              nn.Conv2d(8, 6, (5, 1), padding=(2, 0)))
 
-    monkeypatch.setitem(MODELS._items, "nonsquare_tt_net", net)
-    torch.manual_seed(3)
-    model = create_method("tt", rank=4).wrap(net())
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    path = tmp_path / "tt.pt"
-    torch.save(model.state_dict(), path)
+    model, path = tt_checkpoint("nonsquare_tt_net", net, seed=3)
     spectra = {s.name: s for s in checkpoint_spectrum(path, model="nonsquare_tt_net", input_shape=(3, 8, 8))}
     assert [spectra[n].kind for n in ("0", "1", "2")] == ["conv", "tt", "tt"]
     assert (spectra["1"].stride, spectra["2"].n, spectra["2"].geometry_source) == ((1, 2), (8, 4), "model hooks")
