@@ -236,3 +236,40 @@ def test_a_circular_conv_whose_stride_does_not_divide_its_input_is_still_refused
         del MODELS._items["proxy_test_net"]
     err = capsys.readouterr().err
     assert code == 2 and "stride 2 does not divide the input size 7" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("method", ["sedghi", "reference", "tt", "gram", "power"])
+def test_network_routes_take_the_proxy_grid_of_a_stride_that_does_not_divide(method):
+    """The network routes (every method's ``network_svs``, ``network_clip``; suite network tasks) stopped at a
+    zero-padded stride-2 conv on a 7 x 7 grid with the engine's "stride 2 does not divide the input size 7 (use n = 8
+    or zero padding)", no conv named, though the conv was zero-padded. They now take its circular model on the
+    8 x 8 grid, as ``spectrum`` does (dense float64 operator of the circular conv there), by what each provides."""
+    from svbench.functional.oracle import oracle_singular_values
+    from svbench.methods import create_method
+
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(),
+                          nn.Conv2d(4, 5, 3, padding=1), nn.Conv2d(5, 5, 3, stride=(1, 2), padding=1)).double()
+    m = create_method(method, **({"iters": 300} if method == "power" else {"keep_first": False} if method == "tt"
+                                 else {}))
+    if method == "tt":
+        model = m.wrap(model).double()
+    got = m.network_svs(model, (3, 7, 7))
+    for name, grid in (("0", (8, 8)), ("3", (4, 4))):
+        layer = model[int(name)]
+        w = layer.full_kernel() if hasattr(layer, "full_kernel") else layer.weight
+        circ = lambda x, w=w, s=layer.stride: F.conv2d(F.pad(x, (1, 1, 1, 1), mode="circular"), w, stride=s)  # noqa: E731
+        exact = oracle_singular_values(circ, (w.shape[1], *grid))
+        top = float(exact[0])
+        if m.provides == "all_svs":
+            assert got[name].shape == exact.shape and (got[name] - exact).abs().max() <= 1e-10 * top, name
+        elif m.provides == "upper_bound":
+            assert top * (1 - 1e-9) <= float(got[name][0]) <= 1.05 * top, name
+        else:
+            assert 0.95 * top <= float(got[name][0]) <= top * (1 + 1e-9), name
+    if method == "sedghi":
+        clipped = m.network_clip(model, (3, 7, 7), 1.0)
+        assert set(clipped) == {"0", "2", "3"}
+        circular = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1, padding_mode="circular"))
+        with pytest.raises(Exception, match="stride 2 does not divide the input size 7"):
+            m.network_svs(circular, (3, 7, 7))  # a circular conv's operator is the one on 7 x 7: still refused

@@ -39,6 +39,7 @@ from svbench.functional.transfer import (
     grid_div,
     grid_hw,
     grid_text,
+    proxy_grid,
     stride_hw,
     stride_text,
 )
@@ -392,20 +393,6 @@ def plan_spectrum(
         plan.model_name, plan.input_shape = model, input_shape
         plan.bound_model, plan.bound_note = load_model(model, input_shape, state, convs)
     return plan
-
-
-def proxy_grid(n: Grid, stride: Stride, padding: str) -> Grid:
-    """The grid a conv's circular operator is computed on: its input grid n, except for a padded (zeros, reflect,
-    replicate) conv whose stride does not divide n along an axis (torchvision's inception_v3: stride-2 convs on
-    299 x 299 and 147 x 147), whose circular proxy is taken on n rounded up to a multiple of the stride per axis
-    (the strided circular operator on n is defined for s | n only). A circular conv keeps n: its operator is the one
-    on n, and a stride not dividing it is refused by :func:`check_circular_geometry`."""
-    if padding == "circular":
-        return n
-    (h, w), (s1, s2) = grid_hw(n), stride_hw(stride)
-    if h % s1 == 0 and w % s2 == 0:
-        return n
-    return as_grid((s1 * -(-h // s1), s2 * -(-w // s2)))
 
 
 def _check_geometry(entry: ConvEntry, n: Grid, stride: Stride, dilation: Stride, padding: str) -> None:

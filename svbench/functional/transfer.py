@@ -119,6 +119,21 @@ def _fold_axis(weight: Tensor, size: int, dim: int) -> Tensor:
     return weight.new_zeros(shape).index_add_(dim, idx, weight)
 
 
+def proxy_grid(n: Grid, stride: Stride, padding: str) -> Grid:
+    """The grid a conv's circular model is taken on: its input grid n, except for a padded (zeros, reflect,
+    replicate) conv whose stride does not divide n along an axis (torchvision's inception_v3: stride-2 convs on
+    299 x 299 and 147 x 147), whose circular proxy is taken on n rounded up to a multiple of the stride per axis
+    (the strided circular operator on n is defined for s | n only; the zero-padded layer on n is a restriction of
+    the zero-padded layer on the larger grid, so a bound on n' of either grid holds it). A circular conv keeps n:
+    its operator is the one on n, and a stride not dividing it is refused by :func:`check_circular_geometry`."""
+    if padding == "circular":
+        return n
+    (h, w), (s1, s2) = grid_hw(n), stride_hw(stride)
+    if h % s1 == 0 and w % s2 == 0:
+        return n
+    return as_grid((s1 * -(-h // s1), s2 * -(-w // s2)))
+
+
 def check_circular_geometry(kernel_size: int, n: Grid, stride: Stride) -> None:
     """Raise a UserError if a circular conv of this geometry is not defined."""
     h, w = grid_hw(n)

@@ -28,6 +28,7 @@ from svbench.functional.transfer import (
     fits_grid,
     grid_hw,
     grid_text,
+    proxy_grid,
     stride_hw,
     stride_text,
 )
@@ -539,10 +540,16 @@ def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int], *, rectangu
             if isinstance(mod, nn.ConvTranspose2d):
                 strides = stride_hw(mod.stride) if anisotropic else (_square(mod.stride, "stride"),) * 2
                 mod, n = adjoint_conv(mod), as_grid(tuple(side * s for side, s in zip(grid_hw(n), strides)))
-            conv_geometry(mod, anisotropic=anisotropic)
+            stride = conv_geometry(mod, anisotropic=anisotropic)[0]
         except UnsupportedShape as e:
             raise UnsupportedShape(f"conv {name!r}: {e} (this route takes one stride and one dilation per conv; "
                                    f"the built-in methods but cayley take one per axis)") from None
+        # a padded conv whose stride does not divide its grid (inception_v3's stride-2 convs on odd grids): its
+        # circular model on the grid rounded up (as `spectrum` does; was: "stride 2 does not divide the input size
+        # 7", no conv named); a square grid that becomes h x w stays a route's to refuse (one line, above)
+        proxy = proxy_grid(n, stride, getattr(mod, "padding_mode", "zeros"))
+        if proxy != n and (rectangular or isinstance(proxy, int)):
+            n = proxy
         out.append((name, mod, n))
     return out
 
