@@ -584,3 +584,39 @@ def test_spectrum_of_several_checkpoints_keeps_the_finished_ones(tmp_path, capsy
     assert lines[0].startswith("svbench: warning:") and str(out / "model") in lines[0]
     assert (out / "model" / "spectrum.csv").exists() and not (out / "comparison.md").exists()
     assert not (out / "model-2").exists()  # the folder made up front for the failed checkpoint is not left empty
+
+
+def test_spectrum_progress_is_one_step_per_layer_and_bound_on_a_terminal_only(tmp_path, capsys, monkeypatch):
+    """`spectrum` on a big model ran for minutes without a word (inception_v3 at 299: 224 s); on a terminal it now
+    shows a transient progress bar on stderr (one step per layer, then the certified bound); piped (the tests, CI)
+    or with --no-progress nothing is drawn. compute_spectrum's callback names each layer before it starts."""
+    import sys
+
+    from svbench.checkpoint.spectrum import compute_spectrum, plan_spectrum
+    from svbench.cli import spectrum as cli_spectrum
+    from svbench.models import build_model
+
+    path = tmp_path / "m.pt"
+    torch.save(build_model("small_cnn", in_channels=1, image_size=28).state_dict(), path)
+    plan = plan_spectrum(path, model="small_cnn", input_shape=(1, 28, 28), lipschitz=False)
+    seen = []
+    compute_spectrum(plan, progress=lambda i, name: seen.append((i, name)))
+    assert seen == [(i, e.name) for i, (e, *_) in enumerate(plan.layers)] and len(seen) >= 2
+
+    steps = []
+    real = cli_spectrum._LayerProgress.step
+    monkeypatch.setattr(cli_spectrum._LayerProgress, "step", lambda self, what: steps.append(
+        (self.bar is not None, what)) or real(self, what))
+    args = ["spectrum", str(path), "--model", "small_cnn", "--input-shape", "1,28,28"]
+    code, out, err = _inproc(capsys, *args, "--out", str(tmp_path / "a"))  # piped: no bar
+    assert code == 0 and "certified Lipschitz bound of the model" in out and err == ""
+    assert [w for _, w in steps] == [f"layer {name}" for _, name in seen] + ["certified Lipschitz bound"]
+    assert not any(drawn for drawn, _ in steps)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    steps.clear()
+    code, out, _ = _inproc(capsys, *args, "--out", str(tmp_path / "b"))
+    assert code == 0 and "certified Lipschitz bound of the model" in out and all(drawn for drawn, _ in steps)
+    assert len(steps) == len(seen) + 1
+    steps.clear()
+    code, _, err = _inproc(capsys, *args, "--out", str(tmp_path / "c"), "--no-progress")
+    assert code == 0 and err == "" and not any(drawn for drawn, _ in steps)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -407,12 +408,16 @@ def _spans(entry: ConvEntry, dilation: Stride) -> tuple[int, int]:
     return tuple(d * (k - 1) + 1 for d, k in zip(stride_hw(dilation), entry.kernel.shape[-2:]))
 
 
-def compute_spectrum(plan: SpectrumPlan, into: list[LayerSpectrum] | None = None) -> list[LayerSpectrum]:
+def compute_spectrum(plan: SpectrumPlan, into: list[LayerSpectrum] | None = None,
+                     progress: Callable[[int, str], None] | None = None) -> list[LayerSpectrum]:
     """The spectra of a plan's layers, in order. ``into``: a list each finished layer is appended to as soon as it
-    is done, so a caller keeps (and can write) the finished layers when a later one fails or is interrupted."""
+    is done, so a caller keeps (and can write) the finished layers when a later one fails or is interrupted.
+    ``progress(i, name)`` is called before layer i (0-based) starts (the CLI's progress bar)."""
     out = [] if into is None else into
     dev = plan.device
-    for e, n, stride, pad, groups, dilation, source in plan.layers:
+    for i, (e, n, stride, pad, groups, dilation, source) in enumerate(plan.layers):
+        if progress is not None:
+            progress(i, e.name)
         grid = proxy_grid(n, stride, pad) if e.kind != "cayley" else n
         try:
             svs = layer_spectrum(e, grid, stride, plan.method, pad, dev, groups, dilation)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: reports/spectrum/<checkpoint name>)")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a checkpoint that needs to run code when loaded (only for files you trust)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it is shown on a terminal only)")
     return p
 
 
@@ -92,10 +94,13 @@ def main(args: argparse.Namespace) -> int:
     outs = [prepare_out(folder) for folder in folders]  # an unwritable folder is said before any SV, too
     results: list[tuple[str, list[LayerSpectrum]]] = []
     bounds: list[ModelBound] = []
+    bar = _LayerProgress(sum(len(p.layers) for p in plans) + sum(p.model_name is not None for p in plans),
+                         enabled=not args.no_progress and sys.stderr.isatty())
     for i, (path, plan, out) in enumerate(zip(paths, plans, outs)):
         spectra: list[LayerSpectrum] = []
         try:
-            compute_spectrum(plan, into=spectra)
+            with bar:
+                compute_spectrum(plan, into=spectra, progress=bar.layer)
         except BaseException as e:  # a failure mid-way (memory, a solver, Ctrl-C): the finished layers are written
             if spectra:
                 _write_partial(spectra, plan, out, e)
@@ -114,7 +119,10 @@ def main(args: argparse.Namespace) -> int:
             warnings.warn(note, stacklevel=1)
         results.append((str(path), spectra))
         if plan.model_name is not None:  # after the SVs are written: a refused bound costs none of them
-            bounds.append(_model_bound(plan, out))
+            with bar:
+                bar.step("certified Lipschitz bound")
+                bound = _model_bound_value(plan)
+            bounds.append(_report_bound(bound, out))
     if several:
         md_path, png_path = write_comparison(results, root, bounds)
         print(md_path.read_text())
@@ -133,15 +141,54 @@ def _folder_names(paths: list[Path]) -> list[str]:
     return names
 
 
-def _model_bound(plan: SpectrumPlan, out: Path) -> ModelBound:
-    """The certified Lipschitz bound of the checkpoint's model, written to lipschitz.md (and .csv); one line printed
-    (a warning when it could not be computed)."""
-    import warnings
+class _LayerProgress:
+    """A transient progress bar on stderr (a terminal only: piped output and the tests see none): one step per
+    layer and per certified bound, the current layer's name beside it. Entered around each computing stretch, so
+    what is printed between them (each checkpoint's table) is not drawn over."""
 
-    from svbench.checkpoint.lipschitz import model_bound, write_lipschitz
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.done, self.bar, self.task = total, enabled, 0, None, None
+
+    def __enter__(self) -> _LayerProgress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("[bold]svbench spectrum"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TextColumn("{task.description}"), transient=True,
+                                console=Console(stderr=True))
+            self.bar.__enter__()
+            self.task = self.bar.add_task("", total=self.total, completed=self.done)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+            self.bar = None
+
+    def step(self, what: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done, description=what)
+        self.done += 1
+
+    def layer(self, i: int, name: str) -> None:
+        self.step(f"layer {name}")
+
+
+def _model_bound_value(plan: SpectrumPlan) -> ModelBound:
+    """The certified Lipschitz bound of the checkpoint's model (or why it is not computed)."""
+    from svbench.checkpoint.lipschitz import model_bound
 
     assert plan.model_name is not None and plan.input_shape is not None
-    bound = model_bound(plan.bound_model, plan.model_name, plan.input_shape, plan.device, plan.bound_note)
+    return model_bound(plan.bound_model, plan.model_name, plan.input_shape, plan.device, plan.bound_note)
+
+
+def _report_bound(bound: ModelBound, out: Path) -> ModelBound:
+    """The bound written to lipschitz.md (and .csv); one line printed (a warning when it could not be computed)."""
+    import warnings
+
+    from svbench.checkpoint.lipschitz import write_lipschitz
+
     try:
         md = write_lipschitz(bound, out)
     except OSError as e:
