@@ -26,6 +26,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
 
 from svbench.errors import UnsupportedShape
 from svbench.functional.clip import sedghi_clip
@@ -108,12 +109,12 @@ class TTConv2d(nn.Module):
         if not (1 <= r1 <= in_channels and 1 <= r2 <= out_channels):
             raise ValueError(f"ranks must satisfy 1 <= r1 <= c_in and 1 <= r2 <= c_out, got r1={r1}, r2={r2}")
         self.in_channels, self.out_channels = in_channels, out_channels
-        kh, kw = stride_hw(kernel_size)  # a kh x kw kernel (1 x 7, 41 x 11): K2 is r2 x r1 x kh x kw
+        kh, kw = _pair(kernel_size)  # a kh x kw kernel (1 x 7, 41 x 11): K2 is r2 x r1 x kh x kw
         self.kernel_size = (kh, kw)
         self.stride = stride_hw(stride)  # one per axis: (1, 2) halves the width only
         self.dilation = (dilation, dilation)
         # the padding of each axis, both ends alike (default: "same" for odd sides)
-        self.padding = (dilation * (kh // 2), dilation * (kw // 2)) if padding is None else stride_hw(padding)
+        self.padding = (dilation * (kh // 2), dilation * (kw // 2)) if padding is None else tuple(_pair(padding))
         self.padding_mode = padding_mode
         self.groups = 1
         self.r1, self.r2 = r1, r2
