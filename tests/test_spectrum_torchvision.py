@@ -273,3 +273,30 @@ def test_network_routes_take_the_proxy_grid_of_a_stride_that_does_not_divide(met
         circular = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1, padding_mode="circular"))
         with pytest.raises(Exception, match="stride 2 does not divide the input size 7"):
             m.network_svs(circular, (3, 7, 7))  # a circular conv's operator is the one on 7 x 7: still refused
+
+
+@pytest.mark.parametrize("method", ["sedghi", "reference", "tt", "gram", "power", "none"])
+def test_network_routes_name_the_circular_conv_whose_stride_does_not_divide_its_grid(method):
+    """A circular conv's operator on 7 x 7 at stride 2 is no circular conv (no proxy grid for it): the FFT routes
+    stopped with the engine's "stride 2 does not divide the input size 7", naming no conv. They now name it; the
+    operator routes (``power``'s estimate, ``none``) still take it, and the zero-padded conv beside it keeps its
+    8 x 8 proxy."""
+    from svbench.errors import UnsupportedShape
+    from svbench.methods import create_method
+
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Upsample(size=7),
+                          nn.Conv2d(4, 4, 3, stride=2, padding=1, padding_mode="circular"))
+    m = create_method(method)
+    if method == "tt":
+        model = m.wrap(model)
+    if m.any_circular_grid:
+        got = m.network_svs(model, (3, 7, 7))
+        assert set(got) == {"0", "3"}
+        return
+    with pytest.raises(UnsupportedShape, match=r"^conv '3' \(circular padding\): stride 2 does not divide the input "
+                                               r"size 7; .*use n = 8"):
+        m.network_svs(model, (3, 7, 7))
+    if method in ("sedghi", "reference"):
+        with pytest.raises(UnsupportedShape, match=r"^conv '3' \(circular padding\)"):
+            m.network_clip(model, (3, 7, 7), 1.0)

@@ -19,12 +19,13 @@ from torch import Tensor, nn
 
 from svbench._registry import Registry
 from svbench._validate import from_mapping, to_mapping
-from svbench.errors import UnsupportedShape
+from svbench.errors import UnsupportedShape, UserError
 from svbench.functional.transfer import (
     Grid,
     Stride,
     as_grid,
     as_stride,
+    check_circular_geometry,
     fits_grid,
     grid_hw,
     grid_text,
@@ -399,6 +400,9 @@ class Method(abc.ABC):
     # True: ``layer_svs`` and ``network_svs`` take a stride or dilation per axis ((1, 2): the width's only; through
     # ``conv_geometry(anisotropic=True)`` / ``conv_inputs(anisotropic=True)``); else such a conv is refused by name
     anisotropic: ClassVar[bool] = False
+    # True: ``network_svs`` takes a circular conv whose stride does not divide its grid (an operator route, not the
+    # FFT's); else such a conv is refused by name (``conv_inputs(circular_divides=True)``)
+    any_circular_grid: ClassVar[bool] = False
 
     def __init__(self, config: Any = None) -> None:
         if config is None:
@@ -483,7 +487,8 @@ class Method(abc.ABC):
         """
         out = {}
         for name, layer, n in conv_inputs(model, input_shape, rectangular=self.rectangular_grids,
-                                          anisotropic=self.anisotropic):
+                                          anisotropic=self.anisotropic,
+                                          circular_divides=not self.any_circular_grid):
             out[name] = self.layer_svs(circular_view(layer), n)
         warn_left_out(model, out, f"{self.name} network_svs")
         return out
@@ -515,7 +520,7 @@ METHODS: Registry[type[Method]] = Registry("method")
 
 
 def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int], *, rectangular: bool = False,
-                anisotropic: bool = False) -> list[tuple[str, nn.Module, Grid]]:
+                anisotropic: bool = False, circular_divides: bool = True) -> list[tuple[str, nn.Module, Grid]]:
     """(name, conv-like module, grid size) for every nn.Conv2d / TT conv / nn.ConvTranspose2d in forward order
     (forward hooks). A transposed conv is given as :func:`adjoint_conv` (same SVs) on its output grid: s n for an
     input of n (the circular model's: n / s outputs of a stride-s conv on s n). A conv with a stride or dilation
@@ -524,7 +529,9 @@ def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int], *, rectangu
     ``rectangular`` (the routes that compute h x w grids: every method's ``network_svs`` but ``cayley``'s, and
     ``network_clip``), which gets its grid as (h, w). torch's parametrized convs (spectral_norm, weight_norm) are
     returned (their effective weight is read); a Conv2d subclass with a forward of its own is not (:func:`is_plain`;
-    the routes name it as left out)."""
+    the routes name it as left out). A circular conv whose stride does not divide its grid is refused by name
+    (``UnsupportedShape``: its operator there is no circular conv) unless not ``circular_divides`` (the operator
+    routes: :attr:`Method.any_circular_grid`)."""
     from svbench.models.probe import probe_inputs
 
     found = probe_inputs(model, input_shape, lambda name, mod: is_plain(mod) or is_plain(mod, nn.ConvTranspose2d)
@@ -547,7 +554,13 @@ def conv_inputs(model: nn.Module, input_shape: tuple[int, int, int], *, rectangu
         # a padded conv whose stride does not divide its grid (inception_v3's stride-2 convs on odd grids): its
         # circular model on the grid rounded up (as `spectrum` does; was: "stride 2 does not divide the input size
         # 7", no conv named); a square grid that becomes h x w stays a route's to refuse (one line, above)
-        proxy = proxy_grid(n, stride, getattr(mod, "padding_mode", "zeros"))
+        mode = getattr(mod, "padding_mode", "zeros")
+        if mode == "circular" and circular_divides:  # its operator on n is no circular conv when s does not divide n
+            try:
+                check_circular_geometry(mod.kernel_size[0], n, stride)
+            except UserError as e:
+                raise UnsupportedShape(f"conv {name!r} (circular padding): {e}") from None
+        proxy = proxy_grid(n, stride, mode)
         if proxy != n and (rectangular or isinstance(proxy, int)):
             n = proxy
         out.append((name, mod, n))

@@ -20,6 +20,7 @@ class NoneMethod(Method):
     Config = NoConfig
     rectangular_grids = True
     anisotropic = True
+    any_circular_grid = True
     summary = "plain conv, no SV computation or control (overhead and accuracy reference)"
     reference = "-"
 

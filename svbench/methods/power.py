@@ -96,6 +96,7 @@ class PowerMethod(Method):
     Config = PowerConfig
     rectangular_grids = True
     anisotropic = True
+    any_circular_grid = True
     summary = "power iteration on the real operator (persistent vector); Gouk division of conv/linear/BN"
     reference = "Gouk, Frank, Pfahringer & Cree, Mach. Learn. 2021 (arXiv:1804.04368); Miyato et al., ICLR 2018"
 
