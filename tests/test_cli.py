@@ -433,6 +433,19 @@ def test_corrupt_checkpoint(tmp_path, capsys):
     assert code == 2 and "cannot read checkpoint" in err
 
 
+@pytest.mark.parametrize("content", [b"hello\nworld\n", b"root:x:0:0:root:/root:/bin/bash\n" * 3, b"", b"\x80\x02",
+                                     b"PK\x03\x04 truncated zip"])
+def test_a_file_that_is_no_checkpoint_is_one_line(tmp_path, capsys, content):
+    """A text file (``svbench spectrum /etc/passwd``) gave a traceback: torch's weights-only unpickler fails on it
+    with an IndexError, which was not among the errors caught. Any failure to read the file is now one line, with no
+    unpickler internals ("(101)", "(list index out of range)") in it."""
+    path = tmp_path / "file.pt"
+    path.write_bytes(content)
+    code, _, err = _inproc(capsys, "spectrum", str(path), "--input-size", "8")
+    assert code == 2 and "cannot read checkpoint" in err and "not a PyTorch checkpoint or corrupt" in err
+    assert "Traceback" not in err and "index out of range" not in err and len(err.strip().splitlines()) == 1
+
+
 class _Evil:
     def __reduce__(self):
         return (print, ("this code ran",))

@@ -49,8 +49,10 @@ def load_state_dict(path: str | Path, *, trust: bool = False) -> dict[str, Tenso
             obj = torch.load(p, map_location="cpu", weights_only=False)
         except Exception as e2:  # noqa: BLE001 - any failure of an untrusted file is a user error
             raise UserError(f"cannot load checkpoint {p}: {first_line(e2)}") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise UserError(f"cannot read checkpoint {p}: not a PyTorch checkpoint or corrupt ({first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - torch's unpickler fails on a text file with IndexError, on others with
+        # RuntimeError, EOFError, ValueError...: any failure to read the file is the file's
+        why = f" ({first_line(e)})" if isinstance(e, (RuntimeError, OSError, ValueError)) else ""  # not "(101)"
+        raise UserError(f"cannot read checkpoint {p}: not a PyTorch checkpoint or corrupt{why}") from None
     return _unwrap(obj, p)
 
 
