@@ -45,6 +45,7 @@ from svbench.functional.transfer import (
     stride_text,
 )
 from svbench.measure.env import device_name, resolve_device
+from svbench.models.imported import is_imported
 
 if TYPE_CHECKING:
     from svbench.checkpoint.lipschitz import ModelBound
@@ -103,7 +104,7 @@ def _model_geometry(
             model = named_model(model_name, input_shape, state)  # reads its widths back): built on the CPU
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")  # meta: not copied
-            return model, *_load_into(model, _layers_as_convs(model, state, convs))
+            return model, *_load_into(model, _layers_as_convs(model, state, convs), model_name)
 
     model, missing, unexpected = fit(state, list(convs))
     prefix = _shared_prefix(state) if missing or unexpected else ""
@@ -247,11 +248,17 @@ def with_versions(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tenso
     return versioned
 
 
-def _load_into(model: nn.Module, state: dict[str, Tensor]) -> tuple[list[str], list[str]]:
+def _load_into(model: nn.Module, state: dict[str, Tensor], model_name: str) -> tuple[list[str], list[str]]:
     try:
         res = model.load_state_dict(with_versions(model, state), strict=False)
     except (RuntimeError, ValueError) as e:  # ValueError: a module's own check of what it loads
-        raise UserError(f"the checkpoint does not fit the model: {str(e).splitlines()[0][:200]}") from None
+        # torch's first line is a header ("Error(s) in loading state_dict for Net:"); the reasons follow, one a line
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        reasons = [line for line in lines if not line.startswith("Error(s) in loading")] or lines[:1]
+        more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+        hint = ("; build it with the arguments it was trained with, e.g. FILE.py:Net(width=16)"
+                if is_imported(model_name) and "size mismatch" in reasons[0] else "")
+        raise UserError(f"the checkpoint does not fit model {model_name!r}: {reasons[0][:240]}{more}{hint}") from None
     return list(res.missing_keys), list(res.unexpected_keys)
 
 

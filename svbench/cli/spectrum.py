@@ -22,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "its own folder under --out and comparison.md / comparison.png set them side by side")
     p.add_argument("--input-size", default=None, help="input grid of every conv: N (N x N) or HxW (stride 1 assumed)")
     p.add_argument("--model", default=None, help="real per-layer sizes and strides from a model: a registered name "
-                   "(svbench ls models) or torchvision:NAME (e.g. torchvision:resnet50)")
+                   "(svbench ls models), torchvision:NAME (e.g. torchvision:resnet50), or your own: FILE.py:NAME or "
+                   "MODULE:NAME, with literal arguments if it needs them ('nets/resnet.py:ResNet(depth=20)')")
     p.add_argument("--input-shape", default=None, help="C,H,W of the model input, e.g. 3,32,32 (with --model)")
     p.add_argument("--no-lipschitz", action="store_true", help="with --model: skip the certified Lipschitz bound of "
                    "the whole model (lipschitz.md)")

@@ -84,7 +84,8 @@ def parse_suite(data: Any, where: str) -> Suite:
 
 def _check_models(task: Any, where: str) -> None:
     """Every model name a task builds exists (was: found by the cell that builds it, after the cells before it ran).
-    Network tasks also take ``torchvision:NAME``; train tasks svbench's own models (they normalise inside)."""
+    Network tasks also take ``torchvision:NAME``; train tasks svbench's own models (they normalise inside). Both take
+    a researcher's own, ``FILE.py:NAME`` / ``MODULE:NAME`` (imported here: a missing file or name is found now)."""
     from svbench.models import check_model_name
     from svbench.models.torchvision_models import is_torchvision
 
