@@ -266,3 +266,22 @@ def test_suite_network_and_train_tasks_take_the_spec(netfile, tmp_path, monkeypa
     (tmp_path / "bad.yaml").write_text((tmp_path / "s.yaml").read_text().replace("Net(width=4)", "Nett"))
     code = main(["validate", str(tmp_path / "bad.yaml")])
     assert code == 2
+
+
+def test_spectrum_of_an_instance_the_file_builds_when_imported(netfile, tmp_path, capsys, monkeypatch):
+    """``FILE.py:instance`` names a module-level nn.Module. The first import ran inside the meta-device shape pass,
+    so the instance was built on the meta device and the certified bound failed ("Cannot copy out of meta tensor");
+    the file is now imported on the CPU whoever imports it first: the bound is the class spec's, to the last digit."""
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(1)
+    state = build_model("nets/net.py:Net(width=2)").state_dict()
+    torch.save(state, tmp_path / "ckpt.pt")
+    bounds = []
+    for spec in ("nets/net.py:instance", "nets/net.py:Net(width=2)"):
+        code = main(["spectrum", "ckpt.pt", "--model", spec, "--input-shape", "3,8,8", "--no-progress", "--out",
+                     str(tmp_path / spec.split(":")[1][:8])])
+        captured = capsys.readouterr()
+        assert code == 0 and "warning" not in captured.err, captured.err
+        bounds.append(captured.out.split("L = ")[1].split()[0])
+    assert bounds[0] == bounds[1]
+    assert next(build_imported("nets/net.py:instance").parameters()).device.type == "cpu"

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import torch
 from torch import nn
 
 from svbench.errors import UserError, first_line
@@ -106,7 +107,8 @@ def _import_file(spec: ImportSpec) -> ModuleType:
         sys.path.insert(0, str(path.parent))  # as `python FILE` runs it: its sibling modules import
     sys.modules[name] = module  # before it runs: dataclasses and pickling look the module up
     try:
-        loader_spec.loader.exec_module(module)
+        with torch.device("cpu"):  # not the meta device of a shape pass: a module-level instance is built for real
+            loader_spec.loader.exec_module(module)
     except BaseException as e:
         del sys.modules[name]
         if isinstance(e, KeyboardInterrupt | SystemExit):
@@ -120,7 +122,8 @@ def _import_module(spec: ImportSpec) -> ModuleType:
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.append(os.getcwd())  # as `python -m` finds a package in the current folder (after installed ones)
     try:
-        return importlib.import_module(spec.target)
+        with torch.device("cpu"):  # as for a file: module-level instances are real, whoever imports first
+            return importlib.import_module(spec.target)
     except ModuleNotFoundError as e:
         if e.name and spec.target.split(".")[0] == e.name.split(".")[0] and spec.target.startswith(e.name):
             raise UserError(f"model {spec.text!r}: no module {e.name!r} (from the current folder or the installed "
@@ -208,6 +211,4 @@ def build_imported(name: str, **svbench_kwargs: Any) -> nn.Module:
 
 
 def _on_meta() -> bool:
-    import torch
-
     return torch.empty(0).device.type == "meta"
