@@ -48,13 +48,13 @@ Padding = Literal["circular", "zeros"]
 @dataclass(frozen=True)
 class LayerSpec:
     """One conv layer geometry: an n x n input (n x width with ``width``, e.g. a spectrogram layer), square k x k
-    kernel, 'same' padding k // 2."""
+    kernel, 'same' padding k // 2, one stride or one per axis ((1, 2): the width's only, as a spectrogram CNN's)."""
 
     c_in: int
     c_out: int
     k: int
     n: int  # the input height (and width, unless ``width`` is given)
-    stride: int = 1
+    stride: int | tuple[int, int] = 1  # canonical: the int s when both axes agree, else (s_height, s_width)
     padding: Padding = "circular"
     groups: int = 1
     dilation: int = 1
@@ -63,9 +63,17 @@ class LayerSpec:
     def __post_init__(self) -> None:
         if self.width is not None and self.width == self.n:
             object.__setattr__(self, "width", None)  # canonical: a square spec is one value, whatever was written
+        if isinstance(self.stride, list | tuple):  # (s, s) is s: a spec is one value however its stride was written
+            if len(self.stride) != 2:
+                raise ValueError(f"stride must be a positive integer or [s_height, s_width], got {list(self.stride)!r}")
+            for value in self.stride:
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise ValueError(f"stride must be a positive integer or [s_height, s_width] of positive "
+                                     f"integers, got {list(self.stride)!r}")
+            object.__setattr__(self, "stride", as_stride(tuple(self.stride)))
         for name in ("c_in", "c_out", "k", "n", "stride", "groups", "dilation", "width"):
             value = getattr(self, name)
-            if name == "width" and value is None:
+            if (name == "width" and value is None) or (name == "stride" and isinstance(value, tuple)):
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -78,9 +86,11 @@ class LayerSpec:
                 f"kernel {self.k}x{self.k} (dilation {self.dilation}) is larger than the {h}x{w} input; use "
                 f"{'n' if h <= w else 'width'} >= {span}"
             )
-        for side, name in ((h, "input size"), (w, "input width")) if self.width else ((h, "input size"),):
-            if self.padding == "circular" and side % self.stride:
-                raise ValueError(f"stride {self.stride} does not divide the {name} {side} (circular padding needs "
+        s1, s2 = self.strides
+        axes = ((h, s1, "input size"), (w, s2, "input width")) if self.width or s1 != s2 else ((h, s1, "input size"),)
+        for side, s, name in axes:
+            if self.padding == "circular" and side % s:
+                raise ValueError(f"stride {s} does not divide the {name} {side} (circular padding needs "
                                  f"stride | n)")
         if self.c_in % self.groups or self.c_out % self.groups:
             raise ValueError(f"groups={self.groups} must divide c_in={self.c_in} and c_out={self.c_out}")
@@ -89,6 +99,11 @@ class LayerSpec:
     def hw(self) -> tuple[int, int]:
         """(height, width) of the input."""
         return self.n, self.width or self.n
+
+    @property
+    def strides(self) -> tuple[int, int]:
+        """(along the height, along the width)."""
+        return stride_hw(self.stride)
 
     @property
     def grid(self) -> Grid:
@@ -103,7 +118,8 @@ class LayerSpec:
     def out_hw(self) -> tuple[int, int]:
         """(height, width) of the output."""
         p = self.dilation * (self.k // 2)
-        return tuple((side + 2 * p - self.dilation * (self.k - 1) - 1) // self.stride + 1 for side in self.hw)
+        return tuple((side + 2 * p - self.dilation * (self.k - 1) - 1) // s + 1 for side, s in zip(self.hw,
+                                                                                                  self.strides))
 
     def num_svs(self) -> int:
         """Number of SVs of the layer's operator, zeros included: min(c_out m^2, c_in n^2) (m1 m2, h w on a
@@ -115,7 +131,7 @@ class LayerSpec:
     def label(self) -> str:
         pad = "circ" if self.padding == "circular" else "zero"
         extra = (f" g{self.groups}" if self.groups > 1 else "") + (f" d{self.dilation}" if self.dilation > 1 else "")
-        return f"{self.c_in}->{self.c_out} k{self.k} n{grid_text(self.grid)} s{self.stride} {pad}{extra}"
+        return f"{self.c_in}->{self.c_out} k{self.k} n{grid_text(self.grid)} s{stride_text(self.stride)} {pad}{extra}"
 
     def as_dict(self) -> dict[str, Any]:
         """The fields; ``width`` only for a rectangular input (square records keep the schema they always had)."""
@@ -137,9 +153,13 @@ class Capabilities:
     def why_not(self, spec: LayerSpec) -> str | None:
         # a 1 x 1 conv pads nothing (seeded_conv pads d (k // 2)): zero-padded, it is the circular operator when the
         # stride divides n (else it has ceil(n / s) outputs a side, which the circular model cannot have)
-        moot = spec.k == 1 and all(side % spec.stride == 0 for side in spec.hw) and "circular" in self.paddings
+        moot = spec.k == 1 and all(side % s == 0 for side, s in zip(spec.hw, spec.strides)) and (
+            "circular" in self.paddings)
         if spec.padding not in self.paddings and not moot:
             return f"{spec.padding} padding not supported (supports: {', '.join(self.paddings)})"
+        if self.strides is not None and isinstance(spec.stride, tuple):
+            return (f"a stride per axis ({stride_text(spec.stride)}) not supported (supports: "
+                    f"{', '.join(map(str, self.strides))} on both axes)")
         if self.strides is not None and spec.stride not in self.strides:
             return f"stride {spec.stride} not supported (supports: {', '.join(map(str, self.strides))})"
         if spec.groups > 1 and not self.groups:

@@ -40,7 +40,7 @@ from svbench.functional.grouped import (
     grouped_network_singular_values,
 )
 from svbench.functional.spectrum import conv_singular_values, describe_backend
-from svbench.functional.transfer import Grid, as_grid
+from svbench.functional.transfer import Grid, as_grid, stride_area
 from svbench.methods.base import (
     METHODS,
     Capabilities,
@@ -137,7 +137,7 @@ class SedghiMethod(Method):
         if spec is None:
             return c.backend
         g = spec.groups  # a grouped conv's matrices are its blocks'
-        return describe_backend(c.backend, spec.c_out // g, spec.c_in * spec.stride**2 // g, device, c.driver,
+        return describe_backend(c.backend, spec.c_out // g, spec.c_in * stride_area(spec.stride) // g, device, c.driver,
                                 dtype)
 
     def control_target(self) -> float | None:

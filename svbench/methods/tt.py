@@ -44,6 +44,7 @@ from svbench.functional.transfer import (
     fits_grid,
     grid_area,
     grid_div,
+    stride_area,
     stride_hw,
     stride_text,
 )
@@ -320,7 +321,7 @@ class TTMethod(Method):
         if spec is None:
             return c.backend
         r1, r2 = self.ranks(spec.c_in, spec.c_out)
-        return describe_backend(c.backend, r2, r1 * spec.stride**2, device, c.driver, dtype)
+        return describe_backend(c.backend, r2, r1 * stride_area(spec.stride), device, c.driver, dtype)
 
     def layer_key(self) -> str:
         return self.label

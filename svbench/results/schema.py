@@ -16,7 +16,7 @@ method_config      the method's full config as a mapping
 provides           all_svs | upper_bound | estimate | orthogonal_layer | none
 backend            numerical route (svdvals, eigh, eigh64, gram_iteration, power_iteration, ...)
 shape              layer geometry mapping (c_in, c_out, k, n, stride, padding, groups, dilation; width for an
-                   n x width input) or null
+                   n x width input; stride an int, or [s_height, s_width] when the axes differ) or null
 seed               integer seed of the cell
 metric             metric name (see METRICS); null for a record that only reports a status
 value              number or null

@@ -26,7 +26,7 @@ from svbench._validate import to_mapping
 from svbench.errors import CellInputError, UnsupportedShape, UserError, first_line, out_of_memory_message
 from svbench.functional.oracle import oracle_singular_values
 from svbench.functional.spectrum import conv_singular_values
-from svbench.functional.transfer import grid_text
+from svbench.functional.transfer import grid_div, grid_hw, grid_text, stride_area
 from svbench.measure import (
     environment,
     fix_allocator,
@@ -594,9 +594,9 @@ def rfft_transfer_bytes(spec: LayerSpec, dtype: torch.dtype) -> int:
     """Size of the layer's rfft transfer matrices, (n/s) x (n/(2s) + 1) x c_out x c_in s^2 complex numbers (g blocks
     of c_out/g x c_in s^2/g for a grouped conv; (h/s) x (w/(2s) + 1) on a rectangular input): the unit of the
     peak-memory target (issue 6)."""
-    m1, m2 = (side // spec.stride for side in spec.hw)
+    (m1, m2), area = grid_hw(grid_div(spec.grid, spec.stride)), stride_area(spec.stride)
     complex_bytes = 2 * torch.empty((), dtype=dtype).element_size()
-    return m1 * (m2 // 2 + 1) * spec.c_out * spec.c_in * spec.stride**2 // spec.groups * complex_bytes
+    return m1 * (m2 // 2 + 1) * spec.c_out * spec.c_in * area // spec.groups * complex_bytes
 
 
 def iter_records(records: list[dict[str, Any]], **match: Any) -> Iterator[dict[str, Any]]:

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from svbench.functional.transfer import stride_hw
 from svbench.methods.base import LayerSpec
 from svbench.metrics.robust import AttackSpec
 from svbench.train.config import OptimSpec, ScheduleSpec
@@ -41,7 +42,7 @@ class GridSpec:
     c: list[int]
     n: list[int]
     k: list[int] = field(default_factory=lambda: [3])
-    stride: list[int] = field(default_factory=lambda: [1])
+    stride: list[int | tuple[int, int]] = field(default_factory=lambda: [1])  # [1, 2, [1, 2]]: [1, 2] per axis
     padding: Literal["circular", "zeros"] = "circular"
     max_work: float | None = None  # skip shapes with (n/s)^2 c^3 above this (the cubic SVD model)
     width: list[int] | None = None  # rectangular inputs: every n x width pair (None: square n x n)
@@ -53,9 +54,10 @@ class GridSpec:
                 for w in self.width or [n]:
                     for k in self.k:
                         for s in self.stride:
-                            if k > min(n, w) or (self.padding == "circular" and (n % s or w % s)):
+                            s1, s2 = stride_hw(s)
+                            if k > min(n, w) or (self.padding == "circular" and (n % s1 or w % s2)):
                                 continue
-                            if self.max_work is not None and (n // s) * (w // s) * c**3 > self.max_work:
+                            if self.max_work is not None and (n // s1) * (w // s2) * c**3 > self.max_work:
                                 continue
                             out.append(LayerSpec(c, c, k, n, s, self.padding, width=w))
         return out
