@@ -102,6 +102,8 @@ def test_registered_and_torchvision_names_are_not_import_specs(name):
     ("nets/net.py:Net(width=__import__('os').system('touch HACKED'))", "must be Python literals"),
     ("nets/net.py:Net(*a)", "*args / **kwargs are not taken"),
     ("nets/net.py:Net(**kw)", "*args / **kwargs are not taken"),
+    ("nets/net.py:Net(width=2)(3)", "one call with its arguments expected"),
+    ("nets/net.py:Net(width=2).f", "one call with its arguments expected"),
 ])
 def test_malformed_specs_are_one_line_and_run_nothing(text, needle, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

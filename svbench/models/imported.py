@@ -77,7 +77,8 @@ def parse_spec(text: str) -> ImportSpec:
         node = ast.parse(f"f({call}", mode="eval").body
     except SyntaxError:
         raise UserError(f"model {text!r}: its arguments do not parse; expected {form}") from None
-    assert isinstance(node, ast.Call)
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):  # e.g. Net(a=1)(b=2)
+        raise UserError(f"model {text!r}: one call with its arguments expected; expected {form}")
     if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
         raise UserError(f"model {text!r}: *args / **kwargs are not taken; write each argument out")
     try:
