@@ -161,7 +161,11 @@ def test_unknown_tolerance_in_suite(tmp_path):
 def test_spectrum_input_shape_without_model(tmp_path, capsys):
     torch.save({"conv.weight": torch.randn(2, 2, 3, 3)}, tmp_path / "c.pt")
     code, err = _run(capsys, "spectrum", str(tmp_path / "c.pt"), "--input-size", "8", "--input-shape", "2,8,8")
-    assert code == 2 and "--input-shape only applies with --model" in _one_line(err)
+    assert code == 2 and "pass either --input-size N (every conv on N x N) or --input-shape C,H,W" in _one_line(err)
+    # alone, --input-shape reads a pickled model's geometry (session 20): a state dict has none
+    code, err = _run(capsys, "spectrum", str(tmp_path / "c.pt"), "--input-shape", "2,8,8")
+    assert code == 2 and "--input-shape without --model reads the geometry from the model a checkpoint pickles" \
+        in _one_line(err)
 
 
 def test_spectrum_input_size_and_model_together(tmp_path, capsys):

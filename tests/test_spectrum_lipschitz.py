@@ -57,7 +57,7 @@ def test_no_lipschitz_skips_the_bound_and_needs_a_model(tmp_path, capsys):
     assert not (tmp_path / "o" / "lipschitz.md").exists() and (tmp_path / "o" / "spectrum.md").exists()
     code, _, err = _run(capsys, tmp_path / "m.pt", "--input-size", "12", "--no-lipschitz", "--out", tmp_path / "p")
     lines = [x for x in err.splitlines() if x.strip()]
-    assert code == 2 and len(lines) == 1 and "--no-lipschitz only applies with --model NAME" in lines[0]
+    assert code == 2 and len(lines) == 1 and "--no-lipschitz only applies with a model (--model NAME" in lines[0]
     assert not (tmp_path / "p").exists()
 
 

@@ -36,9 +36,10 @@ class ModelBound:
 
 
 def load_model(model_name: str, input_shape: tuple[int, int, int], state: dict[str, Tensor],
-               convs: list[ConvEntry]) -> tuple[nn.Module | None, str | None]:
+               convs: list[ConvEntry], module: nn.Module | None = None) -> tuple[nn.Module | None, str | None]:
     """The architecture with the checkpoint's weights (CPU, eval), or (None, why it cannot hold them as they are).
-    Conv weights a spectral_norm / weight_norm kept in parts are the eval weights ``find_convs`` rebuilt."""
+    Conv weights a spectral_norm / weight_norm kept in parts are the eval weights ``find_convs`` rebuilt.
+    ``module``: the model the checkpoint pickles, the architecture itself (copied)."""
     from svbench.checkpoint.spectrum import (
         _WEIGHT_PARTS,
         _shared_prefix,
@@ -48,10 +49,10 @@ def load_model(model_name: str, input_shape: tuple[int, int, int], state: dict[s
     )
 
     special = [e.name for e in convs if e.kind != "conv"]
-    if special:
+    if special and module is None:  # a pickled model holds its TT / Cayley layers: the bound takes them
         return None, (f"{len(special)} TT / Cayley layer(s) ({', '.join(special[:3])}) that the plain {model_name!r} "
                       "cannot hold (a train task with certify: true records the bound of such a model)")
-    model = named_model(model_name, input_shape, state)
+    model = named_model(model_name, input_shape, state, module)
     why = "its weights do not load"
     for prefix in dict.fromkeys(["", _shared_prefix(state)]):
         cut = len(prefix)

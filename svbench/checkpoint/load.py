@@ -7,9 +7,11 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import pickletools
 import re
+import sys
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -25,6 +27,14 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "we
 
 
 def load_state_dict(path: str | Path, *, trust: bool = False) -> dict[str, Tensor]:
+    """The checkpoint's tensors by name (a state dict, a wrapper dict's ``state_dict`` / ``model`` ..., a pickled
+    model's ``state_dict()``)."""
+    return load_checkpoint(path, trust=trust)[0]
+
+
+def load_checkpoint(path: str | Path, *, trust: bool = False) -> tuple[dict[str, Tensor], nn.Module | None]:
+    """(the checkpoint's tensors by name, the nn.Module it pickles or None). A pickled model (``torch.save(model)``,
+    or under a wrapper key: ``{"model": model}``) needs ``trust``: unpickling it runs code from the file."""
     p = Path(path)
     if not p.exists():
         raise UserError(f"checkpoint not found: {p}")
@@ -45,15 +55,33 @@ def load_state_dict(path: str | Path, *, trust: bool = False) -> dict[str, Tenso
                 f"{p} is not a plain state dict: loading it would run code from the file ({_unsafe_global(e)}); "
                 f"if you trust it, pass --trust-checkpoint"
             ) from None
+        added = os.getcwd() not in sys.path and "" not in sys.path
+        if added:  # a pickled model names the module of its class (models.resnet): found from the current folder,
+            sys.path.append(os.getcwd())  # as for the `python train.py` that saved it (the console script lacks it)
         try:
             obj = torch.load(p, map_location="cpu", weights_only=False)
+        except ModuleNotFoundError as e2:
+            raise UserError(f"cannot load checkpoint {p}: it pickles objects of module {e2.name!r}, which is not "
+                            f"importable here; run svbench from the folder it was saved in, or put that code on "
+                            f"PYTHONPATH") from None
         except Exception as e2:  # noqa: BLE001 - any failure of an untrusted file is a user error
             raise UserError(f"cannot load checkpoint {p}: {first_line(e2)}") from None
+        finally:
+            if added:
+                sys.path.remove(os.getcwd())
     except Exception as e:  # noqa: BLE001 - torch's unpickler fails on a text file with IndexError, on others with
         # RuntimeError, EOFError, ValueError...: any failure to read the file is the file's
         why = f" ({first_line(e)})" if isinstance(e, (RuntimeError, OSError, ValueError)) else ""  # not "(101)"
         raise UserError(f"cannot read checkpoint {p}: not a PyTorch checkpoint or corrupt{why}") from None
-    return _unwrap(obj, p)
+    return _unwrap(obj, p), _pickled_module(obj)
+
+
+def _pickled_module(obj: Any) -> nn.Module | None:
+    if isinstance(obj, nn.Module):
+        return obj
+    if isinstance(obj, dict):
+        return next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), nn.Module)), None)
+    return None
 
 
 def _is_wellformed(p: Path) -> bool:

@@ -16,6 +16,7 @@ With a model, TT and Cayley layers take the geometry of the model's conv of the 
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 from collections import OrderedDict
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from svbench.checkpoint.load import ConvEntry, find_convs, load_state_dict
+from svbench.checkpoint.load import ConvEntry, find_convs, load_checkpoint
 from svbench.errors import UserError, first_line
 from svbench.functional.grouped import layer_sigma_max
 from svbench.functional.transfer import (
@@ -85,7 +86,8 @@ class LayerSpectrum:
 
 
 def _model_geometry(
-    model_name: str, input_shape: tuple[int, ...], state: dict[str, Tensor], convs: list[ConvEntry] = ()
+    model_name: str, input_shape: tuple[int, ...], state: dict[str, Tensor], convs: list[ConvEntry] = (),
+    module: nn.Module | None = None,
 ) -> dict[str, tuple[int, int, str, int, int]]:
     """name -> (input size, stride, padding mode, groups, dilation) of every conv of the model, by forward hooks.
 
@@ -99,9 +101,9 @@ def _model_geometry(
     def fit(state: dict[str, Tensor], convs: list[ConvEntry]) -> tuple[nn.Module, list[str], list[str]]:
         try:
             with torch.device("meta"):  # shapes only: nothing is allocated, initialised or computed
-                model = named_model(model_name, input_shape, state)
+                model = named_model(model_name, input_shape, state, module)
         except (NotImplementedError, RuntimeError):  # a builder that computes with tensors (torchvision's regnet
-            model = named_model(model_name, input_shape, state)  # reads its widths back): built on the CPU
+            model = named_model(model_name, input_shape, state, module)  # reads its widths back): on the CPU
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")  # meta: not copied
             return model, *_load_into(model, _layers_as_convs(model, state, convs), model_name)
@@ -121,8 +123,14 @@ def _model_geometry(
             f"the checkpoint does not match model {model_name!r}: {len(missing)} missing key(s) "
             f"({', '.join(missing[:3])}) and {len(unexpected)} unexpected key(s) ({', '.join(unexpected[:3])})"
         )
+    from svbench.methods.cayley import CayleyConv2d
+    from svbench.methods.tt import TTConv2d
+
+    # a pickled model (``module``) holds its TT / Cayley layers themselves: their geometry is their own
+    kinds = (nn.Conv2d,) if module is None else (nn.Conv2d, TTConv2d, CayleyConv2d)
+
     def is_conv(name: str, mod: nn.Module) -> bool:
-        return isinstance(mod, nn.Conv2d)
+        return isinstance(mod, kinds)
 
     try:
         found = probe_inputs(model, input_shape, is_conv)
@@ -139,15 +147,20 @@ def _model_geometry(
         except Exception:  # noqa: BLE001 - best effort: whatever stops the train-mode pass, the eval geometry stands
             pass
     return {prefix + name: (as_grid((int(shape[-2]), int(shape[-1]))), as_stride(mod.stride), mod.padding_mode,
-                            int(mod.groups), as_stride(mod.dilation)) for name, mod, shape in found}
+                            int(getattr(mod, "groups", 1)), as_stride(getattr(mod, "dilation", 1)))
+            for name, mod, shape in found}
 
 
-def named_model(model_name: str, input_shape: tuple[int, ...], state: dict[str, Tensor]) -> nn.Module:
+def named_model(model_name: str, input_shape: tuple[int, ...], state: dict[str, Tensor],
+                module: nn.Module | None = None) -> nn.Module:
     """The architecture ``--model`` names for inputs of ``input_shape`` (C, H, W): svbench's registered model (its
-    head sized for H x W) or torchvision's (its classifier sized as the checkpoint's), on the current device."""
+    head sized for H x W), torchvision's (its classifier sized as the checkpoint's) or a researcher's own (an
+    import spec), on the current device; or a copy of ``module``, the model a checkpoint pickles."""
     from svbench.models import build_model
     from svbench.models.torchvision_models import is_torchvision
 
+    if module is not None:
+        return copy.deepcopy(module)
     if is_torchvision(model_name):
         return _torchvision_model(model_name, state, input_shape[0])
     return build_model(model_name, in_channels=input_shape[0], image_size=as_grid(tuple(input_shape[1:])))
@@ -364,12 +377,20 @@ def plan_spectrum(
     ``model`` and ``lipschitz``, the plan also holds the model loaded with the checkpoint's weights."""
     spectrum_method(method)  # a wrong --method is said before the checkpoint is read, not as a layer's problem
     dev = resolve_device(str(device))
-    state = load_state_dict(path, trust=trust)
+    state, pickled = load_checkpoint(path, trust=trust)
     convs = find_convs(state)
+    if model is None and input_shape is not None:  # the model the checkpoint pickles (torch.save(model))
+        if pickled is None:
+            raise UserError(f"--input-shape without --model reads the geometry from the model a checkpoint pickles "
+                            f"(torch.save(model)); {path} holds a state dict: pass --model NAME too (a registered "
+                            f"name, torchvision:NAME or FILE.py:NAME), or --input-size N")
+        model = f"pickled {type(pickled).__name__}"
+    else:
+        pickled = None
     if model is not None:
         if input_shape is None:
             raise UserError("--model needs --input-shape C,H,W (e.g. 3,32,32)")
-        geo = _model_geometry(model, input_shape, state, convs)
+        geo = _model_geometry(model, input_shape, state, convs, pickled)
     else:
         if input_size is None:
             raise UserError("pass --input-size N (or --model NAME --input-shape C,H,W for real per-layer sizes)")
@@ -382,8 +403,9 @@ def plan_spectrum(
         if e.name in geo:
             n, stride, pad, groups, dilation = geo[e.name]
         elif model is not None and e.kind != "conv":
+            fix = "run without --model" if pickled is None else "pass --input-size N instead"
             raise UserError(f"{'TT' if e.kind == 'tt' else 'Cayley'} layer {e.name!r} is not in model {model!r}; "
-                            f"run without --model")
+                            f"{fix}")
         else:
             n, stride, pad, groups, dilation = as_grid(input_size or tuple(input_shape[1:])), 1, "zeros", 1, 1
         if e.kind == "cayley":
@@ -399,7 +421,7 @@ def plan_spectrum(
         from svbench.checkpoint.lipschitz import load_model
 
         plan.model_name, plan.input_shape = model, input_shape
-        plan.bound_model, plan.bound_note = load_model(model, input_shape, state, convs)
+        plan.bound_model, plan.bound_note = load_model(model, input_shape, state, convs, pickled)
     return plan
 
 

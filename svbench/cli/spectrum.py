@@ -1,5 +1,6 @@
-"""``svbench spectrum CKPT [CKPT ...] --input-size N|HxW [--method sedghi] [--device cpu|cuda|auto] [--model NAME
---input-shape C,H,W [--no-lipschitz]] [--out DIR]``."""
+"""``svbench spectrum CKPT [CKPT ...] --input-size N|HxW [--method sedghi] [--device cpu|cuda|auto] [[--model NAME]
+--input-shape C,H,W [--no-lipschitz]] [--trust-checkpoint] [--out DIR] [--no-progress]`` (``--input-shape`` without
+``--model``: the model the checkpoint pickles)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="real per-layer sizes and strides from a model: a registered name "
                    "(svbench ls models), torchvision:NAME (e.g. torchvision:resnet50), or your own: FILE.py:NAME or "
                    "MODULE:NAME, with literal arguments if it needs them ('nets/resnet.py:ResNet(depth=20)')")
-    p.add_argument("--input-shape", default=None, help="C,H,W of the model input, e.g. 3,32,32 (with --model)")
+    p.add_argument("--input-shape", default=None, help="C,H,W of the model input, e.g. 3,32,32 (with --model; alone "
+                   "for a checkpoint that pickles its model, torch.save(model), with --trust-checkpoint)")
     p.add_argument("--no-lipschitz", action="store_true", help="with --model: skip the certified Lipschitz bound of "
                    "the whole model (lipschitz.md)")
     p.add_argument("--method", default="sedghi", help="an all-SVs method (default: sedghi)")
@@ -75,13 +77,15 @@ def main(args: argparse.Namespace) -> int:
     )
 
     size = _parse_size(args.input_size)
-    if args.input_shape is not None and args.model is None:
-        raise UserError("--input-shape only applies with --model NAME; without a model pass --input-size N")
     if args.input_size is not None and args.model is not None:
         raise UserError("pass either --input-size N (every conv on N x N) or --model NAME --input-shape C,H,W, "
                         "not both")
-    if args.no_lipschitz and args.model is None:
-        raise UserError("--no-lipschitz only applies with --model NAME (without a model no bound is computed)")
+    if args.input_size is not None and args.input_shape is not None:
+        raise UserError("pass either --input-size N (every conv on N x N) or --input-shape C,H,W (the geometry from "
+                        "a model: --model NAME, or the one a checkpoint pickles), not both")
+    if args.no_lipschitz and args.model is None and args.input_shape is None:
+        raise UserError("--no-lipschitz only applies with a model (--model NAME --input-shape C,H,W, or --input-shape "
+                        "for a pickled model); without one no bound is computed")
     shape = _parse_shape(args.input_shape)
     plans = [plan_spectrum(  # reads every checkpoint and checks every layer: bad input is said before any SV
         path, input_size=size, model=args.model, input_shape=shape, method=args.method,

@@ -33,6 +33,16 @@ class InputSizes:
         removes the original model's hooks only."""
         return self
 
+    def __getstate__(self) -> dict:
+        """Pickled empty: ``torch.save(model)`` of a wrapped model pickles its hooks, and with them this tracker, whose
+        weak-reference tables cannot be pickled (was: "Can't pickle local object 'WeakKeyDictionary.__init__.<locals>
+        .remove'" for every method that controls SVs). The sizes are a cache keyed by module identity, meaningless in
+        another process: the unpickled model's hooks record into a fresh one."""
+        return {"kind": self.kind, "clips": self.clips, "anisotropic": self.anisotropic}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["kind"], clips=state["clips"], anisotropic=state["anisotropic"])  # type: ignore[misc]
+
     def attach(self, model: nn.Module) -> None:
         for name, conv in self.convs(model):
             self._handles.append(conv.register_forward_pre_hook(functools.partial(self._hook, name)))
