@@ -338,3 +338,32 @@ def test_network_task_times_the_power_estimate_and_checks_its_side(tmp_path):
     above = [dict(r, value=0.01) if r["metric"] == "network_max_est_rel_err" else r for r in res.records]
     assert [(v.kind, v.metric) for v in compare(above, res.records) if not v.ok] == [
         ("exactness", "network_max_est_rel_err")]
+
+
+def test_cayley_network_svs_covers_its_own_layers():
+    """``cayley.network_svs`` of a model its ``wrap`` made gave {} (the base route looks for plain convs); it now
+    gives every Cayley layer's SVs on the grid its forward sees -- those of its implemented operator (dense float64),
+    all 1 -- and names the conv ``wrap`` kept dense (a (1, 2) stride) as left out."""
+    import warnings
+
+    from torch import nn
+
+    from svbench.functional.oracle import oracle_singular_values
+    from svbench.methods import create_method
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 3, stride=2, padding=1),
+                          nn.Conv2d(8, 8, 3, stride=(1, 2), padding=1))
+    m = create_method("cayley")
+    wrapped = m.wrap(model).double().eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = m.network_svs(wrapped, (3, 8, 12))
+    assert set(got) == {"0", "2"}
+    assert any("left out" in str(w.message) and ": 3 (Conv2d)" in str(w.message) for w in caught)
+    for name, grid in (("0", (8, 12)), ("2", (8, 12))):
+        layer = wrapped[int(name)]
+        exact = oracle_singular_values(layer, (layer.in_channels if hasattr(layer, "in_channels") else
+                                               {"0": 3, "2": 4}[name], *grid))
+        assert got[name].shape == exact.shape and float((got[name].double() - exact).abs().max()) <= 1e-6, name
+        assert float((exact - 1).abs().max()) <= 1e-10

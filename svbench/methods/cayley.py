@@ -26,7 +26,7 @@ from svbench.errors import UnsupportedShape
 from svbench.functional.cayley import apply_transfer, cayley_orthogonal_transfer, space_to_depth
 from svbench.functional.spectrum import expand_rfft, matrix_singular_values
 from svbench.functional.transfer import Grid, as_grid, as_stride, fits_grid, grid_div, grid_text
-from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method
+from svbench.methods.base import METHODS, Capabilities, LayerSpec, Method, warn_left_out
 
 
 class CayleyConv2d(nn.Module):
@@ -146,6 +146,17 @@ class CayleyMethod(Method):
         with torch.no_grad():
             q = layer.transfer(n)
             return expand_rfft(matrix_singular_values(q), n)
+
+    def network_svs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, Tensor]:
+        """All SVs of every Cayley layer of a model (one ``wrap`` made), each on the grid its forward sees (the
+        operator it implements there: 1 up to rounding). Was the base route, which looks for plain convs: a wrapped
+        model gave {}. Convs ``wrap`` kept dense are not this method's layers: named as left out."""
+        from svbench.models.probe import probe_inputs
+
+        found = probe_inputs(model, input_shape, lambda name, mod: isinstance(mod, CayleyConv2d))
+        out = {name: self.layer_svs(layer, as_grid((int(shape[-2]), int(shape[-1])))) for name, layer, shape in found}
+        warn_left_out(model, out, "cayley network_svs")
+        return out
 
     def control_target(self) -> float | None:
         return 1.0
