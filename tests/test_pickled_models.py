@@ -159,3 +159,17 @@ def test_every_wrapped_model_pickles_and_works_after_loading(method):
         loss = back(x).square().mean()
         loss.backward()  # the unpickled model's hooks run, and it trains
     assert all(p.grad is not None for p in back.parameters() if p.requires_grad)
+
+
+def test_a_pickled_data_parallel_model(pickled, tmp_path, capsys):
+    """torch.save(nn.DataParallel(model)): its state dict's keys lose the ``module.`` prefix, so the pickled model's
+    names must lose it too (else every layer fell back to the assumed geometry)."""
+    sys.path.insert(0, str(tmp_path))
+    try:
+        torch.save(torch.nn.DataParallel(torch.load(tmp_path / "model.pt", weights_only=False)), tmp_path / "dp.pt")
+    finally:
+        sys.path.remove(str(tmp_path))
+    code, out, err = _spectrum(capsys, "dp.pt", "--input-shape", "3,16,16", "--trust-checkpoint", "--out",
+                               str(tmp_path / "dp"))
+    assert code == 0 and "warning" not in err, err
+    assert "| f.3 | conv | (8, 4, 3, 3) | 16 | 2 (model hooks) |" in (tmp_path / "dp" / "spectrum.md").read_text()

@@ -77,11 +77,19 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> tuple[dict[str,
 
 
 def _pickled_module(obj: Any) -> nn.Module | None:
-    if isinstance(obj, nn.Module):
-        return obj
+    """The model a checkpoint pickles, unwrapped as its state dict's keys are (DataParallel / DDP's ``module``,
+    torch.compile's ``_orig_mod``: the names the geometry pass gives must be the state dict's)."""
     if isinstance(obj, dict):
-        return next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), nn.Module)), None)
-    return None
+        obj = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), nn.Module)), None)
+    if not isinstance(obj, nn.Module):
+        return None
+    while True:
+        if isinstance(obj, nn.DataParallel | nn.parallel.DistributedDataParallel):
+            obj = obj.module
+        elif isinstance(getattr(obj, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            obj = obj._orig_mod
+        else:
+            return obj
 
 
 def _is_wellformed(p: Path) -> bool:
