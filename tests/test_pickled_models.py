@@ -173,3 +173,41 @@ def test_a_pickled_data_parallel_model(pickled, tmp_path, capsys):
                                str(tmp_path / "dp"))
     assert code == 0 and "warning" not in err, err
     assert "| f.3 | conv | (8, 4, 3, 3) | 16 | 2 (model hooks) |" in (tmp_path / "dp" / "spectrum.md").read_text()
+
+
+def test_model_spectrum_of_a_model_in_memory(pickled, tmp_path, capsys):
+    """``svbench.checkpoint.model_spectrum(model, input_shape)``: a live model's per-conv spectra without a file --
+    the same values as the CLI gives for its pickle (CSV, to the printed digit), the same SVs as ``sedghi``'s network
+    route on a torchvision ResNet-18 (within the accuracy class; each conv's circular model on its grid, strides from
+    the hooks), the model itself untouched (weights, training flag); a bad input_shape is one line."""
+    import torchvision
+
+    from svbench.checkpoint import model_spectrum
+    from svbench.errors import UserError
+
+    code, _, _ = _spectrum(capsys, "model.pt", "--input-shape", "3,16,16", "--trust-checkpoint", "--no-lipschitz",
+                           "--out", str(tmp_path / "cli"))
+    assert code == 0
+    rows = [r.split(",") for r in (tmp_path / "cli" / "spectrum.csv").read_text().splitlines()[1:]]
+    live = model_spectrum(pickled, (3, 16, 16))
+    assert [(s.name, s.n, s.stride, s.geometry_source) for s in live] == [("f.0", 16, 1, "model hooks"),
+                                                                          ("f.3", 16, 2, "model hooks")]
+    assert [repr(v) for s in live for v in s.svs.tolist()] == [r[5] for r in rows]
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=10).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    spectra = {s.name: s for s in model_spectrum(net, [3, 32, 32])}
+    assert net.training and all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = create_method("sedghi").network_svs(net.eval(), (3, 32, 32))
+    assert set(spectra) == set(want) and len(want) == 20
+    for name, svs in want.items():
+        got = spectra[name].svs.double().cpu()
+        assert got.shape == svs.shape and float((got - svs.double().cpu()).abs().max()) <= 2e-6 * float(svs[0]), name
+        assert spectra[name].sigma_max_bound is not None, name  # the zero-padded layer's bound (on n')
+    assert spectra["layer2.0.conv1"].stride == 2 and spectra["layer2.0.conv1"].n == 8
+    for bad in [(3, 32), (3, 32, 0), "3,32,32", (3.0, 32, 32)]:
+        with pytest.raises(UserError, match=r"input_shape must be \(C, H, W\) of positive integers"):
+            model_spectrum(net, bad)

@@ -36,3 +36,6 @@ def test_readme_python_section_runs_and_says_the_truth():
     assert all(clipped[name].shape == env["model"].get_submodule(name).weight.shape for name in clipped)
     L, layers = env["L"], env["layers"]
     assert 1 < L < float("inf") and any(row["layer"] == "normalize+conv1+bn1" for row in layers)  # folded
+    table = env["table"]  # model_spectrum: the live ResNet-18's convs, strides from the hooks, as network_svs
+    assert [s.name for s in table] == list(per_conv) and table[0].stride == 2 and table[0].n == 32
+    assert all(float((s.svs.double() - per_conv[s.name].double()).abs().max()) <= 2e-6 * s.sigma_max for s in table)

@@ -387,6 +387,16 @@ def plan_spectrum(
         model = f"pickled {type(pickled).__name__}"
     else:
         pickled = None
+    return _plan(state, convs, model=model, module=pickled, input_size=input_size, input_shape=input_shape,
+                 method=method, device=dev, lipschitz=lipschitz)
+
+
+def _plan(state: dict[str, Tensor], convs: list[ConvEntry], *, model: str | None, module: nn.Module | None,
+          input_size: Grid | None, input_shape: tuple[int, int, int] | None, method: str, device: torch.device,
+          lipschitz: bool) -> SpectrumPlan:
+    """The plan of a checkpoint's (or a live model's) convs: each layer's geometry from the model (a name, or
+    ``module`` itself) or assumed from ``input_size``, checked."""
+    pickled, dev = module, device
     if model is not None:
         if input_shape is None:
             raise UserError("--model needs --input-shape C,H,W (e.g. 3,32,32)")
@@ -423,6 +433,24 @@ def plan_spectrum(
         plan.model_name, plan.input_shape = model, input_shape
         plan.bound_model, plan.bound_note = load_model(model, input_shape, state, convs, pickled)
     return plan
+
+
+def model_spectrum(model: nn.Module, input_shape: tuple[int, int, int], *, method: str = "sedghi",
+                   device: torch.device | str = "cpu") -> list[LayerSpectrum]:
+    """Every conv's spectrum of a model in memory (a notebook's, mid-training), each conv on the input grid, stride,
+    padding, groups and dilation its forward gives it for inputs of ``input_shape`` (C, H, W): forward hooks on a
+    copy, the model itself untouched. The same per-layer results as ``svbench spectrum model.pt --input-shape C,H,W``
+    gives for the model pickled: all SVs of each conv's circular model (exact; TT layers from their folded core, Cayley
+    layers as the orthogonal operator they implement), ``sigma_max_bound`` the guaranteed zero-padding bound; nothing
+    is written. The model's certified Lipschitz bound: :func:`svbench.metrics.lipschitz_bound`."""
+    spectrum_method(method)
+    if not (isinstance(input_shape, tuple | list) and len(input_shape) == 3 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in input_shape)):
+        raise UserError(f"input_shape must be (C, H, W) of positive integers, e.g. (3, 32, 32); got {input_shape!r}")
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    plan = _plan(state, find_convs(state), model=type(model).__name__, module=model, input_size=None,
+                 input_shape=tuple(input_shape), method=method, device=resolve_device(str(device)), lipschitz=False)
+    return compute_spectrum(plan)
 
 
 def _check_geometry(entry: ConvEntry, n: Grid, stride: Stride, dilation: Stride, padding: str) -> None:
