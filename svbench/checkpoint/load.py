@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import pickle
 import pickletools
@@ -39,7 +41,9 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> tuple[dict[str,
     if not p.exists():
         raise UserError(f"checkpoint not found: {p}")
     if p.is_dir():
-        raise UserError(f"{p} is a folder; pass a checkpoint file (.pt/.pth)")
+        raise UserError(f"{p} is a folder; pass a checkpoint file (.pt/.pth or .safetensors)")
+    if p.suffix == ".safetensors" or _looks_like_safetensors(p):
+        return _strip_wrapper_prefixes(_nonempty(read_safetensors(p), p)), None
     try:
         with warnings.catch_warnings(), torch.sparse.check_sparse_tensor_invariants(enable=True):
             # sparse tensors are validated as they load: torch 2.11 does not by default, and a sparse tensor with an
@@ -74,6 +78,76 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> tuple[dict[str,
         why = f" ({first_line(e)})" if isinstance(e, (RuntimeError, OSError, ValueError)) else ""  # not "(101)"
         raise UserError(f"cannot read checkpoint {p}: not a PyTorch checkpoint or corrupt{why}") from None
     return _unwrap(obj, p), _pickled_module(obj)
+
+
+# safetensors dtype codes (the format's own names) -> torch dtypes; the float8 ones where this torch has them
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
+    "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+    **{code: getattr(torch, name) for code, name in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2"))
+       if hasattr(torch, name)},
+}
+_SAFETENSORS_MAX_HEADER = 100 * 2**20  # the format's own limit is 100 MB
+
+
+def _looks_like_safetensors(p: Path) -> bool:
+    """A little-endian u64 header length that fits the file, then the header's opening brace."""
+    with open(p, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return int.from_bytes(head[:8], "little") <= min(p.stat().st_size - 8, _SAFETENSORS_MAX_HEADER)
+
+
+def read_safetensors(path: str | Path) -> dict[str, Tensor]:
+    """The tensors of a ``.safetensors`` file (Hugging Face's format: a u64 header length, a JSON header naming each
+    tensor's dtype, shape and byte range, then the raw little-endian data), read without the ``safetensors`` package
+    and without running anything: the format holds data only, so no ``--trust-checkpoint`` is needed. Every header
+    entry is checked against the file (dtype, shape, byte range and size); a bad one is one line."""
+    p = Path(path)
+    data = bytearray(p.read_bytes())  # one copy, shared by the tensors (torch.frombuffer needs a writable buffer)
+
+    def bad(why: str) -> UserError:
+        return UserError(f"cannot read checkpoint {p}: not a valid safetensors file ({why})")
+
+    if len(data) < 8:
+        raise bad("shorter than its 8-byte header length")
+    n = int.from_bytes(data[:8], "little")
+    if n > min(len(data) - 8, _SAFETENSORS_MAX_HEADER):
+        raise bad(f"a header of {n} bytes in a file of {len(data)}")
+    try:
+        header = json.loads(bytes(data[8:8 + n]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise bad("its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise bad("its header is not a JSON object")
+    base, size, out = 8 + n, len(data) - 8 - n, {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not (isinstance(info, dict) and isinstance(info.get("shape"), list) and all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in info["shape"])
+                and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2 and all(
+                isinstance(o, int) and not isinstance(o, bool) for o in info["data_offsets"])):
+            raise bad(f"tensor {name!r}: expected dtype, shape and data_offsets")
+        dtype = _SAFETENSORS_DTYPES.get(info.get("dtype"))
+        if dtype is None:
+            raise bad(f"tensor {name!r} has dtype {info.get('dtype')!r}; svbench reads "
+                      f"{', '.join(_SAFETENSORS_DTYPES)}")
+        begin, end = info["data_offsets"]
+        numel = math.prod(info["shape"])
+        if not 0 <= begin <= end <= size or end - begin != numel * torch.empty((), dtype=dtype).element_size():
+            raise bad(f"tensor {name!r}: bytes {begin}..{end} of {size} do not hold {info['dtype']} {info['shape']}")
+        flat = (torch.frombuffer(data, dtype=dtype, count=numel, offset=base + begin) if numel
+                else torch.empty(0, dtype=dtype))
+        out[str(name)] = flat.reshape(info["shape"])
+    return out
+
+
+def _nonempty(tensors: dict[str, Tensor], p: Path) -> dict[str, Tensor]:
+    if not tensors:
+        raise UserError(f"{p} holds no tensors (expected a state dict, or a dict with a 'state_dict' entry)")
+    return tensors
 
 
 def _pickled_module(obj: Any) -> nn.Module | None:

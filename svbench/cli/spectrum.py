@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("spectrum", help="all SVs of a checkpoint's conv layers (CSV, markdown, plot); several "
                        "checkpoints side by side")
-    p.add_argument("checkpoint", nargs="+", help="one or more state-dict files (.pt/.pth); with several, each gets "
+    p.add_argument("checkpoint", nargs="+", help="one or more checkpoints (.pt/.pth state dicts or pickled models, "
+                   ".safetensors); with several, each gets "
                    "its own folder under --out and comparison.md / comparison.png set them side by side")
     p.add_argument("--input-size", default=None, help="input grid of every conv: N (N x N) or HxW (stride 1 assumed)")
     p.add_argument("--model", default=None, help="real per-layer sizes and strides from a model: a registered name "
