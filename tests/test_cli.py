@@ -633,3 +633,29 @@ def test_spectrum_progress_is_one_step_per_layer_and_bound_on_a_terminal_only(tm
     steps.clear()
     code, _, err = _inproc(capsys, *args, "--out", str(tmp_path / "c"), "--no-progress")
     assert code == 0 and err == "" and not any(drawn for drawn, _ in steps)
+
+
+def test_spectrum_layers_selects_convs_by_pattern(tmp_path, capsys):
+    """``--layers 'layer4.*,conv1'``: only those convs are computed -- the same CSV rows as the full run, in model
+    order -- and spectrum.md says which; the certified bound stays the whole model's (the same L). A pattern that
+    matches nothing is one line before any SV, naming the layers; an empty one too."""
+    import torchvision
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), tmp_path / "r.pt")
+    common = ["spectrum", str(tmp_path / "r.pt"), "--model", "torchvision:resnet18", "--input-shape", "3,16,16",
+              "--no-progress"]
+    code, full_out, _ = _inproc(capsys, *common, "--out", str(tmp_path / "full"))
+    assert code == 0
+    code, out, _ = _inproc(capsys, *common, "--layers", "layer4.*, conv1", "--out", str(tmp_path / "sel"))
+    assert code == 0
+    full = (tmp_path / "full" / "spectrum.csv").read_text().splitlines()
+    sel = (tmp_path / "sel" / "spectrum.csv").read_text().splitlines()
+    want = [full[0]] + [r for r in full[1:] if r.startswith(("conv1,", "layer4."))]
+    assert sel == want and len({r.split(",")[0] for r in sel[1:]}) == 6
+    assert "Selected: 6 of 20 conv layers, --layers layer4.*,conv1." in (tmp_path / "sel" / "spectrum.md").read_text()
+    assert out.split("L = ")[1].split()[0] == full_out.split("L = ")[1].split()[0]
+    for layers, says in (("nothing*", "--layers nothing*: no conv layer of"), (" , ", "--layers is empty")):
+        code, _, err = _inproc(capsys, *common, "--layers", layers, "--out", str(tmp_path / "none"))
+        assert code == 2 and says in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "none").exists()

@@ -360,6 +360,7 @@ class SpectrumPlan:
     input_shape: tuple[int, int, int] | None = None
     bound_model: nn.Module | None = None
     bound_note: str | None = None
+    selection: str | None = None  # "k of N conv layers, --layers PATTERNS" when only some are computed
 
 
 def plan_spectrum(
@@ -515,10 +516,11 @@ def _write_error(out: Path, e: OSError) -> UserError:
     return UserError(f"cannot write the spectrum into {out}: {e.strerror}; choose another folder with --out")
 
 
-def write_spectrum(spectra: list[LayerSpectrum], out_dir: str | Path, incomplete: str | None = None
-                   ) -> tuple[Path, Path]:
+def write_spectrum(spectra: list[LayerSpectrum], out_dir: str | Path, incomplete: str | None = None,
+                   selection: str | None = None) -> tuple[Path, Path]:
     """spectrum.csv (one row per SV), spectrum.md and spectrum.png (each layer's sorted SVs, and sigma_max / median /
-    sigma_min per layer) in ``out_dir``; ``incomplete`` marks a list cut short (in the table and the plot's title)."""
+    sigma_min per layer) in ``out_dir``; ``incomplete`` marks a list cut short (in the table and the plot's title),
+    ``selection`` says which layers were asked for (``--layers``)."""
     from svbench.report.plots import spectrum_per_layer
 
     out = prepare_out(out_dir)
@@ -532,7 +534,7 @@ def write_spectrum(spectra: list[LayerSpectrum], out_dir: str | Path, incomplete
                 n, stride = grid_text(s.n), stride_text(s.stride)
                 grid = grid_text(s.n if s.proxy_n is None else s.proxy_n)
                 w.writerows((s.name, s.kind, n, stride, i, v, grid) for i, v in enumerate(map(repr, s.svs.tolist())))
-        md_path.write_text(spectrum_markdown(spectra, incomplete))
+        md_path.write_text(spectrum_markdown(spectra, incomplete, selection))
         png = spectrum_per_layer([(sp.name, sp.svs.double().cpu().numpy(), sp.sigma_max_bound) for sp in spectra],
                                  title=f"INCOMPLETE: {incomplete}" if incomplete else "")
         if png is not None:
@@ -600,8 +602,26 @@ def _grid_cell(s: LayerSpectrum) -> str:
     return grid_text(s.n) + ("" if s.proxy_n is None else f" -> {grid_text(s.proxy_n)}")
 
 
-def spectrum_markdown(spectra: list[LayerSpectrum], incomplete: str | None = None) -> str:
-    """The spectrum table with what its numbers are; ``incomplete``: why the list stops early (said first)."""
+def select_layers(plan: SpectrumPlan, patterns: list[str], path: str | Path) -> SpectrumPlan:
+    """The plan with only the layers whose name matches one of the shell-style ``patterns`` (``layer4.*``,
+    ``*downsample*``; ``fnmatch``, case-sensitive), in order; none matching is one line naming some layers. The
+    model (and its certified bound) stays whole: the bound is the model's, not the selection's."""
+    import fnmatch
+
+    kept = [layer for layer in plan.layers if any(fnmatch.fnmatchcase(layer[0].name, pat) for pat in patterns)]
+    if not kept:
+        names = [layer[0].name for layer in plan.layers]
+        shown = ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
+        raise UserError(f"--layers {','.join(patterns)}: no conv layer of {path} matches; its layers: {shown}")
+    plan.selection = f"{len(kept)} of {len(plan.layers)} conv layers, --layers {','.join(patterns)}"
+    plan.layers = kept
+    return plan
+
+
+def spectrum_markdown(spectra: list[LayerSpectrum], incomplete: str | None = None, selection: str | None = None
+                      ) -> str:
+    """The spectrum table with what its numbers are; ``incomplete``: why the list stops early (said first);
+    ``selection``: which layers were asked for (``--layers``)."""
     lines = [
         "SVs of each conv's circular operator on its input grid (exact for circular padding; a proxy, not a bound,",
         "for zero padding). `sigma_max bound` is a guaranteed upper bound for the zero-padded layer (circular",
@@ -615,6 +635,8 @@ def spectrum_markdown(spectra: list[LayerSpectrum], incomplete: str | None = Non
     note = depthwise_note(spectra)
     if note:
         lines.append(note)
+    if selection:
+        lines.append(f"Selected: {selection}.")
     lines += [
         f"Computed on: {', '.join(sorted({s.device for s in spectra})) or 'cpu'}.",
         "",

@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: reports/spectrum/<checkpoint name>)")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a checkpoint that needs to run code when loaded (only for files you trust)")
+    p.add_argument("--layers", default=None, help="only these convs: names or shell-style patterns, comma-separated "
+                   "(e.g. 'layer4.*,conv1'); the certified bound stays the whole model's")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is shown on a terminal only)")
     return p
 
@@ -72,6 +74,7 @@ def main(args: argparse.Namespace) -> int:
         depthwise_note,
         plan_spectrum,
         prepare_out,
+        select_layers,
         spectrum_markdown,
         write_comparison,
         write_spectrum,
@@ -92,6 +95,11 @@ def main(args: argparse.Namespace) -> int:
         path, input_size=size, model=args.model, input_shape=shape, method=args.method,
         trust=args.trust_checkpoint, device=args.device, lipschitz=not args.no_lipschitz,
     ) for path in args.checkpoint]
+    if args.layers is not None:  # after every checkpoint is read: a pattern matching nothing is said before any SV
+        patterns = [pat.strip() for pat in args.layers.split(",") if pat.strip()]
+        if not patterns:
+            raise UserError("--layers is empty; pass layer names or shell-style patterns, e.g. 'layer4.*,conv1'")
+        plans = [select_layers(plan, patterns, path) for plan, path in zip(plans, args.checkpoint)]
     paths = [Path(c) for c in args.checkpoint]
     several = len(paths) > 1
     root = Path(args.out) if args.out else Path("reports/spectrum") / "-vs-".join(p.stem for p in paths)
@@ -117,8 +125,8 @@ def main(args: argparse.Namespace) -> int:
                 warnings.warn(f"the checkpoint(s) finished before {str(path)!r} are written: "
                               f"{', '.join(str(f) for f in outs[:len(results)])}", stacklevel=1)
             raise
-        csv_path, md_path = write_spectrum(spectra, out)
-        print(("" if not several else f"## {path}\n\n") + spectrum_markdown(spectra))
+        csv_path, md_path = write_spectrum(spectra, out, selection=plan.selection)
+        print(("" if not several else f"## {path}\n\n") + spectrum_markdown(spectra, selection=plan.selection))
         print(f"wrote {csv_path}, {md_path} and {md_path.with_suffix('.png')}")
         note = depthwise_note(spectra)
         if note:
@@ -218,7 +226,7 @@ def _write_partial(spectra: list[LayerSpectrum], plan: SpectrumPlan, out: Path, 
     why = "interrupted" if isinstance(error, KeyboardInterrupt) else f"stopped at layer {failed!r}"
     try:
         write_spectrum(spectra, out, incomplete=f"{why}; the {len(spectra)} of {len(plan.layers)} layers before it "
-                                                f"are complete")
+                                                f"are complete", selection=plan.selection)
     except Exception:  # noqa: BLE001 - the original error is what the user must see
         return
     warnings.warn(f"{why}: the {len(spectra)} of {len(plan.layers)} layers finished before it are written to {out} "
