@@ -208,6 +208,11 @@ def test_model_spectrum_of_a_model_in_memory(pickled, tmp_path, capsys):
         assert got.shape == svs.shape and float((got - svs.double().cpu()).abs().max()) <= 2e-6 * float(svs[0]), name
         assert spectra[name].sigma_max_bound is not None, name  # the zero-padded layer's bound (on n')
     assert spectra["layer2.0.conv1"].stride == 2 and spectra["layer2.0.conv1"].n == 8
+    picked = model_spectrum(net, (3, 32, 32), layers=["layer2.0.*"])
+    assert [s.name for s in picked] == ["layer2.0.conv1", "layer2.0.conv2", "layer2.0.downsample.0"]
+    assert all(torch.equal(s.svs, spectra[s.name].svs) for s in picked)
+    with pytest.raises(UserError, match="no conv layer of ResNet matches"):
+        model_spectrum(net, (3, 32, 32), layers="nothing")
     for bad in [(3, 32), (3, 32, 0), "3,32,32", (3.0, 32, 32)]:
         with pytest.raises(UserError, match=r"input_shape must be \(C, H, W\) of positive integers"):
             model_spectrum(net, bad)

@@ -437,13 +437,14 @@ def _plan(state: dict[str, Tensor], convs: list[ConvEntry], *, model: str | None
 
 
 def model_spectrum(model: nn.Module, input_shape: tuple[int, int, int], *, method: str = "sedghi",
-                   device: torch.device | str = "cpu") -> list[LayerSpectrum]:
+                   device: torch.device | str = "cpu", layers: list[str] | None = None) -> list[LayerSpectrum]:
     """Every conv's spectrum of a model in memory (a notebook's, mid-training), each conv on the input grid, stride,
     padding, groups and dilation its forward gives it for inputs of ``input_shape`` (C, H, W): forward hooks on a
     copy, the model itself untouched. The same per-layer results as ``svbench spectrum model.pt --input-shape C,H,W``
     gives for the model pickled: all SVs of each conv's circular model (exact; TT layers from their folded core, Cayley
     layers as the orthogonal operator they implement), ``sigma_max_bound`` the guaranteed zero-padding bound; nothing
-    is written. The model's certified Lipschitz bound: :func:`svbench.metrics.lipschitz_bound`."""
+    is written; ``layers``: only the convs matching these names or shell-style patterns (as ``--layers``). The
+    model's certified Lipschitz bound: :func:`svbench.metrics.lipschitz_bound`."""
     spectrum_method(method)
     if not (isinstance(input_shape, tuple | list) and len(input_shape) == 3 and all(
             isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in input_shape)):
@@ -451,6 +452,8 @@ def model_spectrum(model: nn.Module, input_shape: tuple[int, int, int], *, metho
     state = {k: v.detach() for k, v in model.state_dict().items()}
     plan = _plan(state, find_convs(state), model=type(model).__name__, module=model, input_size=None,
                  input_shape=tuple(input_shape), method=method, device=resolve_device(str(device)), lipschitz=False)
+    if layers is not None:
+        plan = select_layers(plan, [layers] if isinstance(layers, str) else list(layers), type(model).__name__)
     return compute_spectrum(plan)
 
 
