@@ -47,6 +47,9 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        others = [a for a in args if a is not type(None)]
+        if len(others) == 1:  # X | None given a value: X's own message (a nested section's range check, say)
+            return coerce(value, others[0], where)
         errors = []
         for a in args:
             if a is type(None):

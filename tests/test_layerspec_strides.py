@@ -120,3 +120,22 @@ def test_an_sv_task_with_strides_per_axis_end_to_end(tmp_path):
     assert shape_label(recs[0]["shape"]) == "4->6 k3 n8x12 s1x2 circ"
     # (8 / 1) x (12 / 2 // 2 + 1) frequencies of 6 x (4 * 2) complex64 matrices
     assert rfft_transfer_bytes(suite.tasks[0].shapes[0], torch.float32) == 8 * 4 * 6 * 8 * 8
+
+
+@pytest.mark.parametrize("stride, says", [
+    ([[1, 2, 3]], "tasks[0].grid: stride: each entry must be a positive integer or [s_height, s_width] of positive "
+                  "integers, got [1, 2, 3]"),
+    ([[0, 2]], "got [0, 2]"),
+    ([0], "got 0"),  # was a ZeroDivisionError traceback from the sweep
+    ([True], "tasks[0].grid.stride[0]: expected int | list of int, got True"),
+])
+def test_bad_grid_strides_are_one_line_naming_where(stride, says):
+    """A grid's strides are checked before the sweep divides by them; the message names the grid (an optional
+    section's own message, no longer "expected mapping | null, got {...}")."""
+    from svbench.errors import UserError
+    from svbench.suite.loader import parse_suite
+
+    with pytest.raises(UserError) as e:
+        parse_suite({"name": "g", "tasks": [{"name": "sv", "kind": "sv", "grid": {"c": [4], "n": [8],
+                                                                                 "stride": stride}}]}, "g.yaml")
+    assert says in str(e.value) and "\n" not in str(e.value)

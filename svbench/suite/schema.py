@@ -47,6 +47,15 @@ class GridSpec:
     max_work: float | None = None  # skip shapes with (n/s)^2 c^3 above this (the cubic SVD model)
     width: list[int] | None = None  # rectangular inputs: every n x width pair (None: square n x n)
 
+    def __post_init__(self) -> None:
+        def positive(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+        for s in self.stride:  # checked here: the sweep below divides by them (stride 0 was a ZeroDivisionError)
+            if not (positive(s) or (isinstance(s, tuple | list) and len(s) == 2 and all(map(positive, s)))):
+                raise ValueError(f"stride: each entry must be a positive integer or [s_height, s_width] of positive "
+                                 f"integers, got {list(s) if isinstance(s, tuple | list) else s!r}")
+
     def shapes(self) -> list[LayerSpec]:
         out = []
         for c in self.c:
