@@ -150,10 +150,13 @@ class CayleyMethod(Method):
     def network_svs(self, model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, Tensor]:
         """All SVs of every Cayley layer of a model (one ``wrap`` made), each on the grid its forward sees (the
         operator it implements there: 1 up to rounding). Was the base route, which looks for plain convs: a wrapped
-        model gave {}. Convs ``wrap`` kept dense are not this method's layers: named as left out."""
+        model gave {}. Convs ``wrap`` kept dense are not this method's layers: named as left out. A model without
+        Cayley layers takes the base route, which refuses it in one line naming a conv."""
         from svbench.models.probe import probe_inputs
 
         found = probe_inputs(model, input_shape, lambda name, mod: isinstance(mod, CayleyConv2d))
+        if not found:  # not a model wrap made: the base route says why, naming a conv (use wrap() first, or its stride)
+            return super().network_svs(model, input_shape)
         out = {name: self.layer_svs(layer, as_grid((int(shape[-2]), int(shape[-1])))) for name, layer, shape in found}
         warn_left_out(model, out, "cayley network_svs")
         return out
