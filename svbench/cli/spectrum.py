@@ -28,8 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "MODULE:NAME, with literal arguments if it needs them ('nets/resnet.py:ResNet(depth=20)')")
     p.add_argument("--input-shape", default=None, help="C,H,W of the model input, e.g. 3,32,32 (with --model; alone "
                    "for a checkpoint that pickles its model, torch.save(model), with --trust-checkpoint)")
-    p.add_argument("--no-lipschitz", action="store_true", help="with --model: skip the certified Lipschitz bound of "
-                   "the whole model (lipschitz.md)")
+    p.add_argument("--no-lipschitz", action="store_true", help="with a model (--model, or --input-shape for a "
+                   "pickled one): skip the certified Lipschitz bound of the whole model (lipschitz.md)")
     p.add_argument("--method", default="sedghi", help="an all-SVs method (default: sedghi)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto: where the SVs are computed")
     p.add_argument("--out", default=None, help="output folder (default: reports/spectrum/<checkpoint name>)")
