@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import pickletools
 import re
-import sys
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from svbench.errors import UserError, first_line
+from svbench.models.imported import current_folder_importable
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "weights")
 
@@ -59,20 +58,15 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> tuple[dict[str,
                 f"{p} is not a plain state dict: loading it would run code from the file ({_unsafe_global(e)}); "
                 f"if you trust it, pass --trust-checkpoint"
             ) from None
-        added = os.getcwd() not in sys.path and "" not in sys.path
-        if added:  # a pickled model names the module of its class (models.resnet): found from the current folder,
-            sys.path.append(os.getcwd())  # as for the `python train.py` that saved it (the console script lacks it)
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=False)
+        try:  # a pickled model names the module of its class (models.resnet): found from the current folder too,
+            with current_folder_importable():  # as by the `python train.py` that saved it
+                obj = torch.load(p, map_location="cpu", weights_only=False)
         except ModuleNotFoundError as e2:
             raise UserError(f"cannot load checkpoint {p}: it pickles objects of module {e2.name!r}, which is not "
                             f"importable here; run svbench from the folder it was saved in, or put that code on "
                             f"PYTHONPATH") from None
         except Exception as e2:  # noqa: BLE001 - any failure of an untrusted file is a user error
             raise UserError(f"cannot load checkpoint {p}: {first_line(e2)}") from None
-        finally:
-            if added:
-                sys.path.remove(os.getcwd())
     except Exception as e:  # noqa: BLE001 - torch's unpickler fails on a text file with IndexError, on others with
         # RuntimeError, EOFError, ValueError...: any failure to read the file is the file's
         why = f" ({first_line(e)})" if isinstance(e, (RuntimeError, OSError, ValueError)) else ""  # not "(101)"
@@ -136,7 +130,7 @@ def read_safetensors(path: str | Path) -> dict[str, Tensor]:
                       f"{', '.join(_SAFETENSORS_DTYPES)}")
         begin, end = info["data_offsets"]
         numel = math.prod(info["shape"])
-        if not 0 <= begin <= end <= size or end - begin != numel * torch.empty((), dtype=dtype).element_size():
+        if not 0 <= begin <= end <= size or end - begin != numel * dtype.itemsize:
             raise bad(f"tensor {name!r}: bytes {begin}..{end} of {size} do not hold {info['dtype']} {info['shape']}")
         flat = (torch.frombuffer(data, dtype=dtype, count=numel, offset=base + begin) if numel
                 else torch.empty(0, dtype=dtype))
@@ -197,10 +191,8 @@ def _unwrap(obj: Any, p: Path) -> dict[str, Tensor]:
             if isinstance(inner, dict) and any(isinstance(v, Tensor) for v in inner.values()):
                 obj = inner
                 break
-        tensors = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
-        if tensors:
-            return _strip_wrapper_prefixes(tensors)
-    raise UserError(f"{p} holds no tensors (expected a state dict, or a dict with a 'state_dict' entry)")
+    tensors = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)} if isinstance(obj, dict) else {}
+    return _strip_wrapper_prefixes(_nonempty(tensors, p))
 
 
 # prefixes a wrapper adds to every key: nn.DataParallel / DistributedDataParallel ("module."), torch.compile

@@ -17,6 +17,7 @@ spec (``--debug`` shows the traceback).
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import hashlib
 import importlib
@@ -24,6 +25,7 @@ import importlib.util
 import inspect
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -119,11 +121,26 @@ def _import_file(spec: ImportSpec) -> ModuleType:
     return module
 
 
-def _import_module(spec: ImportSpec) -> ModuleType:
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())  # as `python -m` finds a package in the current folder (after installed ones)
+@contextlib.contextmanager
+def current_folder_importable() -> Iterator[None]:
+    """The current folder on ``sys.path`` (after the installed packages) while the block runs, as ``python -m`` and
+    ``python script.py`` have it and the ``svbench`` console script does not; put back as it was afterwards. For
+    a module spec, and for unpickling a model whose class lives in the folder it was saved from."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.append(cwd)
     try:
-        with torch.device("cpu"):  # as for a file: module-level instances are real, whoever imports first
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def _import_module(spec: ImportSpec) -> ModuleType:
+    try:
+        # as for a file: module-level instances are real, whoever imports first
+        with current_folder_importable(), torch.device("cpu"):
             return importlib.import_module(spec.target)
     except ModuleNotFoundError as e:
         if e.name and spec.target.split(".")[0] == e.name.split(".")[0] and spec.target.startswith(e.name):
