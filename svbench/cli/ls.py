@@ -66,9 +66,9 @@ def main(args: argparse.Namespace) -> int:
         console.print(t)
     elif args.what == "models":
         console.print(_models_table(args.pattern))
-        console.print("Also torchvision:NAME (spectrum --model, network and train tasks): torchvision's "
-                      "classification architectures, no weights, 3-channel inputs; and your own, FILE.py:NAME or "
-                      "MODULE:NAME with literal arguments if needed (nets/resnet.py:ResNet(depth=20)).")
+        console.print("Also torchvision:NAME (spectrum --model, network tasks): torchvision's classification "
+                      "architectures, no weights, 3-channel inputs; and your own, FILE.py:NAME or MODULE:NAME with "
+                      "literal arguments if needed (nets/resnet.py:ResNet(depth=20); train tasks too).")
     else:
         from svbench.results.schema import METRICS
 
